@@ -1,0 +1,74 @@
+#include "storage/keys.h"
+
+#include "common/coding.h"
+
+namespace spool::storage {
+
+std::string PartitionPrefix(std::uint32_t topic, std::uint32_t partition) {
+  std::string key;
+  key.reserve(8);
+  PutFixed32BE(key, topic);
+  PutFixed32BE(key, partition);
+  return key;
+}
+
+std::string TopicPrefix(std::uint32_t topic) {
+  std::string key;
+  PutFixed32BE(key, topic);
+  return key;
+}
+
+std::string TopicRangeEnd(std::uint32_t topic) {
+  // No 4-byte successor exists; 32 bytes of 0xff sort after every key built here (<= 24).
+  if (topic == UINT32_MAX) return std::string(32, '\xff');
+  return TopicPrefix(topic + 1);
+}
+
+std::string PartitionRangeEnd(std::uint32_t topic, std::uint32_t partition) {
+  if (partition == UINT32_MAX) return TopicRangeEnd(topic);
+  return PartitionPrefix(topic, partition + 1);
+}
+
+std::string LogKey(std::uint32_t topic, std::uint32_t partition, std::uint64_t offset) {
+  std::string key;
+  key.reserve(16);
+  PutFixed32BE(key, topic);
+  PutFixed32BE(key, partition);
+  PutFixed64BE(key, offset);
+  return key;
+}
+
+bool ParseLogKey(std::string_view key, LogKeyParts* parts) {
+  if (key.size() != 16) return false;
+  return GetFixed32BE(key, &parts->topic) && GetFixed32BE(key, &parts->partition) &&
+         GetFixed64BE(key, &parts->offset);
+}
+
+std::string TimeIndexKey(std::uint32_t topic, std::uint32_t partition, std::uint64_t timestamp_ms,
+                         std::uint64_t offset) {
+  std::string key;
+  key.reserve(24);
+  PutFixed32BE(key, topic);
+  PutFixed32BE(key, partition);
+  PutFixed64BE(key, timestamp_ms);
+  PutFixed64BE(key, offset);
+  return key;
+}
+
+bool ParseTimeIndexKey(std::string_view key, TimeIndexKeyParts* parts) {
+  if (key.size() != 24) return false;
+  return GetFixed32BE(key, &parts->topic) && GetFixed32BE(key, &parts->partition) &&
+         GetFixed64BE(key, &parts->timestamp_ms) && GetFixed64BE(key, &parts->offset);
+}
+
+std::string MetaKey(MetaTag tag, std::string_view suffix) {
+  std::string key(1, static_cast<char>(tag));
+  key.append(suffix);
+  return key;
+}
+
+std::string LogStartKey(std::uint32_t topic, std::uint32_t partition) {
+  return MetaKey(MetaTag::kLogStart, PartitionPrefix(topic, partition));
+}
+
+}  // namespace spool::storage

@@ -1,0 +1,55 @@
+#pragma once
+
+// Key layouts of every column family (design §2). All integers are fixed-width big-endian so
+// that bytewise key order is numeric order: a partition's records sort by offset, its time
+// index entries by timestamp, and one topic's keys form one contiguous range (which is what
+// lets a topic be dropped with a single DeleteRange).
+//
+// Thread-safety: pure functions.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace spool::storage {
+
+// log: topic u32 | partition u32 | offset u64
+std::string LogKey(std::uint32_t topic, std::uint32_t partition, std::uint64_t offset);
+struct LogKeyParts {
+  std::uint32_t topic;
+  std::uint32_t partition;
+  std::uint64_t offset;
+};
+bool ParseLogKey(std::string_view key, LogKeyParts* parts);
+
+// time_index: topic u32 | partition u32 | append timestamp u64 (ms) | offset u64
+std::string TimeIndexKey(std::uint32_t topic, std::uint32_t partition, std::uint64_t timestamp_ms,
+                         std::uint64_t offset);
+struct TimeIndexKeyParts {
+  std::uint32_t topic;
+  std::uint32_t partition;
+  std::uint64_t timestamp_ms;
+  std::uint64_t offset;
+};
+bool ParseTimeIndexKey(std::string_view key, TimeIndexKeyParts* parts);
+
+// The first key of a partition's range in `log` and `time_index`: topic | partition.
+// [PartitionPrefix(t, p), PartitionPrefix(t, p + 1)) holds exactly that partition.
+std::string PartitionPrefix(std::uint32_t topic, std::uint32_t partition);
+// [TopicPrefix(t), TopicRangeEnd(t)) holds exactly one topic. For t == UINT32_MAX the end
+// is a run of 0xff bytes longer than any key built here.
+std::string TopicPrefix(std::uint32_t topic);
+std::string TopicRangeEnd(std::uint32_t topic);
+std::string PartitionRangeEnd(std::uint32_t topic, std::uint32_t partition);
+
+// meta: a one-byte type tag, then type-specific fields. Every tag in use is listed here so
+// that two owners never collide.
+enum class MetaTag : char {
+  kTopic = 'T',        // 'T' | name                      -> topic config (broker)
+  kLogStart = 'S',     // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
+  kCounter = 'C',      // 'C' | name                      -> u64 (e.g. the next topic id)
+};
+std::string MetaKey(MetaTag tag, std::string_view suffix);
+std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);
+
+}  // namespace spool::storage

@@ -1,0 +1,284 @@
+#include "storage/partition_log.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/coding.h"
+#include "storage/keys.h"
+
+namespace spool::storage {
+namespace {
+
+std::string EncodeLogStart(const LogPosition& start) {
+  std::string value;
+  PutFixed64BE(value, start.offset);
+  PutFixed64BE(value, start.position);
+  return value;
+}
+
+std::string EncodeIndexValue(std::uint64_t position) {
+  std::string value;
+  PutFixed64BE(value, position);
+  return value;
+}
+
+std::string Where(std::uint32_t topic, std::uint32_t partition) {
+  return "topic id " + std::to_string(topic) + " partition " + std::to_string(partition);
+}
+
+}  // namespace
+
+Result<PartitionLog> PartitionLog::Open(const Store& store, std::uint32_t topic,
+                                        std::uint32_t partition) {
+  PartitionLog log(store, topic, partition);
+  const std::string where = Where(topic, partition);
+
+  auto stored_start = store.Get(ColumnFamily::kMeta, LogStartKey(topic, partition));
+  if (!stored_start) return stored_start.error();
+  if (*stored_start) {
+    std::string_view in(**stored_start);
+    if (!GetFixed64BE(in, &log.start_.offset) || !GetFixed64BE(in, &log.start_.position)) {
+      return DataLoss("corrupt log start of " + where);
+    }
+  }
+
+  // The last index entry at or above the start tells where to begin summing record sizes.
+  LogPosition scan_from = log.start_;
+  {
+    auto it = store.NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic, partition),
+                                PartitionRangeEnd(topic, partition));
+    it->SeekToLast();
+    if (it->Valid()) {
+      TimeIndexKeyParts parts{};
+      std::string_view value = it->value();
+      std::uint64_t position = 0;
+      if (!ParseTimeIndexKey(it->key(), &parts) || !GetFixed64BE(value, &position)) {
+        return DataLoss("corrupt time index entry of " + where);
+      }
+      log.has_index_entry_ = true;
+      if (parts.offset >= log.start_.offset) scan_from = {parts.offset, position};
+    }
+    if (Status s = it->status(); !s) return s.error();
+  }
+  log.last_index_position_ = scan_from.position;
+
+  LogPosition end = scan_from;
+  {
+    auto it = store.NewIterator(ColumnFamily::kLog, LogKey(topic, partition, scan_from.offset),
+                                PartitionRangeEnd(topic, partition));
+    std::string last_value;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      LogKeyParts parts{};
+      if (!ParseLogKey(it->key(), &parts)) return DataLoss("corrupt log key in " + where);
+      if (parts.offset != end.offset) {
+        return DataLoss("gap in " + where + ": expected offset " + std::to_string(end.offset) +
+                        ", found " + std::to_string(parts.offset));
+      }
+      end.offset = parts.offset + 1;
+      end.position += it->value().size();
+      last_value.assign(it->value());
+    }
+    if (Status s = it->status(); !s) return s.error();
+    if (!last_value.empty()) {
+      auto ts = DecodeAppendTimestamp(last_value);
+      if (!ts) return DataLoss(ts.error().message + " (last record of " + where + ")");
+      log.last_append_ms_ = *ts;
+    }
+  }
+  log.durable_ = end;
+  log.next_ = end;
+  return log;
+}
+
+Result<PreparedAppend> PartitionLog::PrepareAppend(std::span<Record> records, std::int64_t now_ms,
+                                                   WriteBatch& batch) {
+  if (failed_) {
+    return Unavailable(Where(topic_, partition_) +
+                       " stopped taking appends after a storage failure: " + failed_->message);
+  }
+  PreparedAppend prepared;
+  prepared.first_offset = next_.offset;
+  last_append_ms_ = std::max(last_append_ms_, now_ms);
+  for (Record& record : records) {
+    record.append_timestamp_ms = last_append_ms_;
+    std::string value = EncodeRecord(record);
+    if (!has_index_entry_ || next_.position - last_index_position_ >= kIndexIntervalBytes) {
+      batch.Put(ColumnFamily::kTimeIndex,
+                TimeIndexKey(topic_, partition_, static_cast<std::uint64_t>(last_append_ms_),
+                             next_.offset),
+                EncodeIndexValue(next_.position));
+      has_index_entry_ = true;
+      last_index_position_ = next_.position;
+    }
+    const std::size_t size = value.size();
+    batch.Put(ColumnFamily::kLog, LogKey(topic_, partition_, next_.offset), std::move(value));
+    next_.offset += 1;
+    next_.position += size;
+  }
+  prepared.end = next_;
+  return prepared;
+}
+
+void PartitionLog::MarkDurable(const PreparedAppend& append) {
+  if (failed_) return;
+  if (append.end.offset > durable_.offset) durable_ = append.end;
+}
+
+void PartitionLog::MarkFailed(const Error& error) {
+  if (!failed_) failed_ = error;
+}
+
+Result<std::vector<StoredRecord>> PartitionLog::Read(std::uint64_t from, std::size_t max_records,
+                                                     std::size_t max_bytes) const {
+  if (from < start_.offset) {
+    return OutOfRange("offset " + std::to_string(from) + " is below the log start " +
+                      std::to_string(start_.offset) + " of " + Where(topic_, partition_));
+  }
+  if (from > durable_.offset) {
+    return OutOfRange("offset " + std::to_string(from) + " is beyond the log end " +
+                      std::to_string(durable_.offset) + " of " + Where(topic_, partition_));
+  }
+  std::vector<StoredRecord> out;
+  if (from == durable_.offset || max_records == 0) return out;
+  auto it = store_->NewIterator(ColumnFamily::kLog, LogKey(topic_, partition_, from),
+                                LogKey(topic_, partition_, durable_.offset));
+  std::size_t bytes = 0;
+  for (it->SeekToFirst(); it->Valid() && out.size() < max_records; it->Next()) {
+    const std::string_view value = it->value();
+    if (!out.empty() && bytes + value.size() > max_bytes) break;
+    LogKeyParts parts{};
+    if (!ParseLogKey(it->key(), &parts)) return DataLoss("corrupt log key in " + Where(topic_, partition_));
+    auto record = DecodeRecord(value);
+    if (!record) {
+      return DataLoss(record.error().message + " at offset " + std::to_string(parts.offset) +
+                      " of " + Where(topic_, partition_));
+    }
+    bytes += value.size();
+    out.push_back({parts.offset, std::move(record).value()});
+  }
+  if (Status s = it->status(); !s) return s.error();
+  return out;
+}
+
+Result<LogPosition> PartitionLog::ScanForward(LogPosition from, std::int64_t timestamp_ms,
+                                              std::uint64_t position) const {
+  if (from.offset < start_.offset) from = start_;
+  auto it = store_->NewIterator(ColumnFamily::kLog, LogKey(topic_, partition_, from.offset),
+                                LogKey(topic_, partition_, durable_.offset));
+  LogPosition at = from;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    LogKeyParts parts{};
+    if (!ParseLogKey(it->key(), &parts)) return DataLoss("corrupt log key in " + Where(topic_, partition_));
+    at.offset = parts.offset;
+    if (at.position >= position) return at;
+    auto ts = DecodeAppendTimestamp(it->value());
+    if (!ts) {
+      return DataLoss(ts.error().message + " at offset " + std::to_string(parts.offset) + " of " +
+                      Where(topic_, partition_));
+    }
+    if (*ts >= timestamp_ms) return at;
+    at.position += it->value().size();
+  }
+  if (Status s = it->status(); !s) return s.error();
+  return durable_;
+}
+
+Result<LogPosition> PartitionLog::LocateTimestamp(std::int64_t timestamp_ms) const {
+  LogPosition from = start_;
+  if (timestamp_ms > 0) {
+    auto it = store_->NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
+                                  PartitionRangeEnd(topic_, partition_));
+    // The last entry strictly older than the target: every record before it is older too.
+    it->SeekForPrev(TimeIndexKey(topic_, partition_,
+                                 static_cast<std::uint64_t>(timestamp_ms) - 1, UINT64_MAX));
+    if (it->Valid()) {
+      TimeIndexKeyParts parts{};
+      std::string_view value = it->value();
+      std::uint64_t position = 0;
+      if (!ParseTimeIndexKey(it->key(), &parts) || !GetFixed64BE(value, &position)) {
+        return DataLoss("corrupt time index entry of " + Where(topic_, partition_));
+      }
+      if (parts.offset > from.offset) from = {parts.offset, position};
+    }
+    if (Status s = it->status(); !s) return s.error();
+  }
+  return ScanForward(from, timestamp_ms, UINT64_MAX);
+}
+
+Result<LogPosition> PartitionLog::LocatePosition(std::uint64_t position) const {
+  LogPosition from = start_;
+  auto it = store_->NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
+                                PartitionRangeEnd(topic_, partition_));
+  // Entries below the start are deleted by retention, so this walk is short.
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    TimeIndexKeyParts parts{};
+    std::string_view value = it->value();
+    std::uint64_t entry_position = 0;
+    if (!ParseTimeIndexKey(it->key(), &parts) || !GetFixed64BE(value, &entry_position)) {
+      return DataLoss("corrupt time index entry of " + Where(topic_, partition_));
+    }
+    if (entry_position > position) break;
+    if (parts.offset > from.offset) from = {parts.offset, entry_position};
+  }
+  if (Status s = it->status(); !s) return s.error();
+  return ScanForward(from, INT64_MAX, position);
+}
+
+Result<std::optional<std::uint64_t>> PartitionLog::OffsetForTimestamp(
+    std::int64_t timestamp_ms) const {
+  auto at = LocateTimestamp(timestamp_ms);
+  if (!at) return at.error();
+  if (at->offset >= durable_.offset) return std::optional<std::uint64_t>();
+  return std::optional<std::uint64_t>(at->offset);
+}
+
+Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limits,
+                                                     std::int64_t now_ms, WriteBatch& batch) {
+  LogPosition new_start = start_;
+  if (limits.retention_ms >= 0) {
+    // Records appended at or before the cut-off have expired.
+    auto at = LocateTimestamp(now_ms - limits.retention_ms + 1);
+    if (!at) return at.error();
+    if (at->offset > new_start.offset) new_start = *at;
+  }
+  if (limits.retention_bytes >= 0 &&
+      size_bytes() > static_cast<std::uint64_t>(limits.retention_bytes)) {
+    // Keep the newest records whose total size fits; drop whole records before them.
+    auto at = LocatePosition(durable_.position - static_cast<std::uint64_t>(limits.retention_bytes));
+    if (!at) return at.error();
+    if (at->offset > new_start.offset) new_start = *at;
+  }
+  if (new_start.offset <= start_.offset) return std::uint64_t{0};
+
+  const std::uint64_t dropped = new_start.offset - start_.offset;
+  batch.DeleteRange(ColumnFamily::kLog, LogKey(topic_, partition_, start_.offset),
+                    LogKey(topic_, partition_, new_start.offset));
+  // Index entries of dropped records sort before the first kept record's timestamp (ties may
+  // survive; lookups clamp to the start, so they are harmless).
+  std::int64_t kept_ts = last_append_ms_;
+  if (new_start.offset < durable_.offset) {
+    auto value = store_->Get(ColumnFamily::kLog, LogKey(topic_, partition_, new_start.offset));
+    if (!value) return value.error();
+    if (*value) {
+      auto ts = DecodeAppendTimestamp(**value);
+      if (!ts) return ts.error();
+      kept_ts = *ts;
+    }
+  } else {
+    kept_ts = last_append_ms_ + 1;
+  }
+  batch.DeleteRange(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
+                    TimeIndexKey(topic_, partition_, static_cast<std::uint64_t>(kept_ts), 0));
+  batch.Put(ColumnFamily::kMeta, LogStartKey(topic_, partition_), EncodeLogStart(new_start));
+  start_ = new_start;
+  return dropped;
+}
+
+void PartitionLog::DeleteTopicData(std::uint32_t topic, WriteBatch& batch) {
+  batch.DeleteRange(ColumnFamily::kLog, TopicPrefix(topic), TopicRangeEnd(topic));
+  batch.DeleteRange(ColumnFamily::kTimeIndex, TopicPrefix(topic), TopicRangeEnd(topic));
+  batch.DeleteRange(ColumnFamily::kMeta, MetaKey(MetaTag::kLogStart, TopicPrefix(topic)),
+                    MetaKey(MetaTag::kLogStart, TopicRangeEnd(topic)));
+}
+
+}  // namespace spool::storage

@@ -1,0 +1,125 @@
+#pragma once
+
+// One partition of a topic: an append-only sequence of records stored in the `log` column
+// family under (topic, partition, offset), with a sparse time index beside it.
+//
+// Offsets are dense: each append takes the next ones. Besides offsets every record has a
+// byte position, the total encoded size of all records before it since the partition was
+// created; positions drive retention by size and are what the time index stores.
+//
+// Bounds:  start (log start offset) <= durable end <= next offset.
+// - The next offset is derived at Open() from the last key (never stored twice); the log
+//   start is stored in `meta` because after retention deleted everything there is no key
+//   left to derive it from.
+// - Appends are prepared here (offsets assigned, entries added to a WriteBatch) and become
+//   readable only when MarkDurable() reports that their batch reached the disk, so a reader
+//   can never see a record that a crash could take back.
+//
+// Thread-safety: not thread-safe. A PartitionLog is only touched from its owner's strand
+// (see broker::Broker); the Store it uses is thread-safe.
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/error.h"
+#include "storage/record.h"
+#include "storage/store.h"
+
+namespace spool::storage {
+
+struct StoredRecord {
+  std::uint64_t offset = 0;
+  Record record;
+};
+
+// Where a record starts: its offset and its byte position.
+struct LogPosition {
+  std::uint64_t offset = 0;
+  std::uint64_t position = 0;
+  bool operator==(const LogPosition&) const = default;
+};
+
+// What an append reserved; pass it back to MarkDurable() once the batch is written.
+struct PreparedAppend {
+  std::uint64_t first_offset = 0;
+  LogPosition end;  // the offset and position just past the appended records
+};
+
+struct RetentionLimits {
+  std::int64_t retention_ms = -1;     // -1: keep forever
+  std::int64_t retention_bytes = -1;  // -1: no size limit
+};
+
+class PartitionLog {
+ public:
+  // A time index entry is written at least every this many bytes of records.
+  static constexpr std::uint64_t kIndexIntervalBytes = 64 * 1024;
+
+  static Result<PartitionLog> Open(const Store& store, std::uint32_t topic,
+                                   std::uint32_t partition);
+
+  // Stamps each record with an append timestamp (never lower than the previous record's, so
+  // time order is offset order even if the wall clock steps back), assigns offsets and adds
+  // the records and index entries to `batch`.
+  Result<PreparedAppend> PrepareAppend(std::span<Record> records, std::int64_t now_ms,
+                                       WriteBatch& batch);
+  // Makes records up to `end` readable. Called in prepare order.
+  void MarkDurable(const PreparedAppend& append);
+  // The batch of a prepared append failed: the partition refuses further appends (offsets it
+  // handed out may now have a hole) until the store is reopened.
+  void MarkFailed(const Error& error);
+
+  // Reads [from, durable end) up to `max_records` records and `max_bytes` encoded bytes; the
+  // first record is returned even if it alone exceeds `max_bytes`, so a reader always makes
+  // progress. `from` outside [start, durable end] is OutOfRange.
+  Result<std::vector<StoredRecord>> Read(std::uint64_t from, std::size_t max_records,
+                                         std::size_t max_bytes) const;
+
+  // The first offset whose append timestamp is >= `timestamp_ms`, or nullopt if no durable
+  // record is that recent.
+  Result<std::optional<std::uint64_t>> OffsetForTimestamp(std::int64_t timestamp_ms) const;
+
+  // Computes the new log start that `limits` demand at `now_ms` and, if it moved, adds the
+  // deletions to `batch` and moves the start at once (reads below it fail from now on).
+  // Returns the number of records dropped.
+  Result<std::uint64_t> PrepareRetention(const RetentionLimits& limits, std::int64_t now_ms,
+                                         WriteBatch& batch);
+
+  // Adds to `batch` the deletion of every record, index entry and log start of a topic.
+  static void DeleteTopicData(std::uint32_t topic, WriteBatch& batch);
+
+  std::uint32_t topic() const { return topic_; }
+  std::uint32_t partition() const { return partition_; }
+  std::uint64_t start_offset() const { return start_.offset; }
+  std::uint64_t end_offset() const { return durable_.offset; }
+  std::uint64_t next_offset() const { return next_.offset; }
+  // Encoded bytes of the durable records at or above the log start.
+  std::uint64_t size_bytes() const { return durable_.position - start_.position; }
+  bool failed() const { return failed_.has_value(); }
+
+ private:
+  PartitionLog(const Store& store, std::uint32_t topic, std::uint32_t partition)
+      : store_(&store), topic_(topic), partition_(partition) {}
+
+  // First durable record at or after `from` whose append timestamp is >= `timestamp_ms`
+  // (or whose position is >= `position`); the durable end if there is none.
+  Result<LogPosition> ScanForward(LogPosition from, std::int64_t timestamp_ms,
+                                  std::uint64_t position) const;
+  Result<LogPosition> LocateTimestamp(std::int64_t timestamp_ms) const;
+  Result<LogPosition> LocatePosition(std::uint64_t position) const;
+
+  const Store* store_;
+  std::uint32_t topic_;
+  std::uint32_t partition_;
+  LogPosition start_;
+  LogPosition durable_;
+  LogPosition next_;
+  std::int64_t last_append_ms_ = 0;
+  std::uint64_t last_index_position_ = 0;
+  bool has_index_entry_ = false;
+  std::optional<Error> failed_;
+};
+
+}  // namespace spool::storage

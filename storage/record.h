@@ -1,0 +1,63 @@
+#pragma once
+
+// A record as stored in the `log` column family, and its binary encoding.
+//
+// Encoding, version 1 (all varints LEB128, see common/coding.h):
+//   u8      version = 1
+//   u8      flags: bit0 key present, bit1 message group id, bit2 dedup id, bit3 deliver-after
+//   varsint producer timestamp (ms since epoch; 0 if the producer gave none)
+//   varsint append timestamp (ms since epoch, set by the broker)
+//   [bytes  key]                    if bit0; bytes = varint length + raw bytes
+//   bytes   value
+//   varint  header count, then per header: bytes name, bytes value
+//   [bytes  message group id]       if bit1
+//   [bytes  dedup id]               if bit2
+//   [varsint deliver-after (ms)]    if bit3
+//   u32     CRC32C (Castagnoli) of every byte above, big-endian
+// A decoder rejects unknown versions, unknown flag bits, truncation, trailing bytes and a
+// checksum mismatch with a DataLoss error: never a crash, never a silently wrong record.
+//
+// Thread-safety: plain values and pure functions.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+
+namespace spool::storage {
+
+struct Record {
+  std::optional<std::string> key;
+  std::string value;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::int64_t producer_timestamp_ms = 0;
+  std::int64_t append_timestamp_ms = 0;
+  // Queue fields, carried by the record so that a queue needs no second copy of the data.
+  std::optional<std::string> message_group_id;
+  std::optional<std::string> dedup_id;
+  std::optional<std::int64_t> deliver_after_ms;
+
+  bool operator==(const Record&) const = default;
+};
+
+inline constexpr std::uint8_t kRecordFormatVersion = 1;
+
+// Appends the encoding of `record` to `out`.
+void EncodeRecord(const Record& record, std::string& out);
+std::string EncodeRecord(const Record& record);
+
+// The number of bytes EncodeRecord would produce; used for size limits before encoding.
+std::size_t EncodedRecordSize(const Record& record);
+
+Result<Record> DecodeRecord(std::string_view bytes);
+
+// Reads only the append timestamp, after checking the checksum. Used by time-index scans.
+Result<std::int64_t> DecodeAppendTimestamp(std::string_view bytes);
+
+std::uint32_t Crc32c(std::string_view bytes);
+
+}  // namespace spool::storage

@@ -1,0 +1,286 @@
+#include "storage/store.h"
+
+#include <array>
+#include <future>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/statistics.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include "storage/logger.h"
+#include "storage/rocks_status.h"
+
+namespace spool::storage {
+
+namespace {
+constexpr std::array<std::string_view, kColumnFamilyCount> kCfNames = {
+    "log", "time_index", "meta", "offsets", "queue_state", "dedup"};
+}  // namespace
+
+std::string_view ColumnFamilyName(ColumnFamily cf) { return kCfNames[static_cast<int>(cf)]; }
+
+// ---- WriteBatch -------------------------------------------------------------------------
+
+void WriteBatch::Put(ColumnFamily cf, std::string key, std::string value) {
+  bytes_ += key.size() + value.size();
+  ops_.push_back({OpType::kPut, cf, std::move(key), std::move(value)});
+}
+
+void WriteBatch::Delete(ColumnFamily cf, std::string key) {
+  bytes_ += key.size();
+  ops_.push_back({OpType::kDelete, cf, std::move(key), {}});
+}
+
+void WriteBatch::DeleteRange(ColumnFamily cf, std::string begin, std::string end) {
+  bytes_ += begin.size() + end.size();
+  ops_.push_back({OpType::kDeleteRange, cf, std::move(begin), std::move(end)});
+}
+
+// ---- Db ---------------------------------------------------------------------------------
+
+struct Store::Db {
+  std::unique_ptr<rocksdb::DB> db;
+  std::array<rocksdb::ColumnFamilyHandle*, kColumnFamilyCount> cfs{};
+  std::shared_ptr<rocksdb::Statistics> statistics;
+
+  rocksdb::ColumnFamilyHandle* cf(ColumnFamily c) const { return cfs[static_cast<int>(c)]; }
+
+  Status Close() {
+    if (!db) return Ok();
+    Status result;
+    for (auto*& handle : cfs) {
+      if (handle == nullptr) continue;
+      if (Status s = FromRocks(db->DestroyColumnFamilyHandle(handle)); !s && result) result = s;
+      handle = nullptr;
+    }
+    if (Status s = FromRocks(db->Close()); !s && result) result = s;
+    db.reset();
+    return result;
+  }
+};
+
+// ---- Iterator ---------------------------------------------------------------------------
+
+struct Iterator::Impl {
+  // The bounds must outlive the RocksDB iterator that points at them.
+  std::string lower;
+  std::string upper;
+  rocksdb::Slice lower_slice;
+  rocksdb::Slice upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it;
+};
+
+Iterator::Iterator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Iterator::~Iterator() = default;
+void Iterator::SeekToFirst() { impl_->it->SeekToFirst(); }
+void Iterator::SeekToLast() { impl_->it->SeekToLast(); }
+void Iterator::Seek(std::string_view target) { impl_->it->Seek(ToSlice(target)); }
+void Iterator::SeekForPrev(std::string_view target) { impl_->it->SeekForPrev(ToSlice(target)); }
+void Iterator::Next() { impl_->it->Next(); }
+void Iterator::Prev() { impl_->it->Prev(); }
+bool Iterator::Valid() const { return impl_->it->Valid(); }
+std::string_view Iterator::key() const { return ToStringView(impl_->it->key()); }
+std::string_view Iterator::value() const { return ToStringView(impl_->it->value()); }
+Status Iterator::status() const { return FromRocks(impl_->it->status()); }
+
+// ---- Store ------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& options) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.bytes_per_sync = 1u << 20;
+  db_options.statistics = rocksdb::CreateDBStatistics();
+  db_options.statistics->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
+
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
+  for (std::string_view name : kCfNames) descriptors.emplace_back(std::string(name), cf_options);
+
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return FailedPrecondition("data directory " + dir +
+                                " is in use by another process (" + s.ToString() + ")");
+    }
+    return FromRocks(s, "opening " + dir).error();
+  }
+  auto db = std::make_unique<Db>();
+  db->db.reset(raw);
+  db->statistics = db_options.statistics;
+  // handles[0] is the default family, which Spool does not use.
+  if (Status ds = FromRocks(raw->DestroyColumnFamilyHandle(handles[0])); !ds) return ds.error();
+  for (int i = 0; i < kColumnFamilyCount; ++i) db->cfs[i] = handles[i + 1];
+
+  StoreLog().info("opened {} (fsync: {})", dir,
+                  options.fsync == FsyncMode::kAlways
+                      ? "always"
+                      : "interval " + std::to_string(options.fsync_interval.count()) + "ms");
+  return std::unique_ptr<Store>(new Store(dir, options, std::move(db)));
+}
+
+Store::Store(std::string dir, StoreOptions options, std::unique_ptr<Db> db)
+    : dir_(std::move(dir)), options_(options), db_(std::move(db)) {
+  committer_ = std::thread([this] { CommitLoop(); });
+}
+
+Store::~Store() {
+  if (Status s = Close(); !s) StoreLog().error("closing {}: {}", dir_, s.error().ToString());
+}
+
+Status Store::Close() {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return close_status_;
+    closing_ = true;
+  }
+  cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
+  Status result;
+  if (options_.fsync == FsyncMode::kInterval) result = SyncWal();
+  if (Status s = db_->Close(); !s && result) result = s;
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  close_status_ = result;
+  return result;
+}
+
+void Store::Write(WriteBatch batch, WriteCallback done) {
+  {
+    std::lock_guard lock(mu_);
+    if (!closing_) {
+      pending_.push_back({std::move(batch), std::move(done)});
+      if (pending_.size() == 1) cv_.notify_one();
+      return;
+    }
+  }
+  done(Unavailable("store " + dir_ + " is closing"));
+}
+
+Status Store::WriteSync(WriteBatch batch) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  Write(std::move(batch), [&promise](Status s) { promise.set_value(std::move(s)); });
+  return future.get();
+}
+
+Status Store::SyncWal() {
+  wal_syncs_.fetch_add(1, std::memory_order_relaxed);
+  return FromRocks(db_->db->SyncWAL(), "syncing the WAL");
+}
+
+void Store::CommitLoop() {
+  const bool sync_each = options_.fsync == FsyncMode::kAlways;
+  auto next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
+  bool unsynced = false;
+  std::vector<Pending> group;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (sync_each || !unsynced) {
+        cv_.wait(lock, [&] { return closing_ || !pending_.empty(); });
+      } else {
+        cv_.wait_until(lock, next_sync, [&] { return closing_ || !pending_.empty(); });
+      }
+      if (pending_.empty() && closing_) return;
+      group.swap(pending_);
+    }
+
+    if (!group.empty()) {
+      std::size_t bytes = 0;
+      for (const Pending& p : group) bytes += p.batch.ByteSize() + 24 * p.batch.size();
+      rocksdb::WriteBatch wb(bytes);
+      Status status;
+      for (const Pending& p : group) {
+        for (const WriteBatch::Op& op : p.batch.ops_) {
+          rocksdb::Status s;
+          switch (op.type) {
+            case WriteBatch::OpType::kPut:
+              s = wb.Put(db_->cf(op.cf), op.a, op.b);
+              break;
+            case WriteBatch::OpType::kDelete:
+              s = wb.Delete(db_->cf(op.cf), op.a);
+              break;
+            case WriteBatch::OpType::kDeleteRange:
+              s = wb.DeleteRange(db_->cf(op.cf), op.a, op.b);
+              break;
+          }
+          if (!s.ok() && status) status = FromRocks(s, "building a write batch");
+        }
+      }
+      if (status) {
+        rocksdb::WriteOptions write_options;
+        write_options.sync = sync_each;
+        status = FromRocks(db_->db->Write(write_options, &wb), "writing to the log");
+        write_groups_.fetch_add(1, std::memory_order_relaxed);
+        if (sync_each) {
+          wal_syncs_.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          unsynced = true;
+        }
+      }
+      if (!status) StoreLog().error("{}", status.error().ToString());
+      batches_written_.fetch_add(group.size(), std::memory_order_relaxed);
+      for (Pending& p : group) p.done(status);
+      group.clear();
+    }
+
+    if (!sync_each && unsynced && std::chrono::steady_clock::now() >= next_sync) {
+      if (Status s = SyncWal(); !s) StoreLog().error("{}", s.error().ToString());
+      unsynced = false;
+      next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
+    }
+  }
+}
+
+Result<std::optional<std::string>> Store::Get(ColumnFamily cf, std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->db->Get(rocksdb::ReadOptions(), db_->cf(cf), ToSlice(key), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocks(s, "reading").error();
+  return std::optional<std::string>(std::move(value));
+}
+
+std::unique_ptr<Iterator> Store::NewIterator(ColumnFamily cf, std::string lower,
+                                             std::string upper) const {
+  auto impl = std::make_unique<Iterator::Impl>();
+  impl->lower = std::move(lower);
+  impl->upper = std::move(upper);
+  impl->lower_slice = rocksdb::Slice(impl->lower);
+  impl->upper_slice = rocksdb::Slice(impl->upper);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_lower_bound = &impl->lower_slice;
+  read_options.iterate_upper_bound = &impl->upper_slice;
+  impl->it.reset(db_->db->NewIterator(read_options, db_->cf(cf)));
+  return std::unique_ptr<Iterator>(new Iterator(std::move(impl)));
+}
+
+StoreStats Store::Stats() const {
+  StoreStats stats;
+  stats.write_groups = write_groups_.load(std::memory_order_relaxed);
+  stats.batches_written = batches_written_.load(std::memory_order_relaxed);
+  stats.wal_syncs = wal_syncs_.load(std::memory_order_relaxed);
+  std::uint64_t value = 0;
+  for (auto* handle : db_->cfs) {
+    if (handle != nullptr &&
+        db_->db->GetIntProperty(handle, "rocksdb.estimate-pending-compaction-bytes", &value)) {
+      stats.pending_compaction_bytes += value;
+    }
+  }
+  if (db_->db->GetIntProperty("rocksdb.is-write-stopped", &value)) stats.write_stopped = value;
+  stats.write_stall_micros = db_->statistics->getTickerCount(rocksdb::STALL_MICROS);
+  return stats;
+}
+
+}  // namespace spool::storage

@@ -1,0 +1,166 @@
+#pragma once
+
+// The one RocksDB database behind Spool and its durability pipeline.
+//
+// Every change goes through Write(): a single commit thread gathers all batches that are
+// pending, writes them as one RocksDB WriteBatch and then completes each of them in order
+// (group commit). In FsyncMode::kAlways that write is synced, so a completion means the
+// change is on disk and concurrent writers share one fsync; RocksDB makes a synced write
+// visible to readers only after the sync, so nothing unacknowledged can be read. In
+// FsyncMode::kInterval the write is acknowledged once it is in the WAL (OS page cache) and
+// the WAL is fsynced every `fsync_interval`: a power loss can lose that much.
+//
+// Thread-safety: every method may be called from any thread. Write callbacks run on the
+// commit thread; they must be short and must not call WriteSync().
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+
+namespace spool::storage {
+
+enum class ColumnFamily : int { kLog = 0, kTimeIndex, kMeta, kOffsets, kQueueState, kDedup };
+inline constexpr int kColumnFamilyCount = 6;
+std::string_view ColumnFamilyName(ColumnFamily cf);
+
+enum class FsyncMode { kAlways, kInterval };
+
+struct StoreOptions {
+  FsyncMode fsync = FsyncMode::kAlways;
+  // Only for FsyncMode::kInterval: the longest a written change waits for its fsync.
+  std::chrono::milliseconds fsync_interval{50};
+  // RocksDB block cache shared by all column families.
+  std::size_t block_cache_bytes = 64u << 20;
+};
+
+// An ordered list of changes applied atomically. Owns copies of its keys and values.
+class WriteBatch {
+ public:
+  void Put(ColumnFamily cf, std::string key, std::string value);
+  void Delete(ColumnFamily cf, std::string key);
+  // Removes [begin, end).
+  void DeleteRange(ColumnFamily cf, std::string begin, std::string end);
+
+  bool empty() const { return ops_.empty(); }
+  std::size_t size() const { return ops_.size(); }
+  std::size_t ByteSize() const { return bytes_; }
+
+ private:
+  friend class Store;
+  enum class OpType { kPut, kDelete, kDeleteRange };
+  struct Op {
+    OpType type;
+    ColumnFamily cf;
+    std::string a;  // key, or range begin
+    std::string b;  // value, or range end
+  };
+  std::vector<Op> ops_;
+  std::size_t bytes_ = 0;
+};
+
+// A forward/backward cursor over one column family, always bounded to [lower, upper).
+// Not thread-safe; use from one thread at a time. Must not outlive its Store.
+class Iterator {
+ public:
+  Iterator(const Iterator&) = delete;
+  Iterator& operator=(const Iterator&) = delete;
+  ~Iterator();
+
+  void SeekToFirst();
+  void SeekToLast();
+  void Seek(std::string_view target);         // first key >= target
+  void SeekForPrev(std::string_view target);  // last key <= target
+  void Next();
+  void Prev();
+  bool Valid() const;
+  std::string_view key() const;
+  std::string_view value() const;
+  // An error met while iterating (an invalid iterator with an OK status is just the end).
+  Status status() const;
+
+ private:
+  friend class Store;
+  struct Impl;
+  explicit Iterator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct StoreStats {
+  std::uint64_t write_groups = 0;      // RocksDB writes issued by the commit thread
+  std::uint64_t batches_written = 0;   // WriteBatches completed (>= write_groups)
+  std::uint64_t wal_syncs = 0;         // fsyncs of the WAL
+  std::uint64_t pending_compaction_bytes = 0;
+  std::uint64_t write_stall_micros = 0;
+  bool write_stopped = false;
+};
+
+class Store {
+ public:
+  using WriteCallback = std::function<void(Status)>;
+
+  // Opens (creating if missing) the database in `dir` with every column family.
+  // Fails if another process holds the directory.
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir, const StoreOptions& options);
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  // Completes every pending write, syncs the WAL and closes the database.
+  ~Store();
+
+  // Queues `batch`; `done` runs on the commit thread once the batch is durable per the fsync
+  // mode (or failed). After Close() began, `done` gets Unavailable at once.
+  void Write(WriteBatch batch, WriteCallback done);
+  // Write() and wait. Never call it from a write callback.
+  Status WriteSync(WriteBatch batch);
+
+  Result<std::optional<std::string>> Get(ColumnFamily cf, std::string_view key) const;
+  std::unique_ptr<Iterator> NewIterator(ColumnFamily cf, std::string lower,
+                                        std::string upper) const;
+
+  // Stops accepting writes, completes pending ones and closes the database. Idempotent.
+  Status Close();
+
+  StoreStats Stats() const;
+  const std::string& dir() const { return dir_; }
+  const StoreOptions& options() const { return options_; }
+
+ private:
+  struct Db;
+  struct Pending {
+    WriteBatch batch;
+    WriteCallback done;
+  };
+
+  Store(std::string dir, StoreOptions options, std::unique_ptr<Db> db);
+  void CommitLoop();
+  Status SyncWal();
+
+  const std::string dir_;
+  const StoreOptions options_;
+  std::unique_ptr<Db> db_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Pending> pending_;  // guarded by mu_
+  bool closing_ = false;          // guarded by mu_
+  bool closed_ = false;           // guarded by mu_
+  Status close_status_;           // guarded by mu_
+  std::thread committer_;
+
+  std::atomic<std::uint64_t> write_groups_{0};
+  std::atomic<std::uint64_t> batches_written_{0};
+  std::atomic<std::uint64_t> wal_syncs_{0};
+};
+
+}  // namespace spool::storage
