@@ -1,0 +1,586 @@
+#include "broker/broker.h"
+
+#include <algorithm>
+#include <thread>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+
+#include "broker/partitioner.h"
+#include "common/coding.h"
+#include "common/logging.h"
+#include "storage/keys.h"
+
+namespace spool::broker {
+namespace {
+
+using storage::ColumnFamily;
+using storage::MetaKey;
+using storage::MetaTag;
+
+spdlog::logger& Log() {
+  static spdlog::logger& logger = ModuleLogger("broker");
+  return logger;
+}
+
+const std::string kNextTopicIdCounter = "next_topic_id";
+
+Error UnknownTopic(const std::string& name) {
+  return NotFound("topic '" + name + "' does not exist");
+}
+
+Error UnknownPartition(const std::string& topic, std::uint32_t partition, std::size_t count) {
+  return NotFound("topic '" + topic + "' has no partition " + std::to_string(partition) +
+                  " (it has " + std::to_string(count) + ")");
+}
+
+Error ShuttingDown() { return Unavailable("the broker is shutting down"); }
+
+// Completes one callback after `count` parts have finished, with the first error if any.
+template <class T>
+class Gather {
+ public:
+  Gather(std::size_t count, T value, Callback<T> done, std::function<void()> after)
+      : remaining_(count), value_(std::move(value)), done_(std::move(done)),
+        after_(std::move(after)) {}
+
+  // For parts that write disjoint elements; the last Finish() publishes them.
+  T& value() { return value_; }
+  // For parts that combine into one value.
+  void Update(const std::function<void(T&)>& fn) {
+    std::lock_guard lock(mu_);
+    fn(value_);
+  }
+
+  void Fail(Error error) {
+    {
+      std::lock_guard lock(mu_);
+      if (!error_) error_ = std::move(error);
+    }
+    Finish();
+  }
+
+  void Finish() {
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    std::optional<Error> error;
+    {
+      std::lock_guard lock(mu_);  // also orders every Update() before the read below
+      error = std::move(error_);
+    }
+    if (error) {
+      done_(std::move(*error));
+    } else {
+      done_(std::move(value_));
+    }
+    if (after_) after_();
+  }
+
+ private:
+  std::atomic<std::size_t> remaining_;
+  T value_;
+  Callback<T> done_;
+  std::function<void()> after_;
+  std::mutex mu_;
+  std::optional<Error> error_;
+};
+
+}  // namespace
+
+struct Broker::PartitionSlot {
+  PartitionSlot(Strand s, storage::PartitionLog l) : strand(std::move(s)), log(std::move(l)) {
+    Publish();
+  }
+
+  // Copies the log's bounds where DescribeTopic can read them without a strand hop.
+  void Publish() {
+    start.store(log.start_offset(), std::memory_order_relaxed);
+    end.store(log.end_offset(), std::memory_order_relaxed);
+    size.store(log.size_bytes(), std::memory_order_relaxed);
+  }
+
+  Strand strand;
+  storage::PartitionLog log;  // strand only
+  bool deleted = false;       // strand only
+  std::atomic<std::uint64_t> start{0};
+  std::atomic<std::uint64_t> end{0};
+  std::atomic<std::uint64_t> size{0};
+};
+
+struct Broker::Topic {
+  TopicMetadata metadata;
+  std::vector<std::shared_ptr<PartitionSlot>> partitions;
+  // Shared by every snapshot of the topic, for round-robin placement of unkeyed batches.
+  std::shared_ptr<std::atomic<std::uint32_t>> next_sticky;
+};
+
+struct Broker::ProduceOp : Gather<std::vector<ProducedRecord>> {
+  using Gather::Gather;
+};
+
+Result<std::unique_ptr<Broker>> Broker::Open(storage::Store& store, const Clock& clock,
+                                             BrokerOptions options) {
+  std::unique_ptr<Broker> broker(new Broker(store, clock, options));
+  if (Status s = broker->Load(); !s) {
+    broker->Shutdown();
+    return s.error();
+  }
+  broker->ScheduleRetention();
+  return broker;
+}
+
+Broker::Broker(storage::Store& store, const Clock& clock, BrokerOptions options)
+    : store_(store),
+      clock_(clock),
+      options_(options),
+      pool_(options.worker_threads != 0 ? options.worker_threads
+                                        : std::max(1u, std::thread::hardware_concurrency())),
+      admin_strand_(boost::asio::make_strand(pool_.get_executor())),
+      retention_timer_(admin_strand_) {}
+
+Broker::~Broker() { Shutdown(); }
+
+Status Broker::Load() {
+  auto counter = store_.Get(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextTopicIdCounter));
+  if (!counter) return counter.error();
+  if (*counter) {
+    std::string_view in(**counter);
+    std::uint64_t next = 0;
+    if (!GetFixed64BE(in, &next)) return DataLoss("corrupt topic id counter");
+    next_topic_id_ = static_cast<std::uint32_t>(next);
+  }
+
+  const std::string prefix = MetaKey(MetaTag::kTopic, "");
+  std::string prefix_end = prefix;
+  prefix_end.back() = static_cast<char>(prefix_end.back() + 1);
+  auto it = store_.NewIterator(ColumnFamily::kMeta, prefix, prefix_end);
+  std::map<std::string, std::shared_ptr<const Topic>> loaded;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto metadata = DecodeTopicMetadata(it->value());
+    if (!metadata) return metadata.error();
+    auto topic = std::make_shared<Topic>();
+    topic->metadata = std::move(*metadata);
+    topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
+    for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
+      auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
+      if (!log) return log.error();
+      topic->partitions.push_back(std::make_shared<PartitionSlot>(
+          boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
+    }
+    next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
+    loaded.emplace(topic->metadata.config.name, std::move(topic));
+  }
+  if (Status s = it->status(); !s) return s;
+  Log().info("loaded {} topics", loaded.size());
+  std::unique_lock lock(topics_mu_);
+  topics_ = std::move(loaded);
+  return Ok();
+}
+
+void Broker::Shutdown() {
+  {
+    std::unique_lock lock(inflight_mu_);
+    if (stopped_) return;
+    stopping_ = true;
+    inflight_cv_.wait(lock, [&] { return inflight_ == 0; });
+    stopped_ = true;
+  }
+  boost::asio::post(admin_strand_, [this] { retention_timer_.cancel(); });
+  pool_.join();
+}
+
+bool Broker::Enter() {
+  std::lock_guard lock(inflight_mu_);
+  if (stopping_) return false;
+  ++inflight_;
+  return true;
+}
+
+void Broker::Leave() {
+  std::lock_guard lock(inflight_mu_);
+  if (--inflight_ == 0) inflight_cv_.notify_all();
+}
+
+void Broker::ScheduleRetention() {
+  if (options_.retention_check_interval.count() <= 0) return;
+  boost::asio::post(admin_strand_, [this] {
+    {
+      // Shutdown() cancels the timer on this strand after setting stopping_, so checking
+      // here means no timer is armed after that cancel.
+      std::lock_guard lock(inflight_mu_);
+      if (stopping_) return;
+    }
+    retention_timer_.expires_after(options_.retention_check_interval);
+    retention_timer_.async_wait(
+        boost::asio::bind_executor(admin_strand_, [this](boost::system::error_code ec) {
+          if (ec) return;
+          EnforceRetention([this](Result<std::uint64_t> dropped) {
+            if (!dropped && dropped.error().code != ErrorCode::kUnavailable) {
+              Log().warn("retention: {}", dropped.error().ToString());
+            } else if (dropped && *dropped > 0) {
+              Log().debug("retention dropped {} records", *dropped);
+            }
+            ScheduleRetention();
+          });
+        }));
+  });
+}
+
+std::shared_ptr<const Broker::Topic> Broker::FindTopic(const std::string& name) const {
+  std::shared_lock lock(topics_mu_);
+  auto it = topics_.find(name);
+  return it == topics_.end() ? nullptr : it->second;
+}
+
+Result<std::shared_ptr<Broker::PartitionSlot>> Broker::FindPartition(
+    const std::string& topic, std::uint32_t partition) const {
+  auto t = FindTopic(topic);
+  if (!t) return UnknownTopic(topic);
+  if (partition >= t->partitions.size()) {
+    return UnknownPartition(topic, partition, t->partitions.size());
+  }
+  return t->partitions[partition];
+}
+
+TopicInfo Broker::Describe(const Topic& topic) const {
+  TopicInfo info;
+  info.metadata = topic.metadata;
+  for (std::uint32_t p = 0; p < topic.partitions.size(); ++p) {
+    const PartitionSlot& slot = *topic.partitions[p];
+    info.partitions.push_back({p, slot.start.load(std::memory_order_relaxed),
+                               slot.end.load(std::memory_order_relaxed),
+                               slot.size.load(std::memory_order_relaxed)});
+  }
+  return info;
+}
+
+Result<TopicInfo> Broker::DescribeTopic(const std::string& name) const {
+  auto topic = FindTopic(name);
+  if (!topic) return UnknownTopic(name);
+  return Describe(*topic);
+}
+
+std::vector<TopicMetadata> Broker::ListTopics() const {
+  std::shared_lock lock(topics_mu_);
+  std::vector<TopicMetadata> out;
+  out.reserve(topics_.size());
+  for (const auto& [name, topic] : topics_) out.push_back(topic->metadata);
+  return out;
+}
+
+// ---- admin ------------------------------------------------------------------------------
+
+void Broker::CreateTopic(TopicConfig config, Callback<TopicInfo> done) {
+  if (Status s = ValidateTopicConfig(config); !s) return done(s.error());
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, config = std::move(config), done = std::move(done)] {
+    CreateOnAdminStrand(config, done);
+    Leave();
+  });
+}
+
+void Broker::CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done) {
+  if (FindTopic(config.name)) {
+    return done(AlreadyExists("topic '" + config.name + "' already exists"));
+  }
+  if (next_topic_id_ == UINT32_MAX) return done(ResourceExhausted("topic ids are exhausted"));
+  auto topic = std::make_shared<Topic>();
+  topic->metadata = {next_topic_id_, std::move(config), clock_.WallMillis()};
+  topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
+
+  storage::WriteBatch batch;
+  std::string counter;
+  PutFixed64BE(counter, next_topic_id_ + 1);
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, topic->metadata.config.name),
+            EncodeTopicMetadata(topic->metadata));
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextTopicIdCounter),
+            std::move(counter));
+  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
+  ++next_topic_id_;
+
+  for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
+    auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
+    if (!log) return done(log.error());
+    topic->partitions.push_back(std::make_shared<PartitionSlot>(
+        boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
+  }
+  {
+    std::unique_lock lock(topics_mu_);
+    topics_[topic->metadata.config.name] = topic;
+  }
+  Log().info("created topic '{}' (id {}, {} partitions)", topic->metadata.config.name,
+             topic->metadata.id, topic->metadata.config.partitions);
+  done(Describe(*topic));
+}
+
+void Broker::UpdateTopic(std::string name, TopicUpdate update, Callback<TopicInfo> done) {
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, name = std::move(name), update = std::move(update),
+                                    done = std::move(done)] {
+    UpdateOnAdminStrand(name, update, done);
+    Leave();
+  });
+}
+
+void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
+                                 Callback<TopicInfo> done) {
+  auto old = FindTopic(name);
+  if (!old) return done(UnknownTopic(name));
+  auto topic = std::make_shared<Topic>(*old);
+  TopicConfig& config = topic->metadata.config;
+  if (update.partitions) {
+    if (*update.partitions < config.partitions) {
+      return done(InvalidArgument("topic '" + name + "' has " +
+                                  std::to_string(config.partitions) +
+                                  " partitions; the count can grow but not shrink to " +
+                                  std::to_string(*update.partitions)));
+    }
+    config.partitions = *update.partitions;
+  }
+  if (update.retention_ms) config.retention_ms = *update.retention_ms;
+  if (update.retention_bytes) config.retention_bytes = *update.retention_bytes;
+  if (update.max_message_bytes) config.max_message_bytes = *update.max_message_bytes;
+  if (Status s = ValidateTopicConfig(config); !s) return done(s.error());
+
+  storage::WriteBatch batch;
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, name),
+            EncodeTopicMetadata(topic->metadata));
+  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
+  for (auto p = static_cast<std::uint32_t>(topic->partitions.size()); p < config.partitions; ++p) {
+    auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
+    if (!log) return done(log.error());
+    topic->partitions.push_back(std::make_shared<PartitionSlot>(
+        boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
+  }
+  {
+    std::unique_lock lock(topics_mu_);
+    topics_[name] = topic;
+  }
+  done(Describe(*topic));
+}
+
+void Broker::DeleteTopic(std::string name, StatusCallback done) {
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, name = std::move(name), done = std::move(done)] {
+    DeleteOnAdminStrand(name, done);
+  });
+}
+
+void Broker::DeleteOnAdminStrand(const std::string& name, StatusCallback done) {
+  auto topic = FindTopic(name);
+  if (!topic) {
+    done(UnknownTopic(name));
+    return Leave();
+  }
+  const std::uint32_t id = topic->metadata.id;
+  {
+    std::unique_lock lock(topics_mu_);
+    topics_.erase(name);
+  }
+  // The name is free (and durable) as soon as this batch lands; the topic's data goes with it.
+  storage::WriteBatch batch;
+  batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, name));
+  storage::PartitionLog::DeleteTopicData(id, batch);
+  if (Status s = store_.WriteSync(std::move(batch)); !s) {
+    done(s);
+    return Leave();
+  }
+  Log().info("deleted topic '{}' (id {})", name, id);
+  // Appends already queued on a partition strand may still land after that batch. Once every
+  // strand has seen the deletion no more can, and a second sweep removes what slipped in.
+  auto gather = std::make_shared<Gather<bool>>(
+      topic->partitions.size(), true,
+      [this, id, done](Result<bool>) {
+        storage::WriteBatch sweep;
+        storage::PartitionLog::DeleteTopicData(id, sweep);
+        store_.Write(std::move(sweep), [this, done](Status s) {
+          done(std::move(s));
+          Leave();
+        });
+      },
+      nullptr);
+  for (const auto& slot : topic->partitions) {
+    boost::asio::post(slot->strand, [slot, gather] {
+      slot->deleted = true;
+      gather->Finish();
+    });
+  }
+}
+
+// ---- records ----------------------------------------------------------------------------
+
+void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t> partition,
+                     std::vector<storage::Record> records,
+                     Callback<std::vector<ProducedRecord>> done) {
+  auto topic = FindTopic(topic_name);
+  if (!topic) return done(UnknownTopic(topic_name));
+  const auto partitions = static_cast<std::uint32_t>(topic->partitions.size());
+  if (records.empty()) return done(InvalidArgument("the batch has no records"));
+  if (records.size() > options_.max_batch_records) {
+    return done(ResourceExhausted("the batch has " + std::to_string(records.size()) +
+                                  " records; the limit is " +
+                                  std::to_string(options_.max_batch_records)));
+  }
+  if (partition && *partition >= partitions) {
+    return done(UnknownPartition(topic_name, *partition, partitions));
+  }
+  const auto max_message = static_cast<std::size_t>(topic->metadata.config.max_message_bytes);
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const std::size_t size = storage::EncodedRecordSize(records[i]);
+    if (size > max_message) {
+      return done(ResourceExhausted("record " + std::to_string(i) + " is " +
+                                    std::to_string(size) + " bytes; topic '" + topic_name +
+                                    "' allows at most " + std::to_string(max_message)));
+    }
+    total += size;
+  }
+  if (total > options_.max_batch_bytes) {
+    return done(ResourceExhausted("the batch is " + std::to_string(total) +
+                                  " bytes; the limit is " +
+                                  std::to_string(options_.max_batch_bytes)));
+  }
+  if (!Enter()) return done(ShuttingDown());
+
+  // Route each record; unkeyed records of one call stick to one partition.
+  std::vector<std::uint32_t> target(records.size());
+  const std::uint32_t sticky =
+      partition ? *partition : topic->next_sticky->fetch_add(1, std::memory_order_relaxed) %
+                                   partitions;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (partition) {
+      target[i] = *partition;
+    } else if (records[i].key) {
+      target[i] = PartitionForKey(*records[i].key, partitions);
+    } else {
+      target[i] = sticky;
+    }
+  }
+  std::map<std::uint32_t, std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < records.size(); ++i) groups[target[i]].push_back(i);
+
+  auto op = std::make_shared<ProduceOp>(groups.size(),
+                                        std::vector<ProducedRecord>(records.size()),
+                                        std::move(done), [this] { Leave(); });
+  for (auto& [p, indexes] : groups) {
+    std::vector<storage::Record> part;
+    if (groups.size() == 1) {
+      part = std::move(records);
+    } else {
+      part.reserve(indexes.size());
+      for (std::size_t i : indexes) part.push_back(std::move(records[i]));
+    }
+    auto slot = topic->partitions[p];
+    boost::asio::post(slot->strand, [this, slot, part = std::move(part),
+                                     indexes = std::move(indexes), op]() mutable {
+      AppendOnStrand(std::move(slot), std::move(part), std::move(indexes), std::move(op));
+    });
+  }
+}
+
+void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
+                            std::vector<storage::Record> records,
+                            std::vector<std::size_t> indexes, std::shared_ptr<ProduceOp> op) {
+  if (slot->deleted) return op->Fail(NotFound("the topic was deleted"));
+  storage::WriteBatch batch;
+  auto prepared = slot->log.PrepareAppend(records, clock_.WallMillis(), batch);
+  if (!prepared) return op->Fail(prepared.error());
+  const std::uint32_t partition = slot->log.partition();
+  for (std::size_t i = 0; i < indexes.size(); ++i) {
+    op->value()[indexes[i]] = {partition, prepared->first_offset + i};
+  }
+  store_.Write(std::move(batch), [slot, op, append = *prepared](Status s) {
+    boost::asio::post(slot->strand, [slot, op, append, s = std::move(s)] {
+      if (!s) {
+        slot->log.MarkFailed(s.error());
+        return op->Fail(s.error());
+      }
+      slot->log.MarkDurable(append);
+      slot->Publish();
+      op->Finish();
+    });
+  });
+}
+
+void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
+                   std::size_t max_records, std::size_t max_bytes,
+                   Callback<std::vector<storage::StoredRecord>> done) {
+  if (max_records == 0) return done(InvalidArgument("max_records must be at least 1"));
+  if (max_bytes == 0) return done(InvalidArgument("max_bytes must be at least 1"));
+  auto slot = FindPartition(topic, partition);
+  if (!slot) return done(slot.error());
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post((*slot)->strand, [this, slot = *slot, offset, max_records, max_bytes,
+                                      done = std::move(done)] {
+    if (slot->deleted) {
+      done(NotFound("the topic was deleted"));
+    } else {
+      done(slot->log.Read(offset, max_records, max_bytes));
+    }
+    Leave();
+  });
+}
+
+void Broker::ListOffset(const std::string& topic, std::uint32_t partition, OffsetQuery query,
+                        std::int64_t timestamp_ms, Callback<std::optional<std::uint64_t>> done) {
+  auto slot = FindPartition(topic, partition);
+  if (!slot) return done(slot.error());
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post((*slot)->strand, [this, slot = *slot, query, timestamp_ms,
+                                      done = std::move(done)] {
+    if (slot->deleted) {
+      done(NotFound("the topic was deleted"));
+    } else {
+      switch (query) {
+        case OffsetQuery::kEarliest:
+          done(std::optional<std::uint64_t>(slot->log.start_offset()));
+          break;
+        case OffsetQuery::kLatest:
+          done(std::optional<std::uint64_t>(slot->log.end_offset()));
+          break;
+        case OffsetQuery::kTimestamp:
+          done(slot->log.OffsetForTimestamp(timestamp_ms));
+          break;
+      }
+    }
+    Leave();
+  });
+}
+
+void Broker::EnforceRetention(Callback<std::uint64_t> done) {
+  if (!Enter()) return done(ShuttingDown());
+  std::vector<std::pair<std::shared_ptr<PartitionSlot>, storage::RetentionLimits>> work;
+  {
+    std::shared_lock lock(topics_mu_);
+    for (const auto& [name, topic] : topics_) {
+      const storage::RetentionLimits limits{topic->metadata.config.retention_ms,
+                                            topic->metadata.config.retention_bytes};
+      if (limits.retention_ms < 0 && limits.retention_bytes < 0) continue;
+      for (const auto& slot : topic->partitions) work.emplace_back(slot, limits);
+    }
+  }
+  if (work.empty()) {
+    done(std::uint64_t{0});
+    return Leave();
+  }
+  auto gather = std::make_shared<Gather<std::uint64_t>>(work.size(), 0, std::move(done),
+                                                         [this] { Leave(); });
+  for (auto& [slot, limits] : work) {
+    boost::asio::post(slot->strand, [this, slot, limits, gather] {
+      if (slot->deleted) return gather->Finish();
+      storage::WriteBatch batch;
+      auto dropped = slot->log.PrepareRetention(limits, clock_.WallMillis(), batch);
+      if (!dropped) return gather->Fail(dropped.error());
+      if (*dropped == 0) return gather->Finish();
+      slot->Publish();
+      store_.Write(std::move(batch), [slot, gather, n = *dropped](Status s) {
+        boost::asio::post(slot->strand, [gather, n, s = std::move(s)] {
+          if (!s) return gather->Fail(s.error());
+          gather->Update([n](std::uint64_t& total) { total += n; });
+          gather->Finish();
+        });
+      });
+    });
+  }
+}
+
+}  // namespace spool::broker

@@ -1,0 +1,171 @@
+#pragma once
+
+// The broker: topics and their partitions, and the thread-safe facade every front end
+// (gRPC, HTTP, tests) calls.
+//
+// Threads (design §3): a worker pool runs all domain work. Each partition is owned by one
+// strand of that pool; its PartitionLog is only ever touched there, so it needs no lock.
+// Admin changes (create, update, delete) run on one admin strand, which serializes them.
+// The topic table is a map of immutable snapshots behind a shared mutex: a lookup copies a
+// shared_ptr and lets go. Storage writes complete on the store's commit thread, which posts
+// the completion back to the owning strand; nothing here blocks a caller's thread.
+//
+// Every method may be called from any thread. Callbacks run on a worker thread (a
+// partition's strand or the admin strand) and must not block.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "broker/topic.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "storage/partition_log.h"
+#include "storage/record.h"
+#include "storage/store.h"
+
+namespace spool::broker {
+
+struct BrokerOptions {
+  // Worker threads; 0 means one per core.
+  std::size_t worker_threads = 0;
+  // How often retention runs; zero disables the timer (tests call EnforceRetention()).
+  std::chrono::milliseconds retention_check_interval{std::chrono::seconds(30)};
+  // Limits of one Produce call.
+  std::size_t max_batch_records = 100'000;
+  std::size_t max_batch_bytes = 64u << 20;
+};
+
+struct ProducedRecord {
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;
+  bool operator==(const ProducedRecord&) const = default;
+};
+
+struct PartitionInfo {
+  std::uint32_t partition = 0;
+  std::uint64_t start_offset = 0;
+  std::uint64_t end_offset = 0;
+  std::uint64_t size_bytes = 0;
+};
+
+struct TopicInfo {
+  TopicMetadata metadata;
+  std::vector<PartitionInfo> partitions;
+};
+
+// Fields left empty keep their value. Partitions may only grow.
+struct TopicUpdate {
+  std::optional<std::uint32_t> partitions;
+  std::optional<std::int64_t> retention_ms;
+  std::optional<std::int64_t> retention_bytes;
+  std::optional<std::int64_t> max_message_bytes;
+};
+
+enum class OffsetQuery { kEarliest, kLatest, kTimestamp };
+
+template <class T>
+using Callback = std::function<void(Result<T>)>;
+using StatusCallback = std::function<void(Status)>;
+
+class Broker {
+ public:
+  // Loads every topic from `store` and opens its partitions. `store` and `clock` must
+  // outlive the broker.
+  static Result<std::unique_ptr<Broker>> Open(storage::Store& store, const Clock& clock,
+                                              BrokerOptions options = {});
+
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+  ~Broker();
+
+  // Refuses new calls (Unavailable), waits for calls in flight to complete and stops the
+  // workers. Idempotent. Must not be called from a broker callback.
+  void Shutdown();
+
+  // --- topics ---------------------------------------------------------------------------
+  void CreateTopic(TopicConfig config, Callback<TopicInfo> done);
+  void UpdateTopic(std::string name, TopicUpdate update, Callback<TopicInfo> done);
+  void DeleteTopic(std::string name, StatusCallback done);
+  // Non-blocking reads of the topic table; offsets are those last made durable.
+  Result<TopicInfo> DescribeTopic(const std::string& name) const;
+  std::vector<TopicMetadata> ListTopics() const;  // sorted by name
+
+  // --- records --------------------------------------------------------------------------
+  // Appends `records` to `topic`: to `partition` if given, else keyed records by the Kafka
+  // hash of their key and unkeyed ones all to one partition chosen round-robin per call.
+  // `done` gets one (partition, offset) per record, in input order, once all are durable.
+  // Validation happens before anything is written: a bad batch writes nothing.
+  void Produce(const std::string& topic, std::optional<std::uint32_t> partition,
+               std::vector<storage::Record> records, Callback<std::vector<ProducedRecord>> done);
+
+  void Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
+             std::size_t max_records, std::size_t max_bytes,
+             Callback<std::vector<storage::StoredRecord>> done);
+
+  // kEarliest: the log start. kLatest: the log end (next offset to be read). kTimestamp: the
+  // first offset with append time >= `timestamp_ms`, or nullopt if there is none.
+  void ListOffset(const std::string& topic, std::uint32_t partition, OffsetQuery query,
+                  std::int64_t timestamp_ms, Callback<std::optional<std::uint64_t>> done);
+
+  // Applies every topic's retention now; `done` gets the number of records dropped.
+  void EnforceRetention(Callback<std::uint64_t> done);
+
+  const Clock& clock() const { return clock_; }
+  storage::Store& store() { return store_; }
+
+ private:
+  using Strand = boost::asio::strand<boost::asio::thread_pool::executor_type>;
+  struct PartitionSlot;
+  struct Topic;
+  struct ProduceOp;
+
+  Broker(storage::Store& store, const Clock& clock, BrokerOptions options);
+  Status Load();
+  std::shared_ptr<const Topic> FindTopic(const std::string& name) const;
+  Result<std::shared_ptr<PartitionSlot>> FindPartition(const std::string& topic,
+                                                       std::uint32_t partition) const;
+  TopicInfo Describe(const Topic& topic) const;
+  // Counts a call in flight; false (and nothing counted) once shutting down.
+  bool Enter();
+  void Leave();
+  void ScheduleRetention();
+  void CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done);
+  void UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
+                           Callback<TopicInfo> done);
+  void DeleteOnAdminStrand(const std::string& name, StatusCallback done);
+  void AppendOnStrand(std::shared_ptr<PartitionSlot> slot, std::vector<storage::Record> records,
+                      std::vector<std::size_t> indexes, std::shared_ptr<ProduceOp> op);
+
+  storage::Store& store_;
+  const Clock& clock_;
+  const BrokerOptions options_;
+  boost::asio::thread_pool pool_;
+  Strand admin_strand_;
+  boost::asio::steady_timer retention_timer_;
+
+  mutable std::shared_mutex topics_mu_;
+  std::map<std::string, std::shared_ptr<const Topic>> topics_;  // guarded by topics_mu_
+  std::uint32_t next_topic_id_ = 1;                             // admin strand only
+
+  std::mutex inflight_mu_;
+  std::condition_variable inflight_cv_;
+  std::size_t inflight_ = 0;  // guarded by inflight_mu_
+  bool stopping_ = false;     // guarded by inflight_mu_
+  bool stopped_ = false;      // guarded by inflight_mu_
+};
+
+}  // namespace spool::broker
