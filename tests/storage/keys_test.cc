@@ -1,0 +1,72 @@
+#include "storage/keys.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <tuple>
+#include <vector>
+
+namespace spool::storage {
+namespace {
+
+TEST(KeysTest, LogKeyRoundTrips) {
+  LogKeyParts parts{};
+
+  ASSERT_TRUE(ParseLogKey(LogKey(7, 3, 123456789012ull), &parts));
+
+  EXPECT_EQ(parts.topic, 7u);
+  EXPECT_EQ(parts.partition, 3u);
+  EXPECT_EQ(parts.offset, 123456789012ull);
+  EXPECT_FALSE(ParseLogKey("short", &parts));
+}
+
+TEST(KeysTest, TimeIndexKeyRoundTrips) {
+  TimeIndexKeyParts parts{};
+
+  ASSERT_TRUE(ParseTimeIndexKey(TimeIndexKey(1, 2, 1767225600000ull, 99), &parts));
+
+  EXPECT_EQ(parts.topic, 1u);
+  EXPECT_EQ(parts.partition, 2u);
+  EXPECT_EQ(parts.timestamp_ms, 1767225600000ull);
+  EXPECT_EQ(parts.offset, 99u);
+}
+
+TEST(KeysTest, LogKeysSortLikeTheirFields) {
+  std::mt19937 rng(42);
+  using Tuple = std::tuple<std::uint32_t, std::uint32_t, std::uint64_t>;
+  std::vector<Tuple> tuples;
+  for (int i = 0; i < 2000; ++i) {
+    tuples.emplace_back(rng() % 4 == 0 ? UINT32_MAX : rng() % 300, rng() % 300,
+                        (static_cast<std::uint64_t>(rng()) << 20) ^ rng());
+  }
+  std::vector<Tuple> by_fields = tuples;
+  std::sort(by_fields.begin(), by_fields.end());
+  std::vector<Tuple> by_key = tuples;
+  std::sort(by_key.begin(), by_key.end(), [](const Tuple& a, const Tuple& b) {
+    return LogKey(std::get<0>(a), std::get<1>(a), std::get<2>(a)) <
+           LogKey(std::get<0>(b), std::get<1>(b), std::get<2>(b));
+  });
+
+  EXPECT_EQ(by_fields, by_key);
+}
+
+TEST(KeysTest, RangesEncloseExactlyTheirPartitionAndTopic) {
+  const std::string key = LogKey(5, 9, UINT64_MAX);
+
+  EXPECT_GE(key, PartitionPrefix(5, 9));
+  EXPECT_LT(key, PartitionRangeEnd(5, 9));
+  EXPECT_GE(LogKey(5, 10, 0), PartitionRangeEnd(5, 9));
+  EXPECT_GE(key, TopicPrefix(5));
+  EXPECT_LT(LogKey(5, UINT32_MAX, UINT64_MAX), TopicRangeEnd(5));
+  EXPECT_LT(LogKey(UINT32_MAX, UINT32_MAX, UINT64_MAX), TopicRangeEnd(UINT32_MAX));
+  EXPECT_LT(LogKey(UINT32_MAX - 1, 0, 0), TopicPrefix(UINT32_MAX));
+}
+
+TEST(KeysTest, MetaKeysOfDifferentTagsDoNotCollide) {
+  EXPECT_NE(MetaKey(MetaTag::kTopic, "x"), MetaKey(MetaTag::kCounter, "x"));
+  EXPECT_EQ(LogStartKey(1, 2)[0], static_cast<char>(MetaTag::kLogStart));
+}
+
+}  // namespace
+}  // namespace spool::storage

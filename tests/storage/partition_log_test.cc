@@ -1,0 +1,314 @@
+#include "storage/partition_log.h"
+
+#include <gtest/gtest.h>
+
+#include "storage/keys.h"
+#include "tests/testing/manual_clock.h"
+#include "tests/testing/temp_dir.h"
+
+namespace spool::storage {
+namespace {
+
+using spool::testing::ManualClock;
+using spool::testing::TempDir;
+
+constexpr std::int64_t kT0 = ManualClock::kStartMillis;
+
+class PartitionLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    log_.reset();
+    store_.reset();
+    auto store = Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store) << store.error().ToString();
+    store_ = std::move(*store);
+    auto log = PartitionLog::Open(*store_, kTopic, kPartition);
+    ASSERT_TRUE(log) << log.error().ToString();
+    log_ = std::make_unique<PartitionLog>(std::move(*log));
+  }
+
+  static std::vector<Record> MakeRecords(int n, std::size_t value_size, int first_id = 0) {
+    std::vector<Record> records;
+    for (int i = 0; i < n; ++i) {
+      Record r;
+      r.key = "k" + std::to_string(first_id + i);
+      r.value = std::string(value_size, static_cast<char>('a' + (first_id + i) % 26));
+      records.push_back(std::move(r));
+    }
+    return records;
+  }
+
+  // Appends and waits until durable, as the broker does.
+  PreparedAppend Append(std::vector<Record> records, std::int64_t now_ms) {
+    WriteBatch batch;
+    auto prepared = log_->PrepareAppend(records, now_ms, batch);
+    EXPECT_TRUE(prepared);
+    EXPECT_TRUE(store_->WriteSync(std::move(batch)));
+    log_->MarkDurable(*prepared);
+    return *prepared;
+  }
+
+  std::uint64_t Retain(RetentionLimits limits, std::int64_t now_ms) {
+    WriteBatch batch;
+    auto dropped = log_->PrepareRetention(limits, now_ms, batch);
+    EXPECT_TRUE(dropped) << dropped.error().ToString();
+    if (!batch.empty()) {
+      EXPECT_TRUE(store_->WriteSync(std::move(batch)));
+    }
+    return dropped ? *dropped : 0;
+  }
+
+  static constexpr std::uint32_t kTopic = 3;
+  static constexpr std::uint32_t kPartition = 1;
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<PartitionLog> log_;
+};
+
+TEST_F(PartitionLogTest, AppendsGetContiguousOffsetsAndReadBackIdentical) {
+  auto first = MakeRecords(3, 10, 0);
+  auto second = MakeRecords(2, 10, 3);
+
+  PreparedAppend a = Append(first, kT0);
+  PreparedAppend b = Append(second, kT0 + 5);
+  auto read = log_->Read(0, 100, 1 << 20);
+
+  EXPECT_EQ(a.first_offset, 0u);
+  EXPECT_EQ(b.first_offset, 3u);
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ((*read)[i].offset, i);
+    EXPECT_EQ((*read)[i].record.key, "k" + std::to_string(i));
+  }
+  EXPECT_EQ((*read)[0].record.append_timestamp_ms, kT0);
+  EXPECT_EQ((*read)[4].record.append_timestamp_ms, kT0 + 5);
+  EXPECT_EQ(log_->start_offset(), 0u);
+  EXPECT_EQ(log_->end_offset(), 5u);
+}
+
+TEST_F(PartitionLogTest, RecordsAreInvisibleUntilDurable) {
+  auto records = MakeRecords(2, 10);
+  WriteBatch batch;
+  auto prepared = log_->PrepareAppend(records, kT0, batch);
+  ASSERT_TRUE(prepared);
+  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+
+  auto before = log_->Read(0, 10, 1 << 20);
+  log_->MarkDurable(*prepared);
+  auto after = log_->Read(0, 10, 1 << 20);
+
+  ASSERT_TRUE(before && after);
+  EXPECT_TRUE(before->empty());
+  EXPECT_EQ(log_->next_offset(), 2u);
+  EXPECT_EQ(after->size(), 2u);
+}
+
+TEST_F(PartitionLogTest, ReadsAreBoundedByCountAndBytesButAlwaysMakeProgress) {
+  Append(MakeRecords(10, 100), kT0);
+  Record sized = MakeRecords(1, 100)[0];
+  sized.append_timestamp_ms = kT0;
+  const std::size_t record_bytes = EncodedRecordSize(sized);
+
+  auto by_count = log_->Read(2, 3, 1 << 20);
+  auto by_bytes = log_->Read(0, 100, 3 * record_bytes + record_bytes / 2);
+  auto tiny = log_->Read(5, 100, 1);
+
+  ASSERT_TRUE(by_count && by_bytes && tiny);
+  ASSERT_EQ(by_count->size(), 3u);
+  EXPECT_EQ(by_count->front().offset, 2u);
+  EXPECT_EQ(by_bytes->size(), 3u);
+  ASSERT_EQ(tiny->size(), 1u) << "the first record is returned even if it alone is too big";
+  EXPECT_EQ(tiny->front().offset, 5u);
+}
+
+TEST_F(PartitionLogTest, ReadsOutsideTheLogAreOutOfRange) {
+  Append(MakeRecords(3, 10), kT0);
+
+  auto beyond = log_->Read(4, 10, 1 << 20);
+  auto at_end = log_->Read(3, 10, 1 << 20);
+
+  ASSERT_FALSE(beyond);
+  EXPECT_EQ(beyond.error().code, ErrorCode::kOutOfRange);
+  EXPECT_NE(beyond.error().message.find("beyond the log end 3"), std::string::npos);
+  ASSERT_TRUE(at_end);
+  EXPECT_TRUE(at_end->empty());
+}
+
+TEST_F(PartitionLogTest, ReopenDerivesTheNextOffsetAndSizeFromTheLog) {
+  Append(MakeRecords(100, 2000), kT0);
+  Append(MakeRecords(50, 2000, 100), kT0 + 10);
+  const std::uint64_t size = log_->size_bytes();
+
+  Reopen();
+  PreparedAppend next = Append(MakeRecords(1, 10, 150), kT0 + 20);
+
+  EXPECT_EQ(next.first_offset, 150u);
+  EXPECT_GT(log_->size_bytes(), size);
+  auto all = log_->Read(0, 1000, 64 << 20);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 151u);
+  EXPECT_EQ(all->back().record.key, "k150");
+}
+
+TEST_F(PartitionLogTest, AppendTimestampsNeverGoBackwards) {
+  Append(MakeRecords(1, 10), kT0 + 1000);
+
+  Append(MakeRecords(1, 10, 1), kT0);  // the wall clock stepped back
+  auto read = log_->Read(0, 10, 1 << 20);
+
+  ASSERT_TRUE(read);
+  EXPECT_EQ((*read)[1].record.append_timestamp_ms, kT0 + 1000);
+}
+
+TEST_F(PartitionLogTest, AppendTimestampsStayMonotonicAcrossReopen) {
+  Append(MakeRecords(1, 10), kT0 + 1000);
+  Reopen();
+
+  Append(MakeRecords(1, 10, 1), kT0);
+  auto read = log_->Read(1, 10, 1 << 20);
+
+  ASSERT_TRUE(read);
+  EXPECT_EQ((*read)[0].record.append_timestamp_ms, kT0 + 1000);
+}
+
+TEST_F(PartitionLogTest, OffsetForTimestampMatchesABruteForceScan) {
+  // 1 KiB records put a sparse index entry about every 64 records; timestamps repeat.
+  std::vector<std::int64_t> times;
+  for (int batch = 0; batch < 40; ++batch) {
+    const std::int64_t t = kT0 + batch * 100;
+    Append(MakeRecords(10, 1024, batch * 10), t);
+    for (int i = 0; i < 10; ++i) times.push_back(t);
+  }
+
+  for (std::int64_t target = kT0 - 50; target <= kT0 + 4100; target += 37) {
+    std::optional<std::uint64_t> expected;
+    for (std::size_t o = 0; o < times.size(); ++o) {
+      if (times[o] >= target) {
+        expected = o;
+        break;
+      }
+    }
+    auto found = log_->OffsetForTimestamp(target);
+    ASSERT_TRUE(found);
+    EXPECT_EQ(*found, expected) << "target " << target - kT0;
+  }
+}
+
+TEST_F(PartitionLogTest, TimeRetentionDropsExpiredRecordsAndPersistsTheStart) {
+  Append(MakeRecords(10, 100), kT0);
+  Append(MakeRecords(10, 100, 10), kT0 + 60'000);
+
+  const std::uint64_t dropped = Retain({.retention_ms = 30'000}, kT0 + 70'000);
+
+  EXPECT_EQ(dropped, 10u);
+  EXPECT_EQ(log_->start_offset(), 10u);
+  auto below = log_->Read(9, 10, 1 << 20);
+  ASSERT_FALSE(below);
+  EXPECT_EQ(below.error().code, ErrorCode::kOutOfRange);
+  EXPECT_NE(below.error().message.find("below the log start 10"), std::string::npos);
+  auto gone = store_->Get(ColumnFamily::kLog, LogKey(kTopic, kPartition, 5));
+  ASSERT_TRUE(gone);
+  EXPECT_FALSE(gone->has_value()) << "the records are deleted, not just hidden";
+
+  Reopen();
+  EXPECT_EQ(log_->start_offset(), 10u);
+  EXPECT_EQ(log_->end_offset(), 20u);
+  auto kept = log_->Read(10, 100, 1 << 20);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->size(), 10u);
+}
+
+TEST_F(PartitionLogTest, TimeRetentionKeepsRecordsExactlyAtTheLimit) {
+  Append(MakeRecords(1, 10), kT0);
+  Append(MakeRecords(1, 10, 1), kT0 + 1);
+
+  EXPECT_EQ(Retain({.retention_ms = 1000}, kT0 + 1000), 1u)
+      << "a record exactly retention_ms old has expired";
+  EXPECT_EQ(log_->start_offset(), 1u);
+  EXPECT_EQ(Retain({.retention_ms = 1000}, kT0 + 1000), 0u);
+}
+
+TEST_F(PartitionLogTest, SizeRetentionKeepsTheNewestRecordsThatFit) {
+  for (int i = 0; i < 30; ++i) Append(MakeRecords(10, 1000, i * 10), kT0 + i);
+  const std::uint64_t limit = 50'000;
+
+  Retain({.retention_bytes = static_cast<std::int64_t>(limit)}, kT0 + 100);
+
+  EXPECT_LE(log_->size_bytes(), limit);
+  const std::uint64_t record_size = EncodedRecordSize(MakeRecords(1, 1000, 100)[0]);
+  EXPECT_GT(log_->size_bytes() + record_size + 2, limit)
+      << "no more than one record beyond the limit was dropped";
+  EXPECT_EQ(log_->end_offset(), 300u);
+  auto first = log_->Read(log_->start_offset(), 1, 1 << 20);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->front().offset, log_->start_offset());
+
+  Reopen();
+  EXPECT_LE(log_->size_bytes(), limit);
+}
+
+TEST_F(PartitionLogTest, ExpiringEverythingKeepsOffsetsGoingAfterReopen) {
+  Append(MakeRecords(5, 10), kT0);
+
+  EXPECT_EQ(Retain({.retention_ms = 10}, kT0 + 1000), 5u);
+  EXPECT_EQ(log_->size_bytes(), 0u);
+  Reopen();
+  PreparedAppend next = Append(MakeRecords(1, 10, 5), kT0 + 2000);
+
+  EXPECT_EQ(log_->start_offset(), 5u);
+  EXPECT_EQ(next.first_offset, 5u) << "offsets are never reused";
+  auto found = log_->OffsetForTimestamp(kT0);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(*found, 5u);
+}
+
+TEST_F(PartitionLogTest, CorruptRecordGivesDataLossWithItsOffset) {
+  Append(MakeRecords(3, 10), kT0);
+  WriteBatch batch;
+  batch.Put(ColumnFamily::kLog, LogKey(kTopic, kPartition, 1), "garbage bytes");
+  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+
+  auto read = log_->Read(0, 10, 1 << 20);
+
+  ASSERT_FALSE(read);
+  EXPECT_EQ(read.error().code, ErrorCode::kDataLoss);
+  EXPECT_NE(read.error().message.find("offset 1"), std::string::npos) << read.error().message;
+}
+
+TEST_F(PartitionLogTest, AFailedWriteStopsFurtherAppends) {
+  log_->MarkFailed(Internal("disk on fire"));
+  auto records = MakeRecords(1, 10);
+  WriteBatch batch;
+
+  auto prepared = log_->PrepareAppend(records, kT0, batch);
+
+  ASSERT_FALSE(prepared);
+  EXPECT_EQ(prepared.error().code, ErrorCode::kUnavailable);
+  EXPECT_TRUE(batch.empty());
+}
+
+TEST_F(PartitionLogTest, DeleteTopicDataLeavesOtherTopicsAlone) {
+  Append(MakeRecords(3, 10), kT0);
+  auto other = PartitionLog::Open(*store_, kTopic + 1, 0);
+  ASSERT_TRUE(other);
+  auto other_records = MakeRecords(2, 10);
+  WriteBatch other_batch;
+  auto prepared = other->PrepareAppend(other_records, kT0, other_batch);
+  ASSERT_TRUE(prepared && store_->WriteSync(std::move(other_batch)));
+
+  WriteBatch drop;
+  PartitionLog::DeleteTopicData(kTopic, drop);
+  ASSERT_TRUE(store_->WriteSync(std::move(drop)));
+  Reopen();
+  auto reopened_other = PartitionLog::Open(*store_, kTopic + 1, 0);
+
+  EXPECT_EQ(log_->end_offset(), 0u);
+  ASSERT_TRUE(reopened_other);
+  EXPECT_EQ(reopened_other->end_offset(), 2u);
+}
+
+}  // namespace
+}  // namespace spool::storage

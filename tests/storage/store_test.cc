@@ -1,0 +1,179 @@
+#include "storage/store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "tests/testing/temp_dir.h"
+
+namespace spool::storage {
+namespace {
+
+using spool::testing::TempDir;
+
+std::unique_ptr<Store> OpenStore(const std::string& dir, StoreOptions options = {}) {
+  auto store = Store::Open(dir, options);
+  if (!store) ADD_FAILURE() << store.error().ToString();
+  return store ? std::move(*store) : nullptr;
+}
+
+TEST(StoreTest, WrittenValuesAreReadBackAfterReopen) {
+  TempDir dir;
+  {
+    auto store = OpenStore(dir.path());
+    WriteBatch batch;
+    batch.Put(ColumnFamily::kMeta, "a", "1");
+    batch.Put(ColumnFamily::kLog, "a", "2");
+    ASSERT_TRUE(store->WriteSync(std::move(batch)));
+  }
+
+  auto store = OpenStore(dir.path());
+
+  auto meta = store->Get(ColumnFamily::kMeta, "a");
+  auto log = store->Get(ColumnFamily::kLog, "a");
+  auto missing = store->Get(ColumnFamily::kDedup, "a");
+  ASSERT_TRUE(meta && log && missing);
+  EXPECT_EQ(**meta, "1");
+  EXPECT_EQ(**log, "2") << "column families are separate key spaces";
+  EXPECT_FALSE(missing->has_value());
+}
+
+TEST(StoreTest, ConcurrentWritersShareFsyncs) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  constexpr int kThreads = 16;
+  constexpr int kWritesPerThread = 50;
+
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kWritesPerThread; ++i) {
+        WriteBatch batch;
+        batch.Put(ColumnFamily::kLog, std::to_string(t) + "/" + std::to_string(i), "v");
+        if (!store->WriteSync(std::move(batch))) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  const StoreStats stats = store->Stats();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(stats.batches_written, std::uint64_t{kThreads * kWritesPerThread});
+  EXPECT_EQ(stats.wal_syncs, stats.write_groups) << "fsync: always syncs every group";
+  EXPECT_LT(stats.write_groups, stats.batches_written)
+      << "16 blocked writers must have been grouped at least once";
+}
+
+TEST(StoreTest, CallbacksCompleteInSubmissionOrder) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  std::mutex mu;
+  std::vector<int> order;
+  std::promise<void> all_done;
+  constexpr int kWrites = 200;
+
+  for (int i = 0; i < kWrites; ++i) {
+    WriteBatch batch;
+    batch.Put(ColumnFamily::kLog, std::to_string(i), "v");
+    store->Write(std::move(batch), [&, i](Status s) {
+      ASSERT_TRUE(s);
+      std::lock_guard lock(mu);
+      order.push_back(i);
+      if (order.size() == kWrites) all_done.set_value();
+    });
+  }
+  ASSERT_EQ(all_done.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+
+  for (int i = 0; i < kWrites; ++i) EXPECT_EQ(order[i], i);
+}
+
+TEST(StoreTest, SecondOpenOfTheSameDirectoryFailsClearly) {
+  TempDir dir;
+  auto first = OpenStore(dir.path());
+
+  auto second = Store::Open(dir.path(), {});
+
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(second.error().message.find("in use"), std::string::npos) << second.error().message;
+}
+
+TEST(StoreTest, WritesAfterCloseAreRefused) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  ASSERT_TRUE(store->Close());
+
+  WriteBatch batch;
+  batch.Put(ColumnFamily::kLog, "k", "v");
+  Status s = store->WriteSync(std::move(batch));
+
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+  EXPECT_TRUE(store->Close()) << "Close is idempotent";
+}
+
+TEST(StoreTest, IntervalModeAcknowledgesAndPersistsOnClose) {
+  TempDir dir;
+  {
+    StoreOptions options;
+    options.fsync = FsyncMode::kInterval;
+    options.fsync_interval = std::chrono::milliseconds(5);
+    auto store = OpenStore(dir.path(), options);
+    for (int i = 0; i < 20; ++i) {
+      WriteBatch batch;
+      batch.Put(ColumnFamily::kLog, std::to_string(i), "v");
+      ASSERT_TRUE(store->WriteSync(std::move(batch)));
+    }
+    EXPECT_GE(store->Stats().write_groups, 1u);
+  }
+
+  auto store = OpenStore(dir.path());
+
+  auto value = store->Get(ColumnFamily::kLog, "19");
+  ASSERT_TRUE(value && value->has_value());
+}
+
+TEST(StoreTest, IteratorStaysWithinItsBounds) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  WriteBatch batch;
+  for (char c = 'a'; c <= 'f'; ++c) batch.Put(ColumnFamily::kLog, std::string(1, c), "v");
+  ASSERT_TRUE(store->WriteSync(std::move(batch)));
+
+  auto it = store->NewIterator(ColumnFamily::kLog, "b", "e");
+  std::string seen;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) seen += it->key();
+  it->SeekToLast();
+  const std::string last(it->key());
+  it->SeekForPrev("z");
+  const std::string prev(it->key());
+
+  EXPECT_EQ(seen, "bcd");
+  EXPECT_EQ(last, "d");
+  EXPECT_EQ(prev, "d");
+  EXPECT_TRUE(it->status());
+}
+
+TEST(StoreTest, DeleteRangeRemovesExactlyTheRange) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  WriteBatch fill;
+  for (char c = 'a'; c <= 'f'; ++c) fill.Put(ColumnFamily::kLog, std::string(1, c), "v");
+  ASSERT_TRUE(store->WriteSync(std::move(fill)));
+
+  WriteBatch drop;
+  drop.DeleteRange(ColumnFamily::kLog, "b", "e");
+  ASSERT_TRUE(store->WriteSync(std::move(drop)));
+
+  auto it = store->NewIterator(ColumnFamily::kLog, "", "z");
+  std::string seen;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) seen += it->key();
+  EXPECT_EQ(seen, "aef");
+}
+
+}  // namespace
+}  // namespace spool::storage

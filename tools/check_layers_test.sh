@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Checks that check_layers.sh accepts a clean tree and rejects an upward include and a
+# RocksDB include outside storage/.
+set -u
+root=${1:-$(dirname "$0")/..}
+checker="$root/tools/check_layers.sh"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp"/{common,storage,broker}
+echo '#include "common/error.h"' >"$tmp/storage/ok.h"
+echo '#include "storage/store.h"' >"$tmp/broker/ok.h"
+"$checker" "$tmp" >/dev/null || { echo "FAIL: a clean tree was rejected"; exit 1; }
+
+echo '#include "broker/broker.h"' >"$tmp/storage/bad.h"
+out=$("$checker" "$tmp") && { echo "FAIL: storage -> broker was accepted"; exit 1; }
+grep -q 'storage/bad.h:1 includes "broker/...' <<<"$out" || { echo "FAIL: unclear report: $out"; exit 1; }
+rm "$tmp/storage/bad.h"
+
+echo '#include <rocksdb/db.h>' >"$tmp/broker/leak.cc"
+"$checker" "$tmp" >/dev/null && { echo "FAIL: RocksDB in broker/ was accepted"; exit 1; }
+echo "check_layers.sh: clean tree passes, violations fail"
