@@ -1,6 +1,12 @@
 #include "storage/record.h"
 
+#include <cstring>
+
 #include <boost/crc.hpp>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 #include "common/coding.h"
 
@@ -51,11 +57,40 @@ Status VerifyFrame(std::string_view bytes, std::string_view* body) {
 
 }  // namespace
 
-std::uint32_t Crc32c(std::string_view bytes) {
+std::uint32_t Crc32cPortableForTest(std::string_view bytes) {
   boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
   crc.process_bytes(bytes.data(), bytes.size());
   return crc.checksum();
 }
+
+#if defined(__x86_64__)
+namespace {
+// SSE4.2 has a CRC32C instruction: about 20x the table-driven speed, and the checksum is on
+// every append and every read.
+__attribute__((target("sse4.2"))) std::uint32_t Crc32cSse42(std::string_view bytes) {
+  const char* p = bytes.data();
+  std::size_t n = bytes.size();
+  std::uint64_t crc = 0xFFFFFFFFu;
+  while (n >= 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, p, 8);
+    crc = _mm_crc32_u64(crc, word);
+    p += 8;
+    n -= 8;
+  }
+  auto crc32 = static_cast<std::uint32_t>(crc);
+  while (n-- > 0) crc32 = _mm_crc32_u8(crc32, static_cast<unsigned char>(*p++));
+  return crc32 ^ 0xFFFFFFFFu;
+}
+}  // namespace
+
+std::uint32_t Crc32c(std::string_view bytes) {
+  static const bool has_sse42 = __builtin_cpu_supports("sse4.2");
+  return has_sse42 ? Crc32cSse42(bytes) : Crc32cPortableForTest(bytes);
+}
+#else
+std::uint32_t Crc32c(std::string_view bytes) { return Crc32cPortableForTest(bytes); }
+#endif
 
 std::size_t EncodedRecordSize(const Record& record) {
   std::size_t n = 2 + VarsintSize(record.producer_timestamp_ms) +

@@ -58,6 +58,9 @@ Result<Record> DecodeRecord(std::string_view bytes);
 // Reads only the append timestamp, after checking the checksum. Used by time-index scans.
 Result<std::int64_t> DecodeAppendTimestamp(std::string_view bytes);
 
+// CRC32C (Castagnoli); uses the SSE4.2 instruction where the CPU has it.
 std::uint32_t Crc32c(std::string_view bytes);
+// The table-driven implementation, so tests can check the fast path against it.
+std::uint32_t Crc32cPortableForTest(std::string_view bytes);
 
 }  // namespace spool::storage

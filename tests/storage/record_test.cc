@@ -106,6 +106,17 @@ TEST(RecordTest, UnknownVersionIsNamedInTheError) {
 
 TEST(RecordTest, Crc32cMatchesTheStandardCheckValue) {
   EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(Crc32cPortableForTest("123456789"), 0xE3069283u);
+}
+
+TEST(RecordTest, FastAndPortableCrc32cAgreeOnEveryLength) {
+  std::mt19937 rng(3);
+  std::string data(300, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  for (std::size_t len = 0; len <= data.size(); ++len) {
+    const std::string_view slice = std::string_view(data).substr(data.size() - len);
+    ASSERT_EQ(Crc32c(slice), Crc32cPortableForTest(slice)) << len;
+  }
 }
 
 }  // namespace
