@@ -488,16 +488,19 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   for (std::size_t i = 0; i < indexes.size(); ++i) {
     op->value()[indexes[i]] = {partition, prepared->first_offset + i};
   }
+  // The producer is answered from the commit thread, without waiting for a strand hop. The
+  // strand learns of the durable records first: its handler is queued before the answer is
+  // sent, so a fetch issued after the answer is ordered after it and sees the records.
   store_.Write(std::move(batch), [slot, op, append = *prepared](Status s) {
-    boost::asio::post(slot->strand, [slot, op, append, s = std::move(s)] {
-      if (!s) {
-        slot->log.MarkFailed(s.error());
-        return op->Fail(s.error());
-      }
+    if (!s) {
+      boost::asio::post(slot->strand, [slot, error = s.error()] { slot->log.MarkFailed(error); });
+      return op->Fail(s.error());
+    }
+    boost::asio::post(slot->strand, [slot, append] {
       slot->log.MarkDurable(append);
       slot->Publish();
-      op->Finish();
     });
+    op->Finish();
   });
 }
 

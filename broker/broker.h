@@ -11,7 +11,8 @@
 // the completion back to the owning strand; nothing here blocks a caller's thread.
 //
 // Every method may be called from any thread. Callbacks run on a worker thread (a
-// partition's strand or the admin strand) and must not block.
+// partition's strand or the admin strand) or, for Produce, on the store's commit thread;
+// they must not block.
 
 #include <atomic>
 #include <chrono>
