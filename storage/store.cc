@@ -1,6 +1,7 @@
 #include "storage/store.h"
 
 #include <array>
+#include <deque>
 #include <future>
 
 #include <rocksdb/db.h>
@@ -132,7 +133,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
 
 Store::Store(std::string dir, StoreOptions options, std::unique_ptr<Db> db)
     : dir_(std::move(dir)), options_(options), db_(std::move(db)) {
-  committer_ = std::thread([this] { CommitLoop(); });
+  writer_ = std::thread([this] { WriteLoop(); });
+  syncer_ = std::thread([this] { SyncLoop(); });
 }
 
 Store::~Store() {
@@ -146,10 +148,10 @@ Status Store::Close() {
     closing_ = true;
   }
   cv_.notify_all();
-  if (committer_.joinable()) committer_.join();
-  Status result;
-  if (options_.fsync == FsyncMode::kInterval) result = SyncWal();
-  if (Status s = db_->Close(); !s && result) result = s;
+  // The writer drains every pending batch, then tells the syncer, which completes them.
+  if (writer_.joinable()) writer_.join();
+  if (syncer_.joinable()) syncer_.join();
+  Status result = db_->Close();
   std::lock_guard lock(mu_);
   closed_ = true;
   close_status_ = result;
@@ -180,66 +182,99 @@ Status Store::SyncWal() {
   return FromRocks(db_->db->SyncWAL(), "syncing the WAL");
 }
 
-void Store::CommitLoop() {
+Status Store::WriteGroup(const std::vector<Pending>& group) {
+  std::size_t bytes = 0;
+  for (const Pending& p : group) bytes += p.batch.ByteSize() + 24 * p.batch.size();
+  rocksdb::WriteBatch wb(bytes);
+  for (const Pending& p : group) {
+    for (const WriteBatch::Op& op : p.batch.ops_) {
+      rocksdb::Status s;
+      switch (op.type) {
+        case WriteBatch::OpType::kPut:
+          s = wb.Put(db_->cf(op.cf), op.a, op.b);
+          break;
+        case WriteBatch::OpType::kDelete:
+          s = wb.Delete(db_->cf(op.cf), op.a);
+          break;
+        case WriteBatch::OpType::kDeleteRange:
+          s = wb.DeleteRange(db_->cf(op.cf), op.a, op.b);
+          break;
+      }
+      if (!s.ok()) return FromRocks(s, "building a write batch");
+    }
+  }
+  write_groups_.fetch_add(1, std::memory_order_relaxed);
+  return FromRocks(db_->db->Write(rocksdb::WriteOptions(), &wb), "writing to the log");
+}
+
+void Store::WriteLoop() {
   const bool sync_each = options_.fsync == FsyncMode::kAlways;
-  auto next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
-  bool unsynced = false;
   std::vector<Pending> group;
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      if (sync_each || !unsynced) {
-        cv_.wait(lock, [&] { return closing_ || !pending_.empty(); });
-      } else {
-        cv_.wait_until(lock, next_sync, [&] { return closing_ || !pending_.empty(); });
-      }
-      if (pending_.empty() && closing_) return;
+      cv_.wait(lock, [&] { return closing_ || !pending_.empty(); });
+      if (pending_.empty() && closing_) break;
       group.swap(pending_);
     }
-
-    if (!group.empty()) {
-      std::size_t bytes = 0;
-      for (const Pending& p : group) bytes += p.batch.ByteSize() + 24 * p.batch.size();
-      rocksdb::WriteBatch wb(bytes);
-      Status status;
-      for (const Pending& p : group) {
-        for (const WriteBatch::Op& op : p.batch.ops_) {
-          rocksdb::Status s;
-          switch (op.type) {
-            case WriteBatch::OpType::kPut:
-              s = wb.Put(db_->cf(op.cf), op.a, op.b);
-              break;
-            case WriteBatch::OpType::kDelete:
-              s = wb.Delete(db_->cf(op.cf), op.a);
-              break;
-            case WriteBatch::OpType::kDeleteRange:
-              s = wb.DeleteRange(db_->cf(op.cf), op.a, op.b);
-              break;
-          }
-          if (!s.ok() && status) status = FromRocks(s, "building a write batch");
-        }
+    Status status = WriteGroup(group);
+    if (!status) StoreLog().error("{}", status.error().ToString());
+    batches_written_.fetch_add(group.size(), std::memory_order_relaxed);
+    if (sync_each) {
+      // Hand the group to the syncer and go on writing the next one while it fsyncs.
+      Written written{{}, std::move(status)};
+      written.callbacks.reserve(group.size());
+      for (Pending& p : group) written.callbacks.push_back(std::move(p.done));
+      {
+        std::lock_guard lock(sync_mu_);
+        written_.push_back(std::move(written));
       }
-      if (status) {
-        rocksdb::WriteOptions write_options;
-        write_options.sync = sync_each;
-        status = FromRocks(db_->db->Write(write_options, &wb), "writing to the log");
-        write_groups_.fetch_add(1, std::memory_order_relaxed);
-        if (sync_each) {
-          wal_syncs_.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          unsynced = true;
-        }
-      }
-      if (!status) StoreLog().error("{}", status.error().ToString());
-      batches_written_.fetch_add(group.size(), std::memory_order_relaxed);
+      sync_cv_.notify_one();
+    } else {
+      unsynced_.store(true, std::memory_order_release);
       for (Pending& p : group) p.done(status);
-      group.clear();
     }
+    group.clear();
+  }
+  {
+    std::lock_guard lock(sync_mu_);
+    writer_done_ = true;
+  }
+  sync_cv_.notify_one();
+}
 
-    if (!sync_each && unsynced && std::chrono::steady_clock::now() >= next_sync) {
+void Store::SyncLoop() {
+  const bool sync_each = options_.fsync == FsyncMode::kAlways;
+  std::deque<Written> taken;
+  for (;;) {
+    bool done = false;
+    {
+      std::unique_lock lock(sync_mu_);
+      if (sync_each) {
+        sync_cv_.wait(lock, [&] { return writer_done_ || !written_.empty(); });
+      } else {
+        sync_cv_.wait_for(lock, options_.fsync_interval, [&] { return writer_done_; });
+      }
+      taken.swap(written_);
+      done = writer_done_;
+    }
+    if (sync_each) {
+      if (!taken.empty()) {
+        // Everything taken was written before this sync started, so one fsync covers it.
+        Status synced = SyncWal();
+        if (!synced) StoreLog().error("{}", synced.error().ToString());
+        for (Written& w : taken) {
+          const Status& status = w.status ? synced : w.status;
+          for (WriteCallback& cb : w.callbacks) cb(status);
+        }
+        taken.clear();
+      }
+    } else if (unsynced_.exchange(false, std::memory_order_acq_rel)) {
       if (Status s = SyncWal(); !s) StoreLog().error("{}", s.error().ToString());
-      unsynced = false;
-      next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
+    }
+    if (done && taken.empty()) {
+      std::lock_guard lock(sync_mu_);
+      if (written_.empty()) return;
     }
   }
 }

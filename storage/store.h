@@ -2,21 +2,28 @@
 
 // The one RocksDB database behind Spool and its durability pipeline.
 //
-// Every change goes through Write(): a single commit thread gathers all batches that are
-// pending, writes them as one RocksDB WriteBatch and then completes each of them in order
-// (group commit). In FsyncMode::kAlways that write is synced, so a completion means the
-// change is on disk and concurrent writers share one fsync; RocksDB makes a synced write
-// visible to readers only after the sync, so nothing unacknowledged can be read. In
-// FsyncMode::kInterval the write is acknowledged once it is in the WAL (OS page cache) and
-// the WAL is fsynced every `fsync_interval`: a power loss can lose that much.
+// Every change goes through Write(). A writer thread takes all batches that are pending,
+// writes them to RocksDB as one WriteBatch and hands the group to a syncer thread; in
+// FsyncMode::kAlways the syncer fsyncs the WAL once for every group written before that
+// fsync started and only then completes their callbacks, in submission order (group commit).
+// The writer goes on writing the next group while the syncer waits for the disk, so the
+// fsync of one group overlaps the work of the next. In FsyncMode::kInterval a batch is
+// acknowledged once it is in the WAL (the OS page cache) and the syncer fsyncs the WAL every
+// `fsync_interval`: a power loss can lose that much.
+//
+// Visibility: RocksDB serves a write to Get() and iterators as soon as it is written, which
+// can be before its fsync. Owners of state therefore publish a change only from its callback
+// (PartitionLog hides records until MarkDurable), so nothing a crash could undo is served.
 //
 // Thread-safety: every method may be called from any thread. Write callbacks run on the
-// commit thread; they must be short and must not call WriteSync().
+// syncer (or, in interval mode, the writer) thread; they must be short and must not call
+// WriteSync().
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -97,7 +104,7 @@ class Iterator {
 };
 
 struct StoreStats {
-  std::uint64_t write_groups = 0;      // RocksDB writes issued by the commit thread
+  std::uint64_t write_groups = 0;      // RocksDB writes issued by the writer thread
   std::uint64_t batches_written = 0;   // WriteBatches completed (>= write_groups)
   std::uint64_t wal_syncs = 0;         // fsyncs of the WAL
   std::uint64_t pending_compaction_bytes = 0;
@@ -118,7 +125,7 @@ class Store {
   // Completes every pending write, syncs the WAL and closes the database.
   ~Store();
 
-  // Queues `batch`; `done` runs on the commit thread once the batch is durable per the fsync
+  // Queues `batch`; `done` runs on the syncer thread once the batch is durable per the fsync
   // mode (or failed). After Close() began, `done` gets Unavailable at once.
   void Write(WriteBatch batch, WriteCallback done);
   // Write() and wait. Never call it from a write callback.
@@ -141,9 +148,16 @@ class Store {
     WriteBatch batch;
     WriteCallback done;
   };
+  // A group the writer has written, waiting for the fsync that makes it durable.
+  struct Written {
+    std::vector<WriteCallback> callbacks;
+    Status status;  // of the write itself
+  };
 
   Store(std::string dir, StoreOptions options, std::unique_ptr<Db> db);
-  void CommitLoop();
+  void WriteLoop();
+  void SyncLoop();
+  Status WriteGroup(const std::vector<Pending>& group);
   Status SyncWal();
 
   const std::string dir_;
@@ -156,7 +170,14 @@ class Store {
   bool closing_ = false;          // guarded by mu_
   bool closed_ = false;           // guarded by mu_
   Status close_status_;           // guarded by mu_
-  std::thread committer_;
+  std::thread writer_;
+
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  std::deque<Written> written_;  // guarded by sync_mu_
+  bool writer_done_ = false;     // guarded by sync_mu_
+  std::atomic<bool> unsynced_{false};
+  std::thread syncer_;
 
   std::atomic<std::uint64_t> write_groups_{0};
   std::atomic<std::uint64_t> batches_written_{0};

@@ -63,9 +63,10 @@ TEST(StoreTest, ConcurrentWritersShareFsyncs) {
   const StoreStats stats = store->Stats();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(stats.batches_written, std::uint64_t{kThreads * kWritesPerThread});
-  EXPECT_EQ(stats.wal_syncs, stats.write_groups) << "fsync: always syncs every group";
-  EXPECT_LT(stats.write_groups, stats.batches_written)
-      << "16 blocked writers must have been grouped at least once";
+  EXPECT_GE(stats.wal_syncs, 1u);
+  EXPECT_LE(stats.wal_syncs, stats.write_groups) << "one fsync may cover several groups";
+  EXPECT_LT(stats.wal_syncs, stats.batches_written)
+      << "16 blocked writers must have shared an fsync at least once";
 }
 
 TEST(StoreTest, CallbacksCompleteInSubmissionOrder) {
