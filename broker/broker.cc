@@ -34,14 +34,18 @@ Error UnknownPartition(const std::string& topic, std::uint32_t partition, std::s
                   " (it has " + std::to_string(count) + ")");
 }
 
-Error ShuttingDown() { return Unavailable("the broker is shutting down"); }
+Error ShuttingDown() {
+  return Unavailable("the broker is shutting down");
+}
 
 // Completes one callback after `count` parts have finished, with the first error if any.
 template <class T>
 class Gather {
  public:
   Gather(std::size_t count, T value, Callback<T> done, std::function<void()> after)
-      : remaining_(count), value_(std::move(value)), done_(std::move(done)),
+      : remaining_(count),
+        value_(std::move(value)),
+        done_(std::move(done)),
         after_(std::move(after)) {}
 
   // For parts that write disjoint elements; the last Finish() publishes them.
@@ -137,7 +141,9 @@ Broker::Broker(storage::Store& store, const Clock& clock, BrokerOptions options)
       admin_strand_(boost::asio::make_strand(pool_.get_executor())),
       retention_timer_(admin_strand_) {}
 
-Broker::~Broker() { Shutdown(); }
+Broker::~Broker() {
+  Shutdown();
+}
 
 Status Broker::Load() {
   auto counter = store_.Get(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextTopicIdCounter));
@@ -263,7 +269,8 @@ std::vector<TopicMetadata> Broker::ListTopics() const {
   std::shared_lock lock(topics_mu_);
   std::vector<TopicMetadata> out;
   out.reserve(topics_.size());
-  for (const auto& [name, topic] : topics_) out.push_back(topic->metadata);
+  for (const auto& [name, topic] : topics_)
+    out.push_back(topic->metadata);
   return out;
 }
 
@@ -329,8 +336,7 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
   TopicConfig& config = topic->metadata.config;
   if (update.partitions) {
     if (*update.partitions < config.partitions) {
-      return done(InvalidArgument("topic '" + name + "' has " +
-                                  std::to_string(config.partitions) +
+      return done(InvalidArgument("topic '" + name + "' has " + std::to_string(config.partitions) +
                                   " partitions; the count can grow but not shrink to " +
                                   std::to_string(*update.partitions)));
     }
@@ -428,9 +434,9 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
   for (std::size_t i = 0; i < records.size(); ++i) {
     const std::size_t size = storage::EncodedRecordSize(records[i]);
     if (size > max_message) {
-      return done(ResourceExhausted("record " + std::to_string(i) + " is " +
-                                    std::to_string(size) + " bytes; topic '" + topic_name +
-                                    "' allows at most " + std::to_string(max_message)));
+      return done(ResourceExhausted("record " + std::to_string(i) + " is " + std::to_string(size) +
+                                    " bytes; topic '" + topic_name + "' allows at most " +
+                                    std::to_string(max_message)));
     }
     total += size;
   }
@@ -444,8 +450,8 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
   // Route each record; unkeyed records of one call stick to one partition.
   std::vector<std::uint32_t> target(records.size());
   const std::uint32_t sticky =
-      partition ? *partition : topic->next_sticky->fetch_add(1, std::memory_order_relaxed) %
-                                   partitions;
+      partition ? *partition
+                : topic->next_sticky->fetch_add(1, std::memory_order_relaxed) % partitions;
   for (std::size_t i = 0; i < records.size(); ++i) {
     if (partition) {
       target[i] = *partition;
@@ -456,10 +462,10 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
     }
   }
   std::map<std::uint32_t, std::vector<std::size_t>> groups;
-  for (std::size_t i = 0; i < records.size(); ++i) groups[target[i]].push_back(i);
+  for (std::size_t i = 0; i < records.size(); ++i)
+    groups[target[i]].push_back(i);
 
-  auto op = std::make_shared<ProduceOp>(groups.size(),
-                                        std::vector<ProducedRecord>(records.size()),
+  auto op = std::make_shared<ProduceOp>(groups.size(), std::vector<ProducedRecord>(records.size()),
                                         std::move(done), [this] { Leave(); });
   for (auto& [p, indexes] : groups) {
     std::vector<storage::Record> part;
@@ -467,7 +473,8 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
       part = std::move(records);
     } else {
       part.reserve(indexes.size());
-      for (std::size_t i : indexes) part.push_back(std::move(records[i]));
+      for (std::size_t i : indexes)
+        part.push_back(std::move(records[i]));
     }
     auto slot = topic->partitions[p];
     boost::asio::post(slot->strand, [this, slot, part = std::move(part),
@@ -478,8 +485,8 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
 }
 
 void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
-                            std::vector<storage::Record> records,
-                            std::vector<std::size_t> indexes, std::shared_ptr<ProduceOp> op) {
+                            std::vector<storage::Record> records, std::vector<std::size_t> indexes,
+                            std::shared_ptr<ProduceOp> op) {
   if (slot->deleted) return op->Fail(NotFound("the topic was deleted"));
   storage::WriteBatch batch;
   auto prepared = slot->log.PrepareAppend(records, clock_.WallMillis(), batch);
@@ -488,19 +495,27 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   for (std::size_t i = 0; i < indexes.size(); ++i) {
     op->value()[indexes[i]] = {partition, prepared->first_offset + i};
   }
-  // The producer is answered from the commit thread, without waiting for a strand hop. The
+  // The producer is answered from the syncer thread, without waiting for a strand hop. The
   // strand learns of the durable records first: its handler is queued before the answer is
   // sent, so a fetch issued after the answer is ordered after it and sees the records.
-  store_.Write(std::move(batch), [slot, op, append = *prepared](Status s) {
+  // The slot moves into that handler: once the answer lets Shutdown() proceed, nothing on
+  // the syncer thread may still own a strand of the pool being destroyed.
+  store_.Write(std::move(batch), [slot = std::move(slot), op = std::move(op),
+                                  append = *prepared](Status s) mutable {
+    auto& strand = slot->strand;
     if (!s) {
-      boost::asio::post(slot->strand, [slot, error = s.error()] { slot->log.MarkFailed(error); });
-      return op->Fail(s.error());
+      boost::asio::post(strand, [slot = std::move(slot), error = s.error()] {
+        slot->log.MarkFailed(error);
+      });
+    } else {
+      boost::asio::post(strand, [slot = std::move(slot), append] {
+        slot->log.MarkDurable(append);
+        slot->Publish();
+      });
     }
-    boost::asio::post(slot->strand, [slot, append] {
-      slot->log.MarkDurable(append);
-      slot->Publish();
-    });
-    op->Finish();
+    auto finishing = std::move(op);
+    if (!s) return finishing->Fail(s.error());
+    finishing->Finish();
   });
 }
 
@@ -512,15 +527,15 @@ void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint6
   auto slot = FindPartition(topic, partition);
   if (!slot) return done(slot.error());
   if (!Enter()) return done(ShuttingDown());
-  boost::asio::post((*slot)->strand, [this, slot = *slot, offset, max_records, max_bytes,
-                                      done = std::move(done)] {
-    if (slot->deleted) {
-      done(NotFound("the topic was deleted"));
-    } else {
-      done(slot->log.Read(offset, max_records, max_bytes));
-    }
-    Leave();
-  });
+  boost::asio::post((*slot)->strand,
+                    [this, slot = *slot, offset, max_records, max_bytes, done = std::move(done)] {
+                      if (slot->deleted) {
+                        done(NotFound("the topic was deleted"));
+                      } else {
+                        done(slot->log.Read(offset, max_records, max_bytes));
+                      }
+                      Leave();
+                    });
 }
 
 void Broker::ListOffset(const std::string& topic, std::uint32_t partition, OffsetQuery query,
@@ -528,25 +543,25 @@ void Broker::ListOffset(const std::string& topic, std::uint32_t partition, Offse
   auto slot = FindPartition(topic, partition);
   if (!slot) return done(slot.error());
   if (!Enter()) return done(ShuttingDown());
-  boost::asio::post((*slot)->strand, [this, slot = *slot, query, timestamp_ms,
-                                      done = std::move(done)] {
-    if (slot->deleted) {
-      done(NotFound("the topic was deleted"));
-    } else {
-      switch (query) {
-        case OffsetQuery::kEarliest:
-          done(std::optional<std::uint64_t>(slot->log.start_offset()));
-          break;
-        case OffsetQuery::kLatest:
-          done(std::optional<std::uint64_t>(slot->log.end_offset()));
-          break;
-        case OffsetQuery::kTimestamp:
-          done(slot->log.OffsetForTimestamp(timestamp_ms));
-          break;
-      }
-    }
-    Leave();
-  });
+  boost::asio::post((*slot)->strand,
+                    [this, slot = *slot, query, timestamp_ms, done = std::move(done)] {
+                      if (slot->deleted) {
+                        done(NotFound("the topic was deleted"));
+                      } else {
+                        switch (query) {
+                          case OffsetQuery::kEarliest:
+                            done(std::optional<std::uint64_t>(slot->log.start_offset()));
+                            break;
+                          case OffsetQuery::kLatest:
+                            done(std::optional<std::uint64_t>(slot->log.end_offset()));
+                            break;
+                          case OffsetQuery::kTimestamp:
+                            done(slot->log.OffsetForTimestamp(timestamp_ms));
+                            break;
+                        }
+                      }
+                      Leave();
+                    });
 }
 
 void Broker::EnforceRetention(Callback<std::uint64_t> done) {
@@ -558,15 +573,16 @@ void Broker::EnforceRetention(Callback<std::uint64_t> done) {
       const storage::RetentionLimits limits{topic->metadata.config.retention_ms,
                                             topic->metadata.config.retention_bytes};
       if (limits.retention_ms < 0 && limits.retention_bytes < 0) continue;
-      for (const auto& slot : topic->partitions) work.emplace_back(slot, limits);
+      for (const auto& slot : topic->partitions)
+        work.emplace_back(slot, limits);
     }
   }
   if (work.empty()) {
     done(std::uint64_t{0});
     return Leave();
   }
-  auto gather = std::make_shared<Gather<std::uint64_t>>(work.size(), 0, std::move(done),
-                                                         [this] { Leave(); });
+  auto gather =
+      std::make_shared<Gather<std::uint64_t>>(work.size(), 0, std::move(done), [this] { Leave(); });
   for (auto& [slot, limits] : work) {
     boost::asio::post(slot->strand, [this, slot, limits, gather] {
       if (slot->deleted) return gather->Finish();
@@ -575,8 +591,10 @@ void Broker::EnforceRetention(Callback<std::uint64_t> done) {
       if (!dropped) return gather->Fail(dropped.error());
       if (*dropped == 0) return gather->Finish();
       slot->Publish();
-      store_.Write(std::move(batch), [slot, gather, n = *dropped](Status s) {
-        boost::asio::post(slot->strand, [gather, n, s = std::move(s)] {
+      store_.Write(std::move(batch), [slot, gather, n = *dropped](Status s) mutable {
+        auto& strand = slot->strand;
+        boost::asio::post(strand, [slot = std::move(slot), gather = std::move(gather), n,
+                                   s = std::move(s)] {
           if (!s) return gather->Fail(s.error());
           gather->Update([n](std::uint64_t& total) { total += n; });
           gather->Finish();

@@ -7,12 +7,13 @@
 // strand of that pool; its PartitionLog is only ever touched there, so it needs no lock.
 // Admin changes (create, update, delete) run on one admin strand, which serializes them.
 // The topic table is a map of immutable snapshots behind a shared mutex: a lookup copies a
-// shared_ptr and lets go. Storage writes complete on the store's commit thread, which posts
-// the completion back to the owning strand; nothing here blocks a caller's thread.
+// shared_ptr and lets go. Storage writes complete on the store's syncer thread, which posts
+// state changes back to the owning strand; nothing here blocks a caller's thread. Admin
+// changes are rare and wait for their own fsync on the admin strand.
 //
 // Every method may be called from any thread. Callbacks run on a worker thread (a
-// partition's strand or the admin strand) or, for Produce, on the store's commit thread;
-// they must not block.
+// partition's strand or the admin strand) or on the store's syncer thread; they must not
+// block.
 
 #include <atomic>
 #include <chrono>

@@ -20,8 +20,7 @@ Status ValidateTopicName(std::string_view name) {
   if (name.empty()) return InvalidArgument("topic name is empty");
   if (name.size() > kMaxTopicNameLength) {
     return InvalidArgument("topic name is " + std::to_string(name.size()) +
-                           " characters long; the limit is " +
-                           std::to_string(kMaxTopicNameLength));
+                           " characters long; the limit is " + std::to_string(kMaxTopicNameLength));
   }
   if (name == "." || name == "..") {
     return InvalidArgument("topic name cannot be \"" + std::string(name) + "\"");
@@ -83,8 +82,8 @@ Result<TopicMetadata> DecodeTopicMetadata(std::string_view in) {
   if (!GetFixed32BE(in, &topic.id) || !GetLengthPrefixed(in, &name) ||
       !GetVarint64(in, &partitions) || !GetVarsint64(in, &topic.config.retention_ms) ||
       !GetVarsint64(in, &topic.config.retention_bytes) ||
-      !GetVarsint64(in, &topic.config.max_message_bytes) ||
-      !GetVarsint64(in, &topic.created_ms) || !in.empty() || partitions > kMaxPartitions) {
+      !GetVarsint64(in, &topic.config.max_message_bytes) || !GetVarsint64(in, &topic.created_ms) ||
+      !in.empty() || partitions > kMaxPartitions) {
     return DataLoss("topic metadata is corrupt");
   }
   topic.config.name.assign(name);

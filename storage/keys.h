@@ -45,9 +45,9 @@ std::string PartitionRangeEnd(std::uint32_t topic, std::uint32_t partition);
 // meta: a one-byte type tag, then type-specific fields. Every tag in use is listed here so
 // that two owners never collide.
 enum class MetaTag : char {
-  kTopic = 'T',        // 'T' | name                      -> topic config (broker)
-  kLogStart = 'S',     // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
-  kCounter = 'C',      // 'C' | name                      -> u64 (e.g. the next topic id)
+  kTopic = 'T',     // 'T' | name                      -> topic config (broker)
+  kLogStart = 'S',  // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
+  kCounter = 'C',   // 'C' | name                      -> u64 (e.g. the next topic id)
 };
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);

@@ -147,7 +147,8 @@ Result<std::vector<StoredRecord>> PartitionLog::Read(std::uint64_t from, std::si
     const std::string_view value = it->value();
     if (!out.empty() && bytes + value.size() > max_bytes) break;
     LogKeyParts parts{};
-    if (!ParseLogKey(it->key(), &parts)) return DataLoss("corrupt log key in " + Where(topic_, partition_));
+    if (!ParseLogKey(it->key(), &parts))
+      return DataLoss("corrupt log key in " + Where(topic_, partition_));
     auto record = DecodeRecord(value);
     if (!record) {
       return DataLoss(record.error().message + " at offset " + std::to_string(parts.offset) +
@@ -168,7 +169,8 @@ Result<LogPosition> PartitionLog::ScanForward(LogPosition from, std::int64_t tim
   LogPosition at = from;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     LogKeyParts parts{};
-    if (!ParseLogKey(it->key(), &parts)) return DataLoss("corrupt log key in " + Where(topic_, partition_));
+    if (!ParseLogKey(it->key(), &parts))
+      return DataLoss("corrupt log key in " + Where(topic_, partition_));
     at.offset = parts.offset;
     if (at.position >= position) return at;
     auto ts = DecodeAppendTimestamp(it->value());
@@ -189,8 +191,8 @@ Result<LogPosition> PartitionLog::LocateTimestamp(std::int64_t timestamp_ms) con
     auto it = store_->NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
                                   PartitionRangeEnd(topic_, partition_));
     // The last entry strictly older than the target: every record before it is older too.
-    it->SeekForPrev(TimeIndexKey(topic_, partition_,
-                                 static_cast<std::uint64_t>(timestamp_ms) - 1, UINT64_MAX));
+    it->SeekForPrev(
+        TimeIndexKey(topic_, partition_, static_cast<std::uint64_t>(timestamp_ms) - 1, UINT64_MAX));
     if (it->Valid()) {
       TimeIndexKeyParts parts{};
       std::string_view value = it->value();
@@ -244,7 +246,8 @@ Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limi
   if (limits.retention_bytes >= 0 &&
       size_bytes() > static_cast<std::uint64_t>(limits.retention_bytes)) {
     // Keep the newest records whose total size fits; drop whole records before them.
-    auto at = LocatePosition(durable_.position - static_cast<std::uint64_t>(limits.retention_bytes));
+    auto at =
+        LocatePosition(durable_.position - static_cast<std::uint64_t>(limits.retention_bytes));
     if (!at) return at.error();
     if (at->offset > new_start.offset) new_start = *at;
   }

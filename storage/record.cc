@@ -34,7 +34,9 @@ std::size_t VarsintSize(std::int64_t v) {
   return VarintSize((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63));
 }
 
-std::size_t BytesSize(std::string_view s) { return VarintSize(s.size()) + s.size(); }
+std::size_t BytesSize(std::string_view s) {
+  return VarintSize(s.size()) + s.size();
+}
 
 Error Corrupt(std::string_view what) {
   return DataLoss("corrupt record: " + std::string(what));
@@ -43,7 +45,8 @@ Error Corrupt(std::string_view what) {
 // Checks version, checksum and length; on success `body` is everything after the version
 // byte and before the checksum.
 Status VerifyFrame(std::string_view bytes, std::string_view* body) {
-  if (bytes.size() < 2 + 4) return Corrupt("too short (" + std::to_string(bytes.size()) + " bytes)");
+  if (bytes.size() < 2 + 4)
+    return Corrupt("too short (" + std::to_string(bytes.size()) + " bytes)");
   const auto version = static_cast<std::uint8_t>(bytes[0]);
   if (version != kRecordFormatVersion) {
     return Corrupt("unknown format version " + std::to_string(version));
@@ -79,7 +82,8 @@ __attribute__((target("sse4.2"))) std::uint32_t Crc32cSse42(std::string_view byt
     n -= 8;
   }
   auto crc32 = static_cast<std::uint32_t>(crc);
-  while (n-- > 0) crc32 = _mm_crc32_u8(crc32, static_cast<unsigned char>(*p++));
+  while (n-- > 0)
+    crc32 = _mm_crc32_u8(crc32, static_cast<unsigned char>(*p++));
   return crc32 ^ 0xFFFFFFFFu;
 }
 }  // namespace
@@ -89,7 +93,9 @@ std::uint32_t Crc32c(std::string_view bytes) {
   return has_sse42 ? Crc32cSse42(bytes) : Crc32cPortableForTest(bytes);
 }
 #else
-std::uint32_t Crc32c(std::string_view bytes) { return Crc32cPortableForTest(bytes); }
+std::uint32_t Crc32c(std::string_view bytes) {
+  return Crc32cPortableForTest(bytes);
+}
 #endif
 
 std::size_t EncodedRecordSize(const Record& record) {
@@ -97,7 +103,8 @@ std::size_t EncodedRecordSize(const Record& record) {
                   VarsintSize(record.append_timestamp_ms) + BytesSize(record.value) +
                   VarintSize(record.headers.size()) + 4;
   if (record.key) n += BytesSize(*record.key);
-  for (const auto& [name, value] : record.headers) n += BytesSize(name) + BytesSize(value);
+  for (const auto& [name, value] : record.headers)
+    n += BytesSize(name) + BytesSize(value);
   if (record.message_group_id) n += BytesSize(*record.message_group_id);
   if (record.dedup_id) n += BytesSize(*record.dedup_id);
   if (record.deliver_after_ms) n += VarsintSize(*record.deliver_after_ms);

@@ -13,8 +13,12 @@
 
 namespace spool::storage {
 
-inline rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
-inline std::string_view ToStringView(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+inline rocksdb::Slice ToSlice(std::string_view s) {
+  return {s.data(), s.size()};
+}
+inline std::string_view ToStringView(const rocksdb::Slice& s) {
+  return {s.data(), s.size()};
+}
 
 inline Status FromRocks(const rocksdb::Status& s, std::string_view context = {}) {
   if (s.ok()) return Ok();
@@ -22,7 +26,8 @@ inline Status FromRocks(const rocksdb::Status& s, std::string_view context = {})
   if (s.IsCorruption()) return DataLoss(std::move(message));
   if (s.IsNotFound()) return NotFound(std::move(message));
   if (s.IsInvalidArgument()) return InvalidArgument(std::move(message));
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() || s.IsIncomplete() || s.IsShutdownInProgress()) {
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() || s.IsIncomplete() ||
+      s.IsShutdownInProgress()) {
     return Unavailable(std::move(message));
   }
   if (s.IsNoSpace()) return ResourceExhausted(std::move(message));

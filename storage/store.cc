@@ -3,6 +3,7 @@
 #include <array>
 #include <deque>
 #include <future>
+#include <utility>
 
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
@@ -21,7 +22,9 @@ constexpr std::array<std::string_view, kColumnFamilyCount> kCfNames = {
     "log", "time_index", "meta", "offsets", "queue_state", "dedup"};
 }  // namespace
 
-std::string_view ColumnFamilyName(ColumnFamily cf) { return kCfNames[static_cast<int>(cf)]; }
+std::string_view ColumnFamilyName(ColumnFamily cf) {
+  return kCfNames[static_cast<int>(cf)];
+}
 
 // ---- WriteBatch -------------------------------------------------------------------------
 
@@ -76,16 +79,36 @@ struct Iterator::Impl {
 
 Iterator::Iterator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Iterator::~Iterator() = default;
-void Iterator::SeekToFirst() { impl_->it->SeekToFirst(); }
-void Iterator::SeekToLast() { impl_->it->SeekToLast(); }
-void Iterator::Seek(std::string_view target) { impl_->it->Seek(ToSlice(target)); }
-void Iterator::SeekForPrev(std::string_view target) { impl_->it->SeekForPrev(ToSlice(target)); }
-void Iterator::Next() { impl_->it->Next(); }
-void Iterator::Prev() { impl_->it->Prev(); }
-bool Iterator::Valid() const { return impl_->it->Valid(); }
-std::string_view Iterator::key() const { return ToStringView(impl_->it->key()); }
-std::string_view Iterator::value() const { return ToStringView(impl_->it->value()); }
-Status Iterator::status() const { return FromRocks(impl_->it->status()); }
+void Iterator::SeekToFirst() {
+  impl_->it->SeekToFirst();
+}
+void Iterator::SeekToLast() {
+  impl_->it->SeekToLast();
+}
+void Iterator::Seek(std::string_view target) {
+  impl_->it->Seek(ToSlice(target));
+}
+void Iterator::SeekForPrev(std::string_view target) {
+  impl_->it->SeekForPrev(ToSlice(target));
+}
+void Iterator::Next() {
+  impl_->it->Next();
+}
+void Iterator::Prev() {
+  impl_->it->Prev();
+}
+bool Iterator::Valid() const {
+  return impl_->it->Valid();
+}
+std::string_view Iterator::key() const {
+  return ToStringView(impl_->it->key());
+}
+std::string_view Iterator::value() const {
+  return ToStringView(impl_->it->value());
+}
+Status Iterator::status() const {
+  return FromRocks(impl_->it->status());
+}
 
 // ---- Store ------------------------------------------------------------------------------
 
@@ -105,15 +128,16 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
-  for (std::string_view name : kCfNames) descriptors.emplace_back(std::string(name), cf_options);
+  for (std::string_view name : kCfNames)
+    descriptors.emplace_back(std::string(name), cf_options);
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
   if (!s.ok()) {
     if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return FailedPrecondition("data directory " + dir +
-                                " is in use by another process (" + s.ToString() + ")");
+      return FailedPrecondition("data directory " + dir + " is in use by another process (" +
+                                s.ToString() + ")");
     }
     return FromRocks(s, "opening " + dir).error();
   }
@@ -122,7 +146,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   db->statistics = db_options.statistics;
   // handles[0] is the default family, which Spool does not use.
   if (Status ds = FromRocks(raw->DestroyColumnFamilyHandle(handles[0])); !ds) return ds.error();
-  for (int i = 0; i < kColumnFamilyCount; ++i) db->cfs[i] = handles[i + 1];
+  for (int i = 0; i < kColumnFamilyCount; ++i)
+    db->cfs[i] = handles[i + 1];
 
   StoreLog().info("opened {} (fsync: {})", dir,
                   options.fsync == FsyncMode::kAlways
@@ -184,7 +209,8 @@ Status Store::SyncWal() {
 
 Status Store::WriteGroup(const std::vector<Pending>& group) {
   std::size_t bytes = 0;
-  for (const Pending& p : group) bytes += p.batch.ByteSize() + 24 * p.batch.size();
+  for (const Pending& p : group)
+    bytes += p.batch.ByteSize() + 24 * p.batch.size();
   rocksdb::WriteBatch wb(bytes);
   for (const Pending& p : group) {
     for (const WriteBatch::Op& op : p.batch.ops_) {
@@ -224,7 +250,8 @@ void Store::WriteLoop() {
       // Hand the group to the syncer and go on writing the next one while it fsyncs.
       Written written{{}, std::move(status)};
       written.callbacks.reserve(group.size());
-      for (Pending& p : group) written.callbacks.push_back(std::move(p.done));
+      for (Pending& p : group)
+        written.callbacks.push_back(std::move(p.done));
       {
         std::lock_guard lock(sync_mu_);
         written_.push_back(std::move(written));
@@ -232,7 +259,9 @@ void Store::WriteLoop() {
       sync_cv_.notify_one();
     } else {
       unsynced_.store(true, std::memory_order_release);
-      for (Pending& p : group) p.done(status);
+      for (Pending& p : group) {
+        std::exchange(p.done, nullptr)(status);
+      }
     }
     group.clear();
   }
@@ -265,7 +294,11 @@ void Store::SyncLoop() {
         if (!synced) StoreLog().error("{}", synced.error().ToString());
         for (Written& w : taken) {
           const Status& status = w.status ? synced : w.status;
-          for (WriteCallback& cb : w.callbacks) cb(status);
+          // Each callback is destroyed right after it ran, so that what it captured does not
+          // outlive the moment its owner was told the write is done.
+          for (WriteCallback& cb : w.callbacks) {
+            std::exchange(cb, nullptr)(status);
+          }
         }
         taken.clear();
       }

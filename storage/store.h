@@ -104,9 +104,9 @@ class Iterator {
 };
 
 struct StoreStats {
-  std::uint64_t write_groups = 0;      // RocksDB writes issued by the writer thread
-  std::uint64_t batches_written = 0;   // WriteBatches completed (>= write_groups)
-  std::uint64_t wal_syncs = 0;         // fsyncs of the WAL
+  std::uint64_t write_groups = 0;     // RocksDB writes issued by the writer thread
+  std::uint64_t batches_written = 0;  // WriteBatches completed (>= write_groups)
+  std::uint64_t wal_syncs = 0;        // fsyncs of the WAL
   std::uint64_t pending_compaction_bytes = 0;
   std::uint64_t write_stall_micros = 0;
   bool write_stopped = false;

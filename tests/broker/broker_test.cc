@@ -1,10 +1,10 @@
 #include "broker/broker.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <set>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "broker/partitioner.h"
 #include "tests/testing/manual_clock.h"
@@ -153,7 +153,8 @@ TEST_F(BrokerTest, ProducedRecordsAreFetchedBackInOrder) {
 TEST_F(BrokerTest, KeyedRecordsFollowTheKafkaPartitioner) {
   ASSERT_TRUE(Create("t", 6));
   std::vector<Record> records;
-  for (int i = 0; i < 20; ++i) records.push_back(Value("v", "key-" + std::to_string(i)));
+  for (int i = 0; i < 20; ++i)
+    records.push_back(Value("v", "key-" + std::to_string(i)));
 
   auto produced = Produce("t", std::nullopt, records);
 
@@ -176,7 +177,8 @@ TEST_F(BrokerTest, UnkeyedBatchesStickToOnePartitionAndRotate) {
     auto produced = Produce("t", std::nullopt, {Value("a"), Value("b"), Value("c")});
     ASSERT_TRUE(produced);
     const std::uint32_t p = (*produced)[0].partition;
-    for (const auto& r : *produced) EXPECT_EQ(r.partition, p) << "one partition per batch";
+    for (const auto& r : *produced)
+      EXPECT_EQ(r.partition, p) << "one partition per batch";
     used.insert(p);
   }
 
@@ -367,11 +369,13 @@ TEST_F(BrokerTest, ConcurrentProducersGetUniqueContiguousOffsets) {
         broker_->Produce("t", 0, std::move(batch), w.Callback());
         auto produced = w.Get();
         if (!produced) continue;
-        for (const auto& r : *produced) offsets[p].push_back(r.offset);
+        for (const auto& r : *produced)
+          offsets[p].push_back(r.offset);
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads)
+    t.join();
 
   std::vector<std::uint64_t> all;
   for (const auto& v : offsets) {
@@ -381,7 +385,8 @@ TEST_F(BrokerTest, ConcurrentProducersGetUniqueContiguousOffsets) {
   std::sort(all.begin(), all.end());
   const std::size_t total = kProducers * kBatches * kPerBatch;
   ASSERT_EQ(all.size(), total);
-  for (std::size_t i = 0; i < total; ++i) ASSERT_EQ(all[i], i) << "offsets are 0..n-1, each once";
+  for (std::size_t i = 0; i < total; ++i)
+    ASSERT_EQ(all[i], i) << "offsets are 0..n-1, each once";
   auto fetched = Fetch("t", 0, 0, total);
   ASSERT_TRUE(fetched);
   ASSERT_EQ(fetched->size(), total);

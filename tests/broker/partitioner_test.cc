@@ -29,11 +29,20 @@ struct Golden {
 
 TEST(PartitionerTest, KeysLandWhereTheJavaClientPutsThem) {
   const Golden golden[] = {
-      {"a", 3, 1},           {"a", 1024, 636},      {"ab", 6, 2},
-      {"abcd", 12, 8},       {"abcde", 100, 41},    {"key-0", 100, 41},
-      {"key-1", 1024, 440},  {"user-42", 6, 4},     {"order:12345", 100, 16},
-      {"hello world", 12, 7}, {"Spool", 6, 5},      {"0123456789abcdef", 1024, 940},
-      {"", 6, 3},            {"abc", 1024, 539},
+      {"a", 3, 1},
+      {"a", 1024, 636},
+      {"ab", 6, 2},
+      {"abcd", 12, 8},
+      {"abcde", 100, 41},
+      {"key-0", 100, 41},
+      {"key-1", 1024, 440},
+      {"user-42", 6, 4},
+      {"order:12345", 100, 16},
+      {"hello world", 12, 7},
+      {"Spool", 6, 5},
+      {"0123456789abcdef", 1024, 940},
+      {"", 6, 3},
+      {"abc", 1024, 539},
   };
   for (const Golden& g : golden) {
     EXPECT_EQ(PartitionForKey(g.key, g.partitions), g.expected)

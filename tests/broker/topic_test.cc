@@ -19,7 +19,9 @@ void ExpectInvalid(const TopicConfig& config, const std::string& fragment) {
   EXPECT_NE(s.error().message.find(fragment), std::string::npos) << s.error().message;
 }
 
-TEST(TopicTest, AcceptsAValidConfig) { EXPECT_TRUE(ValidateTopicConfig(Valid())); }
+TEST(TopicTest, AcceptsAValidConfig) {
+  EXPECT_TRUE(ValidateTopicConfig(Valid()));
+}
 
 TEST(TopicTest, NamesAreOneTo249AllowedCharacters) {
   EXPECT_TRUE(ValidateTopicName("a"));

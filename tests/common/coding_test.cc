@@ -1,10 +1,10 @@
 #include "common/coding.h"
 
-#include <gtest/gtest.h>
-
 #include <limits>
 #include <random>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace spool {
 namespace {
@@ -25,9 +25,10 @@ TEST(CodingTest, Fixed64RoundTripsAndIsBigEndian) {
 
 TEST(CodingTest, FixedWidthEncodingPreservesNumericOrder) {
   std::mt19937_64 rng(7);
-  std::vector<std::uint64_t> values = {0, 1, 255, 256, 65535, 1ull << 32, UINT64_MAX - 1,
+  std::vector<std::uint64_t> values = {0,         1, 255, 256, 65535, 1ull << 32, UINT64_MAX - 1,
                                        UINT64_MAX};
-  for (int i = 0; i < 1000; ++i) values.push_back(rng());
+  for (int i = 0; i < 1000; ++i)
+    values.push_back(rng());
   for (std::size_t i = 0; i + 1 < values.size(); ++i) {
     std::string a;
     std::string b;

@@ -4,14 +4,14 @@
 //
 // usage: crash_appender DATA_DIR FIRST_SEQ
 
-#include <unistd.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <string>
+
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "common/clock.h"

@@ -1,19 +1,18 @@
 // Kills a real appending process with SIGKILL at random moments and checks that every
 // record it was told is durable survives, byte for byte, with no gaps and no duplicates.
 
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <map>
 #include <random>
 #include <set>
 #include <sstream>
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "tests/integration/crash_workload.h"

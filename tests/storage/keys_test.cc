@@ -1,11 +1,11 @@
 #include "storage/keys.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <random>
 #include <tuple>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace spool::storage {
 namespace {

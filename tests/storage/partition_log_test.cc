@@ -180,7 +180,8 @@ TEST_F(PartitionLogTest, OffsetForTimestampMatchesABruteForceScan) {
   for (int batch = 0; batch < 40; ++batch) {
     const std::int64_t t = kT0 + batch * 100;
     Append(MakeRecords(10, 1024, batch * 10), t);
-    for (int i = 0; i < 10; ++i) times.push_back(t);
+    for (int i = 0; i < 10; ++i)
+      times.push_back(t);
   }
 
   for (std::int64_t target = kT0 - 50; target <= kT0 + 4100; target += 37) {
@@ -232,7 +233,8 @@ TEST_F(PartitionLogTest, TimeRetentionKeepsRecordsExactlyAtTheLimit) {
 }
 
 TEST_F(PartitionLogTest, SizeRetentionKeepsTheNewestRecordsThatFit) {
-  for (int i = 0; i < 30; ++i) Append(MakeRecords(10, 1000, i * 10), kT0 + i);
+  for (int i = 0; i < 30; ++i)
+    Append(MakeRecords(10, 1000, i * 10), kT0 + i);
   const std::uint64_t limit = 50'000;
 
   Retain({.retention_bytes = static_cast<std::int64_t>(limit)}, kT0 + 100);

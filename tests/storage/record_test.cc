@@ -1,8 +1,8 @@
 #include "storage/record.h"
 
-#include <gtest/gtest.h>
-
 #include <random>
+
+#include <gtest/gtest.h>
 
 namespace spool::storage {
 namespace {
@@ -89,7 +89,8 @@ TEST(RecordTest, TruncationAndGarbageGiveDataLossNotACrash) {
   std::mt19937 rng(1);
   for (int i = 0; i < 2000; ++i) {
     std::string garbage(rng() % 64, '\0');
-    for (char& c : garbage) c = static_cast<char>(rng());
+    for (char& c : garbage)
+      c = static_cast<char>(rng());
     EXPECT_FALSE(DecodeRecord(garbage));
   }
 }
@@ -112,7 +113,8 @@ TEST(RecordTest, Crc32cMatchesTheStandardCheckValue) {
 TEST(RecordTest, FastAndPortableCrc32cAgreeOnEveryLength) {
   std::mt19937 rng(3);
   std::string data(300, '\0');
-  for (char& c : data) c = static_cast<char>(rng());
+  for (char& c : data)
+    c = static_cast<char>(rng());
   for (std::size_t len = 0; len <= data.size(); ++len) {
     const std::string_view slice = std::string_view(data).substr(data.size() - len);
     ASSERT_EQ(Crc32c(slice), Crc32cPortableForTest(slice)) << len;

@@ -1,11 +1,11 @@
 #include "storage/store.h"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <future>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/testing/temp_dir.h"
 
@@ -58,7 +58,8 @@ TEST(StoreTest, ConcurrentWritersShareFsyncs) {
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads)
+    t.join();
 
   const StoreStats stats = store->Stats();
   EXPECT_EQ(failures.load(), 0);
@@ -89,7 +90,8 @@ TEST(StoreTest, CallbacksCompleteInSubmissionOrder) {
   }
   ASSERT_EQ(all_done.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
 
-  for (int i = 0; i < kWrites; ++i) EXPECT_EQ(order[i], i);
+  for (int i = 0; i < kWrites; ++i)
+    EXPECT_EQ(order[i], i);
 }
 
 TEST(StoreTest, SecondOpenOfTheSameDirectoryFailsClearly) {
@@ -142,12 +144,14 @@ TEST(StoreTest, IteratorStaysWithinItsBounds) {
   TempDir dir;
   auto store = OpenStore(dir.path());
   WriteBatch batch;
-  for (char c = 'a'; c <= 'f'; ++c) batch.Put(ColumnFamily::kLog, std::string(1, c), "v");
+  for (char c = 'a'; c <= 'f'; ++c)
+    batch.Put(ColumnFamily::kLog, std::string(1, c), "v");
   ASSERT_TRUE(store->WriteSync(std::move(batch)));
 
   auto it = store->NewIterator(ColumnFamily::kLog, "b", "e");
   std::string seen;
-  for (it->SeekToFirst(); it->Valid(); it->Next()) seen += it->key();
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    seen += it->key();
   it->SeekToLast();
   const std::string last(it->key());
   it->SeekForPrev("z");
@@ -163,7 +167,8 @@ TEST(StoreTest, DeleteRangeRemovesExactlyTheRange) {
   TempDir dir;
   auto store = OpenStore(dir.path());
   WriteBatch fill;
-  for (char c = 'a'; c <= 'f'; ++c) fill.Put(ColumnFamily::kLog, std::string(1, c), "v");
+  for (char c = 'a'; c <= 'f'; ++c)
+    fill.Put(ColumnFamily::kLog, std::string(1, c), "v");
   ASSERT_TRUE(store->WriteSync(std::move(fill)));
 
   WriteBatch drop;
@@ -172,7 +177,8 @@ TEST(StoreTest, DeleteRangeRemovesExactlyTheRange) {
 
   auto it = store->NewIterator(ColumnFamily::kLog, "", "z");
   std::string seen;
-  for (it->SeekToFirst(); it->Valid(); it->Next()) seen += it->key();
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    seen += it->key();
   EXPECT_EQ(seen, "aef");
 }
 

@@ -15,12 +15,8 @@ class ManualClock final : public Clock {
   // 2026-01-01T00:00:00Z
   static constexpr std::int64_t kStartMillis = 1'767'225'600'000;
 
-  SteadyTime Now() const override {
-    return SteadyTime(std::chrono::milliseconds(millis_.load()));
-  }
-  WallTime WallNow() const override {
-    return WallTime(std::chrono::milliseconds(millis_.load()));
-  }
+  SteadyTime Now() const override { return SteadyTime(std::chrono::milliseconds(millis_.load())); }
+  WallTime WallNow() const override { return WallTime(std::chrono::milliseconds(millis_.load())); }
 
   void Advance(std::chrono::milliseconds by) { millis_ += by.count(); }
   // Moves wall time backwards too, to test code that must tolerate a clock step.
