@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds (Release) and runs the whole test suite with ctest.
-# Extra arguments go to ctest, e.g. `./deploy/test.sh -L unit`.
+# Installs what is missing, builds (Release) and runs the whole test suite with ctest, then
+# runs the concurrency tests again under ThreadSanitizer.
+# Extra arguments go to the Release ctest run, e.g. `./deploy/test.sh -L unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,3 +9,10 @@ cd "$(dirname "$0")/.."
 cmake --preset release >/dev/null
 cmake --build --preset release
 ctest --preset release --timeout 600 "$@"
+
+# The strand-per-partition design is only as good as its synchronization: build the store
+# and broker tests with ThreadSanitizer and run them, failing on any report.
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan --target store_test broker_test
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --preset tsan --timeout 600 -R '^(StoreTest|BrokerTest)\.'
