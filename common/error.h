@@ -91,8 +91,12 @@ class [[nodiscard]] Result<void> {
 
 using Status = Result<void>;
 
-inline Status Ok() { return {}; }
-inline Error NotFound(std::string message) { return {ErrorCode::kNotFound, std::move(message)}; }
+inline Status Ok() {
+  return {};
+}
+inline Error NotFound(std::string message) {
+  return {ErrorCode::kNotFound, std::move(message)};
+}
 inline Error AlreadyExists(std::string message) {
   return {ErrorCode::kAlreadyExists, std::move(message)};
 }
@@ -111,7 +115,11 @@ inline Error ResourceExhausted(std::string message) {
 inline Error Unavailable(std::string message) {
   return {ErrorCode::kUnavailable, std::move(message)};
 }
-inline Error DataLoss(std::string message) { return {ErrorCode::kDataLoss, std::move(message)}; }
-inline Error Internal(std::string message) { return {ErrorCode::kInternal, std::move(message)}; }
+inline Error DataLoss(std::string message) {
+  return {ErrorCode::kDataLoss, std::move(message)};
+}
+inline Error Internal(std::string message) {
+  return {ErrorCode::kInternal, std::move(message)};
+}
 
 }  // namespace spool
