@@ -1,6 +1,7 @@
 #include "broker/broker.h"
 
 #include <algorithm>
+#include <list>
 #include <thread>
 
 #include <boost/asio/bind_executor.hpp>
@@ -90,6 +91,19 @@ class Gather {
 
 }  // namespace
 
+// A long-poll Fetch parked at the end of a partition. Strand only.
+struct Broker::FetchWaiter {
+  FetchWaiter(const Strand& strand, std::uint64_t o, std::size_t records, std::size_t bytes,
+              Callback<std::vector<storage::StoredRecord>> d)
+      : offset(o), max_records(records), max_bytes(bytes), done(std::move(d)), timer(strand) {}
+
+  std::uint64_t offset;
+  std::size_t max_records;
+  std::size_t max_bytes;
+  Callback<std::vector<storage::StoredRecord>> done;  // also leaves the in-flight count
+  boost::asio::steady_timer timer;
+};
+
 struct Broker::PartitionSlot {
   PartitionSlot(Strand s, storage::PartitionLog l) : strand(std::move(s)), log(std::move(l)) {
     Publish();
@@ -102,9 +116,30 @@ struct Broker::PartitionSlot {
     size.store(log.size_bytes(), std::memory_order_relaxed);
   }
 
+  // Answers parked fetches: those with data now, or all of them (shutdown, deletion).
+  void ServeWaiters(bool all) {
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      if (!all && !deleted && (*it)->offset >= log.end_offset()) {
+        ++it;
+        continue;
+      }
+      std::shared_ptr<FetchWaiter> waiter = std::move(*it);
+      it = waiters.erase(it);
+      waiter->timer.cancel();
+      if (deleted) {
+        waiter->done(NotFound("the topic was deleted"));
+      } else if (waiter->offset < log.end_offset()) {
+        waiter->done(log.Read(waiter->offset, waiter->max_records, waiter->max_bytes));
+      } else {
+        waiter->done(std::vector<storage::StoredRecord>());
+      }
+    }
+  }
+
   Strand strand;
-  storage::PartitionLog log;  // strand only
-  bool deleted = false;       // strand only
+  storage::PartitionLog log;                        // strand only
+  bool deleted = false;                             // strand only
+  std::list<std::shared_ptr<FetchWaiter>> waiters;  // strand only
   std::atomic<std::uint64_t> start{0};
   std::atomic<std::uint64_t> end{0};
   std::atomic<std::uint64_t> size{0};
@@ -184,9 +219,21 @@ Status Broker::Load() {
 
 void Broker::Shutdown() {
   {
-    std::unique_lock lock(inflight_mu_);
+    std::lock_guard lock(inflight_mu_);
     if (stopped_) return;
     stopping_ = true;
+  }
+  // Parked long polls would hold shutdown up to their deadline: answer them now, empty.
+  {
+    std::shared_lock lock(topics_mu_);
+    for (const auto& [name, topic] : topics_) {
+      for (const auto& slot : topic->partitions) {
+        boost::asio::post(slot->strand, [slot] { slot->ServeWaiters(true); });
+      }
+    }
+  }
+  {
+    std::unique_lock lock(inflight_mu_);
     inflight_cv_.wait(lock, [&] { return inflight_ == 0; });
     stopped_ = true;
   }
@@ -199,6 +246,11 @@ bool Broker::Enter() {
   if (stopping_) return false;
   ++inflight_;
   return true;
+}
+
+bool Broker::stopping() {
+  std::lock_guard lock(inflight_mu_);
+  return stopping_;
 }
 
 void Broker::Leave() {
@@ -407,6 +459,7 @@ void Broker::DeleteOnAdminStrand(const std::string& name, StatusCallback done) {
   for (const auto& slot : topic->partitions) {
     boost::asio::post(slot->strand, [slot, gather] {
       slot->deleted = true;
+      slot->ServeWaiters(true);
       gather->Finish();
     });
   }
@@ -500,42 +553,68 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   // sent, so a fetch issued after the answer is ordered after it and sees the records.
   // The slot moves into that handler: once the answer lets Shutdown() proceed, nothing on
   // the syncer thread may still own a strand of the pool being destroyed.
-  store_.Write(std::move(batch), [slot = std::move(slot), op = std::move(op),
-                                  append = *prepared](Status s) mutable {
-    auto& strand = slot->strand;
-    if (!s) {
-      boost::asio::post(strand, [slot = std::move(slot), error = s.error()] {
-        slot->log.MarkFailed(error);
-      });
-    } else {
-      boost::asio::post(strand, [slot = std::move(slot), append] {
-        slot->log.MarkDurable(append);
-        slot->Publish();
-      });
-    }
-    auto finishing = std::move(op);
-    if (!s) return finishing->Fail(s.error());
-    finishing->Finish();
-  });
+  store_.Write(std::move(batch),
+               [slot = std::move(slot), op = std::move(op), append = *prepared](Status s) mutable {
+                 auto& strand = slot->strand;
+                 if (!s) {
+                   boost::asio::post(strand, [slot = std::move(slot), error = s.error()] {
+                     slot->log.MarkFailed(error);
+                   });
+                 } else {
+                   boost::asio::post(strand, [slot = std::move(slot), append] {
+                     slot->log.MarkDurable(append);
+                     slot->Publish();
+                     if (!slot->waiters.empty()) slot->ServeWaiters(false);
+                   });
+                 }
+                 auto finishing = std::move(op);
+                 if (!s) return finishing->Fail(s.error());
+                 finishing->Finish();
+               });
 }
 
 void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
                    std::size_t max_records, std::size_t max_bytes,
                    Callback<std::vector<storage::StoredRecord>> done) {
+  Fetch(topic, partition, offset, max_records, max_bytes, std::chrono::milliseconds(0),
+        std::move(done));
+}
+
+void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
+                   std::size_t max_records, std::size_t max_bytes,
+                   std::chrono::milliseconds max_wait,
+                   Callback<std::vector<storage::StoredRecord>> done) {
   if (max_records == 0) return done(InvalidArgument("max_records must be at least 1"));
   if (max_bytes == 0) return done(InvalidArgument("max_bytes must be at least 1"));
+  if (max_wait.count() < 0) return done(InvalidArgument("max_wait must not be negative"));
   auto slot = FindPartition(topic, partition);
   if (!slot) return done(slot.error());
   if (!Enter()) return done(ShuttingDown());
-  boost::asio::post((*slot)->strand,
-                    [this, slot = *slot, offset, max_records, max_bytes, done = std::move(done)] {
-                      if (slot->deleted) {
-                        done(NotFound("the topic was deleted"));
-                      } else {
-                        done(slot->log.Read(offset, max_records, max_bytes));
-                      }
-                      Leave();
-                    });
+  Callback<std::vector<storage::StoredRecord>> finish =
+      [this, done = std::move(done)](Result<std::vector<storage::StoredRecord>> r) {
+        done(std::move(r));
+        Leave();
+      };
+  boost::asio::post((*slot)->strand, [this, slot = *slot, offset, max_records, max_bytes, max_wait,
+                                      finish = std::move(finish)]() mutable {
+    if (slot->deleted) return finish(NotFound("the topic was deleted"));
+    if (offset != slot->log.end_offset() || max_wait.count() == 0 || stopping()) {
+      return finish(slot->log.Read(offset, max_records, max_bytes));
+    }
+    auto waiter = std::make_shared<FetchWaiter>(slot->strand, offset, max_records, max_bytes,
+                                                std::move(finish));
+    slot->waiters.push_back(waiter);
+    waiter->timer.expires_after(max_wait);
+    waiter->timer.async_wait(
+        [slot, w = std::weak_ptr<FetchWaiter>(waiter)](boost::system::error_code ec) {
+          auto waiter = w.lock();
+          if (ec || !waiter) return;  // answered already
+          auto it = std::find(slot->waiters.begin(), slot->waiters.end(), waiter);
+          if (it == slot->waiters.end()) return;
+          slot->waiters.erase(it);
+          waiter->done(std::vector<storage::StoredRecord>());
+        });
+  });
 }
 
 void Broker::ListOffset(const std::string& topic, std::uint32_t partition, OffsetQuery query,
@@ -593,12 +672,12 @@ void Broker::EnforceRetention(Callback<std::uint64_t> done) {
       slot->Publish();
       store_.Write(std::move(batch), [slot, gather, n = *dropped](Status s) mutable {
         auto& strand = slot->strand;
-        boost::asio::post(strand, [slot = std::move(slot), gather = std::move(gather), n,
-                                   s = std::move(s)] {
-          if (!s) return gather->Fail(s.error());
-          gather->Update([n](std::uint64_t& total) { total += n; });
-          gather->Finish();
-        });
+        boost::asio::post(
+            strand, [slot = std::move(slot), gather = std::move(gather), n, s = std::move(s)] {
+              if (!s) return gather->Fail(s.error());
+              gather->Update([n](std::uint64_t& total) { total += n; });
+              gather->Finish();
+            });
       });
     });
   }

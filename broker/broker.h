@@ -114,8 +114,16 @@ class Broker {
   void Produce(const std::string& topic, std::optional<std::uint32_t> partition,
                std::vector<storage::Record> records, Callback<std::vector<ProducedRecord>> done);
 
+  // Reads up to `max_records` records and `max_bytes` bytes from `offset` (the first record
+  // always, even if larger). An offset outside [log start, log end] is OutOfRange.
   void Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
              std::size_t max_records, std::size_t max_bytes,
+             Callback<std::vector<storage::StoredRecord>> done);
+  // The same as a long poll: when `offset` is the log end, the call parks (no thread, no
+  // polling) until a record there becomes durable, then answers at once; after `max_wait`
+  // it answers with no records. Shutdown and topic deletion answer parked calls early.
+  void Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
+             std::size_t max_records, std::size_t max_bytes, std::chrono::milliseconds max_wait,
              Callback<std::vector<storage::StoredRecord>> done);
 
   // kEarliest: the log start. kLatest: the log end (next offset to be read). kTimestamp: the
@@ -132,6 +140,7 @@ class Broker {
  private:
   using Strand = boost::asio::strand<boost::asio::thread_pool::executor_type>;
   struct PartitionSlot;
+  struct FetchWaiter;
   struct Topic;
   struct ProduceOp;
 
@@ -143,6 +152,7 @@ class Broker {
   TopicInfo Describe(const Topic& topic) const;
   // Counts a call in flight; false (and nothing counted) once shutting down.
   bool Enter();
+  bool stopping();
   void Leave();
   void ScheduleRetention();
   void CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done);

@@ -412,5 +412,83 @@ TEST_F(BrokerTest, CallsAfterShutdownAreUnavailable) {
   EXPECT_EQ(created.error().code, ErrorCode::kUnavailable);
 }
 
+TEST_F(BrokerTest, LongPollFetchWakesWhenARecordArrives) {
+  ASSERT_TRUE(Create("t", 1));
+  Waiter<std::vector<StoredRecord>> parked;
+  const auto start = std::chrono::steady_clock::now();
+  broker_->Fetch("t", 0, 0, 10, 1 << 20, std::chrono::seconds(20), parked.Callback());
+
+  ASSERT_TRUE(Produce("t", 0, {Value("wake up")}));
+  auto fetched = parked.Get();
+
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  ASSERT_EQ(fetched->size(), 1u);
+  EXPECT_EQ((*fetched)[0].record.value, "wake up");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10))
+      << "answered by the append, not by the 20 s deadline";
+}
+
+TEST_F(BrokerTest, LongPollFetchAnswersEmptyAtItsDeadline) {
+  ASSERT_TRUE(Create("t", 2));
+  Waiter<std::vector<StoredRecord>> parked;
+  const auto start = std::chrono::steady_clock::now();
+
+  broker_->Fetch("t", 0, 0, 10, 1 << 20, std::chrono::milliseconds(100), parked.Callback());
+  ASSERT_TRUE(Produce("t", 1, {Value("other partition")}));
+  auto fetched = parked.Get();
+
+  ASSERT_TRUE(fetched);
+  EXPECT_TRUE(fetched->empty());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(100));
+}
+
+TEST_F(BrokerTest, LongPollWithDataAvailableAnswersAtOnce) {
+  ASSERT_TRUE(Create("t", 1));
+  ASSERT_TRUE(Produce("t", 0, {Value("a"), Value("b")}));
+  Waiter<std::vector<StoredRecord>> w;
+
+  broker_->Fetch("t", 0, 1, 10, 1 << 20, std::chrono::seconds(20), w.Callback());
+  auto fetched = w.Get(std::chrono::seconds(10));
+
+  ASSERT_TRUE(fetched);
+  ASSERT_EQ(fetched->size(), 1u);
+  EXPECT_EQ((*fetched)[0].record.value, "b");
+}
+
+TEST_F(BrokerTest, ShutdownAndDeletionAnswerParkedFetches) {
+  ASSERT_TRUE(Create("gone", 1));
+  ASSERT_TRUE(Create("kept", 1));
+  Waiter<std::vector<StoredRecord>> on_deleted;
+  Waiter<std::vector<StoredRecord>> on_shutdown;
+  broker_->Fetch("gone", 0, 0, 10, 1 << 20, std::chrono::seconds(60), on_deleted.Callback());
+  broker_->Fetch("kept", 0, 0, 10, 1 << 20, std::chrono::seconds(60), on_shutdown.Callback());
+
+  StatusWaiter deleted;
+  broker_->DeleteTopic("gone", deleted.Callback());
+  ASSERT_TRUE(deleted.Get());
+  auto deleted_result = on_deleted.Get(std::chrono::seconds(10));
+  const auto start = std::chrono::steady_clock::now();
+  broker_->Shutdown();
+  auto shutdown_result = on_shutdown.Get(std::chrono::seconds(10));
+
+  ASSERT_FALSE(deleted_result);
+  EXPECT_EQ(deleted_result.error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(shutdown_result);
+  EXPECT_TRUE(shutdown_result->empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10))
+      << "shutdown does not wait for the 60 s deadline";
+}
+
+TEST_F(BrokerTest, NegativeMaxWaitIsRejected) {
+  ASSERT_TRUE(Create("t", 1));
+  Waiter<std::vector<StoredRecord>> w;
+
+  broker_->Fetch("t", 0, 0, 10, 100, std::chrono::milliseconds(-1), w.Callback());
+  auto result = w.Get();
+
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace spool::broker
