@@ -223,15 +223,8 @@ void Broker::Shutdown() {
     if (stopped_) return;
     stopping_ = true;
   }
-  // Parked long polls would hold shutdown up to their deadline: answer them now, empty.
-  {
-    std::shared_lock lock(topics_mu_);
-    for (const auto& [name, topic] : topics_) {
-      for (const auto& slot : topic->partitions) {
-        boost::asio::post(slot->strand, [slot] { slot->ServeWaiters(true); });
-      }
-    }
-  }
+  // Parked long polls would hold shutdown up to their deadline: answer them now.
+  ReleaseWaiters();
   {
     std::unique_lock lock(inflight_mu_);
     inflight_cv_.wait(lock, [&] { return inflight_ == 0; });
@@ -241,16 +234,23 @@ void Broker::Shutdown() {
   pool_.join();
 }
 
+void Broker::ReleaseWaiters() {
+  // Set before the strands are visited: a fetch that parks after its strand was visited
+  // sees the flag (it is checked on the strand), so none is left behind.
+  no_parking_.store(true);
+  std::shared_lock lock(topics_mu_);
+  for (const auto& [name, topic] : topics_) {
+    for (const auto& slot : topic->partitions) {
+      boost::asio::post(slot->strand, [slot] { slot->ServeWaiters(true); });
+    }
+  }
+}
+
 bool Broker::Enter() {
   std::lock_guard lock(inflight_mu_);
   if (stopping_) return false;
   ++inflight_;
   return true;
-}
-
-bool Broker::stopping() {
-  std::lock_guard lock(inflight_mu_);
-  return stopping_;
 }
 
 void Broker::Leave() {
@@ -508,6 +508,9 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
   for (std::size_t i = 0; i < records.size(); ++i) {
     if (partition) {
       target[i] = *partition;
+    } else if (records[i].message_group_id) {
+      // A FIFO group must stay in one partition, whatever the records' keys.
+      target[i] = PartitionForKey(*records[i].message_group_id, partitions);
     } else if (records[i].key) {
       target[i] = PartitionForKey(*records[i].key, partitions);
     } else {
@@ -598,7 +601,7 @@ void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint6
   boost::asio::post((*slot)->strand, [this, slot = *slot, offset, max_records, max_bytes, max_wait,
                                       finish = std::move(finish)]() mutable {
     if (slot->deleted) return finish(NotFound("the topic was deleted"));
-    if (offset != slot->log.end_offset() || max_wait.count() == 0 || stopping()) {
+    if (offset != slot->log.end_offset() || max_wait.count() == 0 || no_parking_.load()) {
       return finish(slot->log.Read(offset, max_records, max_bytes));
     }
     auto waiter = std::make_shared<FetchWaiter>(slot->strand, offset, max_records, max_bytes,

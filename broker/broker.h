@@ -97,6 +97,10 @@ class Broker {
   // Refuses new calls (Unavailable), waits for calls in flight to complete and stops the
   // workers. Idempotent. Must not be called from a broker callback.
   void Shutdown();
+  // Answers every parked long-poll Fetch now (with what is there) and makes later fetches
+  // answer at once instead of parking. The daemon calls it before draining its front ends,
+  // so that no client call waits for its long-poll deadline during shutdown.
+  void ReleaseWaiters();
 
   // --- topics ---------------------------------------------------------------------------
   void CreateTopic(TopicConfig config, Callback<TopicInfo> done);
@@ -107,8 +111,9 @@ class Broker {
   std::vector<TopicMetadata> ListTopics() const;  // sorted by name
 
   // --- records --------------------------------------------------------------------------
-  // Appends `records` to `topic`: to `partition` if given, else keyed records by the Kafka
-  // hash of their key and unkeyed ones all to one partition chosen round-robin per call.
+  // Appends `records` to `topic`: to `partition` if given, else records with a message group
+  // id by the Kafka hash of the group id, keyed records by the hash of their key, and the
+  // rest all to one partition chosen round-robin per call.
   // `done` gets one (partition, offset) per record, in input order, once all are durable.
   // Validation happens before anything is written: a bad batch writes nothing.
   void Produce(const std::string& topic, std::optional<std::uint32_t> partition,
@@ -152,7 +157,6 @@ class Broker {
   TopicInfo Describe(const Topic& topic) const;
   // Counts a call in flight; false (and nothing counted) once shutting down.
   bool Enter();
-  bool stopping();
   void Leave();
   void ScheduleRetention();
   void CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done);
@@ -178,6 +182,7 @@ class Broker {
   std::size_t inflight_ = 0;  // guarded by inflight_mu_
   bool stopping_ = false;     // guarded by inflight_mu_
   bool stopped_ = false;      // guarded by inflight_mu_
+  std::atomic<bool> no_parking_{false};
 };
 
 }  // namespace spool::broker

@@ -169,6 +169,22 @@ TEST_F(BrokerTest, KeyedRecordsFollowTheKafkaPartitioner) {
   EXPECT_GT((*again)[0].offset, (*produced)[0].offset);
 }
 
+TEST_F(BrokerTest, MessageGroupIdWinsOverTheKeyForPlacement) {
+  ASSERT_TRUE(Create("t", 6));
+  std::vector<Record> records;
+  for (int i = 0; i < 10; ++i) {
+    Record r = Value("v", "key-" + std::to_string(i));
+    r.message_group_id = "group-7";
+    records.push_back(std::move(r));
+  }
+
+  auto produced = Produce("t", std::nullopt, records);
+
+  ASSERT_TRUE(produced);
+  for (const auto& p : *produced)
+    EXPECT_EQ(p.partition, PartitionForKey("group-7", 6));
+}
+
 TEST_F(BrokerTest, UnkeyedBatchesStickToOnePartitionAndRotate) {
   ASSERT_TRUE(Create("t", 3));
   std::set<std::uint32_t> used;
