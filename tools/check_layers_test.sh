@@ -16,6 +16,14 @@ out=$("$checker" "$tmp") && { echo "FAIL: storage -> broker was accepted"; exit 
 grep -q 'storage/bad.h:1 includes "broker/...' <<<"$out" || { echo "FAIL: unclear report: $out"; exit 1; }
 rm "$tmp/storage/bad.h"
 
+echo '#include "spool/v1/admin.pb.h"' >"$tmp/broker/api.cc"
+"$checker" "$tmp" >/dev/null && { echo "FAIL: generated API code in broker/ was accepted"; exit 1; }
+rm "$tmp/broker/api.cc"
+
+echo '#include <grpcpp/grpcpp.h>' >"$tmp/broker/rpc.cc"
+"$checker" "$tmp" >/dev/null && { echo "FAIL: gRPC in broker/ was accepted"; exit 1; }
+rm "$tmp/broker/rpc.cc"
+
 echo '#include <rocksdb/db.h>' >"$tmp/broker/leak.cc"
 "$checker" "$tmp" >/dev/null && { echo "FAIL: RocksDB in broker/ was accepted"; exit 1; }
 echo "check_layers.sh: clean tree passes, violations fail"

@@ -1,0 +1,64 @@
+#include "protocol/grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include "common/logging.h"
+
+namespace spool::protocol {
+namespace {
+spdlog::logger& ProtocolLog() {
+  static spdlog::logger& logger = ModuleLogger("grpc");
+  return logger;
+}
+}  // namespace
+
+Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(broker::Broker& broker,
+                                                      const GrpcServerOptions& options,
+                                                      ServerInfo info) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::unique_ptr<GrpcServer> server(new GrpcServer());
+  server->admin_ = std::make_unique<AdminServiceImpl>(broker, std::move(info), server->calls_);
+  server->publish_ =
+      std::make_unique<PublishServiceImpl>(broker, options.max_stream_in_flight, server->calls_);
+  server->stream_ = std::make_unique<StreamServiceImpl>(broker, server->calls_);
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_receive_bytes));
+  builder.RegisterService(server->admin_.get());
+  builder.RegisterService(server->publish_.get());
+  builder.RegisterService(server->stream_.get());
+  server->server_ = builder.BuildAndStart();
+  if (!server->server_ || server->port_ == 0) {
+    return Unavailable("cannot listen for gRPC on " + options.listen +
+                       " (address in use, or not a host:port this machine has)");
+  }
+  return server;
+}
+
+GrpcServer::~GrpcServer() {
+  Shutdown(std::chrono::milliseconds(0));
+}
+
+void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
+  if (!server_) return;
+  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  calls_.Drain();
+  // Let the calls in flight finish, then close at once: a deadline passed to gRPC would also
+  // be spent waiting on idle client connections.
+  if (!calls_.WaitIdle(std::chrono::steady_clock::now() + grace)) {
+    ProtocolLog().warn("{} ms grace over; cancelling the calls still in flight", grace.count());
+  }
+  server_->Shutdown(std::chrono::system_clock::now());
+  server_->Wait();
+  server_.reset();
+}
+
+}  // namespace spool::protocol

@@ -1,0 +1,430 @@
+#include "protocol/grpc_services.h"
+
+#include <algorithm>
+#include <deque>
+#include <mutex>
+
+#include "protocol/convert.h"
+#include "protocol/status_mapping.h"
+
+namespace spool::protocol {
+namespace {
+
+constexpr std::uint32_t kDefaultFetchRecords = 500;
+constexpr std::uint32_t kMaxFetchRecords = 100'000;
+constexpr std::uint64_t kDefaultFetchBytes = 1 << 20;
+constexpr std::uint64_t kMaxFetchBytes = 64 << 20;
+constexpr std::int64_t kMaxFetchWaitMs = 60'000;
+constexpr std::uint32_t kDefaultPageSize = 100;
+constexpr std::uint32_t kMaxPageSize = 1000;
+
+// A unary reactor that counts itself in `calls` from creation until gRPC is done with it.
+class CountedUnaryReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit CountedUnaryReactor(CallCounter& calls) : calls_(calls) { calls_.Enter(); }
+  void OnDone() override {
+    calls_.Leave();
+    delete this;
+  }
+
+ private:
+  CallCounter& calls_;
+};
+
+grpc::ServerUnaryReactor* FinishWith(CallCounter& calls, grpc::Status status) {
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls);
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+grpc::Status ShuttingDownStatus() {
+  return {grpc::StatusCode::UNAVAILABLE, "spoold is shutting down"};
+}
+
+grpc::Status InvalidArgumentStatus(std::string message) {
+  return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
+}
+
+// Converts a publish request's records. gRPC owns `request` until the call finishes and
+// never reads it again, so the payloads are moved out rather than copied.
+Result<std::vector<storage::Record>> RecordsFromRequest(const v1::PublishRequest& request,
+                                                        std::int64_t now_ms) {
+  auto& mutable_request = const_cast<v1::PublishRequest&>(request);
+  std::vector<storage::Record> records;
+  records.reserve(request.records_size());
+  for (int i = 0; i < mutable_request.records_size(); ++i) {
+    auto record = RecordFromProto(*mutable_request.mutable_records(i), i, now_ms);
+    if (!record) return record.error();
+    records.push_back(std::move(*record));
+  }
+  return records;
+}
+
+void FillPublishResponse(const std::vector<broker::ProducedRecord>& produced,
+                         v1::PublishResponse* response) {
+  response->mutable_results()->Reserve(static_cast<int>(produced.size()));
+  for (const broker::ProducedRecord& p : produced) {
+    v1::PublishResult* result = response->add_results();
+    result->set_partition(p.partition);
+    result->set_offset(p.offset);
+  }
+}
+
+std::optional<std::uint32_t> PartitionOf(const v1::PublishRequest& request) {
+  if (!request.has_partition()) return std::nullopt;
+  return request.partition();
+}
+
+// One PublishStream: reads batches, keeps up to `max_in_flight` of them at the broker and
+// writes each result, tagged with its sequence number, as soon as it is durable. Results of
+// different batches may overtake each other; those of one partition cannot, since the broker
+// appends a partition's batches in arrival order.
+class PublishStreamReactor final
+    : public grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse> {
+ public:
+  PublishStreamReactor(broker::Broker& broker, std::size_t max_in_flight, CallCounter& calls)
+      : broker_(broker), max_in_flight_(std::max<std::size_t>(1, max_in_flight)), calls_(calls) {
+    calls_.Enter();
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      std::lock_guard lock(mu_);
+      reading_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    v1::PublishStreamRequest request = std::move(request_);
+    bool read_more = false;
+    {
+      std::lock_guard lock(mu_);
+      ++in_flight_;
+      read_more = in_flight_ < max_in_flight_;
+      paused_ = !read_more;
+    }
+    Submit(std::move(request));
+    if (read_more) StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    writing_ = false;
+    if (!ok) broken_ = true;
+    if (!responses_.empty()) responses_.pop_front();
+    MaybeWriteLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override {
+    calls_.Leave();
+    delete this;
+  }
+
+ private:
+  void Submit(v1::PublishStreamRequest request) {
+    const std::uint64_t sequence = request.sequence();
+    auto records = RecordsFromRequest(request.batch(), broker_.clock().WallMillis());
+    if (!records) return Complete(sequence, records.error());
+    broker_.Produce(request.batch().topic(), PartitionOf(request.batch()), std::move(*records),
+                    [this, sequence](Result<std::vector<broker::ProducedRecord>> produced) {
+                      if (!produced) return Complete(sequence, produced.error());
+                      v1::PublishStreamResponse response;
+                      response.set_sequence(sequence);
+                      FillPublishResponse(*produced, response.mutable_response());
+                      Complete(std::move(response));
+                    });
+  }
+
+  void Complete(std::uint64_t sequence, const Error& error) {
+    v1::PublishStreamResponse response;
+    response.set_sequence(sequence);
+    ToProtoError(error, response.mutable_error());
+    Complete(std::move(response));
+  }
+
+  void Complete(v1::PublishStreamResponse response) {
+    bool resume = false;
+    {
+      std::lock_guard lock(mu_);
+      --in_flight_;
+      if (!broken_) responses_.push_back(std::move(response));
+      if (paused_ && !reading_done_) {
+        paused_ = false;
+        resume = true;
+      }
+      MaybeWriteLocked();
+      MaybeFinishLocked();
+    }
+    if (resume) StartRead(&request_);
+  }
+
+  void MaybeWriteLocked() {
+    if (writing_ || broken_ || responses_.empty()) return;
+    writing_ = true;
+    StartWrite(&responses_.front());
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_ || !reading_done_ || in_flight_ > 0 || writing_) return;
+    if (!broken_ && !responses_.empty()) return;
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  broker::Broker& broker_;
+  const std::size_t max_in_flight_;
+  CallCounter& calls_;
+  v1::PublishStreamRequest request_;  // the read in progress
+  std::mutex mu_;
+  std::deque<v1::PublishStreamResponse> responses_;  // guarded by mu_; front is being written
+  std::size_t in_flight_ = 0;                        // guarded by mu_
+  bool paused_ = false;                              // guarded by mu_
+  bool reading_done_ = false;                        // guarded by mu_
+  bool writing_ = false;                             // guarded by mu_
+  bool broken_ = false;                              // guarded by mu_
+  bool finished_ = false;                            // guarded by mu_
+};
+
+}  // namespace
+
+void CallCounter::Enter() {
+  std::lock_guard lock(mu_);
+  ++calls_;
+}
+
+void CallCounter::Leave() {
+  std::lock_guard lock(mu_);
+  if (--calls_ == 0) idle_.notify_all();
+}
+
+void CallCounter::Drain() {
+  draining_.store(true);
+}
+
+bool CallCounter::WaitIdle(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  return idle_.wait_until(lock, deadline, [&] { return calls_ == 0; });
+}
+
+// ---- AdminService -----------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateTopic(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::CreateTopicRequest* request,
+                                                        v1::CreateTopicResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  broker_.CreateTopic(TopicConfigFromProto(request->config()),
+                      [reactor, response](Result<broker::TopicInfo> info) {
+                        if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
+                        TopicToProto(*info, response->mutable_topic());
+                        reactor->Finish(grpc::Status::OK);
+                      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetTopic(grpc::CallbackServerContext* /*context*/,
+                                                     const v1::GetTopicRequest* request,
+                                                     v1::GetTopicResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  auto info = broker_.DescribeTopic(request->name());
+  if (!info) return FinishWith(calls_, ToGrpcStatus(info.error()));
+  TopicToProto(*info, response->mutable_topic());
+  return FinishWith(calls_, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListTopics(grpc::CallbackServerContext* /*context*/,
+                                                       const v1::ListTopicsRequest* request,
+                                                       v1::ListTopicsResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  const std::string& prefix = request->prefix();
+  const std::string& token = request->page_token();
+  // The token is the last name of the previous page; it must belong to this prefix.
+  if (!token.empty() && token.rfind(prefix, 0) != 0) {
+    return FinishWith(calls_,
+                      InvalidArgumentStatus("page_token does not belong to a listing of prefix '" +
+                                            prefix + "'"));
+  }
+  std::uint32_t page_size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+  page_size = std::min(page_size, kMaxPageSize);
+  for (const broker::TopicMetadata& topic : broker_.ListTopics()) {
+    const std::string& name = topic.config.name;
+    if (name.rfind(prefix, 0) != 0 || (!token.empty() && name <= token)) continue;
+    if (response->topics_size() == static_cast<int>(page_size)) {
+      response->set_next_page_token(response->topics(response->topics_size() - 1).name());
+      break;
+    }
+    TopicConfigToProto(topic.config, response->add_topics());
+  }
+  return FinishWith(calls_, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::UpdateTopic(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::UpdateTopicRequest* request,
+                                                        v1::UpdateTopicResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  broker::TopicUpdate update;
+  if (request->has_partitions()) update.partitions = request->partitions();
+  if (request->has_retention_ms()) update.retention_ms = request->retention_ms();
+  if (request->has_retention_bytes()) update.retention_bytes = request->retention_bytes();
+  if (request->has_max_message_bytes()) update.max_message_bytes = request->max_message_bytes();
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  broker_.UpdateTopic(request->name(), update, [reactor, response](Result<broker::TopicInfo> info) {
+    if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
+    TopicToProto(*info, response->mutable_topic());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::DeleteTopic(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::DeleteTopicRequest* request,
+                                                        v1::DeleteTopicResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  broker_.DeleteTopic(request->name(), [reactor](Status s) {
+    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
+    grpc::CallbackServerContext* /*context*/, const v1::GetBrokerInfoRequest* /*request*/,
+    v1::GetBrokerInfoResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  response->set_version(info_.version);
+  response->set_started_ms(info_.started_ms);
+  response->set_now_ms(broker_.clock().WallMillis());
+  response->set_fsync_mode(info_.fsync_always ? v1::FSYNC_MODE_ALWAYS : v1::FSYNC_MODE_INTERVAL);
+  response->set_fsync_interval_ms(info_.fsync_interval_ms);
+  response->set_max_batch_records(static_cast<std::uint32_t>(info_.max_batch_records));
+  response->set_max_batch_bytes(info_.max_batch_bytes);
+  response->set_max_grpc_message_bytes(info_.max_grpc_message_bytes);
+  response->set_topic_count(static_cast<std::uint32_t>(broker_.ListTopics().size()));
+  return FinishWith(calls_, grpc::Status::OK);
+}
+
+// ---- PublishService ---------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* PublishServiceImpl::Publish(grpc::CallbackServerContext* /*context*/,
+                                                      const v1::PublishRequest* request,
+                                                      v1::PublishResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  auto records = RecordsFromRequest(*request, broker_.clock().WallMillis());
+  if (!records) return FinishWith(calls_, ToGrpcStatus(records.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  broker_.Produce(request->topic(), PartitionOf(*request), std::move(*records),
+                  [reactor, response](Result<std::vector<broker::ProducedRecord>> produced) {
+                    if (!produced) return reactor->Finish(ToGrpcStatus(produced.error()));
+                    FillPublishResponse(*produced, response);
+                    reactor->Finish(grpc::Status::OK);
+                  });
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse>*
+PublishServiceImpl::PublishStream(grpc::CallbackServerContext* /*context*/) {
+  if (calls_.draining()) {
+    class Refused final
+        : public grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse> {
+     public:
+      Refused() { Finish(ShuttingDownStatus()); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused();
+  }
+  return new PublishStreamReactor(broker_, max_in_flight_, calls_);
+}
+
+// ---- StreamService ----------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* StreamServiceImpl::Fetch(grpc::CallbackServerContext* context,
+                                                   const v1::FetchRequest* request,
+                                                   v1::FetchResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (request->max_records() > kMaxFetchRecords) {
+    return FinishWith(
+        calls_, InvalidArgumentStatus("max_records " + std::to_string(request->max_records()) +
+                                      " is above the limit of 100000"));
+  }
+  if (request->max_bytes() > kMaxFetchBytes) {
+    return FinishWith(calls_,
+                      InvalidArgumentStatus("max_bytes " + std::to_string(request->max_bytes()) +
+                                            " is above the limit of 67108864"));
+  }
+  if (request->max_wait_ms() < 0 || request->max_wait_ms() > kMaxFetchWaitMs) {
+    return FinishWith(
+        calls_, InvalidArgumentStatus("max_wait_ms " + std::to_string(request->max_wait_ms()) +
+                                      " is out of range 0-60000"));
+  }
+  const std::uint32_t max_records =
+      request->max_records() == 0 ? kDefaultFetchRecords : request->max_records();
+  const std::uint64_t max_bytes =
+      request->max_bytes() == 0 ? kDefaultFetchBytes : request->max_bytes();
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  const std::string topic = request->topic();
+  const std::uint32_t partition = request->partition();
+  const std::uint64_t offset = request->offset();
+  // A long poll ends with an empty answer a little before the caller's deadline, rather than
+  // letting the caller see DEADLINE_EXCEEDED.
+  auto max_wait = std::chrono::milliseconds(request->max_wait_ms());
+  const auto until_deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
+      context->deadline() - std::chrono::system_clock::now() - std::chrono::milliseconds(50));
+  max_wait = std::clamp(until_deadline, std::chrono::milliseconds(0), max_wait);
+  broker_.Fetch(topic, partition, offset, max_records, max_bytes, max_wait,
+                [this, reactor, response, topic, partition,
+                 offset](Result<std::vector<storage::StoredRecord>> records) {
+                  if (!records) return reactor->Finish(ToGrpcStatus(records.error()));
+                  response->mutable_records()->Reserve(static_cast<int>(records->size()));
+                  for (const storage::StoredRecord& r : *records) {
+                    RecordToProto(r, partition, response->add_records());
+                  }
+                  response->set_next_offset(records->empty() ? offset : records->back().offset + 1);
+                  if (auto info = broker_.DescribeTopic(topic);
+                      info && partition < info->partitions.size()) {
+                    response->set_log_start_offset(info->partitions[partition].start_offset);
+                    response->set_log_end_offset(
+                        std::max(info->partitions[partition].end_offset, response->next_offset()));
+                  }
+                  reactor->Finish(grpc::Status::OK);
+                });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* StreamServiceImpl::ListOffsets(grpc::CallbackServerContext* /*context*/,
+                                                         const v1::ListOffsetsRequest* request,
+                                                         v1::ListOffsetsResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  broker::OffsetQuery query = broker::OffsetQuery::kEarliest;
+  switch (request->spec()) {
+    case v1::OFFSET_SPEC_EARLIEST:
+      query = broker::OffsetQuery::kEarliest;
+      break;
+    case v1::OFFSET_SPEC_LATEST:
+      query = broker::OffsetQuery::kLatest;
+      break;
+    case v1::OFFSET_SPEC_TIMESTAMP:
+      query = broker::OffsetQuery::kTimestamp;
+      break;
+    default:
+      return FinishWith(calls_,
+                        InvalidArgumentStatus("spec must be EARLIEST, LATEST or TIMESTAMP"));
+  }
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  const std::string topic = request->topic();
+  const std::uint32_t partition = request->partition();
+  broker_.ListOffset(
+      topic, partition, query, request->timestamp_ms(),
+      [this, reactor, response, topic, partition](Result<std::optional<std::uint64_t>> offset) {
+        if (!offset) return reactor->Finish(ToGrpcStatus(offset.error()));
+        if (*offset) response->set_offset(**offset);
+        if (auto info = broker_.DescribeTopic(topic); info && partition < info->partitions.size()) {
+          response->set_log_start_offset(info->partitions[partition].start_offset);
+          response->set_log_end_offset(info->partitions[partition].end_offset);
+        }
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+}  // namespace spool::protocol

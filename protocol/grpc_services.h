@@ -1,0 +1,120 @@
+#pragma once
+
+// The gRPC services of spool.v1 implemented so far: AdminService (topics), PublishService
+// (unary and streaming) and StreamService (Fetch with long polling, ListOffsets).
+//
+// Threads: every handler is a gRPC callback reaction. Reactions never block: each hands the
+// request to the Broker and finishes the RPC from the broker's completion callback, which
+// runs on a broker worker or the store's syncer thread (Finish is safe from any thread).
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "broker/broker.h"
+#include "spool/v1/admin.grpc.pb.h"
+#include "spool/v1/consume.grpc.pb.h"
+#include "spool/v1/publish.grpc.pb.h"
+
+namespace spool::protocol {
+
+// Counts the calls the services are working on, so that shutdown can wait for them before
+// closing the server (gRPC's own deadline-based shutdown also waits on idle connections).
+class CallCounter {
+ public:
+  void Enter();
+  void Leave();
+  // From now on the services answer new calls with UNAVAILABLE.
+  void Drain();
+  bool draining() const { return draining_.load(); }
+  // True once no call is in flight; false if `deadline` came first.
+  bool WaitIdle(std::chrono::steady_clock::time_point deadline);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable idle_;
+  std::int64_t calls_ = 0;  // guarded by mu_
+  std::atomic<bool> draining_{false};
+};
+
+// What GetBrokerInfo reports besides live counts.
+struct ServerInfo {
+  std::string version;
+  std::int64_t started_ms = 0;
+  bool fsync_always = true;
+  std::int64_t fsync_interval_ms = 0;
+  std::size_t max_batch_records = 0;
+  std::size_t max_batch_bytes = 0;
+  std::size_t max_grpc_message_bytes = 0;
+};
+
+class AdminServiceImpl final : public v1::AdminService::CallbackService {
+ public:
+  AdminServiceImpl(broker::Broker& broker, ServerInfo info, CallCounter& calls)
+      : broker_(broker), info_(std::move(info)), calls_(calls) {}
+
+  grpc::ServerUnaryReactor* CreateTopic(grpc::CallbackServerContext* context,
+                                        const v1::CreateTopicRequest* request,
+                                        v1::CreateTopicResponse* response) override;
+  grpc::ServerUnaryReactor* GetTopic(grpc::CallbackServerContext* context,
+                                     const v1::GetTopicRequest* request,
+                                     v1::GetTopicResponse* response) override;
+  grpc::ServerUnaryReactor* ListTopics(grpc::CallbackServerContext* context,
+                                       const v1::ListTopicsRequest* request,
+                                       v1::ListTopicsResponse* response) override;
+  grpc::ServerUnaryReactor* UpdateTopic(grpc::CallbackServerContext* context,
+                                        const v1::UpdateTopicRequest* request,
+                                        v1::UpdateTopicResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteTopic(grpc::CallbackServerContext* context,
+                                        const v1::DeleteTopicRequest* request,
+                                        v1::DeleteTopicResponse* response) override;
+  grpc::ServerUnaryReactor* GetBrokerInfo(grpc::CallbackServerContext* context,
+                                          const v1::GetBrokerInfoRequest* request,
+                                          v1::GetBrokerInfoResponse* response) override;
+
+ private:
+  broker::Broker& broker_;
+  const ServerInfo info_;
+  CallCounter& calls_;
+};
+
+class PublishServiceImpl final : public v1::PublishService::CallbackService {
+ public:
+  // `max_in_flight` bounds the batches one PublishStream has at the broker; past it the
+  // stream stops reading, which pushes back on the client through gRPC flow control.
+  PublishServiceImpl(broker::Broker& broker, std::size_t max_in_flight, CallCounter& calls)
+      : broker_(broker), max_in_flight_(max_in_flight), calls_(calls) {}
+
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* context,
+                                    const v1::PublishRequest* request,
+                                    v1::PublishResponse* response) override;
+  grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse>* PublishStream(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  broker::Broker& broker_;
+  const std::size_t max_in_flight_;
+  CallCounter& calls_;
+};
+
+class StreamServiceImpl final : public v1::StreamService::CallbackService {
+ public:
+  StreamServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
+
+  grpc::ServerUnaryReactor* Fetch(grpc::CallbackServerContext* context,
+                                  const v1::FetchRequest* request,
+                                  v1::FetchResponse* response) override;
+  grpc::ServerUnaryReactor* ListOffsets(grpc::CallbackServerContext* context,
+                                        const v1::ListOffsetsRequest* request,
+                                        v1::ListOffsetsResponse* response) override;
+
+ private:
+  broker::Broker& broker_;
+  CallCounter& calls_;
+};
+
+}  // namespace spool::protocol
