@@ -1,0 +1,450 @@
+// End-to-end tests of a real spoold process over gRPC on 127.0.0.1: the API round trip,
+// long polling, bad input, pipelined publishing, and durability across SIGTERM and SIGKILL.
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "spool/v1/admin.grpc.pb.h"
+#include "spool/v1/consume.grpc.pb.h"
+#include "spool/v1/publish.grpc.pb.h"
+#include "tests/testing/spoold_process.h"
+#include "tests/testing/temp_dir.h"
+
+namespace spool {
+namespace {
+
+using testing::SpooldProcess;
+using testing::TempDir;
+
+constexpr auto kRpcTimeout = std::chrono::seconds(20);
+
+std::unique_ptr<grpc::ClientContext> Context(
+    std::chrono::milliseconds timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(kRpcTimeout)) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + timeout);
+  return context;
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartDaemon(); }
+
+  void StartDaemon() {
+    ASSERT_TRUE(daemon_.Start(SPOOLD_BINARY, dir_.Sub("data"))) << daemon_.output();
+    channel_ = grpc::CreateChannel(daemon_.address(), grpc::InsecureChannelCredentials());
+    admin_ = v1::AdminService::NewStub(channel_);
+    publish_ = v1::PublishService::NewStub(channel_);
+    stream_ = v1::StreamService::NewStub(channel_);
+  }
+
+  void RestartDaemon() {
+    ASSERT_EQ(daemon_.Stop(), 0) << daemon_.output();
+    StartDaemon();
+  }
+
+  grpc::Status CreateTopic(const std::string& name, std::uint32_t partitions) {
+    v1::CreateTopicRequest request;
+    request.mutable_config()->set_name(name);
+    request.mutable_config()->set_partitions(partitions);
+    v1::CreateTopicResponse response;
+    return admin_->CreateTopic(Context().get(), request, &response);
+  }
+
+  static v1::Record MakeRecord(const std::string& value, std::optional<std::string> key = {}) {
+    v1::Record r;
+    r.set_value(value);
+    if (key) r.set_key(*key);
+    return r;
+  }
+
+  grpc::Status Publish(const std::string& topic, std::vector<v1::Record> records,
+                       v1::PublishResponse* response,
+                       std::optional<std::uint32_t> partition = std::nullopt) {
+    v1::PublishRequest request;
+    request.set_topic(topic);
+    if (partition) request.set_partition(*partition);
+    for (auto& r : records)
+      *request.add_records() = std::move(r);
+    return publish_->Publish(Context().get(), request, response);
+  }
+
+  grpc::Status Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
+                     v1::FetchResponse* response, std::int64_t max_wait_ms = 0) {
+    v1::FetchRequest request;
+    request.set_topic(topic);
+    request.set_partition(partition);
+    request.set_offset(offset);
+    request.set_max_records(100'000);
+    request.set_max_bytes(64 << 20);
+    request.set_max_wait_ms(max_wait_ms);
+    return stream_->Fetch(Context().get(), request, response);
+  }
+
+  // Every record of a partition, read in pages.
+  std::vector<v1::Record> FetchAll(const std::string& topic, std::uint32_t partition) {
+    std::vector<v1::Record> all;
+    std::uint64_t offset = 0;
+    for (int pages = 0; pages < 10'000; ++pages) {
+      v1::FetchResponse response;
+      grpc::Status s = Fetch(topic, partition, offset, &response);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok() || response.records().empty()) break;
+      for (const auto& r : response.records())
+        all.push_back(r);
+      offset = response.next_offset();
+    }
+    return all;
+  }
+
+  std::uint64_t EndOffset(const std::string& topic, std::uint32_t partition) {
+    v1::GetTopicRequest request;
+    request.set_name(topic);
+    v1::GetTopicResponse response;
+    grpc::Status s = admin_->GetTopic(Context().get(), request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return s.ok() ? response.topic().partitions(partition).end_offset() : UINT64_MAX;
+  }
+
+  TempDir dir_;
+  SpooldProcess daemon_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<v1::PublishService::Stub> publish_;
+  std::unique_ptr<v1::StreamService::Stub> stream_;
+};
+
+TEST_F(DaemonTest, RoundTripAcrossPartitionsKeepsKeyOrder) {
+  ASSERT_TRUE(CreateTopic("orders", 4).ok());
+  std::vector<v1::Record> records;
+  for (int i = 0; i < 200; ++i) {
+    records.push_back(MakeRecord("v" + std::to_string(i), "user-" + std::to_string(i % 7)));
+  }
+
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("orders", records, &published).ok());
+
+  ASSERT_EQ(published.results_size(), 200);
+  std::map<std::string, std::vector<int>> seen_by_key;
+  std::size_t total = 0;
+  for (std::uint32_t p = 0; p < 4; ++p) {
+    for (const v1::Record& r : FetchAll("orders", p)) {
+      EXPECT_EQ(r.partition(), p);
+      seen_by_key[r.key()].push_back(std::stoi(r.value().substr(1)));
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, 200u);
+  for (const auto& [key, values] : seen_by_key) {
+    EXPECT_TRUE(std::is_sorted(values.begin(), values.end())) << "key " << key << " reordered";
+  }
+  for (int i = 0; i < 200; ++i) {
+    const v1::PublishResult& result = published.results(i);
+    v1::FetchResponse one;
+    ASSERT_TRUE(Fetch("orders", result.partition(), result.offset(), &one).ok());
+    ASSERT_FALSE(one.records().empty());
+    EXPECT_EQ(one.records(0).value(), "v" + std::to_string(i)) << "result " << i;
+  }
+}
+
+TEST_F(DaemonTest, HealthServiceReportsServing) {
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+
+  grpc::Status s = stub->Check(Context().get(), request, &response);
+
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(DaemonTest, LongPollFetchWakesOnPublish) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  v1::FetchResponse fetched;
+  grpc::Status fetch_status;
+  const auto start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration took{};
+  std::thread poller([&] {
+    fetch_status = Fetch("t", 0, 0, &fetched, /*max_wait_ms=*/30'000);
+    took = std::chrono::steady_clock::now() - start;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the fetch park
+
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("ping")}, &published).ok());
+  poller.join();
+
+  ASSERT_TRUE(fetch_status.ok()) << fetch_status.error_message();
+  ASSERT_EQ(fetched.records_size(), 1);
+  EXPECT_EQ(fetched.records(0).value(), "ping");
+  EXPECT_LT(took, std::chrono::seconds(10)) << "woken by the publish, not the 30 s deadline";
+}
+
+TEST_F(DaemonTest, LongPollFetchReturnsEmptyAtItsDeadline) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  v1::FetchResponse fetched;
+  const auto start = std::chrono::steady_clock::now();
+
+  grpc::Status s = Fetch("t", 0, 0, &fetched, /*max_wait_ms=*/300);
+
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(fetched.records_size(), 0);
+  EXPECT_EQ(fetched.next_offset(), 0u);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+}
+
+TEST_F(DaemonTest, LongPollEndsEmptyBeforeTheCallersDeadline) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  v1::FetchRequest request;
+  request.set_topic("t");
+  request.set_max_wait_ms(60'000);
+  v1::FetchResponse response;
+
+  auto context = Context(std::chrono::milliseconds(500));
+  grpc::Status s = stream_->Fetch(context.get(), request, &response);
+
+  ASSERT_TRUE(s.ok()) << "an empty answer, not DEADLINE_EXCEEDED: " << s.error_message();
+  EXPECT_EQ(response.records_size(), 0);
+}
+
+TEST_F(DaemonTest, BadInputGetsTheRightStatusAndWritesNothing) {
+  ASSERT_TRUE(CreateTopic("t", 2).ok());
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("keep")}, &published, 0).ok());
+  v1::PublishResponse ignored;
+  v1::FetchResponse fetched;
+
+  EXPECT_EQ(CreateTopic("bad name", 1).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateTopic("", 1).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateTopic("zero", 0).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateTopic("many", 1025).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateTopic("t", 2).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Publish("missing", {MakeRecord("x")}, &ignored).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Publish("t", {}, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Publish("t", {MakeRecord("x")}, &ignored, 2).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Publish("t", {MakeRecord("ok"), MakeRecord(std::string(2 << 20, 'x'))}, &ignored, 0)
+                .error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  v1::Record reserved = MakeRecord("x");
+  auto* header = reserved.add_headers();
+  header->set_key("spool.internal");
+  EXPECT_EQ(Publish("t", {MakeRecord("ok"), reserved}, &ignored, 0).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Fetch("missing", 0, 0, &fetched).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Fetch("t", 9, 0, &fetched).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Fetch("t", 0, 5, &fetched).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(Fetch("t", 0, 0, &fetched, 60'001).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::UpdateTopicRequest shrink;
+  shrink.set_name("t");
+  shrink.set_partitions(1);
+  v1::UpdateTopicResponse updated;
+  EXPECT_EQ(admin_->UpdateTopic(Context().get(), shrink, &updated).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::DeleteTopicRequest del;
+  del.set_name("missing");
+  v1::DeleteTopicResponse deleted;
+  EXPECT_EQ(admin_->DeleteTopic(Context().get(), del, &deleted).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  EXPECT_EQ(EndOffset("t", 0), 1u) << "no rejected record was written";
+  EXPECT_EQ(EndOffset("t", 1), 0u);
+  v1::ListTopicsRequest list;
+  v1::ListTopicsResponse topics;
+  ASSERT_TRUE(admin_->ListTopics(Context().get(), list, &topics).ok());
+  EXPECT_EQ(topics.topics_size(), 1) << "no rejected topic was created";
+}
+
+TEST_F(DaemonTest, ListTopicsPagesThroughAPrefix) {
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(CreateTopic("a." + std::to_string(i), 1).ok());
+  ASSERT_TRUE(CreateTopic("b.0", 1).ok());
+  std::vector<std::string> names;
+  std::string token;
+
+  for (int page = 0; page < 10; ++page) {
+    v1::ListTopicsRequest request;
+    request.set_prefix("a.");
+    request.set_page_size(2);
+    request.set_page_token(token);
+    v1::ListTopicsResponse response;
+    ASSERT_TRUE(admin_->ListTopics(Context().get(), request, &response).ok());
+    for (const auto& t : response.topics())
+      names.push_back(t.name());
+    token = response.next_page_token();
+    if (token.empty()) break;
+  }
+
+  EXPECT_EQ(names, (std::vector<std::string>{"a.0", "a.1", "a.2", "a.3", "a.4"}));
+}
+
+TEST_F(DaemonTest, PublishStreamPipelinesBatchesAndReportsErrorsPerBatch) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+  auto stream = publish_->PublishStream(&context);
+  constexpr int kBatches = 100;
+
+  for (int b = 0; b < kBatches; ++b) {
+    v1::PublishStreamRequest request;
+    request.set_sequence(1000 + b);
+    request.mutable_batch()->set_topic(b == 50 ? "missing" : "t");
+    for (int i = 0; i < 10; ++i)
+      *request.mutable_batch()->add_records() = MakeRecord("r");
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  std::map<std::uint64_t, v1::PublishStreamResponse> responses;
+  v1::PublishStreamResponse response;
+  while (stream->Read(&response))
+    responses[response.sequence()] = response;
+  grpc::Status s = stream->Finish();
+
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(responses.size(), std::size_t{kBatches}) << "one answer per batch";
+  for (int b = 0; b < kBatches; ++b) {
+    const auto& r = responses.at(1000 + b);
+    if (b == 50) {
+      ASSERT_TRUE(r.has_error());
+      EXPECT_EQ(r.error().code(), v1::ERROR_CODE_NOT_FOUND);
+    } else {
+      ASSERT_TRUE(r.has_response()) << r.error().message();
+      EXPECT_EQ(r.response().results_size(), 10);
+    }
+  }
+  EXPECT_EQ(EndOffset("t", 0), std::uint64_t{(kBatches - 1) * 10});
+}
+
+TEST_F(DaemonTest, DataSurvivesARestart) {
+  ASSERT_TRUE(CreateTopic("t", 2).ok());
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("a", "k"), MakeRecord("b", "k")}, &published).ok());
+
+  RestartDaemon();
+  const std::uint32_t p = published.results(0).partition();
+  auto records = FetchAll("t", p);
+
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].value(), "a");
+  EXPECT_EQ(records[1].value(), "b");
+}
+
+TEST_F(DaemonTest, SecondDaemonOnTheSameDataDirectoryRefusesToStart) {
+  SpooldProcess second;
+
+  const int code = second.RunToExit(
+      SPOOLD_BINARY, {"--data-dir", dir_.Sub("data"), "--grpc-listen", "127.0.0.1:0"});
+
+  EXPECT_NE(code, 0);
+  EXPECT_NE(second.output().find("in use by another process"), std::string::npos)
+      << second.output();
+}
+
+// Publishes from several threads until told to stop, remembering every acknowledged record.
+class LoadGenerator {
+ public:
+  LoadGenerator(std::shared_ptr<grpc::Channel> channel, std::string topic)
+      : stub_(v1::PublishService::NewStub(std::move(channel))), topic_(std::move(topic)) {}
+
+  void Run(int threads) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this, t] {
+        for (int i = 0; !stop_ && i < 100'000; ++i) {
+          v1::PublishRequest request;
+          request.set_topic(topic_);
+          std::vector<std::string> values;
+          for (int r = 0; r < 5; ++r) {
+            values.push_back("t" + std::to_string(t) + "-" + std::to_string(i) + "-" +
+                             std::to_string(r));
+            request.add_records()->set_value(values.back());
+          }
+          v1::PublishResponse response;
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          if (!stub_->Publish(&context, request, &response).ok()) continue;
+          std::lock_guard lock(mu_);
+          for (int r = 0; r < 5; ++r) {
+            acked_[{response.results(r).partition(), response.results(r).offset()}] = values[r];
+          }
+        }
+      });
+    }
+  }
+
+  void StopAndJoin() {
+    stop_ = true;
+    for (auto& t : threads_)
+      t.join();
+  }
+
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> acked() {
+    std::lock_guard lock(mu_);
+    return acked_;
+  }
+
+ private:
+  std::unique_ptr<v1::PublishService::Stub> stub_;
+  std::string topic_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> acked_;
+};
+
+void ExpectAllAcknowledgedRecordsPresent(
+    DaemonTest* test, const std::map<std::pair<std::uint32_t, std::uint64_t>, std::string>& acked,
+    const std::vector<std::vector<v1::Record>>& partitions) {
+  (void)test;
+  for (const auto& [where, value] : acked) {
+    const auto& records = partitions.at(where.first);
+    ASSERT_LT(where.second, records.size())
+        << "acknowledged record " << where.first << "/" << where.second << " is lost";
+    EXPECT_EQ(records[where.second].offset(), where.second);
+    EXPECT_EQ(records[where.second].value(), value);
+  }
+}
+
+TEST_F(DaemonTest, SigtermUnderLoadLosesNoAcknowledgedRecord) {
+  ASSERT_TRUE(CreateTopic("t", 3).ok());
+  LoadGenerator load(channel_, "t");
+  load.Run(4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+
+  const int code = daemon_.Stop();
+  load.StopAndJoin();
+  StartDaemon();
+
+  EXPECT_EQ(code, 0) << daemon_.output();
+  auto acked = load.acked();
+  ASSERT_FALSE(acked.empty());
+  std::vector<std::vector<v1::Record>> partitions;
+  for (std::uint32_t p = 0; p < 3; ++p)
+    partitions.push_back(FetchAll("t", p));
+  ExpectAllAcknowledgedRecordsPresent(this, acked, partitions);
+}
+
+TEST_F(DaemonTest, SigkillUnderLoadThenRestartLosesNoAcknowledgedRecord) {
+  ASSERT_TRUE(CreateTopic("t", 3).ok());
+  LoadGenerator load(channel_, "t");
+  load.Run(4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+
+  daemon_.Kill();
+  load.StopAndJoin();
+  StartDaemon();
+
+  auto acked = load.acked();
+  ASSERT_FALSE(acked.empty());
+  std::vector<std::vector<v1::Record>> partitions;
+  for (std::uint32_t p = 0; p < 3; ++p)
+    partitions.push_back(FetchAll("t", p));
+  ExpectAllAcknowledgedRecordsPresent(this, acked, partitions);
+}
+
+}  // namespace
+}  // namespace spool
