@@ -112,8 +112,21 @@ struct Broker::PartitionSlot {
   // Copies the log's bounds where DescribeTopic can read them without a strand hop.
   void Publish() {
     start.store(log.start_offset(), std::memory_order_relaxed);
-    end.store(log.end_offset(), std::memory_order_relaxed);
-    size.store(log.size_bytes(), std::memory_order_relaxed);
+    start_position.store(log.start_position(), std::memory_order_relaxed);
+    AdvanceEnd({log.end_offset(), log.start_position() + log.size_bytes()});
+  }
+
+  // Raises the published end before the producer is answered (from the syncer thread), so
+  // that a DescribeTopic sent after the answer shows the records; the strand catches up.
+  void AdvanceEnd(const storage::LogPosition& to) {
+    AtomicMax(end, to.offset);
+    AtomicMax(end_position, to.position);
+  }
+
+  static void AtomicMax(std::atomic<std::uint64_t>& a, std::uint64_t v) {
+    std::uint64_t seen = a.load(std::memory_order_relaxed);
+    while (seen < v && !a.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
+    }
   }
 
   // Answers parked fetches: those with data now, or all of them (shutdown, deletion).
@@ -142,7 +155,8 @@ struct Broker::PartitionSlot {
   std::list<std::shared_ptr<FetchWaiter>> waiters;  // strand only
   std::atomic<std::uint64_t> start{0};
   std::atomic<std::uint64_t> end{0};
-  std::atomic<std::uint64_t> size{0};
+  std::atomic<std::uint64_t> start_position{0};
+  std::atomic<std::uint64_t> end_position{0};
 };
 
 struct Broker::Topic {
@@ -299,14 +313,23 @@ Result<std::shared_ptr<Broker::PartitionSlot>> Broker::FindPartition(
   return t->partitions[partition];
 }
 
+namespace {
+// The two positions are read separately; retention may move the start in between.
+template <class Slot>
+std::uint64_t SizeOf(const Slot& slot) {
+  const std::uint64_t end = slot.end_position.load(std::memory_order_relaxed);
+  const std::uint64_t start = slot.start_position.load(std::memory_order_relaxed);
+  return end > start ? end - start : 0;
+}
+}  // namespace
+
 TopicInfo Broker::Describe(const Topic& topic) const {
   TopicInfo info;
   info.metadata = topic.metadata;
   for (std::uint32_t p = 0; p < topic.partitions.size(); ++p) {
     const PartitionSlot& slot = *topic.partitions[p];
     info.partitions.push_back({p, slot.start.load(std::memory_order_relaxed),
-                               slot.end.load(std::memory_order_relaxed),
-                               slot.size.load(std::memory_order_relaxed)});
+                               slot.end.load(std::memory_order_relaxed), SizeOf(slot)});
   }
   return info;
 }
@@ -564,6 +587,7 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
                      slot->log.MarkFailed(error);
                    });
                  } else {
+                   slot->AdvanceEnd(append.end);
                    boost::asio::post(strand, [slot = std::move(slot), append] {
                      slot->log.MarkDurable(append);
                      slot->Publish();

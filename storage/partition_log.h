@@ -97,6 +97,8 @@ class PartitionLog {
   std::uint64_t next_offset() const { return next_.offset; }
   // Encoded bytes of the durable records at or above the log start.
   std::uint64_t size_bytes() const { return durable_.position - start_.position; }
+  // Byte position of the log start (see LogPosition).
+  std::uint64_t start_position() const { return start_.position; }
   bool failed() const { return failed_.has_value(); }
 
  private:

@@ -150,6 +150,19 @@ TEST_F(BrokerTest, ProducedRecordsAreFetchedBackInOrder) {
   EXPECT_EQ(EndOffset("t", 0), 0u);
 }
 
+TEST_F(BrokerTest, DescribeAfterAnAcknowledgedProduceShowsTheRecords) {
+  ASSERT_TRUE(Create("t", 1));
+
+  for (int i = 0; i < 300; ++i) {
+    auto produced = Produce("t", 0, {Value("v")});
+    ASSERT_TRUE(produced);
+    auto info = broker_->DescribeTopic("t");
+    ASSERT_TRUE(info);
+    ASSERT_EQ(info->partitions[0].end_offset, (*produced)[0].offset + 1) << "round " << i;
+    ASSERT_GT(info->partitions[0].size_bytes, 0u);
+  }
+}
+
 TEST_F(BrokerTest, KeyedRecordsFollowTheKafkaPartitioner) {
   ASSERT_TRUE(Create("t", 6));
   std::vector<Record> records;
