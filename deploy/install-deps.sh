@@ -13,6 +13,8 @@ packages=(
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev libssl-dev libsystemd-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the second-language client test: Python stubs generated from the .proto files
+  python3 python3-grpcio python3-grpc-tools
 )
 
 missing=()
