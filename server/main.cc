@@ -9,6 +9,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -20,21 +23,12 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "protocol/grpc_server.h"
+#include "server/config.h"
 #include "storage/store.h"
 
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
-
-struct Flags {
-  std::string data_dir = "./data";
-  std::string grpc_listen = "127.0.0.1:50051";
-  std::string fsync = "always";
-  int fsync_interval_ms = 50;
-  int shutdown_grace_ms = 10'000;
-  std::size_t max_batch_bytes = 64u << 20;
-  std::string log_level = "info";
-};
 
 // Host part of a host:port listen address, for the startup line.
 std::string HostOf(const std::string& listen) {
@@ -42,36 +36,67 @@ std::string HostOf(const std::string& listen) {
   return colon == std::string::npos ? listen : listen.substr(0, colon);
 }
 
+std::string ReadFile(const std::string& path, bool* ok) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  *ok = static_cast<bool>(in);
+  return text.str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"spoold - the Spool message broker daemon"};
-  Flags flags;
-  app.add_option("--data-dir", flags.data_dir, "Directory of the RocksDB store")
-      ->capture_default_str();
-  app.add_option("--grpc-listen", flags.grpc_listen, "gRPC listen address host:port (port 0: any)")
-      ->capture_default_str();
-  app.add_option("--fsync", flags.fsync,
-                 "always: acknowledge after fsync; interval: fsync every --fsync-interval-ms")
-      ->check(CLI::IsMember({"always", "interval"}))
-      ->capture_default_str();
-  app.add_option("--fsync-interval-ms", flags.fsync_interval_ms, "fsync period in interval mode")
-      ->check(CLI::Range(1, 10000))
-      ->capture_default_str();
-  app.add_option("--max-batch-bytes", flags.max_batch_bytes,
-                 "Largest publish batch in bytes; also bounds gRPC request size")
-      ->check(CLI::Range(std::size_t{1024}, std::size_t{256} << 20))
-      ->capture_default_str();
-  app.add_option("--shutdown-grace-ms", flags.shutdown_grace_ms,
-                 "How long calls in flight may take to finish on SIGTERM")
-      ->check(CLI::Range(0, 600000))
-      ->capture_default_str();
-  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error, critical or off")
-      ->capture_default_str();
+  using spool::server::ConfigKeys;
+  CLI::App app{
+      "spoold - the Spool message broker daemon\n\n"
+      "Every option can also be set in the --config YAML file (key as shown in\n"
+      "brackets) or by a SPOOL_<KEY> environment variable; flags win over the\n"
+      "environment, which wins over the file."};
+  std::string config_file;
+  app.add_option("--config", config_file, "YAML configuration file [SPOOL_CONFIG]");
+  spool::server::Config defaults;
+  std::map<std::string, std::string> flag_values;
+  for (const spool::server::ConfigKey& key : ConfigKeys()) {
+    app.add_option(
+        key.Flag(), flag_values[key.name],
+        key.help + " [" + key.name + ", " + key.EnvVar() + "; default " + key.get(defaults) + "]");
+  }
   CLI11_PARSE(app, argc, argv);
 
-  if (!spool::SetLogLevel(flags.log_level)) {
-    spdlog::error("unknown --log-level '{}'", flags.log_level);
+  // Defaults, then the file, then the environment, then flags.
+  spool::server::Config config;
+  if (config_file.empty()) {
+    if (const char* from_env = std::getenv("SPOOL_CONFIG")) config_file = from_env;
+  }
+  if (!config_file.empty()) {
+    bool ok = false;
+    const std::string text = ReadFile(config_file, &ok);
+    if (!ok) {
+      spdlog::error("cannot read the config file {}", config_file);
+      return 2;
+    }
+    if (spool::Status s = spool::server::ApplyYaml(text, config_file, config); !s) {
+      spdlog::error("{}", s.error().message);
+      return 2;
+    }
+  }
+  if (spool::Status s = spool::server::ApplyEnvironment(
+          [](const char* name) { return std::getenv(name); }, config);
+      !s) {
+    spdlog::error("{}", s.error().message);
+    return 2;
+  }
+  std::map<std::string, std::string> given;
+  for (const spool::server::ConfigKey& key : ConfigKeys()) {
+    if (app.count(key.Flag()) > 0) given[key.name] = flag_values[key.name];
+  }
+  if (spool::Status s = spool::server::ApplyValues(given, "flag", config); !s) {
+    spdlog::error("{}", s.error().message);
+    return 2;
+  }
+  if (!spool::SetLogLevel(config.log_level)) {
+    spdlog::error("unknown --log-level '{}'", config.log_level);
     return 2;
   }
   auto& log = spool::ModuleLogger("server");
@@ -79,16 +104,20 @@ int main(int argc, char** argv) {
   const std::int64_t started_ms = clock.WallMillis();
 
   spool::storage::StoreOptions store_options;
-  store_options.fsync = flags.fsync == "always" ? spool::storage::FsyncMode::kAlways
-                                                : spool::storage::FsyncMode::kInterval;
-  store_options.fsync_interval = std::chrono::milliseconds(flags.fsync_interval_ms);
-  auto store = spool::storage::Store::Open(flags.data_dir, store_options);
+  store_options.fsync = config.fsync == "always" ? spool::storage::FsyncMode::kAlways
+                                                 : spool::storage::FsyncMode::kInterval;
+  store_options.fsync_interval = std::chrono::milliseconds(config.fsync_interval_ms);
+  auto store = spool::storage::Store::Open(config.data_dir, store_options);
   if (!store) {
     log.error("cannot open the store: {}", store.error().message);
     return 1;
   }
   spool::broker::BrokerOptions broker_options;
-  broker_options.max_batch_bytes = flags.max_batch_bytes;
+  broker_options.max_batch_bytes = static_cast<std::size_t>(config.max_batch_bytes);
+  broker_options.max_batch_records = static_cast<std::size_t>(config.max_batch_records);
+  broker_options.worker_threads = static_cast<std::size_t>(config.worker_threads);
+  broker_options.retention_check_interval =
+      std::chrono::milliseconds(config.retention_check_interval_ms);
   auto broker = spool::broker::Broker::Open(**store, clock, broker_options);
   if (!broker) {
     log.error("cannot load the broker state: {}", broker.error().ToString());
@@ -96,14 +125,14 @@ int main(int argc, char** argv) {
   }
 
   spool::protocol::GrpcServerOptions grpc_options;
-  grpc_options.listen = flags.grpc_listen;
+  grpc_options.listen = config.grpc_listen;
   // Framing and headers on top of the largest batch.
-  grpc_options.max_receive_bytes = flags.max_batch_bytes + (1u << 20);
+  grpc_options.max_receive_bytes = static_cast<std::size_t>(config.max_batch_bytes) + (1u << 20);
   spool::protocol::ServerInfo info;
   info.version = kVersion;
   info.started_ms = started_ms;
   info.fsync_always = store_options.fsync == spool::storage::FsyncMode::kAlways;
-  info.fsync_interval_ms = flags.fsync_interval_ms;
+  info.fsync_interval_ms = config.fsync_interval_ms;
   info.max_batch_records = broker_options.max_batch_records;
   info.max_batch_bytes = broker_options.max_batch_bytes;
   info.max_grpc_message_bytes = grpc_options.max_receive_bytes;
@@ -120,12 +149,12 @@ int main(int argc, char** argv) {
     log.info("received signal {}, shutting down", signal);
   });
   // One line that scripts and tests parse for the bound addresses (port 0 picks one).
-  log.info("spoold ready: grpc={}:{} data_dir={} fsync={} pid={}", HostOf(flags.grpc_listen),
-           (*grpc_server)->port(), flags.data_dir, flags.fsync, getpid());
+  log.info("spoold ready: grpc={}:{} data_dir={} fsync={} pid={}", HostOf(config.grpc_listen),
+           (*grpc_server)->port(), config.data_dir, config.fsync, getpid());
   io.run();
 
   (*broker)->ReleaseWaiters();
-  (*grpc_server)->Shutdown(std::chrono::milliseconds(flags.shutdown_grace_ms));
+  (*grpc_server)->Shutdown(std::chrono::milliseconds(config.shutdown_grace_ms));
   grpc_server->reset();
   (*broker)->Shutdown();
   broker->reset();

@@ -2,6 +2,7 @@
 // long polling, bad input, pipelined publishing, and durability across SIGTERM and SIGKILL.
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -343,6 +344,34 @@ TEST_F(DaemonTest, SecondDaemonOnTheSameDataDirectoryRefusesToStart) {
   EXPECT_NE(code, 0);
   EXPECT_NE(second.output().find("in use by another process"), std::string::npos)
       << second.output();
+}
+
+TEST_F(DaemonTest, BadConfigurationStopsStartupWithOneClearLine) {
+  const std::string bad_file = dir_.Sub("bad.yaml");
+  {
+    std::ofstream out(bad_file);
+    out << "data_dir: " << dir_.Sub("other") << "\nfsync_every: 5\n";
+  }
+  SpooldProcess from_file;
+  SpooldProcess from_flag;
+  SpooldProcess from_dir;
+
+  const int file_code = from_file.RunToExit(SPOOLD_BINARY, {"--config", bad_file});
+  const int flag_code =
+      from_flag.RunToExit(SPOOLD_BINARY, {"--data-dir", dir_.Sub("x"), "--fsync", "sometimes"});
+  const int dir_code = from_dir.RunToExit(
+      SPOOLD_BINARY, {"--data-dir", "/proc/spool-cannot-be-here", "--grpc-listen", "127.0.0.1:0"});
+
+  EXPECT_EQ(file_code, 2);
+  EXPECT_NE(from_file.output().find("unknown key 'fsync_every'"), std::string::npos)
+      << from_file.output();
+  EXPECT_EQ(flag_code, 2);
+  EXPECT_NE(from_flag.output().find("'sometimes' is not one of always, interval"),
+            std::string::npos)
+      << from_flag.output();
+  EXPECT_NE(dir_code, 0);
+  EXPECT_NE(from_dir.output().find("cannot open the store"), std::string::npos)
+      << from_dir.output();
 }
 
 // Publishes from several threads until told to stop, remembering every acknowledged record.

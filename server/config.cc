@@ -1,0 +1,185 @@
+#include "server/config.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include <yaml-cpp/yaml.h>
+
+namespace spool::server {
+namespace {
+
+Result<std::int64_t> ParseInt(const std::string& key, const std::string& text, std::int64_t min,
+                              std::int64_t max) {
+  std::int64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end) {
+    return InvalidArgument(key + ": '" + text + "' is not a whole number");
+  }
+  if (value < min || value > max) {
+    return InvalidArgument(key + ": " + text + " is out of range " + std::to_string(min) + "-" +
+                           std::to_string(max));
+  }
+  return value;
+}
+
+ConfigKey IntKey(std::string name, std::string help, std::int64_t Config::*field, std::int64_t min,
+                 std::int64_t max) {
+  return {name, std::move(help),
+          [name, field, min, max](Config& c, const std::string& text) -> Status {
+            auto value = ParseInt(name, text, min, max);
+            if (!value) return value.error();
+            c.*field = *value;
+            return Ok();
+          },
+          [field](const Config& c) { return std::to_string(c.*field); }};
+}
+
+ConfigKey StringKey(std::string name, std::string help, std::string Config::*field,
+                    std::vector<std::string> allowed = {}) {
+  return {
+      name, std::move(help),
+      [name, field, allowed](Config& c, const std::string& text) -> Status {
+        if (text.empty()) return InvalidArgument(name + ": must not be empty");
+        if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), text) == allowed.end()) {
+          std::string list;
+          for (const auto& a : allowed)
+            list += (list.empty() ? "" : ", ") + a;
+          return InvalidArgument(name + ": '" + text + "' is not one of " + list);
+        }
+        c.*field = text;
+        return Ok();
+      },
+      [field](const Config& c) { return c.*field; }};
+}
+
+// host:port with a port number in 0-65535 (0 picks a free port).
+Status CheckListen(const std::string& name, const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return InvalidArgument(name + ": '" + text + "' is not host:port");
+  }
+  auto port = ParseInt(name, text.substr(colon + 1), 0, 65535);
+  if (!port) return InvalidArgument(name + ": '" + text + "' has no valid port");
+  return Ok();
+}
+
+ConfigKey ListenKey(std::string name, std::string help, std::string Config::*field) {
+  return {name, std::move(help),
+          [name, field](Config& c, const std::string& text) -> Status {
+            if (Status s = CheckListen(name, text); !s) return s;
+            c.*field = text;
+            return Ok();
+          },
+          [field](const Config& c) { return c.*field; }};
+}
+
+}  // namespace
+
+std::string ConfigKey::Flag() const {
+  std::string flag = "--" + name;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
+std::string ConfigKey::EnvVar() const {
+  std::string var = "SPOOL_" + name;
+  std::transform(var.begin(), var.end(), var.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+  return var;
+}
+
+const std::vector<ConfigKey>& ConfigKeys() {
+  static const std::vector<ConfigKey> keys = {
+      StringKey("data_dir", "Directory of the RocksDB store (created if missing)",
+                &Config::data_dir),
+      ListenKey("grpc_listen", "gRPC listen address host:port (port 0 picks a free port)",
+                &Config::grpc_listen),
+      StringKey("fsync",
+                "always: acknowledge writes after fsync; interval: after the WAL write, "
+                "fsyncing every fsync_interval_ms (can lose that much on power loss)",
+                &Config::fsync, {"always", "interval"}),
+      IntKey("fsync_interval_ms", "fsync period in interval mode", &Config::fsync_interval_ms, 1,
+             10'000),
+      IntKey("max_batch_bytes", "Largest publish batch in bytes; also bounds gRPC request size",
+             &Config::max_batch_bytes, 1024, 256LL << 20),
+      IntKey("max_batch_records", "Most records in one publish batch", &Config::max_batch_records,
+             1, 1'000'000),
+      IntKey("worker_threads", "Broker worker threads; 0 means one per core",
+             &Config::worker_threads, 0, 256),
+      IntKey("retention_check_interval_ms", "How often retention runs",
+             &Config::retention_check_interval_ms, 100, 3'600'000),
+      IntKey("shutdown_grace_ms", "How long calls in flight may take to finish on SIGTERM",
+             &Config::shutdown_grace_ms, 0, 600'000),
+      StringKey("log_level", "trace, debug, info, warn, error, critical or off", &Config::log_level,
+                {"trace", "debug", "info", "warn", "error", "critical", "off"}),
+  };
+  return keys;
+}
+
+namespace {
+const ConfigKey* FindKey(const std::string& name) {
+  for (const ConfigKey& key : ConfigKeys()) {
+    if (key.name == name) return &key;
+  }
+  return nullptr;
+}
+
+std::string KnownKeys() {
+  std::string list;
+  for (const ConfigKey& key : ConfigKeys())
+    list += (list.empty() ? "" : ", ") + key.name;
+  return list;
+}
+}  // namespace
+
+Status ApplyYaml(const std::string& yaml_text, const std::string& source, Config& config) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(source + ": not valid YAML: " + e.what());
+  }
+  if (root.IsNull()) return Ok();  // an empty file keeps every default
+  if (!root.IsMap()) return InvalidArgument(source + ": expected a mapping of key: value");
+  for (const auto& entry : root) {
+    const std::string name = entry.first.as<std::string>();
+    const ConfigKey* key = FindKey(name);
+    if (key == nullptr) {
+      return InvalidArgument(source + ": unknown key '" + name + "' (known: " + KnownKeys() + ")");
+    }
+    if (!entry.second.IsScalar()) {
+      return InvalidArgument(source + ": " + name + " must be a single value");
+    }
+    if (Status s = key->set(config, entry.second.as<std::string>()); !s) {
+      return InvalidArgument(source + ": " + s.error().message);
+    }
+  }
+  return Ok();
+}
+
+Status ApplyEnvironment(const std::function<const char*(const char*)>& getenv, Config& config) {
+  for (const ConfigKey& key : ConfigKeys()) {
+    const std::string var = key.EnvVar();
+    if (const char* value = getenv(var.c_str()); value != nullptr) {
+      if (Status s = key.set(config, value); !s) {
+        return InvalidArgument("environment " + var + ": " + s.error().message);
+      }
+    }
+  }
+  return Ok();
+}
+
+Status ApplyValues(const std::map<std::string, std::string>& values, const std::string& source,
+                   Config& config) {
+  for (const auto& [name, value] : values) {
+    const ConfigKey* key = FindKey(name);
+    if (key == nullptr) return InvalidArgument(source + ": unknown key '" + name + "'");
+    if (Status s = key->set(config, value); !s) {
+      return InvalidArgument(source + " " + key->Flag() + ": " + s.error().message);
+    }
+  }
+  return Ok();
+}
+
+}  // namespace spool::server

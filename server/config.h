@@ -1,0 +1,56 @@
+#pragma once
+
+// spoold's configuration: every key has an embedded default and can be set, in rising order
+// of precedence, by the YAML file given with --config, by a SPOOL_<KEY> environment variable
+// (SPOOL_DATA_DIR, ...) and by a command-line flag (--data-dir, ...). An unknown key in the
+// file or a bad value anywhere stops startup with one line that names it.
+//
+// Thread-safety: built once in main before any thread starts.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace spool::server {
+
+struct Config {
+  std::string data_dir = "./data";
+  std::string grpc_listen = "127.0.0.1:50051";
+  std::string fsync = "always";  // always | interval
+  std::int64_t fsync_interval_ms = 50;
+  std::int64_t max_batch_bytes = 64LL << 20;
+  std::int64_t max_batch_records = 100'000;
+  std::int64_t worker_threads = 0;  // 0: one per core
+  std::int64_t retention_check_interval_ms = 30'000;
+  std::int64_t shutdown_grace_ms = 10'000;
+  std::string log_level = "info";
+};
+
+// One configuration key: its name (snake_case, as in the file), help text and how it is
+// parsed and shown.
+struct ConfigKey {
+  std::string name;
+  std::string help;
+  std::function<Status(Config&, const std::string&)> set;
+  std::function<std::string(const Config&)> get;
+
+  std::string Flag() const;    // --data-dir
+  std::string EnvVar() const;  // SPOOL_DATA_DIR
+};
+
+const std::vector<ConfigKey>& ConfigKeys();
+
+// Applies the keys of a YAML mapping; `source` names the file in errors.
+Status ApplyYaml(const std::string& yaml_text, const std::string& source, Config& config);
+// Applies every SPOOL_<KEY> variable, looked up with `getenv`, that names a key. Other
+// SPOOL_ variables are left alone: the prefix is shared with Spool's other tools.
+Status ApplyEnvironment(const std::function<const char*(const char*)>& getenv, Config& config);
+// Applies key=value pairs (from flags).
+Status ApplyValues(const std::map<std::string, std::string>& values, const std::string& source,
+                   Config& config);
+
+}  // namespace spool::server
