@@ -1,0 +1,294 @@
+// spool-bench: a load generator for a running spoold, over gRPC.
+//
+//   spool-bench produce --address 127.0.0.1:50051 --batch 100 --inflight 8 --producers 2
+//   spool-bench produce --unary --batch 1 --inflight 64
+//   spool-bench latency --rate 10000 --duration 10
+//
+// produce: each producer keeps --inflight batches of --batch records in flight, on one
+// PublishStream (default) or as unary Publish calls (--unary), for --duration seconds, and
+// reports acknowledged (durable) records per second.
+// latency: publishes single records at a fixed --rate, each carrying its send time, while a
+// consumer long-polls Fetch; reports publish-to-delivery percentiles computed from every
+// sample (no bucketing).
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "spool/v1/admin.grpc.pb.h"
+#include "spool/v1/consume.grpc.pb.h"
+#include "spool/v1/publish.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace v1 = spool::v1;
+
+struct Options {
+  std::string address = "127.0.0.1:50051";
+  std::string topic = "bench";
+  std::uint32_t partitions = 1;
+  std::size_t record_size = 256;
+  std::size_t batch = 100;
+  std::size_t inflight = 8;
+  std::size_t producers = 1;
+  double duration_s = 10;
+  bool unary = false;
+  double rate = 10'000;
+};
+
+bool EnsureTopic(const std::shared_ptr<grpc::Channel>& channel, const Options& o) {
+  auto admin = v1::AdminService::NewStub(channel);
+  v1::CreateTopicRequest request;
+  request.mutable_config()->set_name(o.topic);
+  request.mutable_config()->set_partitions(o.partitions);
+  v1::CreateTopicResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Status s = admin->CreateTopic(&context, request, &response);
+  if (s.ok() || s.error_code() == grpc::StatusCode::ALREADY_EXISTS) return true;
+  std::fprintf(stderr, "cannot create topic %s: %s\n", o.topic.c_str(), s.error_message().c_str());
+  return false;
+}
+
+v1::PublishRequest MakeBatch(const Options& o, std::mt19937_64& rng) {
+  v1::PublishRequest request;
+  request.set_topic(o.topic);
+  for (std::size_t i = 0; i < o.batch; ++i) {
+    std::string value(o.record_size, '\0');
+    for (char& c : value)
+      c = static_cast<char>(rng());
+    request.add_records()->set_value(std::move(value));
+  }
+  return request;
+}
+
+// One producer on a PublishStream: a writer keeps `inflight` batches outstanding, the
+// reader counts acknowledged records.
+std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
+                              Clock::time_point end) {
+  auto stub = v1::PublishService::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = stub->PublishStream(&context);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t outstanding = 0;
+  std::uint64_t acked = 0;
+  std::atomic<bool> failed{false};
+  std::thread reader([&] {
+    v1::PublishStreamResponse response;
+    while (stream->Read(&response)) {
+      std::lock_guard lock(mu);
+      if (response.has_error()) {
+        failed = true;
+        std::fprintf(stderr, "batch failed: %s\n", response.error().message().c_str());
+      } else {
+        acked += response.response().results_size();
+      }
+      --outstanding;
+      cv.notify_all();
+    }
+  });
+  std::mt19937_64 rng(std::random_device{}());
+  const v1::PublishRequest batch = MakeBatch(o, rng);
+  std::uint64_t sequence = 0;
+  while (Clock::now() < end && !failed) {
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return outstanding < o.inflight; });
+      ++outstanding;
+    }
+    v1::PublishStreamRequest request;
+    request.set_sequence(sequence++);
+    *request.mutable_batch() = batch;
+    if (!stream->Write(request)) break;
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status s = stream->Finish();
+  if (!s.ok()) std::fprintf(stderr, "stream ended: %s\n", s.error_message().c_str());
+  return acked;
+}
+
+// One producer with unary calls, `inflight` of them outstanding (callback API).
+std::uint64_t ProduceUnary(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
+                           Clock::time_point end) {
+  auto stub = v1::PublishService::NewStub(channel);
+  std::mt19937_64 rng(std::random_device{}());
+  const v1::PublishRequest batch = MakeBatch(o, rng);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t outstanding = 0;
+  std::uint64_t acked = 0;
+  struct Call {
+    grpc::ClientContext context;
+    v1::PublishRequest request;
+    v1::PublishResponse response;
+  };
+  while (Clock::now() < end) {
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return outstanding < o.inflight; });
+      ++outstanding;
+    }
+    auto call = std::make_shared<Call>();
+    call->request = batch;
+    stub->async()->Publish(&call->context, &call->request, &call->response,
+                           [&, call](grpc::Status s) {
+                             std::lock_guard lock(mu);
+                             if (s.ok()) acked += call->response.results_size();
+                             --outstanding;
+                             cv.notify_all();
+                           });
+  }
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return outstanding == 0; });
+  return acked;
+}
+
+int RunProduce(const Options& o) {
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  if (!EnsureTopic(channel, o)) return 1;
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(o.duration_s));
+  std::vector<std::thread> threads;
+  std::atomic<std::uint64_t> total{0};
+  for (std::size_t p = 0; p < o.producers; ++p) {
+    threads.emplace_back([&, p] {
+      // A channel per producer, as separate client processes would have.
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", static_cast<int>(p));
+      auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
+      total += o.unary ? ProduceUnary(own, o, end) : ProduceOnStream(own, o, end);
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double rate = static_cast<double>(total) / seconds;
+  std::printf(
+      "produce %s: record %zu B, batch %zu, in flight %zu, producers %zu: %llu records in "
+      "%.1f s = %.0f msgs/s, %.1f MB/s\n",
+      o.unary ? "unary" : "stream", o.record_size, o.batch, o.inflight, o.producers,
+      static_cast<unsigned long long>(total.load()), seconds, rate,
+      rate * static_cast<double>(o.record_size) / 1e6);
+  return total > 0 ? 0 : 1;
+}
+
+int RunLatency(Options o) {
+  o.partitions = 1;
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  if (!EnsureTopic(channel, o)) return 1;
+  auto stream_stub = v1::StreamService::NewStub(channel);
+  // Start reading at the current end, so earlier runs' records do not count.
+  std::uint64_t offset = 0;
+  {
+    v1::ListOffsetsRequest request;
+    request.set_topic(o.topic);
+    request.set_spec(v1::OFFSET_SPEC_LATEST);
+    v1::ListOffsetsResponse response;
+    grpc::ClientContext context;
+    if (!stream_stub->ListOffsets(&context, request, &response).ok()) return 1;
+    offset = response.offset();
+  }
+  const auto base = Clock::now();
+  const auto duration =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
+  const auto expected = static_cast<std::uint64_t>(o.rate * o.duration_s);
+  std::vector<double> latencies_us;
+  latencies_us.reserve(expected);
+  std::thread consumer([&] {
+    const auto give_up = base + duration + std::chrono::seconds(10);
+    while (latencies_us.size() < expected && Clock::now() < give_up) {
+      v1::FetchRequest request;
+      request.set_topic(o.topic);
+      request.set_offset(offset);
+      request.set_max_wait_ms(500);
+      v1::FetchResponse response;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      if (!stream_stub->Fetch(&context, request, &response).ok()) continue;
+      const auto now = Clock::now();
+      for (const auto& r : response.records()) {
+        std::int64_t sent_ns = 0;
+        std::memcpy(&sent_ns, r.value().data(), sizeof sent_ns);
+        latencies_us.push_back(std::chrono::duration<double, std::micro>(
+                                   now - (base + std::chrono::nanoseconds(sent_ns)))
+                                   .count());
+      }
+      offset = response.next_offset();
+    }
+  });
+  auto publish = v1::PublishService::NewStub(channel);
+  std::atomic<std::size_t> outstanding{0};
+  const auto interval = std::chrono::duration<double>(1.0 / o.rate);
+  for (std::uint64_t i = 0; i < expected; ++i) {
+    std::this_thread::sleep_until(base + std::chrono::duration_cast<Clock::duration>(interval * i));
+    struct Call {
+      grpc::ClientContext context;
+      v1::PublishRequest request;
+      v1::PublishResponse response;
+    };
+    auto call = std::make_shared<Call>();
+    call->request.set_topic(o.topic);
+    std::string value(std::max<std::size_t>(o.record_size, 8), '\0');
+    const std::int64_t sent_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - base).count();
+    std::memcpy(value.data(), &sent_ns, sizeof sent_ns);
+    call->request.add_records()->set_value(std::move(value));
+    ++outstanding;
+    publish->async()->Publish(&call->context, &call->request, &call->response,
+                              [call, &outstanding](grpc::Status) { --outstanding; });
+  }
+  consumer.join();
+  while (outstanding > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (latencies_us.empty()) return 1;
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at = [&](double q) {
+    return latencies_us[std::min(latencies_us.size() - 1,
+                                 static_cast<std::size_t>(q * latencies_us.size()))];
+  };
+  std::printf(
+      "latency publish->fetch at %.0f msgs/s, record %zu B: %zu samples, p50 %.0f us, p99 %.0f "
+      "us, p999 %.0f us, max %.0f us\n",
+      o.rate, o.record_size, latencies_us.size(), at(0.5), at(0.99), at(0.999),
+      latencies_us.back());
+  return latencies_us.size() == expected ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"spool-bench - load generator for spoold"};
+  Options o;
+  app.add_option("--address", o.address, "spoold gRPC address")->capture_default_str();
+  app.add_option("--topic", o.topic, "Topic (created if missing)")->capture_default_str();
+  app.add_option("--record-size", o.record_size, "Record value bytes")->capture_default_str();
+  app.add_option("--duration", o.duration_s, "Seconds to run")->capture_default_str();
+  auto* produce = app.add_subcommand("produce", "Durable publish throughput");
+  produce->add_option("--partitions", o.partitions, "Partitions of a new topic")
+      ->capture_default_str();
+  produce->add_option("--batch", o.batch, "Records per batch")->capture_default_str();
+  produce->add_option("--inflight", o.inflight, "Batches in flight per producer")
+      ->capture_default_str();
+  produce->add_option("--producers", o.producers, "Producer threads")->capture_default_str();
+  produce->add_flag("--unary", o.unary, "Unary Publish calls instead of a PublishStream");
+  auto* latency = app.add_subcommand("latency", "Publish-to-fetch latency at a fixed rate");
+  latency->add_option("--rate", o.rate, "Records per second")->capture_default_str();
+  app.require_subcommand(1);
+  CLI11_PARSE(app, argc, argv);
+  return produce->parsed() ? RunProduce(o) : RunLatency(o);
+}
