@@ -17,6 +17,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
@@ -151,7 +152,11 @@ int main(int argc, char** argv) {
   // One line that scripts and tests parse for the bound addresses (port 0 picks one).
   log.info("spoold ready: grpc={}:{} data_dir={} fsync={} pid={}", HostOf(config.grpc_listen),
            (*grpc_server)->port(), config.data_dir, config.fsync, getpid());
+  // Under systemd (Type=notify) this reports readiness; elsewhere it does nothing.
+  sd_notifyf(0, "READY=1\nSTATUS=serving gRPC on %s:%d", HostOf(config.grpc_listen).c_str(),
+             (*grpc_server)->port());
   io.run();
+  sd_notify(0, "STOPPING=1");
 
   (*broker)->ReleaseWaiters();
   (*grpc_server)->Shutdown(std::chrono::milliseconds(config.shutdown_grace_ms));

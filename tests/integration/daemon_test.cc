@@ -2,12 +2,15 @@
 // long polling, bad input, pipelined publishing, and durability across SIGTERM and SIGKILL.
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "spool/v1/admin.grpc.pb.h"
@@ -333,6 +336,34 @@ TEST_F(DaemonTest, DataSurvivesARestart) {
   ASSERT_EQ(records.size(), 2u);
   EXPECT_EQ(records[0].value(), "a");
   EXPECT_EQ(records[1].value(), "b");
+}
+
+// Type=notify in deploy/spoold.service relies on this: spoold sends READY=1 to
+// $NOTIFY_SOCKET once it serves.
+TEST(DaemonNotifyTest, ReportsReadinessToTheNotifySocket) {
+  TempDir dir;
+  const std::string socket_path = dir.Sub("notify.sock");
+  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  setenv("NOTIFY_SOCKET", socket_path.c_str(), 1);
+  SpooldProcess daemon;
+
+  const bool started = daemon.Start(SPOOLD_BINARY, dir.Sub("data"));
+  unsetenv("NOTIFY_SOCKET");
+  pollfd p{fd, POLLIN, 0};
+  const int ready = poll(&p, 1, 10'000);
+  char buf[512] = {};
+  const ssize_t n = ready > 0 ? recv(fd, buf, sizeof buf - 1, 0) : -1;
+  close(fd);
+
+  ASSERT_TRUE(started) << daemon.output();
+  ASSERT_GT(n, 0) << "no notification within 10 s";
+  EXPECT_NE(std::string(buf).find("READY=1"), std::string::npos) << buf;
+  EXPECT_EQ(daemon.Stop(), 0);
 }
 
 TEST_F(DaemonTest, SecondDaemonOnTheSameDataDirectoryRefusesToStart) {
