@@ -116,6 +116,20 @@ struct Broker::PartitionSlot {
     AdvanceEnd({log.end_offset(), log.start_position() + log.size_bytes()});
   }
 
+  // Counts what a fetch returns, for metrics.
+  Result<std::vector<storage::StoredRecord>> CountFetched(
+      Result<std::vector<storage::StoredRecord>> read) {
+    if (read) {
+      std::uint64_t bytes = 0;
+      for (const auto& r : *read) {
+        bytes += r.record.value.size() + (r.record.key ? r.record.key->size() : 0);
+      }
+      fetched_records.Add(read->size());
+      fetched_bytes.Add(bytes);
+    }
+    return read;
+  }
+
   // Raises the published end before the producer is answered (from the syncer thread), so
   // that a DescribeTopic sent after the answer shows the records; the strand catches up.
   void AdvanceEnd(const storage::LogPosition& to) {
@@ -142,7 +156,8 @@ struct Broker::PartitionSlot {
       if (deleted) {
         waiter->done(NotFound("the topic was deleted"));
       } else if (waiter->offset < log.end_offset()) {
-        waiter->done(log.Read(waiter->offset, waiter->max_records, waiter->max_bytes));
+        waiter->done(
+            CountFetched(log.Read(waiter->offset, waiter->max_records, waiter->max_bytes)));
       } else {
         waiter->done(std::vector<storage::StoredRecord>());
       }
@@ -157,6 +172,10 @@ struct Broker::PartitionSlot {
   std::atomic<std::uint64_t> end{0};
   std::atomic<std::uint64_t> start_position{0};
   std::atomic<std::uint64_t> end_position{0};
+  Counter published_records;
+  Counter published_bytes;
+  Counter fetched_records;
+  Counter fetched_bytes;
 };
 
 struct Broker::Topic {
@@ -329,7 +348,9 @@ TopicInfo Broker::Describe(const Topic& topic) const {
   for (std::uint32_t p = 0; p < topic.partitions.size(); ++p) {
     const PartitionSlot& slot = *topic.partitions[p];
     info.partitions.push_back({p, slot.start.load(std::memory_order_relaxed),
-                               slot.end.load(std::memory_order_relaxed), SizeOf(slot)});
+                               slot.end.load(std::memory_order_relaxed), SizeOf(slot),
+                               slot.published_records.value(), slot.published_bytes.value(),
+                               slot.fetched_records.value(), slot.fetched_bytes.value()});
   }
   return info;
 }
@@ -571,6 +592,10 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   auto prepared = slot->log.PrepareAppend(records, clock_.WallMillis(), batch);
   if (!prepared) return op->Fail(prepared.error());
   const std::uint32_t partition = slot->log.partition();
+  std::uint64_t payload_bytes = 0;
+  for (const storage::Record& r : records) {
+    payload_bytes += r.value.size() + (r.key ? r.key->size() : 0);
+  }
   for (std::size_t i = 0; i < indexes.size(); ++i) {
     op->value()[indexes[i]] = {partition, prepared->first_offset + i};
   }
@@ -579,25 +604,26 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   // sent, so a fetch issued after the answer is ordered after it and sees the records.
   // The slot moves into that handler: once the answer lets Shutdown() proceed, nothing on
   // the syncer thread may still own a strand of the pool being destroyed.
-  store_.Write(std::move(batch),
-               [slot = std::move(slot), op = std::move(op), append = *prepared](Status s) mutable {
-                 auto& strand = slot->strand;
-                 if (!s) {
-                   boost::asio::post(strand, [slot = std::move(slot), error = s.error()] {
-                     slot->log.MarkFailed(error);
-                   });
-                 } else {
-                   slot->AdvanceEnd(append.end);
-                   boost::asio::post(strand, [slot = std::move(slot), append] {
-                     slot->log.MarkDurable(append);
-                     slot->Publish();
-                     if (!slot->waiters.empty()) slot->ServeWaiters(false);
-                   });
-                 }
-                 auto finishing = std::move(op);
-                 if (!s) return finishing->Fail(s.error());
-                 finishing->Finish();
-               });
+  store_.Write(std::move(batch), [slot = std::move(slot), op = std::move(op), append = *prepared,
+                                  payload_bytes](Status s) mutable {
+    auto& strand = slot->strand;
+    if (!s) {
+      boost::asio::post(
+          strand, [slot = std::move(slot), error = s.error()] { slot->log.MarkFailed(error); });
+    } else {
+      slot->AdvanceEnd(append.end);
+      slot->published_records.Add(append.end.offset - append.first_offset);
+      slot->published_bytes.Add(payload_bytes);
+      boost::asio::post(strand, [slot = std::move(slot), append] {
+        slot->log.MarkDurable(append);
+        slot->Publish();
+        if (!slot->waiters.empty()) slot->ServeWaiters(false);
+      });
+    }
+    auto finishing = std::move(op);
+    if (!s) return finishing->Fail(s.error());
+    finishing->Finish();
+  });
 }
 
 void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,
@@ -626,7 +652,7 @@ void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint6
                                       finish = std::move(finish)]() mutable {
     if (slot->deleted) return finish(NotFound("the topic was deleted"));
     if (offset != slot->log.end_offset() || max_wait.count() == 0 || no_parking_.load()) {
-      return finish(slot->log.Read(offset, max_records, max_bytes));
+      return finish(slot->CountFetched(slot->log.Read(offset, max_records, max_bytes)));
     }
     auto waiter = std::make_shared<FetchWaiter>(slot->strand, offset, max_records, max_bytes,
                                                 std::move(finish));

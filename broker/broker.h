@@ -35,6 +35,7 @@
 #include "broker/topic.h"
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/metrics.h"
 #include "storage/partition_log.h"
 #include "storage/record.h"
 #include "storage/store.h"
@@ -62,6 +63,11 @@ struct PartitionInfo {
   std::uint64_t start_offset = 0;
   std::uint64_t end_offset = 0;
   std::uint64_t size_bytes = 0;
+  // Since the broker started: records and payload bytes (key + value) published and fetched.
+  std::uint64_t published_records = 0;
+  std::uint64_t published_bytes = 0;
+  std::uint64_t fetched_records = 0;
+  std::uint64_t fetched_bytes = 0;
 };
 
 struct TopicInfo {
