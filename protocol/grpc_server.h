@@ -37,6 +37,7 @@ class GrpcServer {
 
   // The port actually bound (useful with port 0).
   int port() const { return port_; }
+  const CallCounter& calls() const { return calls_; }
   // Turns health NOT_SERVING (so load balancers stop sending), answers new calls with
   // UNAVAILABLE, gives the calls in flight up to `grace` to finish, then stops the server,
   // cancelling whatever is left (an open PublishStream is cancelled only then).

@@ -18,21 +18,32 @@ constexpr std::int64_t kMaxFetchWaitMs = 60'000;
 constexpr std::uint32_t kDefaultPageSize = 100;
 constexpr std::uint32_t kMaxPageSize = 1000;
 
-// A unary reactor that counts itself in `calls` from creation until gRPC is done with it.
+// A unary reactor that counts itself in `calls` from creation until gRPC is done with it,
+// and records how long that took under its method's name.
 class CountedUnaryReactor final : public grpc::ServerUnaryReactor {
  public:
-  explicit CountedUnaryReactor(CallCounter& calls) : calls_(calls) { calls_.Enter(); }
+  CountedUnaryReactor(CallCounter& calls, std::string_view method)
+      : calls_(calls), latency_(calls.Latency(method)), start_(std::chrono::steady_clock::now()) {
+    calls_.Enter();
+  }
   void OnDone() override {
+    if (latency_ != nullptr) {
+      latency_->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
     calls_.Leave();
     delete this;
   }
 
  private:
   CallCounter& calls_;
+  Histogram* latency_;
+  std::chrono::steady_clock::time_point start_;
 };
 
-grpc::ServerUnaryReactor* FinishWith(CallCounter& calls, grpc::Status status) {
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls);
+grpc::ServerUnaryReactor* FinishWith(CallCounter& calls, std::string_view method,
+                                     grpc::Status status) {
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls, method);
   reactor->Finish(std::move(status));
   return reactor;
 }
@@ -188,6 +199,26 @@ class PublishStreamReactor final
 
 }  // namespace
 
+CallCounter::CallCounter() {
+  for (const char* method : {"CreateTopic", "GetTopic", "ListTopics", "UpdateTopic", "DeleteTopic",
+                             "GetBrokerInfo", "Publish", "Fetch", "ListOffsets"}) {
+    latency_.emplace(method, std::make_unique<Histogram>(Histogram::LatencyBounds()));
+  }
+}
+
+Histogram* CallCounter::Latency(std::string_view method) {
+  auto it = latency_.find(method);
+  return it == latency_.end() ? nullptr : it->second.get();
+}
+
+void CallCounter::Render(MetricsWriter& out) const {
+  out.Family("spool_grpc_request_duration_seconds", "histogram",
+             "Time from the start of a unary gRPC call to its completion, by method.");
+  for (const auto& [method, histogram] : latency_) {
+    out.HistogramSamples("spool_grpc_request_duration_seconds", {{"method", method}}, *histogram);
+  }
+}
+
 void CallCounter::Enter() {
   std::lock_guard lock(mu_);
   ++calls_;
@@ -212,8 +243,8 @@ bool CallCounter::WaitIdle(std::chrono::steady_clock::time_point deadline) {
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateTopic(grpc::CallbackServerContext* /*context*/,
                                                         const v1::CreateTopicRequest* request,
                                                         v1::CreateTopicResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.CreateTopic(TopicConfigFromProto(request->config()),
                       [reactor, response](Result<broker::TopicInfo> info) {
                         if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
@@ -226,22 +257,22 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTopic(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::GetTopic(grpc::CallbackServerContext* /*context*/,
                                                      const v1::GetTopicRequest* request,
                                                      v1::GetTopicResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   auto info = broker_.DescribeTopic(request->name());
-  if (!info) return FinishWith(calls_, ToGrpcStatus(info.error()));
+  if (!info) return FinishWith(calls_, __func__, ToGrpcStatus(info.error()));
   TopicToProto(*info, response->mutable_topic());
-  return FinishWith(calls_, grpc::Status::OK);
+  return FinishWith(calls_, __func__, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListTopics(grpc::CallbackServerContext* /*context*/,
                                                        const v1::ListTopicsRequest* request,
                                                        v1::ListTopicsResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   const std::string& prefix = request->prefix();
   const std::string& token = request->page_token();
   // The token is the last name of the previous page; it must belong to this prefix.
   if (!token.empty() && token.rfind(prefix, 0) != 0) {
-    return FinishWith(calls_,
+    return FinishWith(calls_, __func__,
                       InvalidArgumentStatus("page_token does not belong to a listing of prefix '" +
                                             prefix + "'"));
   }
@@ -256,19 +287,19 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTopics(grpc::CallbackServerConte
     }
     TopicConfigToProto(topic.config, response->add_topics());
   }
-  return FinishWith(calls_, grpc::Status::OK);
+  return FinishWith(calls_, __func__, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::UpdateTopic(grpc::CallbackServerContext* /*context*/,
                                                         const v1::UpdateTopicRequest* request,
                                                         v1::UpdateTopicResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   broker::TopicUpdate update;
   if (request->has_partitions()) update.partitions = request->partitions();
   if (request->has_retention_ms()) update.retention_ms = request->retention_ms();
   if (request->has_retention_bytes()) update.retention_bytes = request->retention_bytes();
   if (request->has_max_message_bytes()) update.max_message_bytes = request->max_message_bytes();
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.UpdateTopic(request->name(), update, [reactor, response](Result<broker::TopicInfo> info) {
     if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
     TopicToProto(*info, response->mutable_topic());
@@ -280,8 +311,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UpdateTopic(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::DeleteTopic(grpc::CallbackServerContext* /*context*/,
                                                         const v1::DeleteTopicRequest* request,
                                                         v1::DeleteTopicResponse* /*response*/) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.DeleteTopic(request->name(), [reactor](Status s) {
     reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
   });
@@ -291,7 +322,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::DeleteTopic(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
     grpc::CallbackServerContext* /*context*/, const v1::GetBrokerInfoRequest* /*request*/,
     v1::GetBrokerInfoResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   response->set_version(info_.version);
   response->set_started_ms(info_.started_ms);
   response->set_now_ms(broker_.clock().WallMillis());
@@ -301,7 +332,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
   response->set_max_batch_bytes(info_.max_batch_bytes);
   response->set_max_grpc_message_bytes(info_.max_grpc_message_bytes);
   response->set_topic_count(static_cast<std::uint32_t>(broker_.ListTopics().size()));
-  return FinishWith(calls_, grpc::Status::OK);
+  return FinishWith(calls_, __func__, grpc::Status::OK);
 }
 
 // ---- PublishService ---------------------------------------------------------------------
@@ -309,10 +340,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
 grpc::ServerUnaryReactor* PublishServiceImpl::Publish(grpc::CallbackServerContext* /*context*/,
                                                       const v1::PublishRequest* request,
                                                       v1::PublishResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   auto records = RecordsFromRequest(*request, broker_.clock().WallMillis());
-  if (!records) return FinishWith(calls_, ToGrpcStatus(records.error()));
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  if (!records) return FinishWith(calls_, __func__, ToGrpcStatus(records.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.Produce(request->topic(), PartitionOf(*request), std::move(*records),
                   [reactor, response](Result<std::vector<broker::ProducedRecord>> produced) {
                     if (!produced) return reactor->Finish(ToGrpcStatus(produced.error()));
@@ -341,27 +372,29 @@ PublishServiceImpl::PublishStream(grpc::CallbackServerContext* /*context*/) {
 grpc::ServerUnaryReactor* StreamServiceImpl::Fetch(grpc::CallbackServerContext* context,
                                                    const v1::FetchRequest* request,
                                                    v1::FetchResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   if (request->max_records() > kMaxFetchRecords) {
     return FinishWith(
-        calls_, InvalidArgumentStatus("max_records " + std::to_string(request->max_records()) +
-                                      " is above the limit of 100000"));
+        calls_, __func__,
+        InvalidArgumentStatus("max_records " + std::to_string(request->max_records()) +
+                              " is above the limit of 100000"));
   }
   if (request->max_bytes() > kMaxFetchBytes) {
-    return FinishWith(calls_,
+    return FinishWith(calls_, __func__,
                       InvalidArgumentStatus("max_bytes " + std::to_string(request->max_bytes()) +
                                             " is above the limit of 67108864"));
   }
   if (request->max_wait_ms() < 0 || request->max_wait_ms() > kMaxFetchWaitMs) {
     return FinishWith(
-        calls_, InvalidArgumentStatus("max_wait_ms " + std::to_string(request->max_wait_ms()) +
-                                      " is out of range 0-60000"));
+        calls_, __func__,
+        InvalidArgumentStatus("max_wait_ms " + std::to_string(request->max_wait_ms()) +
+                              " is out of range 0-60000"));
   }
   const std::uint32_t max_records =
       request->max_records() == 0 ? kDefaultFetchRecords : request->max_records();
   const std::uint64_t max_bytes =
       request->max_bytes() == 0 ? kDefaultFetchBytes : request->max_bytes();
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   const std::string topic = request->topic();
   const std::uint32_t partition = request->partition();
   const std::uint64_t offset = request->offset();
@@ -394,7 +427,7 @@ grpc::ServerUnaryReactor* StreamServiceImpl::Fetch(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* StreamServiceImpl::ListOffsets(grpc::CallbackServerContext* /*context*/,
                                                          const v1::ListOffsetsRequest* request,
                                                          v1::ListOffsetsResponse* response) {
-  if (calls_.draining()) return FinishWith(calls_, ShuttingDownStatus());
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   broker::OffsetQuery query = broker::OffsetQuery::kEarliest;
   switch (request->spec()) {
     case v1::OFFSET_SPEC_EARLIEST:
@@ -407,10 +440,10 @@ grpc::ServerUnaryReactor* StreamServiceImpl::ListOffsets(grpc::CallbackServerCon
       query = broker::OffsetQuery::kTimestamp;
       break;
     default:
-      return FinishWith(calls_,
+      return FinishWith(calls_, __func__,
                         InvalidArgumentStatus("spec must be EARLIEST, LATEST or TIMESTAMP"));
   }
-  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_);
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   const std::string topic = request->topic();
   const std::uint32_t partition = request->partition();
   broker_.ListOffset(

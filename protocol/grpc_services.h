@@ -11,11 +11,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "broker/broker.h"
+#include "common/metrics.h"
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
@@ -23,9 +25,16 @@
 namespace spool::protocol {
 
 // Counts the calls the services are working on, so that shutdown can wait for them before
-// closing the server (gRPC's own deadline-based shutdown also waits on idle connections).
+// closing the server (gRPC's own deadline-based shutdown also waits on idle connections),
+// and times every unary call per method for /metrics.
 class CallCounter {
  public:
+  CallCounter();
+  // The latency histogram of a unary method (by its bare name, e.g. "Publish").
+  Histogram* Latency(std::string_view method);
+  // spool_grpc_request_duration_seconds{method=...}
+  void Render(MetricsWriter& out) const;
+
   void Enter();
   void Leave();
   // From now on the services answer new calls with UNAVAILABLE.
@@ -39,6 +48,8 @@ class CallCounter {
   std::condition_variable idle_;
   std::int64_t calls_ = 0;  // guarded by mu_
   std::atomic<bool> draining_{false};
+  // Filled in the constructor and never changed, so lookups need no lock.
+  std::map<std::string, std::unique_ptr<Histogram>, std::less<>> latency_;
 };
 
 // What GetBrokerInfo reports besides live counts.
