@@ -15,8 +15,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # the second-language client test: Python stubs generated from the .proto files
   python3 python3-grpcio python3-grpc-tools
-  # systemd-analyze, to verify deploy/spoold.service
-  systemd
+  # systemd-analyze, to verify deploy/spoold.service; promtool, to check /metrics
+  systemd prometheus
 )
 
 missing=()

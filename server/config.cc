@@ -95,6 +95,10 @@ const std::vector<ConfigKey>& ConfigKeys() {
                 &Config::data_dir),
       ListenKey("grpc_listen", "gRPC listen address host:port (port 0 picks a free port)",
                 &Config::grpc_listen),
+      ListenKey("http_listen",
+                "HTTP listen address host:port for /healthz, /readyz and /metrics (port 0 picks "
+                "a free port)",
+                &Config::http_listen),
       StringKey("fsync",
                 "always: acknowledge writes after fsync; interval: after the WAL write, "
                 "fsyncing every fsync_interval_ms (can lose that much on power loss)",

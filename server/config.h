@@ -20,6 +20,7 @@ namespace spool::server {
 struct Config {
   std::string data_dir = "./data";
   std::string grpc_listen = "127.0.0.1:50051";
+  std::string http_listen = "127.0.0.1:9324";
   std::string fsync = "always";  // always | interval
   std::int64_t fsync_interval_ms = 50;
   std::int64_t max_batch_bytes = 64LL << 20;

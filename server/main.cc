@@ -24,6 +24,8 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "protocol/grpc_server.h"
+#include "protocol/http_server.h"
+#include "protocol/metrics_endpoint.h"
 #include "server/config.h"
 #include "storage/store.h"
 
@@ -144,22 +146,39 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  spool::protocol::HttpServerOptions http_options;
+  http_options.listen = config.http_listen;
+  auto http_server =
+      spool::protocol::HttpServer::Start(http_options, [&broker, &store, &grpc_server] {
+        return spool::protocol::RenderMetrics(**broker, **store, (*grpc_server)->calls());
+      });
+  if (!http_server) {
+    log.error("{}", http_server.error().message);
+    (*grpc_server)->Shutdown(std::chrono::milliseconds(0));
+    (*broker)->Shutdown();
+    return 1;
+  }
+  (*http_server)->SetReady(true);
+
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](boost::system::error_code, int signal) {
     log.info("received signal {}, shutting down", signal);
   });
   // One line that scripts and tests parse for the bound addresses (port 0 picks one).
-  log.info("spoold ready: grpc={}:{} data_dir={} fsync={} pid={}", HostOf(config.grpc_listen),
-           (*grpc_server)->port(), config.data_dir, config.fsync, getpid());
+  log.info("spoold ready: grpc={}:{} http={}:{} data_dir={} fsync={} pid={}",
+           HostOf(config.grpc_listen), (*grpc_server)->port(), HostOf(config.http_listen),
+           (*http_server)->port(), config.data_dir, config.fsync, getpid());
   // Under systemd (Type=notify) this reports readiness; elsewhere it does nothing.
   sd_notifyf(0, "READY=1\nSTATUS=serving gRPC on %s:%d", HostOf(config.grpc_listen).c_str(),
              (*grpc_server)->port());
   io.run();
   sd_notify(0, "STOPPING=1");
 
+  (*http_server)->SetReady(false);
   (*broker)->ReleaseWaiters();
   (*grpc_server)->Shutdown(std::chrono::milliseconds(config.shutdown_grace_ms));
+  (*http_server)->Stop();
   grpc_server->reset();
   (*broker)->Shutdown();
   broker->reset();

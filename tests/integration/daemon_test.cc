@@ -5,10 +5,13 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -154,6 +157,83 @@ TEST_F(DaemonTest, RoundTripAcrossPartitionsKeepsKeyOrder) {
     ASSERT_FALSE(one.records().empty());
     EXPECT_EQ(one.records(0).value(), "v" + std::to_string(i)) << "result " << i;
   }
+}
+
+// One HTTP/1.1 request over a fresh loopback connection; returns the whole response.
+std::string HttpRequest(const std::string& address, const std::string& method,
+                        const std::string& path) {
+  const auto colon = address.rfind(':');
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string request =
+        method + " " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buf[65536];
+      for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;)
+        response.append(buf, n);
+    }
+  }
+  close(fd);
+  return response;
+}
+
+std::string BodyOf(const std::string& response) {
+  const auto at = response.find("\r\n\r\n");
+  return at == std::string::npos ? std::string() : response.substr(at + 4);
+}
+
+TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
+  ASSERT_TRUE(CreateTopic("m", 2).ok());
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("m", {MakeRecord("abc"), MakeRecord("de")}, &published, 1).ok());
+  v1::FetchResponse fetched;
+  ASSERT_TRUE(Fetch("m", 1, 0, &fetched).ok());
+
+  const std::string health = HttpRequest(daemon_.http_address(), "GET", "/healthz");
+  const std::string ready = HttpRequest(daemon_.http_address(), "GET", "/readyz");
+  const std::string metrics = HttpRequest(daemon_.http_address(), "GET", "/metrics");
+  const std::string missing = HttpRequest(daemon_.http_address(), "GET", "/nope");
+  const std::string wrong_method = HttpRequest(daemon_.http_address(), "POST", "/metrics");
+
+  EXPECT_EQ(health.rfind("HTTP/1.1 200", 0), 0u) << health;
+  EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
+  EXPECT_EQ(missing.rfind("HTTP/1.1 404", 0), 0u) << missing;
+  EXPECT_EQ(wrong_method.rfind("HTTP/1.1 405", 0), 0u) << wrong_method;
+  ASSERT_EQ(metrics.rfind("HTTP/1.1 200", 0), 0u) << metrics;
+  const std::string body = BodyOf(metrics);
+  EXPECT_NE(body.find("spool_published_records_total{topic=\"m\",partition=\"1\"} 2"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(body.find("spool_published_bytes_total{topic=\"m\",partition=\"1\"} 5"),
+            std::string::npos);
+  EXPECT_NE(body.find("spool_fetched_records_total{topic=\"m\",partition=\"1\"} 2"),
+            std::string::npos);
+  EXPECT_NE(body.find("spool_partition_log_end_offset{topic=\"m\",partition=\"1\"} 2"),
+            std::string::npos);
+  EXPECT_NE(body.find("spool_grpc_request_duration_seconds_count{method=\"Publish\"} 1"),
+            std::string::npos);
+  EXPECT_NE(body.find("spool_store_wal_syncs_total"), std::string::npos);
+
+  // promtool (Debian's prometheus package) is the reference parser of the format.
+  const std::string file = dir_.Sub("metrics.txt");
+  {
+    std::ofstream out(file);
+    out << body;
+  }
+  const int rc =
+      std::system(("promtool check metrics < " + file + " > " + file + ".out 2>&1").c_str());
+  std::ifstream report(file + ".out");
+  std::stringstream text;
+  text << report.rdbuf();
+  EXPECT_EQ(rc, 0) << "promtool check metrics:\n" << text.str();
 }
 
 TEST_F(DaemonTest, HealthServiceReportsServing) {

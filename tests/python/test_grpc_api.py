@@ -40,7 +40,8 @@ class Spoold:
 
     def __init__(self, binary, data_dir):
         self.proc = subprocess.Popen(
-            [binary, "--data-dir", data_dir, "--grpc-listen", "127.0.0.1:0"],
+            [binary, "--data-dir", data_dir, "--grpc-listen", "127.0.0.1:0",
+             "--http-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output = []
         self.address = None

@@ -33,16 +33,17 @@ class SpooldProcess {
   bool Start(const std::string& binary, const std::string& data_dir,
              std::vector<std::string> extra_args = {},
              std::chrono::seconds timeout = std::chrono::seconds(30)) {
-    std::vector<std::string> args = {binary, "--data-dir", data_dir, "--grpc-listen",
-                                     "127.0.0.1:0"};
+    std::vector<std::string> args = {binary,        "--data-dir",    data_dir,     "--grpc-listen",
+                                     "127.0.0.1:0", "--http-listen", "127.0.0.1:0"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     if (!Spawn(args)) return false;
-    static const std::regex kReady(R"(spoold ready: grpc=(\S+))");
+    static const std::regex kReady(R"(spoold ready: grpc=(\S+) http=(\S+))");
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       std::smatch match;
       if (std::regex_search(output_, match, kReady)) {
         address_ = match[1];
+        http_address_ = match[2];
         return true;
       }
       if (!ReadSome(50)) break;
@@ -88,6 +89,7 @@ class SpooldProcess {
   }
 
   const std::string& address() const { return address_; }
+  const std::string& http_address() const { return http_address_; }
   // Everything the process printed so far.
   const std::string& output() {
     while (fd_ >= 0) {
@@ -168,6 +170,7 @@ class SpooldProcess {
   int fd_ = -1;
   std::string output_;
   std::string address_;
+  std::string http_address_;
   int exit_code_ = -1;
 };
 
