@@ -146,7 +146,6 @@ class Broker {
   void EnforceRetention(Callback<std::uint64_t> done);
 
   const Clock& clock() const { return clock_; }
-  storage::Store& store() { return store_; }
 
  private:
   using Strand = boost::asio::strand<boost::asio::thread_pool::executor_type>;

@@ -173,12 +173,14 @@ Result<LogPosition> PartitionLog::ScanForward(LogPosition from, std::int64_t tim
       return DataLoss("corrupt log key in " + Where(topic_, partition_));
     at.offset = parts.offset;
     if (at.position >= position) return at;
-    auto ts = DecodeAppendTimestamp(it->value());
-    if (!ts) {
-      return DataLoss(ts.error().message + " at offset " + std::to_string(parts.offset) + " of " +
-                      Where(topic_, partition_));
+    if (timestamp_ms != INT64_MAX) {
+      auto ts = DecodeAppendTimestamp(it->value());
+      if (!ts) {
+        return DataLoss(ts.error().message + " at offset " + std::to_string(parts.offset) + " of " +
+                        Where(topic_, partition_));
+      }
+      if (*ts >= timestamp_ms) return at;
     }
-    if (*ts >= timestamp_ms) return at;
     at.position += it->value().size();
   }
   if (Status s = it->status(); !s) return s.error();

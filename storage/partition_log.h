@@ -99,14 +99,14 @@ class PartitionLog {
   std::uint64_t size_bytes() const { return durable_.position - start_.position; }
   // Byte position of the log start (see LogPosition).
   std::uint64_t start_position() const { return start_.position; }
-  bool failed() const { return failed_.has_value(); }
 
  private:
   PartitionLog(const Store& store, std::uint32_t topic, std::uint32_t partition)
       : store_(&store), topic_(topic), partition_(partition) {}
 
   // First durable record at or after `from` whose append timestamp is >= `timestamp_ms`
-  // (or whose position is >= `position`); the durable end if there is none.
+  // (or whose position is >= `position`); the durable end if there is none. INT64_MAX as
+  // `timestamp_ms` turns the time condition off, and then no record body is read.
   Result<LogPosition> ScanForward(LogPosition from, std::int64_t timestamp_ms,
                                   std::uint64_t position) const;
   Result<LogPosition> LocateTimestamp(std::int64_t timestamp_ms) const;

@@ -38,6 +38,57 @@ std::unique_ptr<grpc::ClientContext> Context(
   return context;
 }
 
+// Publishes from several threads until told to stop, remembering every acknowledged record.
+class LoadGenerator {
+ public:
+  LoadGenerator(std::shared_ptr<grpc::Channel> channel, std::string topic)
+      : stub_(v1::PublishService::NewStub(std::move(channel))), topic_(std::move(topic)) {}
+
+  void Run(int threads) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this, t] {
+        for (int i = 0; !stop_ && i < 100'000; ++i) {
+          v1::PublishRequest request;
+          request.set_topic(topic_);
+          std::vector<std::string> values;
+          for (int r = 0; r < 5; ++r) {
+            values.push_back("t" + std::to_string(t) + "-" + std::to_string(i) + "-" +
+                             std::to_string(r));
+            request.add_records()->set_value(values.back());
+          }
+          v1::PublishResponse response;
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          if (!stub_->Publish(&context, request, &response).ok()) continue;
+          std::lock_guard lock(mu_);
+          for (int r = 0; r < 5; ++r) {
+            acked_[{response.results(r).partition(), response.results(r).offset()}] = values[r];
+          }
+        }
+      });
+    }
+  }
+
+  void StopAndJoin() {
+    stop_ = true;
+    for (auto& t : threads_)
+      t.join();
+  }
+
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> acked() {
+    std::lock_guard lock(mu_);
+    return acked_;
+  }
+
+ private:
+  std::unique_ptr<v1::PublishService::Stub> stub_;
+  std::string topic_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> acked_;
+};
+
 class DaemonTest : public ::testing::Test {
  protected:
   void SetUp() override { StartDaemon(); }
@@ -107,6 +158,24 @@ class DaemonTest : public ::testing::Test {
       offset = response.next_offset();
     }
     return all;
+  }
+
+  // Every record the load generator was told is durable is stored where it was told, with
+  // its value.
+  void ExpectAcknowledgedRecordsStored(LoadGenerator& load, const std::string& topic,
+                                       std::uint32_t partitions) {
+    auto acked = load.acked();
+    ASSERT_FALSE(acked.empty()) << "the load generator got no acknowledgement";
+    std::vector<std::vector<v1::Record>> stored;
+    for (std::uint32_t p = 0; p < partitions; ++p)
+      stored.push_back(FetchAll(topic, p));
+    for (const auto& [where, value] : acked) {
+      const auto& records = stored.at(where.first);
+      ASSERT_LT(where.second, records.size())
+          << "acknowledged record " << where.first << "/" << where.second << " is lost";
+      EXPECT_EQ(records[where.second].offset(), where.second);
+      EXPECT_EQ(records[where.second].value(), value);
+    }
   }
 
   std::uint64_t EndOffset(const std::string& topic, std::uint32_t partition) {
@@ -485,70 +554,6 @@ TEST_F(DaemonTest, BadConfigurationStopsStartupWithOneClearLine) {
       << from_dir.output();
 }
 
-// Publishes from several threads until told to stop, remembering every acknowledged record.
-class LoadGenerator {
- public:
-  LoadGenerator(std::shared_ptr<grpc::Channel> channel, std::string topic)
-      : stub_(v1::PublishService::NewStub(std::move(channel))), topic_(std::move(topic)) {}
-
-  void Run(int threads) {
-    for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, t] {
-        for (int i = 0; !stop_ && i < 100'000; ++i) {
-          v1::PublishRequest request;
-          request.set_topic(topic_);
-          std::vector<std::string> values;
-          for (int r = 0; r < 5; ++r) {
-            values.push_back("t" + std::to_string(t) + "-" + std::to_string(i) + "-" +
-                             std::to_string(r));
-            request.add_records()->set_value(values.back());
-          }
-          v1::PublishResponse response;
-          grpc::ClientContext context;
-          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-          if (!stub_->Publish(&context, request, &response).ok()) continue;
-          std::lock_guard lock(mu_);
-          for (int r = 0; r < 5; ++r) {
-            acked_[{response.results(r).partition(), response.results(r).offset()}] = values[r];
-          }
-        }
-      });
-    }
-  }
-
-  void StopAndJoin() {
-    stop_ = true;
-    for (auto& t : threads_)
-      t.join();
-  }
-
-  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> acked() {
-    std::lock_guard lock(mu_);
-    return acked_;
-  }
-
- private:
-  std::unique_ptr<v1::PublishService::Stub> stub_;
-  std::string topic_;
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> acked_;
-};
-
-void ExpectAllAcknowledgedRecordsPresent(
-    DaemonTest* test, const std::map<std::pair<std::uint32_t, std::uint64_t>, std::string>& acked,
-    const std::vector<std::vector<v1::Record>>& partitions) {
-  (void)test;
-  for (const auto& [where, value] : acked) {
-    const auto& records = partitions.at(where.first);
-    ASSERT_LT(where.second, records.size())
-        << "acknowledged record " << where.first << "/" << where.second << " is lost";
-    EXPECT_EQ(records[where.second].offset(), where.second);
-    EXPECT_EQ(records[where.second].value(), value);
-  }
-}
-
 TEST_F(DaemonTest, SigtermUnderLoadLosesNoAcknowledgedRecord) {
   ASSERT_TRUE(CreateTopic("t", 3).ok());
   LoadGenerator load(channel_, "t");
@@ -560,12 +565,7 @@ TEST_F(DaemonTest, SigtermUnderLoadLosesNoAcknowledgedRecord) {
   StartDaemon();
 
   EXPECT_EQ(code, 0) << daemon_.output();
-  auto acked = load.acked();
-  ASSERT_FALSE(acked.empty());
-  std::vector<std::vector<v1::Record>> partitions;
-  for (std::uint32_t p = 0; p < 3; ++p)
-    partitions.push_back(FetchAll("t", p));
-  ExpectAllAcknowledgedRecordsPresent(this, acked, partitions);
+  ExpectAcknowledgedRecordsStored(load, "t", 3);
 }
 
 TEST_F(DaemonTest, SigkillUnderLoadThenRestartLosesNoAcknowledgedRecord) {
@@ -578,12 +578,7 @@ TEST_F(DaemonTest, SigkillUnderLoadThenRestartLosesNoAcknowledgedRecord) {
   load.StopAndJoin();
   StartDaemon();
 
-  auto acked = load.acked();
-  ASSERT_FALSE(acked.empty());
-  std::vector<std::vector<v1::Record>> partitions;
-  for (std::uint32_t p = 0; p < 3; ++p)
-    partitions.push_back(FetchAll("t", p));
-  ExpectAllAcknowledgedRecordsPresent(this, acked, partitions);
+  ExpectAcknowledgedRecordsStored(load, "t", 3);
 }
 
 }  // namespace
