@@ -31,7 +31,9 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(broker::Broker& broker,
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(options.max_receive_bytes));
+  // Fetch answers carry up to 64 MiB of records plus per-record fields; the client's own
+  // receive limit is the one that matters, so the server does not add one.
+  builder.SetMaxSendMessageSize(-1);
   builder.RegisterService(server->admin_.get());
   builder.RegisterService(server->publish_.get());
   builder.RegisterService(server->stream_.get());

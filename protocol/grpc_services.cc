@@ -86,10 +86,16 @@ std::optional<std::uint32_t> PartitionOf(const v1::PublishRequest& request) {
   return request.partition();
 }
 
-// One PublishStream: reads batches, keeps up to `max_in_flight` of them at the broker and
-// writes each result, tagged with its sequence number, as soon as it is durable. Results of
-// different batches may overtake each other; those of one partition cannot, since the broker
-// appends a partition's batches in arrival order.
+// One PublishStream: reads batches, keeps up to `max_in_flight` of them between "read" and
+// "answer written", and writes each result, tagged with its sequence number, as soon as it
+// is durable. Counting until the answer is written (not just until the broker is done) means
+// a client that stops reading its answers stops being read, so memory stays bounded. Results
+// of different batches may overtake each other; those of one partition cannot, since the
+// broker appends a partition's batches in arrival order.
+//
+// Broker callbacks arrive on other threads than gRPC's reactions, so every decision is made
+// under mu_ and carried out after it is released, with Finish() last: once it is called
+// gRPC may destroy the reactor at any moment.
 class PublishStreamReactor final
     : public grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse> {
  public:
@@ -100,31 +106,42 @@ class PublishStreamReactor final
   }
 
   void OnReadDone(bool ok) override {
+    Actions next;
     if (!ok) {
-      std::lock_guard lock(mu_);
-      reading_done_ = true;
-      MaybeFinishLocked();
-      return;
+      {
+        std::lock_guard lock(mu_);
+        reading_done_ = true;
+        next = NextLocked();
+      }
+      return Run(next);
     }
     v1::PublishStreamRequest request = std::move(request_);
-    bool read_more = false;
     {
       std::lock_guard lock(mu_);
       ++in_flight_;
-      read_more = in_flight_ < max_in_flight_;
-      paused_ = !read_more;
+      paused_ = true;  // NextLocked resumes reading while the window has room
+      next = NextLocked();
     }
     Submit(std::move(request));
-    if (read_more) StartRead(&request_);
+    Run(next);
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard lock(mu_);
-    writing_ = false;
-    if (!ok) broken_ = true;
-    if (!responses_.empty()) responses_.pop_front();
-    MaybeWriteLocked();
-    MaybeFinishLocked();
+    Actions next;
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+      responses_.pop_front();
+      --in_flight_;
+      if (!ok) {
+        // The client is gone: drop what it will never read.
+        broken_ = true;
+        in_flight_ -= responses_.size();
+        responses_.clear();
+      }
+      next = NextLocked();
+    }
+    Run(next);
   }
 
   void OnDone() override {
@@ -133,6 +150,12 @@ class PublishStreamReactor final
   }
 
  private:
+  struct Actions {
+    const v1::PublishStreamResponse* write = nullptr;
+    bool read = false;
+    bool finish = false;
+  };
+
   void Submit(v1::PublishStreamRequest request) {
     const std::uint64_t sequence = request.sequence();
     auto records = RecordsFromRequest(request.batch(), broker_.clock().WallMillis());
@@ -155,32 +178,40 @@ class PublishStreamReactor final
   }
 
   void Complete(v1::PublishStreamResponse response) {
-    bool resume = false;
+    Actions next;
     {
       std::lock_guard lock(mu_);
-      --in_flight_;
-      if (!broken_) responses_.push_back(std::move(response));
-      if (paused_ && !reading_done_) {
-        paused_ = false;
-        resume = true;
+      if (broken_) {
+        --in_flight_;
+      } else {
+        responses_.push_back(std::move(response));
       }
-      MaybeWriteLocked();
-      MaybeFinishLocked();
+      next = NextLocked();
     }
-    if (resume) StartRead(&request_);
+    Run(next);
   }
 
-  void MaybeWriteLocked() {
-    if (writing_ || broken_ || responses_.empty()) return;
-    writing_ = true;
-    StartWrite(&responses_.front());
+  Actions NextLocked() {
+    Actions next;
+    if (!writing_ && !broken_ && !responses_.empty()) {
+      writing_ = true;
+      next.write = &responses_.front();  // deque elements stay put until popped
+    }
+    if (paused_ && !reading_done_ && in_flight_ < max_in_flight_) {
+      paused_ = false;
+      next.read = true;
+    }
+    if (!finished_ && reading_done_ && in_flight_ == 0 && !writing_) {
+      finished_ = true;
+      next.finish = true;
+    }
+    return next;
   }
 
-  void MaybeFinishLocked() {
-    if (finished_ || !reading_done_ || in_flight_ > 0 || writing_) return;
-    if (!broken_ && !responses_.empty()) return;
-    finished_ = true;
-    Finish(grpc::Status::OK);
+  void Run(const Actions& next) {
+    if (next.write != nullptr) StartWrite(next.write);
+    if (next.read) StartRead(&request_);
+    if (next.finish) Finish(grpc::Status::OK);  // last: `this` may be gone after it
   }
 
   broker::Broker& broker_;
@@ -188,13 +219,14 @@ class PublishStreamReactor final
   CallCounter& calls_;
   v1::PublishStreamRequest request_;  // the read in progress
   std::mutex mu_;
-  std::deque<v1::PublishStreamResponse> responses_;  // guarded by mu_; front is being written
-  std::size_t in_flight_ = 0;                        // guarded by mu_
-  bool paused_ = false;                              // guarded by mu_
-  bool reading_done_ = false;                        // guarded by mu_
-  bool writing_ = false;                             // guarded by mu_
-  bool broken_ = false;                              // guarded by mu_
-  bool finished_ = false;                            // guarded by mu_
+  // Answers not yet written; the front one is being written while writing_.
+  std::deque<v1::PublishStreamResponse> responses_;  // guarded by mu_
+  std::size_t in_flight_ = 0;  // guarded by mu_: read, answer not yet written or dropped
+  bool paused_ = false;        // guarded by mu_: no read outstanding
+  bool reading_done_ = false;  // guarded by mu_
+  bool writing_ = false;       // guarded by mu_
+  bool broken_ = false;        // guarded by mu_
+  bool finished_ = false;      // guarded by mu_
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "protocol/http_server.h"
 
+#include <future>
 #include <optional>
 #include <utility>  // Asio 1.74's headers use std::exchange without including it
 
@@ -144,10 +145,13 @@ struct HttpServer::Impl {
   tcp::acceptor acceptor{io};
   Shared shared;
   std::vector<std::weak_ptr<Session>> sessions;  // I/O thread only
+  bool stopping = false;                         // I/O thread only
+  std::promise<void> ran_out;                    // set when io.run() returns
 
   void Accept() {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket s) {
-      if (ec) return;  // closed by Stop()
+      // A connection accepted just before Stop() is dropped here (closing `s`).
+      if (ec || stopping) return;
       auto session = std::make_shared<Session>(std::move(s), shared);
       std::erase_if(sessions, [](const auto& w) { return w.expired(); });
       sessions.push_back(session);
@@ -186,7 +190,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& o
   }
   server->port_ = impl.acceptor.local_endpoint().port();
   impl.Accept();
-  server->thread_ = std::thread([&impl] { impl.io.run(); });
+  server->thread_ = std::thread([&impl] {
+    impl.io.run();
+    impl.ran_out.set_value();
+  });
   return server;
 }
 
@@ -198,12 +205,18 @@ void HttpServer::Stop() {
   if (!thread_.joinable()) return;
   ready_.store(false);
   asio::post(impl_->io, [impl = impl_.get()] {
+    impl->stopping = true;
     beast::error_code ec;
     impl->acceptor.close(ec);
     for (auto& weak : impl->sessions) {
       if (auto session = weak.lock()) session->Close();
     }
   });
+  // Connections normally close at once; a slow peer mid-write gets two seconds, then is
+  // abandoned.
+  if (impl_->ran_out.get_future().wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+    impl_->io.stop();
+  }
   thread_.join();
 }
 

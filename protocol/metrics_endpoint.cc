@@ -58,7 +58,7 @@ std::string RenderMetrics(const broker::Broker& broker, const storage::Store& st
   out.Family("spool_store_wal_syncs_total", "counter", "fsyncs of the write-ahead log.");
   out.Sample("spool_store_wal_syncs_total", {}, static_cast<double>(stats.wal_syncs));
   out.Family("spool_store_batches_written_total", "counter",
-             "Write batches made durable (several share one fsync).");
+             "Write batches written to the WAL (several share one fsync).");
   out.Sample("spool_store_batches_written_total", {}, static_cast<double>(stats.batches_written));
   out.Family("spool_store_write_groups_total", "counter", "RocksDB writes by the group commit.");
   out.Sample("spool_store_write_groups_total", {}, static_cast<double>(stats.write_groups));
