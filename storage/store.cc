@@ -202,6 +202,20 @@ Status Store::WriteSync(WriteBatch batch) {
   return future.get();
 }
 
+Status Store::Failure() {
+  std::lock_guard lock(sync_mu_);
+  if (failure_) return *failure_;
+  return Ok();
+}
+
+void Store::Fail(const Error& error) {
+  std::lock_guard lock(sync_mu_);
+  if (failure_) return;
+  StoreLog().error("{}; refusing every write from now on (restart to recover from the WAL)",
+                   error.ToString());
+  failure_ = Unavailable("the store stopped taking writes after a failure: " + error.message);
+}
+
 Status Store::SyncWal() {
   wal_syncs_.fetch_add(1, std::memory_order_relaxed);
   return FromRocks(db_->db->SyncWAL(), "syncing the WAL");
@@ -243,8 +257,9 @@ void Store::WriteLoop() {
       if (pending_.empty() && closing_) break;
       group.swap(pending_);
     }
-    Status status = WriteGroup(group);
-    if (!status) StoreLog().error("{}", status.error().ToString());
+    Status status = Failure();
+    if (status) status = WriteGroup(group);
+    if (!status) Fail(status.error());
     batches_written_.fetch_add(group.size(), std::memory_order_relaxed);
     if (sync_each) {
       // Hand the group to the syncer and go on writing the next one while it fsyncs.
@@ -290,8 +305,11 @@ void Store::SyncLoop() {
     if (sync_each) {
       if (!taken.empty()) {
         // Everything taken was written before this sync started, so one fsync covers it.
-        Status synced = SyncWal();
-        if (!synced) StoreLog().error("{}", synced.error().ToString());
+        // After a failure nothing counts as synced again: Linux reports a failed fsync
+        // once, so a later "successful" one proves nothing about the earlier data.
+        Status synced = Failure();
+        if (synced) synced = SyncWal();
+        if (!synced) Fail(synced.error());
         for (Written& w : taken) {
           const Status& status = w.status ? synced : w.status;
           // Each callback is destroyed right after it ran, so that what it captured does not
@@ -303,7 +321,7 @@ void Store::SyncLoop() {
         taken.clear();
       }
     } else if (unsynced_.exchange(false, std::memory_order_acq_rel)) {
-      if (Status s = SyncWal(); !s) StoreLog().error("{}", s.error().ToString());
+      if (Status s = SyncWal(); !s) Fail(s.error());
     }
     if (done && taken.empty()) {
       std::lock_guard lock(sync_mu_);

@@ -15,9 +15,12 @@
 // can be before its fsync. Owners of state therefore publish a change only from its callback
 // (PartitionLog hides records until MarkDurable), so nothing a crash could undo is served.
 //
-// Thread-safety: every method may be called from any thread. Write callbacks run on the
-// syncer (or, in interval mode, the writer) thread; they must be short and must not call
-// WriteSync().
+// Failure: once a write or an fsync fails, every later write fails too (Unavailable), because
+// what reached the disk is no longer known; a restart recovers from the WAL.
+//
+// Thread-safety: every method but Close() may be called from any thread. Write callbacks run
+// on the syncer thread (the writer thread in interval mode); they must be short and must not
+// call WriteSync().
 
 #include <atomic>
 #include <chrono>
@@ -105,7 +108,7 @@ class Iterator {
 
 struct StoreStats {
   std::uint64_t write_groups = 0;     // RocksDB writes issued by the writer thread
-  std::uint64_t batches_written = 0;  // WriteBatches completed (>= write_groups)
+  std::uint64_t batches_written = 0;  // WriteBatches written (>= write_groups), before fsync
   std::uint64_t wal_syncs = 0;        // fsyncs of the WAL
   std::uint64_t pending_compaction_bytes = 0;
   std::uint64_t write_stall_micros = 0;
@@ -125,8 +128,8 @@ class Store {
   // Completes every pending write, syncs the WAL and closes the database.
   ~Store();
 
-  // Queues `batch`; `done` runs on the syncer thread once the batch is durable per the fsync
-  // mode (or failed). After Close() began, `done` gets Unavailable at once.
+  // Queues `batch`; `done` runs once the batch is durable per the fsync mode (or failed).
+  // After Close() began, `done` gets Unavailable at once.
   void Write(WriteBatch batch, WriteCallback done);
   // Write() and wait. Never call it from a write callback.
   Status WriteSync(WriteBatch batch);
@@ -135,7 +138,8 @@ class Store {
   std::unique_ptr<Iterator> NewIterator(ColumnFamily cf, std::string lower,
                                         std::string upper) const;
 
-  // Stops accepting writes, completes pending ones and closes the database. Idempotent.
+  // Stops accepting writes, completes pending ones and closes the database. Idempotent;
+  // call it from one thread (the owner's), as the destructor does.
   Status Close();
 
   StoreStats Stats() const;
@@ -159,6 +163,9 @@ class Store {
   void SyncLoop();
   Status WriteGroup(const std::vector<Pending>& group);
   Status SyncWal();
+  // The latched failure, if a write or an fsync ever failed.
+  Status Failure();
+  void Fail(const Error& error);
 
   const std::string dir_;
   const StoreOptions options_;
@@ -174,8 +181,9 @@ class Store {
 
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
-  std::deque<Written> written_;  // guarded by sync_mu_
-  bool writer_done_ = false;     // guarded by sync_mu_
+  std::deque<Written> written_;   // guarded by sync_mu_
+  bool writer_done_ = false;      // guarded by sync_mu_
+  std::optional<Error> failure_;  // guarded by sync_mu_
   std::atomic<bool> unsynced_{false};
   std::thread syncer_;
 
