@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <list>
+#include <set>
 #include <thread>
 
 #include <boost/asio/bind_executor.hpp>
@@ -245,9 +246,39 @@ Status Broker::Load() {
   }
   if (Status s = it->status(); !s) return s;
   Log().info("loaded {} topics", loaded.size());
+  if (Status s = DropOrphanedData(loaded); !s) return s;
   std::unique_lock lock(topics_mu_);
   topics_ = std::move(loaded);
   return Ok();
+}
+
+Status Broker::DropOrphanedData(const std::map<std::string, std::shared_ptr<const Topic>>& topics) {
+  std::set<std::uint32_t> known;
+  for (const auto& [name, topic] : topics)
+    known.insert(topic->metadata.id);
+  // A crash between a topic's deletion and its final sweep can leave records under its id.
+  // Ids are never reused, so nothing would ever read them; free the space. One seek per
+  // topic id present, so this is cheap however large the log.
+  storage::WriteBatch batch;
+  std::vector<std::uint32_t> orphans;
+  for (auto cf : {ColumnFamily::kLog, ColumnFamily::kTimeIndex}) {
+    auto it = store_.NewIterator(cf, std::string(), std::string(32, '\xff'));
+    for (it->SeekToFirst(); it->Valid();) {
+      std::string_view key = it->key();
+      std::uint32_t id = 0;
+      if (!GetFixed32BE(key, &id)) return DataLoss("corrupt key in the log");
+      if (!known.contains(id) && std::find(orphans.begin(), orphans.end(), id) == orphans.end()) {
+        orphans.push_back(id);
+        storage::PartitionLog::DeleteTopicData(id, batch);
+      }
+      it->Seek(storage::TopicRangeEnd(id));
+    }
+    if (Status s = it->status(); !s) return s;
+  }
+  if (batch.empty()) return Ok();
+  Log().warn("dropping the data of {} deleted topic(s) left behind by an interrupted deletion",
+             orphans.size());
+  return store_.WriteSync(std::move(batch));
 }
 
 void Broker::Shutdown() {

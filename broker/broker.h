@@ -156,6 +156,7 @@ class Broker {
 
   Broker(storage::Store& store, const Clock& clock, BrokerOptions options);
   Status Load();
+  Status DropOrphanedData(const std::map<std::string, std::shared_ptr<const Topic>>& topics);
   std::shared_ptr<const Topic> FindTopic(const std::string& name) const;
   Result<std::shared_ptr<PartitionSlot>> FindPartition(const std::string& topic,
                                                        std::uint32_t partition) const;

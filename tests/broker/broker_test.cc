@@ -352,6 +352,33 @@ TEST_F(BrokerTest, DeletedTopicIsGoneAndItsNameCanBeReused) {
   EXPECT_EQ(EndOffset("t", 0), 0u);
 }
 
+TEST_F(BrokerTest, DataOfAnInterruptedDeletionIsDroppedAtOpen) {
+  ASSERT_TRUE(Create("kept", 1));
+  ASSERT_TRUE(Produce("kept", 0, {Value("stays")}));
+  Close();
+  {
+    // Records under a topic id that no topic has, as a crash mid-deletion leaves them.
+    auto store = storage::Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store);
+    auto orphan = storage::PartitionLog::Open(**store, 4000, 0);
+    ASSERT_TRUE(orphan);
+    std::vector<Record> records = {Value("orphan")};
+    storage::WriteBatch batch;
+    ASSERT_TRUE(orphan->PrepareAppend(records, ManualClock::kStartMillis, batch));
+    ASSERT_TRUE((*store)->WriteSync(std::move(batch)));
+  }
+
+  Open();
+  auto orphan = storage::PartitionLog::Open(*store_, 4000, 0);
+
+  ASSERT_TRUE(orphan);
+  EXPECT_EQ(orphan->end_offset(), 0u) << "the orphaned records were dropped";
+  auto kept = Fetch("kept", 0, 0);
+  ASSERT_TRUE(kept);
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].record.value, "stays");
+}
+
 TEST_F(BrokerTest, RetentionDropsExpiredRecordsOnTheManualClock) {
   ASSERT_TRUE(Create("t", 1, /*retention_ms=*/60'000));
   ASSERT_TRUE(Produce("t", 0, {Value("old1"), Value("old2")}));
