@@ -262,7 +262,7 @@ Status Broker::DropOrphanedData(const std::map<std::string, std::shared_ptr<cons
   storage::WriteBatch batch;
   std::vector<std::uint32_t> orphans;
   for (auto cf : {ColumnFamily::kLog, ColumnFamily::kTimeIndex}) {
-    auto it = store_.NewIterator(cf, std::string(), std::string(32, '\xff'));
+    auto it = store_.NewIterator(cf, std::string(), storage::TopicRangeEnd(UINT32_MAX));
     for (it->SeekToFirst(); it->Valid();) {
       std::string_view key = it->key();
       std::uint32_t id = 0;

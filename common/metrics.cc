@@ -13,7 +13,6 @@ Histogram::Histogram(std::vector<double> bounds)
 void Histogram::Observe(double value) {
   const auto it = std::lower_bound(bounds_.begin(), bounds_.end(), value);
   buckets_[static_cast<std::size_t>(it - bounds_.begin())].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
   if (value > 0) {
     sum_nanos_.fetch_add(static_cast<std::uint64_t>(std::llround(value * 1e9)),
                          std::memory_order_relaxed);

@@ -37,7 +37,6 @@ class Histogram {
   const std::vector<double>& bounds() const { return bounds_; }
   // Per-bucket (not cumulative) counts, the last one for +Inf.
   std::vector<std::uint64_t> BucketCounts() const;
-  std::uint64_t count() const { return count_.load(std::memory_order_relaxed); }
   double sum() const;
 
   // Latency buckets in seconds, 50 us to 10 s.
@@ -46,7 +45,6 @@ class Histogram {
  private:
   const std::vector<double> bounds_;
   std::vector<std::atomic<std::uint64_t>> buckets_;
-  std::atomic<std::uint64_t> count_{0};
   std::atomic<std::uint64_t> sum_nanos_{0};  // sum in units of 1e-9, to stay lock-free
 };
 

@@ -31,8 +31,6 @@
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
-
 // Host part of a host:port listen address, for the startup line.
 std::string HostOf(const std::string& listen) {
   const auto colon = listen.rfind(':');
@@ -132,7 +130,7 @@ int main(int argc, char** argv) {
   // Framing and headers on top of the largest batch.
   grpc_options.max_receive_bytes = static_cast<std::size_t>(config.max_batch_bytes) + (1u << 20);
   spool::protocol::ServerInfo info;
-  info.version = kVersion;
+  info.version = SPOOL_VERSION;
   info.started_ms = started_ms;
   info.fsync_always = store_options.fsync == spool::storage::FsyncMode::kAlways;
   info.fsync_interval_ms = config.fsync_interval_ms;

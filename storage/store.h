@@ -143,8 +143,6 @@ class Store {
   Status Close();
 
   StoreStats Stats() const;
-  const std::string& dir() const { return dir_; }
-  const StoreOptions& options() const { return options_; }
 
  private:
   struct Db;
