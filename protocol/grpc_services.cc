@@ -93,6 +93,11 @@ std::optional<std::uint32_t> PartitionOf(const v1::PublishRequest& request) {
 // of different batches may overtake each other; those of one partition cannot, since the
 // broker appends a partition's batches in arrival order.
 //
+// For shutdown, each batch (not the stream) is a call in flight, from read until its answer
+// is written: the server waits for those, then cancels the streams, so a producer idling on
+// a stream does not hold shutdown for the whole grace period. A batch read once draining has
+// begun is answered UNAVAILABLE, which tells the producer to resend it to the next server.
+//
 // Broker callbacks arrive on other threads than gRPC's reactions, so every decision is made
 // under mu_ and carried out after it is released, with Finish() last: once it is called
 // gRPC may destroy the reactor at any moment.
@@ -101,7 +106,6 @@ class PublishStreamReactor final
  public:
   PublishStreamReactor(broker::Broker& broker, std::size_t max_in_flight, CallCounter& calls)
       : broker_(broker), max_in_flight_(std::max<std::size_t>(1, max_in_flight)), calls_(calls) {
-    calls_.Enter();
     StartRead(&request_);
   }
 
@@ -116,6 +120,7 @@ class PublishStreamReactor final
       return Run(next);
     }
     v1::PublishStreamRequest request = std::move(request_);
+    calls_.Enter();  // until its answer is written or dropped
     {
       std::lock_guard lock(mu_);
       ++in_flight_;
@@ -128,6 +133,7 @@ class PublishStreamReactor final
 
   void OnWriteDone(bool ok) override {
     Actions next;
+    std::size_t settled = 1;
     {
       std::lock_guard lock(mu_);
       writing_ = false;
@@ -137,17 +143,17 @@ class PublishStreamReactor final
         // The client is gone: drop what it will never read.
         broken_ = true;
         in_flight_ -= responses_.size();
+        settled += responses_.size();
         responses_.clear();
       }
       next = NextLocked();
     }
+    for (std::size_t i = 0; i < settled; ++i)
+      calls_.Leave();
     Run(next);
   }
 
-  void OnDone() override {
-    calls_.Leave();
-    delete this;
-  }
+  void OnDone() override { delete this; }
 
  private:
   struct Actions {
@@ -158,6 +164,8 @@ class PublishStreamReactor final
 
   void Submit(v1::PublishStreamRequest request) {
     const std::uint64_t sequence = request.sequence();
+    // Read after shutdown began: refuse it so the producer resends it to the next server.
+    if (calls_.draining()) return Complete(sequence, Unavailable("spoold is shutting down"));
     auto records = RecordsFromRequest(request.batch(), broker_.clock().WallMillis());
     if (!records) return Complete(sequence, records.error());
     broker_.Produce(request.batch().topic(), PartitionOf(request.batch()), std::move(*records),
@@ -179,15 +187,18 @@ class PublishStreamReactor final
 
   void Complete(v1::PublishStreamResponse response) {
     Actions next;
+    bool dropped = false;
     {
       std::lock_guard lock(mu_);
       if (broken_) {
         --in_flight_;
+        dropped = true;
       } else {
         responses_.push_back(std::move(response));
       }
       next = NextLocked();
     }
+    if (dropped) calls_.Leave();
     Run(next);
   }
 

@@ -20,8 +20,11 @@ for folder in "${!allowed[@]}"; do
   [ -d "$root/$folder" ] || continue
   while IFS=: read -r file line text; do
     target=$(sed -E 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"([^/"]+)\/.*/\1/' <<<"$text")
-    # Generated API headers are included as "spool/v1/...": they belong to proto.
-    [ "$target" = spool ] && target=proto
+    # Generated API headers are included as "spool/v1/...": they belong to proto. The
+    # client's public headers are the other "spool/..." ones.
+    if [ "$target" = spool ]; then
+      if [[ "$text" == *'"spool/v1/'* ]]; then target=proto; else target=client; fi
+    fi
     if [[ " ${allowed[$folder]} " != *" $target "* ]]; then
       echo "layering: $file:$line includes \"$target/...\", which $folder/ may not use"
       status=1

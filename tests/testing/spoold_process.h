@@ -33,8 +33,8 @@ class SpooldProcess {
   bool Start(const std::string& binary, const std::string& data_dir,
              std::vector<std::string> extra_args = {},
              std::chrono::seconds timeout = std::chrono::seconds(30)) {
-    std::vector<std::string> args = {binary,        "--data-dir",    data_dir,     "--grpc-listen",
-                                     "127.0.0.1:0", "--http-listen", "127.0.0.1:0"};
+    std::vector<std::string> args = {binary,       "--data-dir",    data_dir,     "--grpc-listen",
+                                     grpc_listen_, "--http-listen", "127.0.0.1:0"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     if (!Spawn(args)) return false;
     static const std::regex kReady(R"(spoold ready: grpc=(\S+) http=(\S+))");
@@ -88,6 +88,9 @@ class SpooldProcess {
     Reap(status);
   }
 
+  // Where the next Start listens for gRPC: port 0 unless a test restarts a daemon on the
+  // port its clients already use.
+  void set_grpc_listen(std::string address) { grpc_listen_ = std::move(address); }
   const std::string& address() const { return address_; }
   const std::string& http_address() const { return http_address_; }
   // Everything the process printed so far.
@@ -169,6 +172,7 @@ class SpooldProcess {
   pid_t pid_ = 0;
   int fd_ = -1;
   std::string output_;
+  std::string grpc_listen_ = "127.0.0.1:0";
   std::string address_;
   std::string http_address_;
   int exit_code_ = -1;

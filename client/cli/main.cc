@@ -1,0 +1,494 @@
+// spool: the command line for a Spool broker.
+//
+//   spool topic create orders --partitions 6 --retention 7d
+//   spool produce orders --key-separator : < lines.txt
+//   spool consume orders --from -15m --follow
+//
+// Exit codes: 0 ok, 1 the server refused or could not be reached, 2 bad usage. Errors go to
+// stderr; results to stdout, as aligned tables or (--json) JSON.
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include "client/cli/output.h"
+#include "client/cli/parse.h"
+#include "spool/client.h"
+#include "spool/producer.h"
+
+namespace {
+
+using spool::cli::StatusCodeName;
+using Json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr int kExitOk = 0;
+constexpr int kExitServer = 1;
+constexpr int kExitUsage = 2;
+
+// A bad value found after CLI11 accepted the command line.
+struct UsageError {
+  std::string message;
+};
+
+struct Global {
+  std::string server = "127.0.0.1:50051";
+  std::string timeout = "30s";
+  bool json = false;
+};
+
+std::int64_t DurationOrThrow(const std::string& flag, const std::string& text) {
+  auto ms = spool::cli::ParseDurationMs(text);
+  if (!ms)
+    throw UsageError{flag + ": '" + text + "' is not a duration (like 30s, 15m, 7d, forever)"};
+  return *ms;
+}
+
+std::int64_t BytesOrThrow(const std::string& flag, const std::string& text) {
+  auto bytes = spool::cli::ParseBytes(text);
+  if (!bytes) throw UsageError{flag + ": '" + text + "' is not a size (like 512, 64KiB, 10GiB)"};
+  return *bytes;
+}
+
+int Fail(const grpc::Status& status, const std::string& what) {
+  std::cerr << "spool: " << what << ": " << StatusCodeName(status.error_code()) << ": "
+            << status.error_message() << "\n";
+  return kExitServer;
+}
+
+spool::Client Connect(const Global& global) {
+  spool::ClientOptions options;
+  options.address = global.server;
+  const std::int64_t timeout = DurationOrThrow("--timeout", global.timeout);
+  if (timeout <= 0) throw UsageError{"--timeout must be positive"};
+  options.call_timeout = std::chrono::milliseconds(timeout);
+  return spool::Client(options);
+}
+
+void PrintJson(const Json& json) {
+  std::cout << json.dump(2) << "\n";
+}
+
+// ---- topic ------------------------------------------------------------------------------
+
+struct TopicArgs {
+  std::string name;
+  std::optional<std::uint32_t> partitions;
+  std::string retention, retention_bytes, max_message_bytes;
+  std::string prefix;
+  bool force = false;
+};
+
+void ApplyLimits(const TopicArgs& args, std::optional<std::int64_t>& retention_ms,
+                 std::optional<std::int64_t>& retention_bytes,
+                 std::optional<std::int64_t>& max_message_bytes) {
+  if (!args.retention.empty()) retention_ms = DurationOrThrow("--retention", args.retention);
+  if (!args.retention_bytes.empty())
+    retention_bytes = BytesOrThrow("--retention-bytes", args.retention_bytes);
+  if (!args.max_message_bytes.empty())
+    max_message_bytes = BytesOrThrow("--max-message-bytes", args.max_message_bytes);
+}
+
+int PrintTopic(const Global& global, const spool::v1::Topic& topic) {
+  if (global.json) {
+    PrintJson(spool::cli::TopicJson(topic));
+  } else {
+    std::cout << spool::cli::FormatTopic(topic);
+  }
+  return kExitOk;
+}
+
+int TopicCreate(const Global& global, const TopicArgs& args) {
+  spool::TopicSpec spec;
+  spec.name = args.name;
+  spec.partitions = args.partitions.value_or(1);
+  ApplyLimits(args, spec.retention_ms, spec.retention_bytes, spec.max_message_bytes);
+  spool::Admin admin(Connect(global));
+  auto topic = admin.CreateTopic(spec);
+  if (!topic.ok()) return Fail(topic.status, "cannot create topic " + args.name);
+  return PrintTopic(global, *topic);
+}
+
+int TopicUpdate(const Global& global, const TopicArgs& args) {
+  spool::TopicUpdate update;
+  update.name = args.name;
+  update.partitions = args.partitions;
+  ApplyLimits(args, update.retention_ms, update.retention_bytes, update.max_message_bytes);
+  if (!update.partitions && !update.retention_ms && !update.retention_bytes &&
+      !update.max_message_bytes) {
+    throw UsageError{
+        "topic update: nothing to change (give --partitions, --retention, "
+        "--retention-bytes or --max-message-bytes)"};
+  }
+  spool::Admin admin(Connect(global));
+  auto topic = admin.UpdateTopic(update);
+  if (!topic.ok()) return Fail(topic.status, "cannot update topic " + args.name);
+  return PrintTopic(global, *topic);
+}
+
+int TopicDescribe(const Global& global, const TopicArgs& args) {
+  spool::Admin admin(Connect(global));
+  auto topic = admin.GetTopic(args.name);
+  if (!topic.ok()) return Fail(topic.status, "cannot describe topic " + args.name);
+  return PrintTopic(global, *topic);
+}
+
+int TopicList(const Global& global, const TopicArgs& args) {
+  spool::Admin admin(Connect(global));
+  auto topics = admin.ListTopics(args.prefix);
+  if (!topics.ok()) return Fail(topics.status, "cannot list topics");
+  if (global.json) {
+    Json out = Json::array();
+    for (const auto& config : *topics)
+      out.push_back(spool::cli::TopicConfigJson(config));
+    PrintJson(out);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : *topics) {
+    rows.push_back(
+        {c.name(), std::to_string(c.partitions()),
+         c.has_retention_ms() ? spool::cli::FormatDurationMs(c.retention_ms()) : "-",
+         c.has_retention_bytes() ? spool::cli::FormatBytes(c.retention_bytes()) : "-",
+         c.has_max_message_bytes() ? spool::cli::FormatBytes(c.max_message_bytes()) : "-"});
+  }
+  std::cout << spool::cli::FormatTable(
+      {"NAME", "PARTITIONS", "RETENTION", "RETENTION BYTES", "MAX MESSAGE"}, rows);
+  return kExitOk;
+}
+
+int TopicDelete(const Global& global, const TopicArgs& args) {
+  spool::Admin admin(Connect(global));
+  grpc::Status status = admin.DeleteTopic(args.name, args.force);
+  if (!status.ok()) return Fail(status, "cannot delete topic " + args.name);
+  if (global.json) {
+    PrintJson({{"deleted", args.name}});
+  } else {
+    std::cout << "deleted topic " << args.name << "\n";
+  }
+  return kExitOk;
+}
+
+// ---- produce ----------------------------------------------------------------------------
+
+struct ProduceArgs {
+  std::string topic;
+  std::optional<std::string> key;
+  std::string key_separator;
+  std::optional<std::uint32_t> partition;
+  std::string file;
+  std::vector<std::string> headers;
+  std::string linger = "5ms";
+  bool quiet = false;
+};
+
+int Produce(const Global& global, const ProduceArgs& args) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (const auto& header : args.headers) {
+    const auto eq = header.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw UsageError{"--header: '" + header + "' is not KEY=VALUE"};
+    headers.emplace_back(header.substr(0, eq), header.substr(eq + 1));
+  }
+  if (args.key && !args.key_separator.empty())
+    throw UsageError{"--key and --key-separator cannot be used together"};
+  const std::int64_t linger = DurationOrThrow("--linger", args.linger);
+  if (linger < 0) throw UsageError{"--linger cannot be negative"};
+  std::ifstream file;
+  if (!args.file.empty() && args.file != "-") {
+    file.open(args.file, std::ios::binary);
+    if (!file) throw UsageError{"--file: cannot open " + args.file};
+  }
+  std::istream& in = file.is_open() ? static_cast<std::istream&>(file) : std::cin;
+
+  spool::Client client = Connect(global);
+  {
+    // Fail before reading any input when the topic is not there.
+    spool::Admin admin(client);
+    auto topic = admin.GetTopic(args.topic);
+    if (!topic.ok()) return Fail(topic.status, "cannot produce to " + args.topic);
+  }
+  spool::ProducerOptions options;
+  options.linger = std::chrono::milliseconds(linger);
+  spool::Producer producer(client, options);
+
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> failed{0};
+  std::mutex error_mu;
+  grpc::Status first_error;
+  auto on_delivery = [&](const spool::Delivery& delivery) {
+    if (delivery.ok()) {
+      delivered.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    failed.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(error_mu);
+    if (first_error.ok()) first_error = delivery.status;
+  };
+
+  const auto start = SteadyClock::now();
+  auto last_progress = start;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  bool progress_shown = false;
+  std::uint64_t lines = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    spool::ProducerRecord record;
+    record.topic = args.topic;
+    record.partition = args.partition;
+    record.headers = headers;
+    if (!args.key_separator.empty()) {
+      const auto at = line.find(args.key_separator);
+      if (at != std::string::npos) {
+        record.key = line.substr(0, at);
+        line.erase(0, at + args.key_separator.size());
+      }
+    } else {
+      record.key = args.key;
+    }
+    record.value = std::move(line);
+    producer.Send(std::move(record), on_delivery);
+    ++lines;
+    const auto now = SteadyClock::now();
+    if (!args.quiet && now - last_progress >= std::chrono::seconds(1)) {
+      last_progress = now;
+      const double seconds = std::chrono::duration<double>(now - start).count();
+      std::fprintf(stderr, "%sread %llu lines, %llu durable (%.0f records/s)%s", tty ? "\r" : "",
+                   static_cast<unsigned long long>(lines),
+                   static_cast<unsigned long long>(delivered.load()),
+                   static_cast<double>(delivered.load()) / seconds, tty ? "" : "\n");
+      progress_shown = true;
+    }
+  }
+  producer.Flush();
+  producer.Close();
+  if (progress_shown && tty) std::fprintf(stderr, "\n");
+  const double seconds =
+      std::max(1e-9, std::chrono::duration<double>(SteadyClock::now() - start).count());
+  const std::uint64_t ok = delivered.load();
+  const std::uint64_t bad = failed.load();
+  if (global.json) {
+    PrintJson({{"topic", args.topic},
+               {"records", ok},
+               {"failed", bad},
+               {"seconds", seconds},
+               {"records_per_second", static_cast<double>(ok) / seconds}});
+  } else if (!args.quiet) {
+    std::printf("produced %llu records to %s in %.2f s (%.0f records/s)\n",
+                static_cast<unsigned long long>(ok), args.topic.c_str(), seconds,
+                static_cast<double>(ok) / seconds);
+  }
+  if (bad > 0) {
+    return Fail(first_error, std::to_string(bad) + " of " + std::to_string(lines) +
+                                 " records were not produced; the first error");
+  }
+  return kExitOk;
+}
+
+// ---- consume ----------------------------------------------------------------------------
+
+struct ConsumeArgs {
+  std::string topic;
+  std::optional<std::uint32_t> partition;
+  std::string from = "earliest";
+  bool follow = false;
+  std::optional<std::uint64_t> max;
+  bool value_only = false;
+  std::string wait = "1s";
+};
+
+int Consume(const Global& global, const ConsumeArgs& args) {
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  auto start = spool::cli::ParseStartPosition(args.from, now_ms);
+  if (!start) {
+    throw UsageError{"--from: '" + args.from +
+                     "' is not earliest, latest, an offset, a time (2026-11-28T10:00:00Z) or "
+                     "a time ago (-15m)"};
+  }
+  const std::int64_t wait_ms = DurationOrThrow("--wait", args.wait);
+  if (wait_ms <= 0 || wait_ms > 60'000) throw UsageError{"--wait must be within 1ms..60s"};
+  if (args.max && *args.max == 0) return kExitOk;
+
+  spool::Client client = Connect(global);
+  spool::Admin admin(client);
+  auto topic = admin.GetTopic(args.topic);
+  if (!topic.ok()) return Fail(topic.status, "cannot consume " + args.topic);
+  // Without --follow, read up to where each partition ends now.
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> partitions;
+  for (const auto& p : topic->partitions()) {
+    if (!args.partition || *args.partition == p.partition())
+      partitions.emplace_back(p.partition(), p.end_offset());
+  }
+  if (partitions.empty()) {
+    return Fail(
+        grpc::Status(grpc::StatusCode::NOT_FOUND, "topic " + args.topic + " has no partition " +
+                                                      std::to_string(*args.partition)),
+        "cannot consume " + args.topic);
+  }
+
+  std::mutex out_mu;
+  std::uint64_t printed = 0;  // guarded by out_mu
+  std::atomic<bool> stop{false};
+  grpc::Status error;  // guarded by out_mu
+  auto read_partition = [&](std::uint32_t partition, std::uint64_t end) {
+    spool::Reader reader(client, args.topic, partition, *start);
+    bool first = true;
+    while (!stop.load()) {
+      if (!args.follow) {
+        auto position = reader.Position();
+        if (!position.ok()) {
+          std::lock_guard lock(out_mu);
+          if (error.ok()) error = position.status;
+          stop = true;
+          return;
+        }
+        // An explicit offset past the end is the server's to refuse (OUT_OF_RANGE).
+        const bool ask_anyway =
+            first && *position > end && start->kind == spool::StartPosition::Kind::kOffset;
+        if (*position >= end && !ask_anyway) return;
+      }
+      first = false;
+      auto records = reader.Poll(args.follow ? std::chrono::milliseconds(wait_ms)
+                                             : std::chrono::milliseconds(0));
+      std::lock_guard lock(out_mu);
+      if (!records.ok()) {
+        if (error.ok()) error = records.status;
+        stop = true;
+        return;
+      }
+      for (const auto& record : *records) {
+        if (args.max && printed >= *args.max) break;
+        if (!args.follow && record.offset() >= end) break;
+        if (global.json) {
+          std::cout << spool::cli::RecordJson(args.topic, record).dump() << "\n";
+        } else if (args.value_only) {
+          std::cout << record.value() << "\n";
+        } else {
+          std::cout << spool::cli::FormatRecordLine(record) << "\n";
+        }
+        ++printed;
+      }
+      if (args.follow) std::cout.flush();
+      if (args.max && printed >= *args.max) stop = true;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (const auto& [partition, end] : partitions)
+    threads.emplace_back(read_partition, partition, end);
+  for (auto& thread : threads)
+    thread.join();
+  std::cout.flush();
+  if (!error.ok()) return Fail(error, "cannot consume " + args.topic);
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::ios::sync_with_stdio(false);
+  CLI::App app{"spool: administer and use a Spool broker."};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options are accepted after the subcommand too
+  app.set_version_flag("--version", SPOOL_VERSION);
+  Global global;
+  app.add_option("--server", global.server, "spoold's gRPC address host:port")
+      ->envname("SPOOL_SERVER")
+      ->capture_default_str();
+  app.add_option("--timeout", global.timeout, "Deadline of each call")->capture_default_str();
+  app.add_flag("--json", global.json, "Print JSON for scripts instead of tables");
+
+  std::function<int()> run;
+
+  CLI::App* topic = app.add_subcommand("topic", "Create, list, describe, update, delete topics");
+  topic->require_subcommand(1);
+  TopicArgs topic_args;
+  auto limit_options = [&](CLI::App* command) {
+    command->add_option("--retention", topic_args.retention,
+                        "Keep records this long (30s, 12h, 7d, forever)");
+    command->add_option("--retention-bytes", topic_args.retention_bytes,
+                        "Keep at most this much per partition (64MiB, 10GiB, unlimited)");
+    command->add_option("--max-message-bytes", topic_args.max_message_bytes,
+                        "Largest record accepted (1MiB)");
+  };
+  CLI::App* create = topic->add_subcommand("create", "Create a topic");
+  create->add_option("name", topic_args.name, "Topic name")->required();
+  create->add_option("--partitions,-p", topic_args.partitions, "Number of partitions (default 1)");
+  limit_options(create);
+  create->callback([&] { run = [&] { return TopicCreate(global, topic_args); }; });
+
+  CLI::App* list = topic->add_subcommand("list", "List topics");
+  list->add_option("--prefix", topic_args.prefix, "Only names starting with this");
+  list->callback([&] { run = [&] { return TopicList(global, topic_args); }; });
+
+  CLI::App* describe = topic->add_subcommand("describe", "Show a topic and its partitions");
+  describe->add_option("name", topic_args.name, "Topic name")->required();
+  describe->callback([&] { run = [&] { return TopicDescribe(global, topic_args); }; });
+
+  CLI::App* update = topic->add_subcommand("update", "Change retention, limits or partitions");
+  update->add_option("name", topic_args.name, "Topic name")->required();
+  update->add_option("--partitions,-p", topic_args.partitions,
+                     "New number of partitions (can only grow)");
+  limit_options(update);
+  update->callback([&] { run = [&] { return TopicUpdate(global, topic_args); }; });
+
+  CLI::App* remove = topic->add_subcommand("delete", "Delete a topic and its records");
+  remove->add_option("name", topic_args.name, "Topic name")->required();
+  remove->add_flag("--force", topic_args.force, "Also delete the queues reading it");
+  remove->callback([&] { run = [&] { return TopicDelete(global, topic_args); }; });
+
+  ProduceArgs produce_args;
+  CLI::App* produce =
+      app.add_subcommand("produce", "Publish one record per input line (stdin or --file)");
+  produce->add_option("topic", produce_args.topic, "Topic name")->required();
+  produce->add_option("--key,-k", produce_args.key, "Key of every record");
+  produce->add_option("--key-separator", produce_args.key_separator,
+                      "Split each line at the first SEP into key and value");
+  produce->add_option("--partition", produce_args.partition,
+                      "Write to this partition (default: by key, else spread)");
+  produce->add_option("--file,-f", produce_args.file, "Read lines from this file ('-': stdin)");
+  produce->add_option("--header,-H", produce_args.headers, "KEY=VALUE header on every record");
+  produce->add_option("--linger", produce_args.linger, "How long a batch waits to fill")
+      ->capture_default_str();
+  produce->add_flag("--quiet,-q", produce_args.quiet, "No progress or summary");
+  produce->callback([&] { run = [&] { return Produce(global, produce_args); }; });
+
+  ConsumeArgs consume_args;
+  CLI::App* consume = app.add_subcommand("consume", "Print a topic's records");
+  consume->add_option("topic", consume_args.topic, "Topic name")->required();
+  consume->add_option("--partition", consume_args.partition, "Only this partition");
+  consume
+      ->add_option("--from", consume_args.from,
+                   "earliest, latest, an OFFSET, a TIME (2026-11-28T10:00:00Z) or -DURATION")
+      ->capture_default_str();
+  consume->add_flag("--follow,-F", consume_args.follow, "Keep waiting for new records");
+  consume->add_option("--max,-n", consume_args.max, "Stop after this many records");
+  consume->add_flag("--value-only", consume_args.value_only, "Print only each record's value");
+  consume->add_option("--wait", consume_args.wait, "Long-poll wait with --follow")
+      ->capture_default_str();
+  consume->callback([&] { run = [&] { return Consume(global, consume_args); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+  try {
+    return run();
+  } catch (const UsageError& e) {
+    std::cerr << "spool: " << e.message << "\n";
+    return kExitUsage;
+  }
+}
