@@ -51,11 +51,14 @@ struct Completion {
   Delivery delivery;
 };
 
-void RunAll(std::vector<Completion>& completions) {
-  for (auto& c : completions)
-    c.callback(c.delivery);
-  completions.clear();
-}
+// Deliveries decided under the lock and run after it is released; the batches they finish
+// are released (for Flush and the buffer) only once their callbacks have run.
+struct Completions {
+  std::vector<Completion> calls;
+  std::vector<BatchPtr> batches;
+
+  bool empty() const { return calls.empty() && batches.empty(); }
+};
 
 }  // namespace
 
@@ -94,12 +97,12 @@ class Producer::Impl {
   void ReaderLoop(Session* session);
   void SealLocked(std::map<OpenKey, BatchPtr>::iterator it);
   void EndSession(std::unique_lock<std::mutex>& lock);
-  void RequeueLocked(SteadyClock::time_point now, std::vector<Completion>& completions);
-  void FailLocked(const BatchPtr& batch, const grpc::Status& status,
-                  std::vector<Completion>& completions);
+  void RequeueLocked(SteadyClock::time_point now, Completions& completions);
+  void FailLocked(const BatchPtr& batch, const grpc::Status& status, Completions& completions);
   void SucceedLocked(const BatchPtr& batch, const v1::PublishResponse& response,
-                     std::vector<Completion>& completions);
-  void ReleaseLocked(const BatchPtr& batch);
+                     Completions& completions);
+  // Runs the callbacks, then releases their batches. Called without mu_ held.
+  void Deliver(Completions& completions);
   bool IdleLocked() const {
     return open_.empty() && ready_.empty() && in_flight_.empty() && retry_.empty();
   }
@@ -252,23 +255,33 @@ Producer::Stats Producer::Impl::stats() const {
   return stats;
 }
 
-void Producer::Impl::ReleaseLocked(const BatchPtr& batch) {
-  buffered_bytes_ -= batch->bytes;
-  outstanding_ids_.erase(batch->id);
+void Producer::Impl::Deliver(Completions& completions) {
+  for (auto& c : completions.calls)
+    c.callback(c.delivery);
+  completions.calls.clear();
+  if (completions.batches.empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    for (const BatchPtr& batch : completions.batches) {
+      buffered_bytes_ -= batch->bytes;
+      outstanding_ids_.erase(batch->id);
+    }
+  }
+  completions.batches.clear();
   space_.notify_all();
   done_.notify_all();
 }
 
 void Producer::Impl::FailLocked(const BatchPtr& batch, const grpc::Status& status,
-                                std::vector<Completion>& completions) {
+                                Completions& completions) {
   for (auto& callback : batch->callbacks)
-    completions.push_back({std::move(callback), Delivery{status, batch->topic, 0, 0}});
+    completions.calls.push_back({std::move(callback), Delivery{status, batch->topic, 0, 0}});
   stats_.records_failed += batch->records();
-  ReleaseLocked(batch);
+  completions.batches.push_back(batch);
 }
 
 void Producer::Impl::SucceedLocked(const BatchPtr& batch, const v1::PublishResponse& response,
-                                   std::vector<Completion>& completions) {
+                                   Completions& completions) {
   if (static_cast<std::size_t>(response.results_size()) != batch->records()) {
     return FailLocked(
         batch,
@@ -279,19 +292,18 @@ void Producer::Impl::SucceedLocked(const BatchPtr& batch, const v1::PublishRespo
   }
   for (std::size_t i = 0; i < batch->records(); ++i) {
     const v1::PublishResult& result = response.results(static_cast<int>(i));
-    completions.push_back(
+    completions.calls.push_back(
         {std::move(batch->callbacks[i]),
          Delivery{grpc::Status::OK, batch->topic, result.partition(), result.offset()}});
   }
   stats_.records_sent += batch->records();
   backoff_ = options_.retry_backoff;
-  ReleaseLocked(batch);
+  completions.batches.push_back(batch);
 }
 
 // Failed batches go back to the front of the queue in their original order, once nothing
 // is outstanding: only then is it certain no later batch of theirs can still land first.
-void Producer::Impl::RequeueLocked(SteadyClock::time_point now,
-                                   std::vector<Completion>& completions) {
+void Producer::Impl::RequeueLocked(SteadyClock::time_point now, Completions& completions) {
   std::vector<BatchPtr> again;
   for (auto& [sequence, batch] : retry_) {
     if (now >= batch->deadline || abandon_) {
@@ -313,12 +325,12 @@ void Producer::Impl::RequeueLocked(SteadyClock::time_point now,
 }
 
 void Producer::Impl::SenderLoop() {
-  std::vector<Completion> completions;
+  Completions completions;
   std::unique_lock lock(mu_);
   while (true) {
     if (!completions.empty()) {
       lock.unlock();
-      RunAll(completions);
+      Deliver(completions);
       lock.lock();
     }
     const auto now = SteadyClock::now();
@@ -422,7 +434,7 @@ void Producer::Impl::SenderLoop() {
 }
 
 void Producer::Impl::ReaderLoop(Session* session) {
-  std::vector<Completion> completions;
+  Completions completions;
   v1::PublishStreamResponse response;
   while (session->stream->Read(&response)) {
     {
@@ -444,7 +456,7 @@ void Producer::Impl::ReaderLoop(Session* session) {
       }
     }
     wake_.notify_one();
-    RunAll(completions);
+    Deliver(completions);
   }
   std::lock_guard lock(mu_);
   session->ended = true;
@@ -465,7 +477,7 @@ void Producer::Impl::EndSession(std::unique_lock<std::mutex>& lock) {
                                    status.error_code() == grpc::StatusCode::CANCELLED ||
                                    status.error_code() == grpc::StatusCode::INTERNAL ||
                                    status.error_code() == grpc::StatusCode::UNKNOWN);
-  std::vector<Completion> completions;
+  Completions completions;
   for (auto& [sequence, batch] : in_flight_) {
     if (retry) {
       batch->last_error = status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -481,7 +493,7 @@ void Producer::Impl::EndSession(std::unique_lock<std::mutex>& lock) {
   in_flight_.clear();
   if (!completions.empty()) {
     lock.unlock();
-    RunAll(completions);
+    Deliver(completions);
     lock.lock();
   }
 }

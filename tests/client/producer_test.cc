@@ -115,6 +115,19 @@ TEST(ProducerTest, CallbackRunsOncePerRecord) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+TEST(ProducerTest, FlushReturnsOnlyAfterTheCallbacksHaveRun) {
+  testing::FakePublishServer server;
+  Client client = ClientFor(server);
+  Producer producer(client);
+  std::atomic<bool> ran{false};
+  producer.Send(Record("slow"), [&](const Delivery&) {
+    std::this_thread::sleep_for(milliseconds(100));
+    ran = true;
+  });
+  ASSERT_TRUE(producer.Flush(std::chrono::seconds(30)));
+  EXPECT_TRUE(ran.load());
+}
+
 TEST(ProducerTest, SplitsBatchesAtMaxRecordsAndFlushSendsTheRest) {
   testing::FakePublishServer server;
   Client client = ClientFor(server);
