@@ -127,33 +127,46 @@ std::uint64_t ProduceUnary(const std::shared_ptr<grpc::Channel>& channel, const 
   auto stub = v1::PublishService::NewStub(channel);
   std::mt19937_64 rng(std::random_device{}());
   const v1::PublishRequest batch = MakeBatch(o, rng);
-  std::mutex mu;
-  std::condition_variable cv;
-  std::size_t outstanding = 0;
-  std::uint64_t acked = 0;
   struct Call {
     grpc::ClientContext context;
     v1::PublishRequest request;
     v1::PublishResponse response;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t outstanding = 0;
+  std::uint64_t acked = 0;
+  // Finished calls are freed here, not in their callback: the callback object lives in the
+  // call's arena, which freeing the ClientContext from inside it would destroy under it.
+  std::vector<std::unique_ptr<Call>> finished;
+  auto collect = [&](std::unique_lock<std::mutex>& lock) {
+    std::vector<std::unique_ptr<Call>> garbage;
+    garbage.swap(finished);
+    lock.unlock();
+    garbage.clear();
+    lock.lock();
   };
   while (Clock::now() < end) {
     {
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return outstanding < o.inflight; });
       ++outstanding;
+      if (!finished.empty()) collect(lock);
     }
-    auto call = std::make_shared<Call>();
+    auto* call = new Call;
     call->request = batch;
     stub->async()->Publish(&call->context, &call->request, &call->response,
                            [&, call](grpc::Status s) {
                              std::lock_guard lock(mu);
                              if (s.ok()) acked += call->response.results_size();
+                             finished.emplace_back(call);
                              --outstanding;
                              cv.notify_all();
                            });
   }
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return outstanding == 0; });
+  collect(lock);
   return acked;
 }
 
