@@ -190,6 +190,35 @@ struct Broker::ProduceOp : Gather<std::vector<ProducedRecord>> {
   using Gather::Gather;
 };
 
+// The broker's topics as the group coordinator sees them.
+class Broker::Directory final : public TopicDirectory {
+ public:
+  explicit Directory(const Broker& broker) : broker_(broker) {}
+  std::optional<Topic> FindTopic(const std::string& name) const override {
+    auto topic = broker_.FindTopic(name);
+    if (!topic) return std::nullopt;
+    return Topic{topic->metadata.id, static_cast<std::uint32_t>(topic->partitions.size())};
+  }
+  std::optional<std::string> TopicName(std::uint32_t id) const override {
+    std::shared_lock lock(broker_.topics_mu_);
+    for (const auto& [name, topic] : broker_.topics_) {
+      if (topic->metadata.id == id) return name;
+    }
+    return std::nullopt;
+  }
+  std::optional<Bounds> PartitionBounds(const std::string& name,
+                                        std::uint32_t partition) const override {
+    auto topic = broker_.FindTopic(name);
+    if (!topic || partition >= topic->partitions.size()) return std::nullopt;
+    const PartitionSlot& slot = *topic->partitions[partition];
+    return Bounds{slot.start.load(std::memory_order_relaxed),
+                  slot.end.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  const Broker& broker_;
+};
+
 Result<std::unique_ptr<Broker>> Broker::Open(storage::Store& store, const Clock& clock,
                                              BrokerOptions options) {
   std::unique_ptr<Broker> broker(new Broker(store, clock, options));
@@ -198,6 +227,7 @@ Result<std::unique_ptr<Broker>> Broker::Open(storage::Store& store, const Clock&
     return s.error();
   }
   broker->ScheduleRetention();
+  broker->ScheduleGroupChecks();
   return broker;
 }
 
@@ -208,7 +238,10 @@ Broker::Broker(storage::Store& store, const Clock& clock, BrokerOptions options)
       pool_(options.worker_threads != 0 ? options.worker_threads
                                         : std::max(1u, std::thread::hardware_concurrency())),
       admin_strand_(boost::asio::make_strand(pool_.get_executor())),
-      retention_timer_(admin_strand_) {}
+      retention_timer_(admin_strand_),
+      group_timer_(admin_strand_),
+      directory_(std::make_unique<Directory>(*this)),
+      groups_(std::make_unique<GroupCoordinator>(store, clock, *directory_, options.groups)) {}
 
 Broker::~Broker() {
   Shutdown();
@@ -247,9 +280,11 @@ Status Broker::Load() {
   if (Status s = it->status(); !s) return s;
   Log().info("loaded {} topics", loaded.size());
   if (Status s = DropOrphanedData(loaded); !s) return s;
-  std::unique_lock lock(topics_mu_);
-  topics_ = std::move(loaded);
-  return Ok();
+  {
+    std::unique_lock lock(topics_mu_);
+    topics_ = std::move(loaded);
+  }
+  return groups_->Load();
 }
 
 Status Broker::DropOrphanedData(const std::map<std::string, std::shared_ptr<const Topic>>& topics) {
@@ -294,7 +329,10 @@ void Broker::Shutdown() {
     inflight_cv_.wait(lock, [&] { return inflight_ == 0; });
     stopped_ = true;
   }
-  boost::asio::post(admin_strand_, [this] { retention_timer_.cancel(); });
+  boost::asio::post(admin_strand_, [this] {
+    retention_timer_.cancel();
+    group_timer_.cancel();
+  });
   pool_.join();
 }
 

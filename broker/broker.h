@@ -32,6 +32,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "broker/group_coordinator.h"
 #include "broker/topic.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -50,6 +51,42 @@ struct BrokerOptions {
   // Limits of one Produce call.
   std::size_t max_batch_records = 100'000;
   std::size_t max_batch_bytes = 64u << 20;
+  GroupLimits groups;
+  // How often members' sessions and groups' offsets retention are checked.
+  std::chrono::milliseconds group_check_interval{std::chrono::seconds(1)};
+};
+
+// A group's position in a partition, with where a member taking the partition now starts:
+// the committed offset, or (with none, or one below the log start) the group's reset policy.
+struct GroupOffset {
+  PartitionPosition position;
+  std::uint64_t start_offset = 0;
+  std::string reset_reason;  // empty when start_offset is the committed offset
+};
+
+enum class ResetMode { kEarliest, kLatest, kTimestamp, kOffset, kShift };
+
+struct ResetOffsetsRequest {
+  std::string group;
+  std::string topic;
+  std::vector<std::uint32_t> partitions;  // empty: all
+  ResetMode mode = ResetMode::kEarliest;
+  std::int64_t timestamp_ms = 0;
+  std::uint64_t offset = 0;
+  std::int64_t shift_by = 0;
+  bool force = false;
+  bool dry_run = false;
+};
+
+struct ResetOffsetResult {
+  std::uint32_t partition = 0;
+  std::optional<std::uint64_t> previous;
+  std::uint64_t new_offset = 0;
+};
+
+struct ResetOffsetsOutcome {
+  std::vector<ResetOffsetResult> results;
+  bool applied = false;
 };
 
 struct ProducedRecord {
@@ -147,9 +184,27 @@ class Broker {
 
   const Clock& clock() const { return clock_; }
 
+  // Consumer groups (broker/group_coordinator.h has the protocol). Thread-safe.
+  Result<HeartbeatAnswer> GroupHeartbeat(const MemberHeartbeat& heartbeat);
+  Status LeaveGroup(const std::string& group, const std::string& member_id);
+  void CommitOffsets(const std::string& group, const std::string& member_id,
+                     std::uint32_t member_epoch, std::vector<OffsetCommit> offsets,
+                     StatusCallback done);
+  // `filter`: topic -> partitions (empty: all of the topic); empty: every committed partition.
+  void FetchGroupOffsets(const std::string& group,
+                         std::map<std::string, std::vector<std::uint32_t>> filter,
+                         Callback<std::vector<GroupOffset>> done);
+  std::vector<GroupSummary> ListGroups(const std::string& prefix, const std::string& after,
+                                       std::size_t limit) const;
+  Result<GroupDescription> DescribeGroup(const std::string& group) const;
+  void DeleteGroup(const std::string& group, StatusCallback done);
+  void ResetGroupOffsets(ResetOffsetsRequest request, Callback<ResetOffsetsOutcome> done);
+  std::vector<GroupCoordinator::GroupMetrics> GroupMetrics() const;
+
  private:
   using Strand = boost::asio::strand<boost::asio::thread_pool::executor_type>;
   struct PartitionSlot;
+  class Directory;
   struct FetchWaiter;
   struct Topic;
   struct ProduceOp;
@@ -165,6 +220,10 @@ class Broker {
   bool Enter();
   void Leave();
   void ScheduleRetention();
+  void ScheduleGroupChecks();
+  // Where a member taking a partition starts (see GroupOffset); may look up a time.
+  void ResolveStarts(std::vector<PartitionPosition> positions, const GroupSettings& settings,
+                     Callback<std::vector<GroupOffset>> done);
   void CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done);
   void UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
                            Callback<TopicInfo> done);
@@ -178,6 +237,9 @@ class Broker {
   boost::asio::thread_pool pool_;
   Strand admin_strand_;
   boost::asio::steady_timer retention_timer_;
+  boost::asio::steady_timer group_timer_;  // on admin_strand_
+  std::unique_ptr<Directory> directory_;
+  std::unique_ptr<GroupCoordinator> groups_;
 
   mutable std::shared_mutex topics_mu_;
   std::map<std::string, std::shared_ptr<const Topic>> topics_;  // guarded by topics_mu_

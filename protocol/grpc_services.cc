@@ -243,8 +243,10 @@ class PublishStreamReactor final
 }  // namespace
 
 CallCounter::CallCounter() {
-  for (const char* method : {"CreateTopic", "GetTopic", "ListTopics", "UpdateTopic", "DeleteTopic",
-                             "GetBrokerInfo", "Publish", "Fetch", "ListOffsets"}) {
+  for (const char* method :
+       {"CreateTopic", "GetTopic", "ListTopics", "UpdateTopic", "DeleteTopic", "GetBrokerInfo",
+        "Publish", "Fetch", "ListOffsets", "Heartbeat", "LeaveGroup", "CommitOffsets",
+        "FetchOffsets", "ListGroups", "DescribeGroup", "DeleteGroup", "ResetOffsets"}) {
     latency_.emplace(method, std::make_unique<Histogram>(Histogram::LatencyBounds()));
   }
 }
@@ -498,6 +500,283 @@ grpc::ServerUnaryReactor* StreamServiceImpl::ListOffsets(grpc::CallbackServerCon
           response->set_log_start_offset(info->partitions[partition].start_offset);
           response->set_log_end_offset(info->partitions[partition].end_offset);
         }
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+// ---- GroupService -----------------------------------------------------------------------
+
+namespace {
+
+void PartitionsToProto(const std::vector<broker::TopicPartition>& partitions,
+                       google::protobuf::RepeatedPtrField<v1::TopicPartitions>* out) {
+  v1::TopicPartitions* current = nullptr;
+  for (const auto& tp : partitions) {  // sorted by topic
+    if (current == nullptr || current->topic() != tp.topic) {
+      current = out->Add();
+      current->set_topic(tp.topic);
+    }
+    current->add_partitions(tp.partition);
+  }
+}
+
+void PositionToProto(const broker::PartitionPosition& p, v1::GroupPartitionOffset* out) {
+  out->set_topic(p.tp.topic);
+  out->set_partition(p.tp.partition);
+  out->set_log_start_offset(p.log_start);
+  out->set_log_end_offset(p.log_end);
+  out->set_owner_member_id(p.owner);
+  if (p.committed) {
+    out->set_committed_offset(p.committed->offset);
+    out->set_metadata(p.committed->metadata);
+    out->set_commit_timestamp_ms(p.committed->commit_ms);
+    out->set_lag(p.log_end > p.committed->offset ? p.log_end - p.committed->offset : 0);
+  }
+}
+
+v1::GroupState StateToProto(broker::GroupState state) {
+  switch (state) {
+    case broker::GroupState::kEmpty:
+      return v1::GROUP_STATE_EMPTY;
+    case broker::GroupState::kReconciling:
+      return v1::GROUP_STATE_RECONCILING;
+    case broker::GroupState::kStable:
+      return v1::GROUP_STATE_STABLE;
+  }
+  return v1::GROUP_STATE_UNSPECIFIED;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* GroupServiceImpl::Heartbeat(grpc::CallbackServerContext* context,
+                                                      const v1::HeartbeatRequest* request,
+                                                      v1::HeartbeatResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  broker::MemberHeartbeat hb;
+  hb.group = request->group_id();
+  hb.member_id = request->member_id();
+  hb.member_epoch = request->member_epoch();
+  hb.subscriptions.assign(request->subscribed_topics().begin(), request->subscribed_topics().end());
+  for (const auto& tps : request->owned_partitions()) {
+    for (std::uint32_t p : tps.partitions())
+      hb.owned.push_back({tps.topic(), p});
+  }
+  if (request->has_rebalance_timeout_ms())
+    hb.rebalance_timeout_ms = request->rebalance_timeout_ms();
+  hb.client_id = request->client_id();
+  hb.client_host = context->peer();
+  switch (request->assignor()) {
+    case v1::GROUP_ASSIGNOR_RANGE:
+      hb.settings.assignor = broker::GroupAssignor::kRange;
+      break;
+    case v1::GROUP_ASSIGNOR_UNSPECIFIED:
+    case v1::GROUP_ASSIGNOR_UNIFORM:
+      hb.settings.assignor = broker::GroupAssignor::kUniform;
+      break;
+    default:
+      return FinishWith(calls_, __func__, InvalidArgumentStatus("unknown assignor"));
+  }
+  if (request->has_session_timeout_ms())
+    hb.settings.session_timeout_ms = request->session_timeout_ms();
+  switch (request->offset_reset()) {
+    case v1::OFFSET_RESET_UNSPECIFIED:
+    case v1::OFFSET_RESET_EARLIEST:
+      hb.settings.offset_reset = broker::OffsetReset::kEarliest;
+      break;
+    case v1::OFFSET_RESET_LATEST:
+      hb.settings.offset_reset = broker::OffsetReset::kLatest;
+      break;
+    case v1::OFFSET_RESET_BY_TIME:
+      hb.settings.offset_reset = broker::OffsetReset::kByTime;
+      break;
+    default:
+      return FinishWith(calls_, __func__, InvalidArgumentStatus("unknown offset_reset"));
+  }
+  hb.settings.offset_reset_timestamp_ms = request->offset_reset_timestamp_ms();
+  auto answer = broker_.GroupHeartbeat(hb);
+  if (!answer) return FinishWith(calls_, __func__, ToGrpcStatus(answer.error()));
+  response->set_member_id(answer->member_id);
+  response->set_member_epoch(answer->member_epoch);
+  response->set_heartbeat_interval_ms(answer->heartbeat_interval_ms);
+  response->set_session_timeout_ms(answer->session_timeout_ms);
+  PartitionsToProto(answer->assignment, response->mutable_assignment());
+  return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::LeaveGroup(grpc::CallbackServerContext* /*context*/,
+                                                       const v1::LeaveGroupRequest* request,
+                                                       v1::LeaveGroupResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  Status s = broker_.LeaveGroup(request->group_id(), request->member_id());
+  return FinishWith(calls_, __func__, s ? grpc::Status::OK : ToGrpcStatus(s.error()));
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::CommitOffsets(grpc::CallbackServerContext* /*context*/,
+                                                          const v1::CommitOffsetsRequest* request,
+                                                          v1::CommitOffsetsResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  std::vector<broker::OffsetCommit> offsets;
+  offsets.reserve(request->offsets_size());
+  for (const auto& o : request->offsets())
+    offsets.push_back({o.topic(), o.partition(), o.offset(), o.metadata()});
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.CommitOffsets(
+      request->group_id(), request->member_id(), request->member_epoch(), std::move(offsets),
+      [reactor](Status s) { reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error())); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::FetchOffsets(grpc::CallbackServerContext* /*context*/,
+                                                         const v1::FetchOffsetsRequest* request,
+                                                         v1::FetchOffsetsResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  std::map<std::string, std::vector<std::uint32_t>> filter;
+  for (const auto& tps : request->partitions()) {
+    auto& partitions = filter[tps.topic()];
+    partitions.insert(partitions.end(), tps.partitions().begin(), tps.partitions().end());
+  }
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.FetchGroupOffsets(request->group_id(), std::move(filter),
+                            [reactor, response](Result<std::vector<broker::GroupOffset>> offsets) {
+                              if (!offsets) return reactor->Finish(ToGrpcStatus(offsets.error()));
+                              for (const auto& o : *offsets) {
+                                v1::GroupPartitionOffset* out = response->add_offsets();
+                                PositionToProto(o.position, out);
+                                out->set_start_offset(o.start_offset);
+                                out->set_reset_reason(o.reset_reason);
+                              }
+                              reactor->Finish(grpc::Status::OK);
+                            });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::ListGroups(grpc::CallbackServerContext* /*context*/,
+                                                       const v1::ListGroupsRequest* request,
+                                                       v1::ListGroupsResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  const std::string& prefix = request->prefix();
+  const std::string& token = request->page_token();
+  if (!token.empty() && token.rfind(prefix, 0) != 0) {
+    return FinishWith(calls_, __func__,
+                      InvalidArgumentStatus("page_token does not belong to a listing of prefix '" +
+                                            prefix + "'"));
+  }
+  std::uint32_t page_size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+  page_size = std::min(page_size, kMaxPageSize);
+  auto groups = broker_.ListGroups(prefix, token, page_size + 1);
+  for (std::size_t i = 0; i < groups.size() && i < page_size; ++i) {
+    v1::GroupSummary* out = response->add_groups();
+    out->set_group_id(groups[i].group);
+    out->set_state(StateToProto(groups[i].state));
+    out->set_member_count(groups[i].member_count);
+    out->set_group_epoch(groups[i].group_epoch);
+  }
+  if (groups.size() > page_size) response->set_next_page_token(groups[page_size - 1].group);
+  return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::DescribeGroup(grpc::CallbackServerContext* /*context*/,
+                                                          const v1::DescribeGroupRequest* request,
+                                                          v1::DescribeGroupResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto d = broker_.DescribeGroup(request->group_id());
+  if (!d) return FinishWith(calls_, __func__, ToGrpcStatus(d.error()));
+  response->set_group_id(d->group);
+  response->set_state(StateToProto(d->state));
+  response->set_group_epoch(d->group_epoch);
+  for (const auto& m : d->members) {
+    v1::GroupMember* out = response->add_members();
+    out->set_member_id(m.member_id);
+    out->set_client_id(m.client_id);
+    out->set_client_host(m.client_host);
+    out->set_member_epoch(m.member_epoch);
+    for (const auto& topic : m.subscriptions)
+      out->add_subscribed_topics(topic);
+    PartitionsToProto(m.owned, out->mutable_assignment());
+    PartitionsToProto(m.target, out->mutable_target_assignment());
+    out->set_last_heartbeat_ms(m.last_heartbeat_ms);
+    out->set_rebalance_timeout_ms(m.rebalance_timeout_ms);
+  }
+  for (const auto& p : d->partitions)
+    PositionToProto(p, response->add_offsets());
+  response->set_assignor(d->settings.assignor == broker::GroupAssignor::kRange
+                             ? v1::GROUP_ASSIGNOR_RANGE
+                             : v1::GROUP_ASSIGNOR_UNIFORM);
+  response->set_session_timeout_ms(d->settings.session_timeout_ms);
+  response->set_heartbeat_interval_ms(d->heartbeat_interval_ms);
+  switch (d->settings.offset_reset) {
+    case broker::OffsetReset::kEarliest:
+      response->set_offset_reset(v1::OFFSET_RESET_EARLIEST);
+      break;
+    case broker::OffsetReset::kLatest:
+      response->set_offset_reset(v1::OFFSET_RESET_LATEST);
+      break;
+    case broker::OffsetReset::kByTime:
+      response->set_offset_reset(v1::OFFSET_RESET_BY_TIME);
+      break;
+  }
+  response->set_offset_reset_timestamp_ms(d->settings.offset_reset_timestamp_ms);
+  response->set_rebalance_count(d->rebalances);
+  return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::DeleteGroup(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::DeleteGroupRequest* request,
+                                                        v1::DeleteGroupResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.DeleteGroup(request->group_id(), [reactor](Status s) {
+    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GroupServiceImpl::ResetOffsets(grpc::CallbackServerContext* /*context*/,
+                                                         const v1::ResetOffsetsRequest* request,
+                                                         v1::ResetOffsetsResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  broker::ResetOffsetsRequest r;
+  r.group = request->group_id();
+  r.topic = request->topic();
+  r.partitions.assign(request->partitions().begin(), request->partitions().end());
+  switch (request->mode()) {
+    case v1::RESET_MODE_EARLIEST:
+      r.mode = broker::ResetMode::kEarliest;
+      break;
+    case v1::RESET_MODE_LATEST:
+      r.mode = broker::ResetMode::kLatest;
+      break;
+    case v1::RESET_MODE_TIMESTAMP:
+      r.mode = broker::ResetMode::kTimestamp;
+      break;
+    case v1::RESET_MODE_OFFSET:
+      r.mode = broker::ResetMode::kOffset;
+      break;
+    case v1::RESET_MODE_SHIFT:
+      r.mode = broker::ResetMode::kShift;
+      break;
+    default:
+      return FinishWith(calls_, __func__, InvalidArgumentStatus("mode is not set"));
+  }
+  r.timestamp_ms = request->timestamp_ms();
+  r.offset = request->offset();
+  r.shift_by = request->shift_by();
+  r.force = request->force();
+  r.dry_run = request->dry_run();
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  const std::string topic = r.topic;
+  broker_.ResetGroupOffsets(
+      std::move(r), [reactor, response, topic](Result<broker::ResetOffsetsOutcome> outcome) {
+        if (!outcome) return reactor->Finish(ToGrpcStatus(outcome.error()));
+        for (const auto& result : outcome->results) {
+          v1::ResetOffsetResult* out = response->add_results();
+          out->set_topic(topic);
+          out->set_partition(result.partition);
+          if (result.previous) out->set_previous_offset(*result.previous);
+          out->set_new_offset(result.new_offset);
+        }
+        response->set_applied(outcome->applied);
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;

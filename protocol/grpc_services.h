@@ -20,6 +20,7 @@
 #include "common/metrics.h"
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
+#include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
 
 namespace spool::protocol {
@@ -122,6 +123,41 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
   grpc::ServerUnaryReactor* ListOffsets(grpc::CallbackServerContext* context,
                                         const v1::ListOffsetsRequest* request,
                                         v1::ListOffsetsResponse* response) override;
+
+ private:
+  broker::Broker& broker_;
+  CallCounter& calls_;
+};
+
+// Consumer groups (proto/spool/v1/groups.proto); the protocol is in broker::GroupCoordinator.
+class GroupServiceImpl final : public v1::GroupService::CallbackService {
+ public:
+  GroupServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
+
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* LeaveGroup(grpc::CallbackServerContext* context,
+                                       const v1::LeaveGroupRequest* request,
+                                       v1::LeaveGroupResponse* response) override;
+  grpc::ServerUnaryReactor* CommitOffsets(grpc::CallbackServerContext* context,
+                                          const v1::CommitOffsetsRequest* request,
+                                          v1::CommitOffsetsResponse* response) override;
+  grpc::ServerUnaryReactor* FetchOffsets(grpc::CallbackServerContext* context,
+                                         const v1::FetchOffsetsRequest* request,
+                                         v1::FetchOffsetsResponse* response) override;
+  grpc::ServerUnaryReactor* ListGroups(grpc::CallbackServerContext* context,
+                                       const v1::ListGroupsRequest* request,
+                                       v1::ListGroupsResponse* response) override;
+  grpc::ServerUnaryReactor* DescribeGroup(grpc::CallbackServerContext* context,
+                                          const v1::DescribeGroupRequest* request,
+                                          v1::DescribeGroupResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteGroup(grpc::CallbackServerContext* context,
+                                        const v1::DeleteGroupRequest* request,
+                                        v1::DeleteGroupResponse* response) override;
+  grpc::ServerUnaryReactor* ResetOffsets(grpc::CallbackServerContext* context,
+                                         const v1::ResetOffsetsRequest* request,
+                                         v1::ResetOffsetsResponse* response) override;
 
  private:
   broker::Broker& broker_;

@@ -71,4 +71,29 @@ std::string LogStartKey(std::uint32_t topic, std::uint32_t partition) {
   return MetaKey(MetaTag::kLogStart, PartitionPrefix(topic, partition));
 }
 
+std::string GroupMetaKey(std::string_view group) {
+  std::string key(1, kGroupMetaTag);
+  key.append(group);
+  key.push_back('\0');
+  return key;
+}
+
+std::string GroupOffsetsBegin(std::string_view group) {
+  std::string key(1, kGroupOffsetTag);
+  key.append(group);
+  key.push_back('\0');
+  return key;
+}
+
+std::string GroupOffsetsEnd(std::string_view group) {
+  std::string key(1, kGroupOffsetTag);
+  key.append(group);
+  key.push_back('\1');
+  return key;
+}
+
+std::string GroupOffsetKey(std::string_view group, std::uint32_t topic, std::uint32_t partition) {
+  return GroupOffsetsBegin(group) + PartitionPrefix(topic, partition);
+}
+
 }  // namespace spool::storage

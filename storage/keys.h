@@ -52,4 +52,17 @@ enum class MetaTag : char {
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);
 
+// offsets: consumer groups. Group ids are [A-Za-z0-9._-], so the 0x00 after the id ends it:
+// one group's keys are one contiguous range that no other group's id can enter.
+//   'G' | group | 0x00                          -> group settings (broker)
+//   'O' | group | 0x00 | topic u32 | partition u32 -> committed offset (broker)
+// Offsets are keyed by topic id, so a topic deleted and created again starts without them.
+std::string GroupMetaKey(std::string_view group);
+std::string GroupOffsetKey(std::string_view group, std::uint32_t topic, std::uint32_t partition);
+// Bounds of every committed offset of `group`, and of every group's settings.
+std::string GroupOffsetsBegin(std::string_view group);
+std::string GroupOffsetsEnd(std::string_view group);
+inline constexpr char kGroupMetaTag = 'G';
+inline constexpr char kGroupOffsetTag = 'O';
+
 }  // namespace spool::storage
