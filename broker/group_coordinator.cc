@@ -64,8 +64,7 @@ std::string GroupCoordinator::EncodeSettings(const Group& group) const {
 
 Status GroupCoordinator::Load() {
   std::lock_guard lock(mu_);
-  const std::int64_t now = clock_.WallMillis();
-  hold_until_ms_ = now + limits_.max_heartbeat_interval_ms + 1'000;
+  const std::int64_t hold_until = clock_.WallMillis() + limits_.max_heartbeat_interval_ms + 1'000;
   // Settings.
   {
     auto it =
@@ -94,6 +93,7 @@ Status GroupCoordinator::Load() {
                         static_cast<OffsetReset>(reset), reset_ts};
       group.emptied_ms = emptied;
       group.persisted = true;
+      group.hold_until_ms = hold_until;
       groups_[id] = std::move(group);
     }
     if (Status s = it->status(); !s) return s;
@@ -117,6 +117,7 @@ Status GroupCoordinator::Load() {
     if (group.id.empty()) {
       group.id = id;
       group.emptied_ms = committed->commit_ms;
+      group.hold_until_ms = hold_until;
     }
     group.offsets[{topic, partition}] = std::move(*committed);
   }
@@ -304,7 +305,7 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
 
   const PartitionSet& target = group->target[member->id];
   // Grant target partitions nobody else holds (not during the hold after a restart).
-  if (now >= hold_until_ms_) {
+  if (now >= group->hold_until_ms) {
     for (const auto& tp : target) {
       if (member->owned.count(tp)) continue;
       auto owner = OwnerLocked(*group, tp);
@@ -327,7 +328,7 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
   answer.member_id = member->id;
   answer.member_epoch = member->epoch;
   answer.session_timeout_ms = group->settings.session_timeout_ms;
-  answer.heartbeat_interval_ms = now < hold_until_ms_
+  answer.heartbeat_interval_ms = now < group->hold_until_ms
                                      ? std::min<std::int64_t>(500, HeartbeatIntervalLocked(*group))
                                      : HeartbeatIntervalLocked(*group);
   for (const auto& tp : member->owned) {

@@ -152,8 +152,9 @@ class GroupCoordinator {
                    GroupLimits limits = {});
 
   // Reads every group's settings and committed offsets. Members are not persisted: after a
-  // restart no partition is handed out until one heartbeat interval has passed, so members
-  // of the previous incarnation have heard they are unknown and dropped their partitions.
+  // restart a group found here hands out no partition until one heartbeat interval has
+  // passed, so members of the previous incarnation have heard they are unknown and dropped
+  // their partitions.
   Status Load();
 
   Result<HeartbeatAnswer> Heartbeat(const MemberHeartbeat& heartbeat);
@@ -223,6 +224,7 @@ class GroupCoordinator {
     // (topic id, partition) -> committed
     std::map<std::pair<std::uint32_t, std::uint32_t>, CommittedOffset> offsets;
     std::int64_t emptied_ms = 0;  // when it last had no members (persisted with settings)
+    std::int64_t hold_until_ms = 0;  // no grants before this (groups found by Load)
     bool persisted = false;       // settings stored
   };
 
@@ -243,7 +245,6 @@ class GroupCoordinator {
   const GroupLimits limits_;
   mutable std::mutex mu_;
   std::map<std::string, Group> groups_;  // guarded by mu_
-  std::int64_t hold_until_ms_ = 0;       // no grants before this (see Load)
 };
 
 }  // namespace spool::broker

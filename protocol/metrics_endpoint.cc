@@ -73,6 +73,45 @@ std::string RenderMetrics(const broker::Broker& broker, const storage::Store& st
   out.Family("spool_rocksdb_write_stopped", "gauge", "1 while RocksDB stops writes.");
   out.Sample("spool_rocksdb_write_stopped", {}, stats.write_stopped ? 1 : 0);
 
+  // Consumer groups.
+  const auto groups = broker.GroupMetrics();
+  out.Family("spool_group_members", "gauge", "Live members of a consumer group.");
+  for (const auto& g : groups)
+    out.Sample("spool_group_members", {{"group", g.group}}, g.members);
+  out.Family("spool_group_rebalances_total", "counter",
+             "Times a group's target assignment was recomputed since start.");
+  for (const auto& g : groups) {
+    out.Sample("spool_group_rebalances_total", {{"group", g.group}},
+               static_cast<double>(g.rebalances));
+  }
+  // One family at a time: a family's samples must follow its TYPE line.
+  const struct {
+    const char* name;
+    const char* help;
+    std::function<double(const broker::PartitionPosition&)> value;
+  } offset_series[] = {
+      {"spool_group_committed_offset", "A group's committed offset (the next to read).",
+       [](const broker::PartitionPosition& p) { return static_cast<double>(p.committed->offset); }},
+      {"spool_group_lag", "Log end offset minus the group's committed offset.",
+       [](const broker::PartitionPosition& p) {
+         return static_cast<double>(
+             p.log_end > p.committed->offset ? p.log_end - p.committed->offset : 0);
+       }},
+  };
+  for (const auto& series : offset_series) {
+    out.Family(series.name, "gauge", series.help);
+    for (const auto& g : groups) {
+      for (const auto& p : g.partitions) {
+        if (!p.committed) continue;
+        out.Sample(series.name,
+                   {{"group", g.group},
+                    {"topic", p.tp.topic},
+                    {"partition", std::to_string(p.tp.partition)}},
+                   series.value(p));
+      }
+    }
+  }
+
   calls.Render(out);
   return out.Take();
 }
