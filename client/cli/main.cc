@@ -9,9 +9,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -19,11 +21,13 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include "client/cli/output.h"
 #include "client/cli/parse.h"
 #include "spool/client.h"
+#include "spool/consumer.h"
 #include "spool/producer.h"
 
 namespace {
@@ -305,9 +309,115 @@ struct ConsumeArgs {
   std::optional<std::uint64_t> max;
   bool value_only = false;
   std::string wait = "1s";
+  std::string group;
 };
 
+std::atomic<bool> g_interrupted{false};
+
+void PrintRecord(const Global& global, const ConsumeArgs& args, const std::string& topic,
+                 const spool::v1::Record& record) {
+  if (global.json) {
+    std::cout << spool::cli::RecordJson(topic, record).dump() << "\n";
+  } else if (args.value_only) {
+    std::cout << record.value() << "\n";
+  } else {
+    std::cout << spool::cli::FormatRecordLine(record) << "\n";
+  }
+}
+
+// consume --group: a group member that commits after each batch it prints and leaves the
+// group on exit (end of input, --max, or Ctrl-C).
+int ConsumeGroup(const Global& global, const ConsumeArgs& args) {
+  if (args.partition) throw UsageError{"--partition cannot be used with --group"};
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  auto start = spool::cli::ParseStartPosition(args.from, now_ms);
+  if (!start || start->kind == spool::StartPosition::Kind::kOffset) {
+    throw UsageError{
+        "--from with --group: earliest, latest, a time or a time ago (it applies "
+        "where the group has no committed offset)"};
+  }
+  const std::int64_t wait_ms = DurationOrThrow("--wait", args.wait);
+  if (wait_ms <= 0 || wait_ms > 60'000) throw UsageError{"--wait must be within 1ms..60s"};
+  if (args.max && *args.max == 0) return kExitOk;
+
+  spool::Client client = Connect(global);
+  {
+    spool::Admin admin(client);
+    auto topic = admin.GetTopic(args.topic);
+    if (!topic.ok()) return Fail(topic.status, "cannot consume " + args.topic);
+  }
+  spool::ConsumerOptions options;
+  options.group = args.group;
+  options.topics = {args.topic};
+  options.client_id = "spool-cli";
+  switch (start->kind) {
+    case spool::StartPosition::Kind::kLatest:
+      options.offset_reset = spool::v1::OFFSET_RESET_LATEST;
+      break;
+    case spool::StartPosition::Kind::kTimestamp:
+      options.offset_reset = spool::v1::OFFSET_RESET_BY_TIME;
+      options.offset_reset_timestamp_ms = start->timestamp_ms;
+      break;
+    default:
+      options.offset_reset = spool::v1::OFFSET_RESET_EARLIEST;
+      break;
+  }
+  bool assigned = false;
+  options.on_assigned = [&](const std::vector<spool::TopicPartition>&) { assigned = true; };
+  spool::Consumer consumer(client, options);
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  std::signal(SIGTERM, [](int) { g_interrupted = true; });
+
+  std::uint64_t printed = 0;
+  const auto started = SteadyClock::now();
+  auto last_record = started;
+  grpc::Status error;
+  while (!g_interrupted) {
+    auto records = consumer.Poll(std::chrono::milliseconds(200));
+    if (!records.ok()) {
+      error = records.status;
+      break;
+    }
+    std::map<spool::TopicPartition, std::uint64_t> unprinted;  // first record --max cut off
+    for (const auto& r : *records) {
+      if (args.max && printed >= *args.max) {
+        unprinted.emplace(spool::TopicPartition{r.topic, r.record.partition()}, r.record.offset());
+        continue;
+      }
+      PrintRecord(global, args, r.topic, r.record);
+      ++printed;
+    }
+    // Only what was printed counts as consumed (and is committed).
+    for (const auto& [tp, offset] : unprinted)
+      consumer.Seek(tp, offset);
+    std::cout.flush();
+    const auto now = SteadyClock::now();
+    if (!records->empty()) {
+      last_record = now;
+      grpc::Status committed = consumer.Commit();
+      if (!committed.ok()) std::cerr << "spool: commit: " << committed.error_message() << "\n";
+    }
+    if (args.max && printed >= *args.max) break;
+    // Without --follow: stop once nothing came for --wait after the partitions arrived (or
+    // after 10 s without any).
+    if (!args.follow) {
+      const auto idle = now - (assigned ? std::max(last_record, started) : started);
+      if ((assigned && idle >= std::chrono::milliseconds(wait_ms)) ||
+          (!assigned && idle >= std::chrono::seconds(10))) {
+        break;
+      }
+    }
+  }
+  grpc::Status closed = consumer.Close();
+  if (!error.ok()) return Fail(error, "cannot consume " + args.topic);
+  if (!closed.ok()) return Fail(closed, "leaving group " + args.group);
+  return kExitOk;
+}
+
 int Consume(const Global& global, const ConsumeArgs& args) {
+  if (!args.group.empty()) return ConsumeGroup(global, args);
   auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::system_clock::now().time_since_epoch())
                     .count();
@@ -371,13 +481,7 @@ int Consume(const Global& global, const ConsumeArgs& args) {
       for (const auto& record : *records) {
         if (args.max && printed >= *args.max) break;
         if (!args.follow && record.offset() >= end) break;
-        if (global.json) {
-          std::cout << spool::cli::RecordJson(args.topic, record).dump() << "\n";
-        } else if (args.value_only) {
-          std::cout << record.value() << "\n";
-        } else {
-          std::cout << spool::cli::FormatRecordLine(record) << "\n";
-        }
+        PrintRecord(global, args, args.topic, record);
         ++printed;
       }
       if (args.follow) std::cout.flush();
@@ -391,6 +495,184 @@ int Consume(const Global& global, const ConsumeArgs& args) {
     thread.join();
   std::cout.flush();
   if (!error.ok()) return Fail(error, "cannot consume " + args.topic);
+  return kExitOk;
+}
+
+// ---- group ------------------------------------------------------------------------------
+
+struct GroupArgs {
+  std::string group;
+  std::string prefix;
+  std::string topic;
+  std::string to;
+  std::optional<std::int64_t> shift_by;
+  std::vector<std::uint32_t> partitions;
+  bool force = false;
+  bool dry_run = false;
+};
+
+std::string_view GroupStateName(spool::v1::GroupState state) {
+  switch (state) {
+    case spool::v1::GROUP_STATE_EMPTY:
+      return "Empty";
+    case spool::v1::GROUP_STATE_RECONCILING:
+      return "Reconciling";
+    case spool::v1::GROUP_STATE_STABLE:
+      return "Stable";
+    default:
+      return "Unknown";
+  }
+}
+
+std::string PartitionList(
+    const google::protobuf::RepeatedPtrField<spool::v1::TopicPartitions>& assignment) {
+  std::string out;
+  for (const auto& tps : assignment) {
+    for (std::uint32_t p : tps.partitions())
+      out += (out.empty() ? "" : ",") + tps.topic() + "/" + std::to_string(p);
+  }
+  return out.empty() ? "-" : out;
+}
+
+Json ProtoJson(const google::protobuf::Message& message) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  return Json::parse(text);
+}
+
+int GroupList(const Global& global, const GroupArgs& args) {
+  spool::Admin admin(Connect(global));
+  auto groups = admin.ListGroups(args.prefix);
+  if (!groups.ok()) return Fail(groups.status, "cannot list groups");
+  if (global.json) {
+    Json out = Json::array();
+    for (const auto& g : *groups)
+      out.push_back(ProtoJson(g));
+    PrintJson(out);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& g : *groups) {
+    rows.push_back({g.group_id(), std::string(GroupStateName(g.state())),
+                    std::to_string(g.member_count()), std::to_string(g.group_epoch())});
+  }
+  std::cout << spool::cli::FormatTable({"GROUP", "STATE", "MEMBERS", "EPOCH"}, rows);
+  return kExitOk;
+}
+
+int GroupDescribe(const Global& global, const GroupArgs& args) {
+  spool::Admin admin(Connect(global));
+  auto d = admin.DescribeGroup(args.group);
+  if (!d.ok()) return Fail(d.status, "cannot describe group " + args.group);
+  if (global.json) {
+    PrintJson(ProtoJson(*d));
+    return kExitOk;
+  }
+  std::string policy = d->offset_reset() == spool::v1::OFFSET_RESET_LATEST    ? "latest"
+                       : d->offset_reset() == spool::v1::OFFSET_RESET_BY_TIME ? "by time "
+                                                                              : "earliest";
+  if (d->offset_reset() == spool::v1::OFFSET_RESET_BY_TIME)
+    policy += spool::cli::FormatTimestampMs(d->offset_reset_timestamp_ms());
+  std::cout << "Group:              " << d->group_id() << "\n"
+            << "State:              " << GroupStateName(d->state()) << " (epoch "
+            << d->group_epoch() << ", " << d->rebalance_count() << " rebalances)\n"
+            << "Assignor:           "
+            << (d->assignor() == spool::v1::GROUP_ASSIGNOR_RANGE ? "range" : "uniform") << "\n"
+            << "Session timeout:    " << spool::cli::FormatDurationMs(d->session_timeout_ms())
+            << " (heartbeat every " << spool::cli::FormatDurationMs(d->heartbeat_interval_ms())
+            << ")\n"
+            << "Offset reset:       " << policy << "\n\n";
+  std::vector<std::vector<std::string>> members;
+  for (const auto& m : d->members()) {
+    members.push_back({m.member_id(), m.client_id().empty() ? "-" : m.client_id(), m.client_host(),
+                       PartitionList(m.assignment())});
+  }
+  if (!members.empty()) {
+    std::cout << spool::cli::FormatTable({"MEMBER", "CLIENT", "HOST", "PARTITIONS"}, members)
+              << "\n";
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& o : d->offsets()) {
+    rows.push_back({o.topic(), std::to_string(o.partition()),
+                    o.owner_member_id().empty() ? "-" : o.owner_member_id(),
+                    o.has_committed_offset() ? std::to_string(o.committed_offset()) : "-",
+                    std::to_string(o.log_end_offset()),
+                    o.has_lag() ? std::to_string(o.lag()) : "-"});
+  }
+  std::cout << spool::cli::FormatTable({"TOPIC", "PARTITION", "OWNER", "COMMITTED", "END", "LAG"},
+                                       rows);
+  return kExitOk;
+}
+
+int GroupDelete(const Global& global, const GroupArgs& args) {
+  spool::Admin admin(Connect(global));
+  grpc::Status status = admin.DeleteGroup(args.group);
+  if (!status.ok()) return Fail(status, "cannot delete group " + args.group);
+  if (global.json) {
+    PrintJson({{"deleted", args.group}});
+  } else {
+    std::cout << "deleted group " << args.group << "\n";
+  }
+  return kExitOk;
+}
+
+int GroupResetOffsets(const Global& global, const GroupArgs& args) {
+  spool::v1::ResetOffsetsRequest request;
+  request.set_group_id(args.group);
+  request.set_topic(args.topic);
+  for (std::uint32_t p : args.partitions)
+    request.add_partitions(p);
+  request.set_force(args.force);
+  request.set_dry_run(args.dry_run);
+  if (args.shift_by && !args.to.empty()) throw UsageError{"give --to or --shift-by, not both"};
+  if (args.shift_by) {
+    request.set_mode(spool::v1::RESET_MODE_SHIFT);
+    request.set_shift_by(*args.shift_by);
+  } else {
+    if (args.to.empty()) throw UsageError{"give --to earliest|latest|OFFSET|TIME or --shift-by N"};
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    auto to = spool::cli::ParseStartPosition(args.to, now_ms);
+    if (!to) {
+      throw UsageError{"--to: '" + args.to +
+                       "' is not earliest, latest, an offset, a time or a time ago (-1h)"};
+    }
+    switch (to->kind) {
+      case spool::StartPosition::Kind::kEarliest:
+        request.set_mode(spool::v1::RESET_MODE_EARLIEST);
+        break;
+      case spool::StartPosition::Kind::kLatest:
+        request.set_mode(spool::v1::RESET_MODE_LATEST);
+        break;
+      case spool::StartPosition::Kind::kOffset:
+        request.set_mode(spool::v1::RESET_MODE_OFFSET);
+        request.set_offset(to->offset);
+        break;
+      case spool::StartPosition::Kind::kTimestamp:
+        request.set_mode(spool::v1::RESET_MODE_TIMESTAMP);
+        request.set_timestamp_ms(to->timestamp_ms);
+        break;
+    }
+  }
+  spool::Admin admin(Connect(global));
+  auto reset = admin.ResetOffsets(request);
+  if (!reset.ok()) return Fail(reset.status, "cannot reset offsets of group " + args.group);
+  if (global.json) {
+    PrintJson(ProtoJson(*reset));
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : reset->results()) {
+    rows.push_back({r.topic(), std::to_string(r.partition()),
+                    r.has_previous_offset() ? std::to_string(r.previous_offset()) : "-",
+                    std::to_string(r.new_offset())});
+  }
+  std::cout << spool::cli::FormatTable({"TOPIC", "PARTITION", "PREVIOUS", "NEW"}, rows)
+            << (reset->applied() ? "offsets reset\n" : "dry run: nothing changed\n");
   return kExitOk;
 }
 
@@ -478,6 +760,36 @@ int main(int argc, char** argv) {
   consume->add_option("--wait", consume_args.wait, "Long-poll wait with --follow")
       ->capture_default_str();
   consume->callback([&] { run = [&] { return Consume(global, consume_args); }; });
+
+  consume->add_option("--group,-g", consume_args.group,
+                      "Consume as a member of this group, committing as it goes");
+
+  GroupArgs group_args;
+  CLI::App* group = app.add_subcommand("group", "List, describe, reset and delete consumer groups");
+  group->require_subcommand(1);
+  CLI::App* glist = group->add_subcommand("list", "List groups");
+  glist->add_option("--prefix", group_args.prefix, "Only ids starting with this");
+  glist->callback([&] { run = [&] { return GroupList(global, group_args); }; });
+  CLI::App* gdescribe =
+      group->add_subcommand("describe", "Members, owners, committed offsets and lag");
+  gdescribe->add_option("group", group_args.group, "Group id")->required();
+  gdescribe->callback([&] { run = [&] { return GroupDescribe(global, group_args); }; });
+  CLI::App* greset = group->add_subcommand(
+      "reset-offsets", "Move a group's committed offsets for a topic (the group must be empty)");
+  greset->add_option("group", group_args.group, "Group id")->required();
+  greset->add_option("--topic,-t", group_args.topic, "Topic")->required();
+  greset->add_option("--to", group_args.to,
+                     "earliest, latest, an OFFSET, a TIME (2026-11-28T10:00:00Z) or -DURATION");
+  greset->add_option("--shift-by", group_args.shift_by,
+                     "Move each committed offset by N records (negative rewinds)");
+  greset->add_option("--partition", group_args.partitions, "Only these partitions (repeatable)");
+  greset->add_flag("--force", group_args.force,
+                   "Reset even with members (they are fenced and rejoin)");
+  greset->add_flag("--dry-run", group_args.dry_run, "Show the new offsets, change nothing");
+  greset->callback([&] { run = [&] { return GroupResetOffsets(global, group_args); }; });
+  CLI::App* gdelete = group->add_subcommand("delete", "Delete a group without members");
+  gdelete->add_option("group", group_args.group, "Group id")->required();
+  gdelete->callback([&] { run = [&] { return GroupDelete(global, group_args); }; });
 
   try {
     app.parse(argc, argv);

@@ -46,7 +46,8 @@ bool Client::WaitForConnected(std::chrono::milliseconds timeout) const {
 Admin::Admin(const Client& client)
     : channel_(client.channel()),
       timeout_(client.options().call_timeout),
-      stub_(v1::AdminService::NewStub(channel_)) {}
+      stub_(v1::AdminService::NewStub(channel_)),
+      groups_(v1::GroupService::NewStub(channel_)) {}
 
 CallResult<v1::Topic> Admin::CreateTopic(const TopicSpec& spec) {
   v1::CreateTopicRequest request;
@@ -139,6 +140,63 @@ CallResult<v1::GetBrokerInfoResponse> Admin::GetBrokerInfo() {
   SetDeadline(context, timeout_);
   CallResult<v1::GetBrokerInfoResponse> result;
   result.status = stub_->GetBrokerInfo(&context, v1::GetBrokerInfoRequest(), &result.value);
+  return result;
+}
+
+CallResult<std::vector<v1::GroupSummary>> Admin::ListGroups(std::string_view prefix) {
+  CallResult<std::vector<v1::GroupSummary>> result;
+  std::string token;
+  do {
+    v1::ListGroupsRequest request;
+    request.set_prefix(std::string(prefix));
+    request.set_page_token(token);
+    v1::ListGroupsResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context, timeout_);
+    result.status = groups_->ListGroups(&context, request, &response);
+    if (!result.ok()) {
+      result.value.clear();
+      return result;
+    }
+    for (auto& group : *response.mutable_groups())
+      result.value.push_back(std::move(group));
+    token = response.next_page_token();
+  } while (!token.empty());
+  return result;
+}
+
+CallResult<v1::DescribeGroupResponse> Admin::DescribeGroup(std::string_view group) {
+  v1::DescribeGroupRequest request;
+  request.set_group_id(std::string(group));
+  grpc::ClientContext context;
+  SetDeadline(context, timeout_);
+  CallResult<v1::DescribeGroupResponse> result;
+  result.status = groups_->DescribeGroup(&context, request, &result.value);
+  return result;
+}
+
+grpc::Status Admin::DeleteGroup(std::string_view group) {
+  v1::DeleteGroupRequest request;
+  request.set_group_id(std::string(group));
+  v1::DeleteGroupResponse response;
+  grpc::ClientContext context;
+  SetDeadline(context, timeout_);
+  return groups_->DeleteGroup(&context, request, &response);
+}
+
+CallResult<v1::ResetOffsetsResponse> Admin::ResetOffsets(const v1::ResetOffsetsRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout_);
+  CallResult<v1::ResetOffsetsResponse> result;
+  result.status = groups_->ResetOffsets(&context, request, &result.value);
+  return result;
+}
+
+CallResult<v1::FetchOffsetsResponse> Admin::FetchOffsets(const v1::FetchOffsetsRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout_);
+  CallResult<v1::FetchOffsetsResponse> result;
+  result.status = groups_->FetchOffsets(&context, request, &result.value);
   return result;
 }
 

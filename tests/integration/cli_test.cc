@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -223,6 +224,68 @@ TEST_F(CliTest, ProduceShowsProgressForLongInputAndHeadersArrive) {
   EXPECT_EQ(record["key"], "k");
   EXPECT_EQ(record["headers"][0]["key"], "source");
   EXPECT_EQ(record["headers"][0]["value"], "cli");
+}
+
+TEST_F(CliTest, GroupConsumeCommitsAndGroupCommandsManageOffsets) {
+  ASSERT_EQ(Run({"topic", "create", "jobs", "--partitions", "3"}).exit_code, 0);
+  std::string input;
+  for (int i = 0; i < 30; ++i)
+    input += std::to_string(i) + "\n";
+  ASSERT_EQ(Run({"produce", "jobs", "-q"}, input).exit_code, 0);
+
+  // Two runs of one group: the second starts where the first committed.
+  CliResult first = Run({"consume", "jobs", "--group", "workers", "--max", "12", "--value-only"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  CliResult second = Run({"consume", "jobs", "--group", "workers", "--value-only"});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  auto a = Lines(first.out), b = Lines(second.out);
+  EXPECT_EQ(a.size(), 12u);
+  EXPECT_EQ(b.size(), 18u);
+  std::set<std::string> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  EXPECT_EQ(all.size(), 30u) << "a record was read twice or skipped";
+
+  CliResult listed = Run({"group", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_THAT(listed.out, HasSubstr("workers  Empty"));
+  CliResult described = Run({"group", "describe", "workers"});
+  ASSERT_EQ(described.exit_code, 0) << described.err;
+  EXPECT_THAT(described.out, HasSubstr("TOPIC  PARTITION  OWNER  COMMITTED  END  LAG"));
+  Json d = Json::parse(Run({"--json", "group", "describe", "workers"}).out);
+  ASSERT_EQ(d["offsets"].size(), 3u);
+  std::int64_t lag = 0;
+  for (const auto& o : d["offsets"])
+    lag += std::stoll(o["lag"].get<std::string>());
+  EXPECT_EQ(lag, 0);
+
+  // A dry run changes nothing; a real reset makes the group read everything again.
+  CliResult dry = Run(
+      {"group", "reset-offsets", "workers", "--topic", "jobs", "--to", "earliest", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_THAT(dry.out, HasSubstr("dry run"));
+  EXPECT_TRUE(Run({"consume", "jobs", "--group", "workers"}).out.empty());
+  CliResult reset =
+      Run({"group", "reset-offsets", "workers", "--topic", "jobs", "--to", "earliest"});
+  ASSERT_EQ(reset.exit_code, 0) << reset.err;
+  EXPECT_THAT(reset.out, HasSubstr("offsets reset"));
+  EXPECT_EQ(Lines(Run({"consume", "jobs", "--group", "workers"}).out).size(), 30u);
+
+  EXPECT_EQ(
+      Run({"group", "reset-offsets", "workers", "--topic", "nope", "--to", "latest"}).exit_code, 1);
+  EXPECT_EQ(Run({"group", "reset-offsets", "workers", "--topic", "jobs", "--to", "99"}).exit_code,
+            1);
+  EXPECT_EQ(Run({"group", "reset-offsets", "workers", "--topic", "jobs", "--to", "soon"}).exit_code,
+            2);
+  EXPECT_EQ(Run({"group", "reset-offsets", "workers", "--topic", "jobs"}).exit_code, 2);
+  EXPECT_EQ(Run({"consume", "jobs", "--group", "workers", "--partition", "1"}).exit_code, 2);
+  EXPECT_EQ(Run({"consume", "jobs", "--group", "workers", "--from", "5"}).exit_code, 2);
+
+  CliResult deleted = Run({"group", "delete", "workers"});
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
+  CliResult again = Run({"group", "delete", "workers"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_THAT(again.err, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Run({"group", "describe", "workers"}).exit_code, 1);
 }
 
 TEST_F(CliTest, UsageErrorsExitWithTwoAndWriteNothing) {

@@ -19,6 +19,7 @@
 
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
+#include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
 
 namespace spool {
@@ -98,10 +99,20 @@ class Admin {
   grpc::Status DeleteTopic(std::string_view name, bool force = false);
   CallResult<v1::GetBrokerInfoResponse> GetBrokerInfo();
 
+  // Consumer groups.
+  // Every group whose id starts with `prefix`, following the pages to the end.
+  CallResult<std::vector<v1::GroupSummary>> ListGroups(std::string_view prefix = {});
+  CallResult<v1::DescribeGroupResponse> DescribeGroup(std::string_view group);
+  // Only for a group without members.
+  grpc::Status DeleteGroup(std::string_view group);
+  CallResult<v1::ResetOffsetsResponse> ResetOffsets(const v1::ResetOffsetsRequest& request);
+  CallResult<v1::FetchOffsetsResponse> FetchOffsets(const v1::FetchOffsetsRequest& request);
+
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<v1::AdminService::Stub> stub_;
+  std::unique_ptr<v1::GroupService::Stub> groups_;
 };
 
 // Where a Reader starts.
