@@ -10,6 +10,11 @@
 // latency: publishes single records at a fixed --rate, each carrying its send time, while a
 // consumer long-polls Fetch; reports publish-to-delivery percentiles computed from every
 // sample (no bucketing).
+// group: --consumers members of one group (spool::Consumer) read a topic of --partitions
+// that the batching producer writes at --rate (0: unthrottled); reports consumed records/s,
+// produce-to-consume latency, and how long the group takes to own every partition again
+// after one member leaves.
+//   spool-bench --duration 10 group --consumers 3 --partitions 6 --rate 10000
 
 #include <algorithm>
 #include <atomic>
@@ -25,7 +30,11 @@
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include "spool/client.h"
+#include "spool/consumer.h"
+#include "spool/producer.h"
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
@@ -46,6 +55,7 @@ struct Options {
   double duration_s = 10;
   bool unary = false;
   double rate = 10'000;
+  std::size_t consumers = 3;
 };
 
 bool EnsureTopic(const std::shared_ptr<grpc::Channel>& channel, const Options& o) {
@@ -282,6 +292,135 @@ int RunLatency(Options o) {
   return latencies_us.size() == expected ? 0 : 1;
 }
 
+// group: `consumers` members of one group read a topic while a producer writes it at
+// `rate` (0: as fast as it goes); reports consumed records/s and produce-to-consume
+// latency. Then one member leaves and the time until the others own every partition again
+// (the group stable) is measured.
+int RunGroup(Options o) {
+  spool::ClientOptions client_options;
+  client_options.address = o.address;
+  spool::Client client(client_options);
+  spool::Admin admin(client);
+  o.topic += "-group-" + std::to_string(::getpid());
+  if (!admin.CreateTopic({o.topic, o.partitions, std::nullopt, std::nullopt, std::nullopt}).ok()) {
+    std::fprintf(stderr, "cannot create topic %s\n", o.topic.c_str());
+    return 1;
+  }
+  const std::string group = o.topic;
+  std::atomic<bool> stop_consumers{false};
+  std::atomic<std::uint64_t> consumed{0};
+  std::mutex samples_mu;
+  std::vector<double> latencies_us;
+  std::vector<std::unique_ptr<spool::Consumer>> consumers;
+  for (std::size_t i = 0; i < o.consumers; ++i) {
+    spool::ConsumerOptions options;
+    options.group = group;
+    options.topics = {o.topic};
+    options.session_timeout = std::chrono::seconds(10);
+    consumers.push_back(std::make_unique<spool::Consumer>(client, options));
+  }
+  std::vector<std::thread> readers;
+  for (auto& consumer : consumers) {
+    readers.emplace_back([&, c = consumer.get()] {
+      std::vector<double> mine;
+      while (!stop_consumers) {
+        auto records = c->Poll(std::chrono::milliseconds(100));
+        if (!records.ok()) break;
+        const auto now = Clock::now().time_since_epoch().count();
+        for (const auto& r : *records) {
+          std::int64_t sent = 0;
+          std::memcpy(&sent, r.record.value().data(), sizeof sent);
+          mine.push_back(static_cast<double>(now - sent) / 1e3);
+        }
+        consumed += records->size();
+      }
+      std::lock_guard lock(samples_mu);
+      latencies_us.insert(latencies_us.end(), mine.begin(), mine.end());
+    });
+  }
+  // Wait until the group owns every partition before producing.
+  auto stable = [&](std::size_t members) {
+    for (int i = 0; i < 600; ++i) {
+      auto d = admin.DescribeGroup(group);
+      std::size_t owned = 0;
+      if (d.ok()) {
+        for (const auto& m : d->members())
+          for (const auto& tps : m.assignment())
+            owned += static_cast<std::size_t>(tps.partitions_size());
+      }
+      if (d.ok() && d->state() == v1::GROUP_STATE_STABLE &&
+          static_cast<std::size_t>(d->members_size()) == members && owned == o.partitions) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  if (!stable(o.consumers)) {
+    std::fprintf(stderr, "the group did not settle\n");
+    return 1;
+  }
+  std::uint64_t produced = 0;
+  const auto start = Clock::now();
+  {
+    spool::Producer producer(client);
+    const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(o.duration_s));
+    std::string padding(std::max<std::size_t>(o.record_size, 8) - 8, 'x');
+    while (Clock::now() < end) {
+      spool::ProducerRecord record;
+      record.topic = o.topic;
+      const std::int64_t now = Clock::now().time_since_epoch().count();
+      record.value.assign(reinterpret_cast<const char*>(&now), sizeof now);
+      record.value += padding;
+      producer.Send(std::move(record), [](const spool::Delivery&) {});
+      ++produced;
+      if (o.rate > 0) {
+        const auto due = start + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(produced / o.rate));
+        std::this_thread::sleep_until(due);
+      }
+    }
+    producer.Flush();
+  }
+  for (int i = 0; i < 3000 && consumed < produced; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::uint64_t got = consumed.load();
+
+  // Rebalance: one member leaves; the rest own every partition again.
+  const auto leave = Clock::now();
+  consumers.back()->Close();
+  const bool settled = stable(o.consumers - 1);
+  const double rebalance_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - leave).count();
+  stop_consumers = true;
+  for (auto& t : readers)
+    t.join();
+  for (auto& c : consumers)
+    c->Close();
+  admin.DeleteGroup(group);
+  admin.DeleteTopic(o.topic);
+
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at = [&](double q) {
+    return latencies_us.empty()
+               ? 0.0
+               : latencies_us[std::min(latencies_us.size() - 1,
+                                       static_cast<std::size_t>(q * latencies_us.size()))];
+  };
+  std::printf(
+      "group: %zu consumers, %u partitions, record %zu B, produce rate %s: consumed %llu of %llu "
+      "in %.1f s = %.0f records/s; latency p50 %.0f us, p99 %.0f us, p999 %.0f us; rebalance "
+      "after a leave %.0f ms%s\n",
+      o.consumers, o.partitions, o.record_size,
+      o.rate > 0 ? (std::to_string(static_cast<long long>(o.rate)) + "/s").c_str() : "max",
+      static_cast<unsigned long long>(got), static_cast<unsigned long long>(produced), seconds,
+      static_cast<double>(got) / seconds, at(0.5), at(0.99), at(0.999), rebalance_ms,
+      settled ? "" : " (did not settle)");
+  return got >= produced && settled ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -301,7 +440,12 @@ int main(int argc, char** argv) {
   produce->add_flag("--unary", o.unary, "Unary Publish calls instead of a PublishStream");
   auto* latency = app.add_subcommand("latency", "Publish-to-fetch latency at a fixed rate");
   latency->add_option("--rate", o.rate, "Records per second")->capture_default_str();
+  auto* group = app.add_subcommand("group", "Consumer group throughput, latency and rebalance");
+  group->add_option("--consumers", o.consumers, "Members of the group")->capture_default_str();
+  group->add_option("--partitions", o.partitions, "Partitions of the topic")->capture_default_str();
+  group->add_option("--rate", o.rate, "Records per second produced (0: as fast as it goes)");
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
+  if (group->parsed()) return RunGroup(o);
   return produce->parsed() ? RunProduce(o) : RunLatency(o);
 }
