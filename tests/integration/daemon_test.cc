@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
+#include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
 #include "tests/testing/spoold_process.h"
 #include "tests/testing/temp_dir.h"
@@ -265,6 +266,24 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
   ASSERT_TRUE(Publish("m", {MakeRecord("abc"), MakeRecord("de")}, &published, 1).ok());
   v1::FetchResponse fetched;
   ASSERT_TRUE(Fetch("m", 1, 0, &fetched).ok());
+  // Group series: one group with a committed offset, one with a live member.
+  auto groups = v1::GroupService::NewStub(channel_);
+  {
+    v1::CommitOffsetsRequest commit;
+    commit.set_group_id("billing");
+    auto* offset = commit.add_offsets();
+    offset->set_topic("m");
+    offset->set_partition(1);
+    offset->set_offset(1);
+    v1::CommitOffsetsResponse committed;
+    ASSERT_TRUE(groups->CommitOffsets(Context().get(), commit, &committed).ok());
+    v1::HeartbeatRequest join;
+    join.set_group_id("live");
+    join.set_member_id("member-1");
+    join.add_subscribed_topics("m");
+    v1::HeartbeatResponse joined;
+    ASSERT_TRUE(groups->Heartbeat(Context().get(), join, &joined).ok());
+  }
 
   const std::string health = HttpRequest(daemon_.http_address(), "GET", "/healthz");
   const std::string ready = HttpRequest(daemon_.http_address(), "GET", "/readyz");
@@ -290,6 +309,13 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
   EXPECT_NE(body.find("spool_grpc_request_duration_seconds_count{method=\"Publish\"} 1"),
             std::string::npos);
   EXPECT_NE(body.find("spool_store_wal_syncs_total"), std::string::npos);
+  EXPECT_NE(
+      body.find("spool_group_committed_offset{group=\"billing\",topic=\"m\",partition=\"1\"} 1"),
+      std::string::npos);
+  EXPECT_NE(body.find("spool_group_lag{group=\"billing\",topic=\"m\",partition=\"1\"} 1"),
+            std::string::npos);
+  EXPECT_NE(body.find("spool_group_members{group=\"live\"} 1"), std::string::npos);
+  EXPECT_NE(body.find("spool_group_rebalances_total{group=\"live\"} 1"), std::string::npos);
 
   // promtool (Debian's prometheus package) is the reference parser of the format.
   const std::string file = dir_.Sub("metrics.txt");
