@@ -1,6 +1,8 @@
 #include "broker/group_coordinator.h"
 
 #include <algorithm>
+#include <mutex>
+#include <random>
 
 #include "broker/topic.h"
 #include "common/coding.h"
@@ -38,6 +40,20 @@ std::optional<CommittedOffset> DecodeOffset(std::string_view in) {
 
 std::vector<TopicPartition> Sorted(const PartitionSet& set) {
   return {set.begin(), set.end()};
+}
+
+// A random id in UUID form, for members that let the broker choose.
+std::string NewMemberId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng(std::random_device{}());
+  std::lock_guard lock(mu);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (int i = 0; i < 32; ++i) {
+    id += kHex[rng() % 16];
+    if (i == 7 || i == 11 || i == 15 || i == 19) id += '-';
+  }
+  return id;
 }
 
 bool PrintableId(std::string_view id) {
@@ -208,7 +224,11 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
   if (Status s = ValidateTopicName(hb.group); !s) {
     return InvalidArgument("group id: " + s.error().message);
   }
-  if (!PrintableId(hb.member_id)) {
+  // An empty member_id on join asks the broker to choose one (returned in the answer).
+  std::string member_id = hb.member_id;
+  if (member_id.empty() && hb.member_epoch == 0) {
+    member_id = NewMemberId();
+  } else if (!PrintableId(member_id)) {
     return InvalidArgument("member_id must be 1-128 printable ASCII characters");
   }
   if (hb.subscriptions.empty()) {
@@ -235,7 +255,7 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
   Group* group = git == groups_.end() ? nullptr : &git->second;
   Member* member = nullptr;
   if (group != nullptr) {
-    auto mit = group->members.find(hb.member_id);
+    auto mit = group->members.find(member_id);
     if (mit != group->members.end()) member = &mit->second;
   }
 
@@ -264,16 +284,16 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
       PersistSettingsLocked(*group);
     }
     Member fresh;
-    fresh.id = hb.member_id;
+    fresh.id = member_id;
     fresh.subscriptions = {hb.subscriptions.begin(), hb.subscriptions.end()};
     fresh.rebalance_timeout_ms = rebalance_timeout;
     fresh.client_id = hb.client_id;
-    group->members[hb.member_id] = std::move(fresh);
-    member = &group->members[hb.member_id];
+    group->members[member_id] = std::move(fresh);
+    member = &group->members[member_id];
     RecomputeLocked(*group);
   } else {
     if (member == nullptr) {
-      return NotFound("member '" + hb.member_id + "' is not in group '" + hb.group +
+      return NotFound("member '" + member_id + "' is not in group '" + hb.group +
                       "' (it left, timed out or the group was reset); rejoin with epoch 0");
     }
     const bool current = hb.member_epoch == member->epoch;

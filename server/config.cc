@@ -115,6 +115,15 @@ const std::vector<ConfigKey>& ConfigKeys() {
              &Config::retention_check_interval_ms, 100, 3'600'000),
       IntKey("shutdown_grace_ms", "How long calls in flight may take to finish on SIGTERM",
              &Config::shutdown_grace_ms, 0, 600'000),
+      IntKey("group_min_session_timeout_ms", "Shortest session timeout a group may choose",
+             &Config::group_min_session_timeout_ms, 1'000, 3'600'000),
+      IntKey("group_max_session_timeout_ms", "Longest session timeout a group may choose",
+             &Config::group_max_session_timeout_ms, 1'000, 3'600'000),
+      IntKey("group_max_members", "Most members one consumer group may have",
+             &Config::group_max_members, 1, 100'000),
+      IntKey("group_offsets_retention_ms",
+             "Offsets of a group without members or commits for this long are deleted",
+             &Config::group_offsets_retention_ms, 60'000, 365LL * 24 * 3'600'000),
       StringKey("log_level", "trace, debug, info, warn, error, critical or off", &Config::log_level,
                 {"trace", "debug", "info", "warn", "error", "critical", "off"}),
   };
@@ -182,6 +191,16 @@ Status ApplyValues(const std::map<std::string, std::string>& values, const std::
     if (Status s = key->set(config, value); !s) {
       return InvalidArgument(source + " " + key->Flag() + ": " + s.error().message);
     }
+  }
+  return Ok();
+}
+
+Status CheckConfig(const Config& config) {
+  if (config.group_min_session_timeout_ms > config.group_max_session_timeout_ms) {
+    return InvalidArgument("group_min_session_timeout_ms (" +
+                           std::to_string(config.group_min_session_timeout_ms) +
+                           ") is above group_max_session_timeout_ms (" +
+                           std::to_string(config.group_max_session_timeout_ms) + ")");
   }
   return Ok();
 }

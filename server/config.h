@@ -28,8 +28,15 @@ struct Config {
   std::int64_t worker_threads = 0;  // 0: one per core
   std::int64_t retention_check_interval_ms = 30'000;
   std::int64_t shutdown_grace_ms = 10'000;
+  std::int64_t group_min_session_timeout_ms = 1'000;
+  std::int64_t group_max_session_timeout_ms = 1'800'000;
+  std::int64_t group_max_members = 1'000;
+  std::int64_t group_offsets_retention_ms = 7LL * 24 * 3'600'000;
   std::string log_level = "info";
 };
+
+// Checks that need several keys (e.g. a minimum not above its maximum).
+Status CheckConfig(const Config& config);
 
 // One configuration key: its name (snake_case, as in the file), help text and how it is
 // parsed and shown.

@@ -96,6 +96,10 @@ int main(int argc, char** argv) {
     spdlog::error("{}", s.error().message);
     return 2;
   }
+  if (spool::Status s = spool::server::CheckConfig(config); !s) {
+    spdlog::error("{}", s.error().message);
+    return 2;
+  }
   if (!spool::SetLogLevel(config.log_level)) {
     spdlog::error("unknown --log-level '{}'", config.log_level);
     return 2;
@@ -119,6 +123,10 @@ int main(int argc, char** argv) {
   broker_options.worker_threads = static_cast<std::size_t>(config.worker_threads);
   broker_options.retention_check_interval =
       std::chrono::milliseconds(config.retention_check_interval_ms);
+  broker_options.groups.min_session_timeout_ms = config.group_min_session_timeout_ms;
+  broker_options.groups.max_session_timeout_ms = config.group_max_session_timeout_ms;
+  broker_options.groups.max_members = static_cast<std::size_t>(config.group_max_members);
+  broker_options.groups.offsets_retention_ms = config.group_offsets_retention_ms;
   auto broker = spool::broker::Broker::Open(**store, clock, broker_options);
   if (!broker) {
     log.error("cannot load the broker state: {}", broker.error().ToString());

@@ -213,6 +213,21 @@ TEST_F(GroupCoordinatorTest, StaleEpochsAreFenced) {
   EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
 }
 
+TEST_F(GroupCoordinatorTest, TheBrokerChoosesAnIdForAMemberThatJoinsWithoutOne) {
+  MemberHeartbeat hb;
+  hb.group = "g";
+  hb.subscriptions = {"t"};
+  auto first = coordinator_->Heartbeat(hb);
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_EQ(first->member_id.size(), 36u);
+  auto second = coordinator_->Heartbeat(hb);
+  ASSERT_TRUE(second);
+  EXPECT_NE(first->member_id, second->member_id);
+  EXPECT_EQ(coordinator_->Describe("g")->members.size(), 2u);
+  hb.member_epoch = 3;  // an empty id is only for joining
+  EXPECT_EQ(coordinator_->Heartbeat(hb).error().code, ErrorCode::kInvalidArgument);
+}
+
 TEST_F(GroupCoordinatorTest, BadHeartbeatsAreRefused) {
   EXPECT_EQ(Beat("has space", 0).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(Beat("a", 0, {}, std::vector<std::string>{}).error().code, ErrorCode::kInvalidArgument);

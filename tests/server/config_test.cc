@@ -121,5 +121,15 @@ TEST(ConfigTest, TheShippedExampleFileNamesEveryKeyAndParses) {
   }
 }
 
+TEST(ConfigTest, GroupSessionTimeoutBoundsMustBeOrdered) {
+  Config config;
+  ASSERT_TRUE(CheckConfig(config));
+  ASSERT_TRUE(ApplyYaml("group_min_session_timeout_ms: 60000\ngroup_max_session_timeout_ms: 30000",
+                        "test", config));
+  Status s = CheckConfig(config);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("group_min_session_timeout_ms"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace spool::server
