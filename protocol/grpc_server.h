@@ -40,7 +40,8 @@ class GrpcServer {
   const CallCounter& calls() const { return calls_; }
   // Turns health NOT_SERVING (so load balancers stop sending), answers new calls with
   // UNAVAILABLE, gives the calls in flight up to `grace` to finish, then stops the server,
-  // cancelling whatever is left (an open PublishStream is cancelled only then).
+  // cancelling whatever is left. A PublishStream counts as in flight only while it has
+  // batches unanswered, so an idle one does not hold the grace period.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:

@@ -449,8 +449,9 @@ grpc::ServerUnaryReactor* StreamServiceImpl::Fetch(grpc::CallbackServerContext* 
   const auto until_deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
       context->deadline() - std::chrono::system_clock::now() - std::chrono::milliseconds(50));
   max_wait = std::clamp(until_deadline, std::chrono::milliseconds(0), max_wait);
+  // The callback names the broker, not `this`: the service may be gone once Finish has run.
   broker_.Fetch(topic, partition, offset, max_records, max_bytes, max_wait,
-                [this, reactor, response, topic, partition,
+                [&broker = broker_, reactor, response, topic, partition,
                  offset](Result<std::vector<storage::StoredRecord>> records) {
                   if (!records) return reactor->Finish(ToGrpcStatus(records.error()));
                   response->mutable_records()->Reserve(static_cast<int>(records->size()));
@@ -458,7 +459,7 @@ grpc::ServerUnaryReactor* StreamServiceImpl::Fetch(grpc::CallbackServerContext* 
                     RecordToProto(r, partition, response->add_records());
                   }
                   response->set_next_offset(records->empty() ? offset : records->back().offset + 1);
-                  if (auto info = broker_.DescribeTopic(topic);
+                  if (auto info = broker.DescribeTopic(topic);
                       info && partition < info->partitions.size()) {
                     response->set_log_start_offset(info->partitions[partition].start_offset);
                     response->set_log_end_offset(
@@ -491,17 +492,18 @@ grpc::ServerUnaryReactor* StreamServiceImpl::ListOffsets(grpc::CallbackServerCon
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   const std::string topic = request->topic();
   const std::uint32_t partition = request->partition();
-  broker_.ListOffset(
-      topic, partition, query, request->timestamp_ms(),
-      [this, reactor, response, topic, partition](Result<std::optional<std::uint64_t>> offset) {
-        if (!offset) return reactor->Finish(ToGrpcStatus(offset.error()));
-        if (*offset) response->set_offset(**offset);
-        if (auto info = broker_.DescribeTopic(topic); info && partition < info->partitions.size()) {
-          response->set_log_start_offset(info->partitions[partition].start_offset);
-          response->set_log_end_offset(info->partitions[partition].end_offset);
-        }
-        reactor->Finish(grpc::Status::OK);
-      });
+  broker_.ListOffset(topic, partition, query, request->timestamp_ms(),
+                     [&broker = broker_, reactor, response, topic,
+                      partition](Result<std::optional<std::uint64_t>> offset) {
+                       if (!offset) return reactor->Finish(ToGrpcStatus(offset.error()));
+                       if (*offset) response->set_offset(**offset);
+                       if (auto info = broker.DescribeTopic(topic);
+                           info && partition < info->partitions.size()) {
+                         response->set_log_start_offset(info->partitions[partition].start_offset);
+                         response->set_log_end_offset(info->partitions[partition].end_offset);
+                       }
+                       reactor->Finish(grpc::Status::OK);
+                     });
   return reactor;
 }
 

@@ -32,8 +32,9 @@ struct ClientOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   // Largest response accepted; a Fetch may return up to its max_bytes (at most 64 MiB).
   int max_receive_message_bytes = 128 << 20;
-  // Bounds between reconnection attempts after the server went away (gRPC's defaults are
-  // 1 s growing to 120 s, slow for a broker that restarts in a second).
+  // Delays between reconnection attempts after the server went away: the first, and the
+  // most they grow to (gRPC's defaults, 1 s growing to 120 s, are slow for a broker that
+  // restarts in a second).
   std::chrono::milliseconds min_reconnect_backoff{100};
   std::chrono::milliseconds max_reconnect_backoff{5'000};
 };
