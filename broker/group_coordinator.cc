@@ -454,7 +454,7 @@ void GroupCoordinator::Commit(const std::string& group_id, const std::string& me
   }
   const std::int64_t now = clock_.WallMillis();
   storage::WriteBatch batch;
-  std::vector<std::pair<std::pair<std::uint32_t, std::uint32_t>, CommittedOffset>> values;
+  OffsetValues values;
   for (std::size_t i = 0; i < offsets.size(); ++i) {
     CommittedOffset c{offsets[i].offset, std::move(offsets[i].metadata), now};
     batch.Put(storage::ColumnFamily::kOffsets,
@@ -467,19 +467,7 @@ void GroupCoordinator::Commit(const std::string& group_id, const std::string& me
               EncodeSettings(*group));
     group->persisted = true;
   }
-  // Handed to the store under the lock, so commits land and are applied in accepted order.
-  store_.Write(std::move(batch), [this, group_id, values = std::move(values),
-                                  done = std::move(done)](Status s) mutable {
-    if (s) {
-      std::lock_guard lock(mu_);
-      auto it = groups_.find(group_id);
-      if (it != groups_.end()) {
-        for (auto& [key, value] : values)
-          it->second.offsets[key] = std::move(value);
-      }
-    }
-    done(std::move(s));
-  });
+  WriteOffsetsLocked(group_id, std::move(batch), std::move(values), std::move(done));
 }
 
 std::vector<PartitionPosition> GroupCoordinator::PositionsLocked(
@@ -672,7 +660,7 @@ void GroupCoordinator::StoreReset(const std::string& group_id, const std::string
   }
   const std::int64_t now = clock_.WallMillis();
   storage::WriteBatch batch;
-  std::vector<std::pair<std::pair<std::uint32_t, std::uint32_t>, CommittedOffset>> values;
+  OffsetValues values;
   for (const auto& [partition, offset] : offsets) {
     CommittedOffset c{offset, "", now};
     batch.Put(storage::ColumnFamily::kOffsets, storage::GroupOffsetKey(group_id, t->id, partition),
@@ -682,6 +670,11 @@ void GroupCoordinator::StoreReset(const std::string& group_id, const std::string
   batch.Put(storage::ColumnFamily::kOffsets, storage::GroupMetaKey(group_id),
             EncodeSettings(group));
   group.persisted = true;
+  WriteOffsetsLocked(group_id, std::move(batch), std::move(values), std::move(done));
+}
+
+void GroupCoordinator::WriteOffsetsLocked(const std::string& group_id, storage::WriteBatch batch,
+                                          OffsetValues values, std::function<void(Status)> done) {
   store_.Write(std::move(batch), [this, group_id, values = std::move(values),
                                   done = std::move(done)](Status s) mutable {
     if (s) {

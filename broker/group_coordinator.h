@@ -223,9 +223,9 @@ class GroupCoordinator {
     std::map<std::string, std::uint32_t> partition_counts;  // what `target` was computed from
     // (topic id, partition) -> committed
     std::map<std::pair<std::uint32_t, std::uint32_t>, CommittedOffset> offsets;
-    std::int64_t emptied_ms = 0;  // when it last had no members (persisted with settings)
+    std::int64_t emptied_ms = 0;     // when it last had no members (persisted with settings)
     std::int64_t hold_until_ms = 0;  // no grants before this (groups found by Load)
-    bool persisted = false;       // settings stored
+    bool persisted = false;          // settings stored
   };
 
   std::int64_t HeartbeatIntervalLocked(const Group& group) const;
@@ -238,6 +238,12 @@ class GroupCoordinator {
                                                  const std::set<TopicPartition>& which) const;
   std::string EncodeSettings(const Group& group) const;
   void PersistSettingsLocked(Group& group);
+  using OffsetKey = std::pair<std::uint32_t, std::uint32_t>;  // topic id, partition
+  using OffsetValues = std::vector<std::pair<OffsetKey, CommittedOffset>>;
+  // Writes `batch` (holding `values`); once durable, applies `values` to the group in memory
+  // and runs `done`. Called under mu_, so writes reach the store in accepted order.
+  void WriteOffsetsLocked(const std::string& group_id, storage::WriteBatch batch,
+                          OffsetValues values, std::function<void(Status)> done);
 
   storage::Store& store_;
   const Clock& clock_;

@@ -56,6 +56,18 @@ grpc::Status InvalidArgumentStatus(std::string message) {
   return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
 }
 
+// Listings page by name: the token is the last name of the previous page, so it must
+// belong to the same prefix.
+std::optional<grpc::Status> CheckPageToken(const std::string& prefix, const std::string& token) {
+  if (token.empty() || token.rfind(prefix, 0) == 0) return std::nullopt;
+  return InvalidArgumentStatus("page_token does not belong to a listing of prefix '" + prefix +
+                               "'");
+}
+
+std::uint32_t PageSize(std::uint32_t requested) {
+  return std::min(requested == 0 ? kDefaultPageSize : requested, kMaxPageSize);
+}
+
 // Converts a publish request's records. gRPC owns `request` until the call finishes and
 // never reads it again, so the payloads are moved out rather than copied.
 Result<std::vector<storage::Record>> RecordsFromRequest(const v1::PublishRequest& request,
@@ -315,14 +327,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTopics(grpc::CallbackServerConte
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   const std::string& prefix = request->prefix();
   const std::string& token = request->page_token();
-  // The token is the last name of the previous page; it must belong to this prefix.
-  if (!token.empty() && token.rfind(prefix, 0) != 0) {
-    return FinishWith(calls_, __func__,
-                      InvalidArgumentStatus("page_token does not belong to a listing of prefix '" +
-                                            prefix + "'"));
-  }
-  std::uint32_t page_size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
-  page_size = std::min(page_size, kMaxPageSize);
+  if (auto bad = CheckPageToken(prefix, token)) return FinishWith(calls_, __func__, *bad);
+  const std::uint32_t page_size = PageSize(request->page_size());
   for (const broker::TopicMetadata& topic : broker_.ListTopics()) {
     const std::string& name = topic.config.name;
     if (name.rfind(prefix, 0) != 0 || (!token.empty() && name <= token)) continue;
@@ -659,13 +665,8 @@ grpc::ServerUnaryReactor* GroupServiceImpl::ListGroups(grpc::CallbackServerConte
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   const std::string& prefix = request->prefix();
   const std::string& token = request->page_token();
-  if (!token.empty() && token.rfind(prefix, 0) != 0) {
-    return FinishWith(calls_, __func__,
-                      InvalidArgumentStatus("page_token does not belong to a listing of prefix '" +
-                                            prefix + "'"));
-  }
-  std::uint32_t page_size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
-  page_size = std::min(page_size, kMaxPageSize);
+  if (auto bad = CheckPageToken(prefix, token)) return FinishWith(calls_, __func__, *bad);
+  const std::uint32_t page_size = PageSize(request->page_size());
   auto groups = broker_.ListGroups(prefix, token, page_size + 1);
   for (std::size_t i = 0; i < groups.size() && i < page_size; ++i) {
     v1::GroupSummary* out = response->add_groups();

@@ -83,6 +83,12 @@ void PrintJson(const Json& json) {
   std::cout << json.dump(2) << "\n";
 }
 
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // ---- topic ------------------------------------------------------------------------------
 
 struct TopicArgs {
@@ -314,6 +320,12 @@ struct ConsumeArgs {
 
 std::atomic<bool> g_interrupted{false};
 
+std::int64_t WaitMsOrThrow(const std::string& text) {
+  const std::int64_t ms = DurationOrThrow("--wait", text);
+  if (ms <= 0 || ms > 60'000) throw UsageError{"--wait must be within 1ms..60s"};
+  return ms;
+}
+
 void PrintRecord(const Global& global, const ConsumeArgs& args, const std::string& topic,
                  const spool::v1::Record& record) {
   if (global.json) {
@@ -329,17 +341,14 @@ void PrintRecord(const Global& global, const ConsumeArgs& args, const std::strin
 // group on exit (end of input, --max, or Ctrl-C).
 int ConsumeGroup(const Global& global, const ConsumeArgs& args) {
   if (args.partition) throw UsageError{"--partition cannot be used with --group"};
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  const std::int64_t now_ms = NowMs();
   auto start = spool::cli::ParseStartPosition(args.from, now_ms);
   if (!start || start->kind == spool::StartPosition::Kind::kOffset) {
     throw UsageError{
         "--from with --group: earliest, latest, a time or a time ago (it applies "
         "where the group has no committed offset)"};
   }
-  const std::int64_t wait_ms = DurationOrThrow("--wait", args.wait);
-  if (wait_ms <= 0 || wait_ms > 60'000) throw UsageError{"--wait must be within 1ms..60s"};
+  const std::int64_t wait_ms = WaitMsOrThrow(args.wait);
   if (args.max && *args.max == 0) return kExitOk;
 
   spool::Client client = Connect(global);
@@ -418,17 +427,14 @@ int ConsumeGroup(const Global& global, const ConsumeArgs& args) {
 
 int Consume(const Global& global, const ConsumeArgs& args) {
   if (!args.group.empty()) return ConsumeGroup(global, args);
-  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  const std::int64_t now_ms = NowMs();
   auto start = spool::cli::ParseStartPosition(args.from, now_ms);
   if (!start) {
     throw UsageError{"--from: '" + args.from +
                      "' is not earliest, latest, an offset, a time (2026-11-28T10:00:00Z) or "
                      "a time ago (-15m)"};
   }
-  const std::int64_t wait_ms = DurationOrThrow("--wait", args.wait);
-  if (wait_ms <= 0 || wait_ms > 60'000) throw UsageError{"--wait must be within 1ms..60s"};
+  const std::int64_t wait_ms = WaitMsOrThrow(args.wait);
   if (args.max && *args.max == 0) return kExitOk;
 
   spool::Client client = Connect(global);
@@ -633,9 +639,7 @@ int GroupResetOffsets(const Global& global, const GroupArgs& args) {
     request.set_shift_by(*args.shift_by);
   } else {
     if (args.to.empty()) throw UsageError{"give --to earliest|latest|OFFSET|TIME or --shift-by N"};
-    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
+    const std::int64_t now_ms = NowMs();
     auto to = spool::cli::ParseStartPosition(args.to, now_ms);
     if (!to) {
       throw UsageError{"--to: '" + args.to +

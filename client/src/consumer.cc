@@ -5,7 +5,6 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <random>
 #include <set>
 #include <thread>
 
@@ -14,18 +13,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-std::string RandomMemberId() {
-  std::random_device device;
-  std::mt19937_64 rng((static_cast<std::uint64_t>(device()) << 32) ^ device());
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id;
-  for (int i = 0; i < 32; ++i) {
-    id += kHex[rng() % 16];
-    if (i == 7 || i == 11 || i == 15 || i == 19) id += '-';
-  }
-  return id;
-}
 
 bool Fenced(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::NOT_FOUND ||
@@ -47,7 +34,7 @@ class Consumer::Impl {
         groups_(v1::GroupService::NewStub(channel_)),
         stream_(v1::StreamService::NewStub(channel_)),
         options_(std::move(options)) {
-    if (options_.member_id.empty()) options_.member_id = RandomMemberId();
+    member_id_ = options_.member_id;  // empty: the broker chooses one on join
     last_commit_ = SteadyClock::now();
     heartbeater_ = std::thread([this] { HeartbeatLoop(); });
   }
@@ -59,7 +46,10 @@ class Consumer::Impl {
   void CommitAsync(std::function<void(grpc::Status)> done);
   grpc::Status Seek(const TopicPartition& tp, std::uint64_t offset);
   std::vector<TopicPartition> Assignment() const;
-  std::string member_id() const { return options_.member_id; }
+  std::string member_id() const {
+    std::lock_guard lock(mu_);
+    return member_id_;
+  }
   grpc::Status Close();
 
  private:
@@ -120,6 +110,7 @@ class Consumer::Impl {
   std::vector<TopicPartition> lost_;  // to announce with on_lost
   std::size_t buffered_bytes_ = 0;
   std::uint32_t epoch_ = 0;
+  std::string member_id_;  // guarded by mu_
   bool wake_heartbeat_ = false;
   bool stopping_ = false;
   bool closed_ = false;
@@ -139,7 +130,7 @@ void Consumer::Impl::HeartbeatLoop() {
   while (!stopping_) {
     v1::HeartbeatRequest request;
     request.set_group_id(options_.group);
-    request.set_member_id(options_.member_id);
+    request.set_member_id(member_id_);
     request.set_member_epoch(epoch_);
     for (const auto& topic : options_.topics)
       request.add_subscribed_topics(topic);
@@ -165,6 +156,7 @@ void Consumer::Impl::HeartbeatLoop() {
     if (status.ok()) Reconcile(response);
     lock.lock();
     if (status.ok()) {
+      member_id_ = response.member_id();  // kept for rejoins
       epoch_ = response.member_epoch();
       interval = milliseconds(std::max<std::int64_t>(50, response.heartbeat_interval_ms()));
     } else if (Fenced(status)) {
@@ -286,7 +278,8 @@ void Consumer::Impl::OnFetched(FetchCall* call, grpc::Status status) {
         p.needs_reset = true;
       } else if (status.error_code() == grpc::StatusCode::NOT_FOUND ||
                  status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-        fetch_error_ = status;
+        fetch_error_ = status;  // e.g. the topic was deleted; Poll reports it
+        p.retry_at = SteadyClock::now() + milliseconds(1'000);
       } else {
         p.retry_at = SteadyClock::now() + milliseconds(200);
       }
@@ -328,9 +321,9 @@ grpc::Status Consumer::Impl::CommitPositions(
   if (positions.empty()) return grpc::Status::OK;
   v1::CommitOffsetsRequest request;
   request.set_group_id(options_.group);
-  request.set_member_id(options_.member_id);
   {
     std::lock_guard lock(mu_);
+    request.set_member_id(member_id_);
     request.set_member_epoch(epoch_);
   }
   for (const auto& [tp, offset] : positions) {
@@ -528,7 +521,7 @@ void Consumer::Impl::CommitAsync(std::function<void(grpc::Status)> done) {
       return;
     }
     call->request.set_group_id(options_.group);
-    call->request.set_member_id(options_.member_id);
+    call->request.set_member_id(member_id_);
     call->request.set_member_epoch(epoch_);
     ++calls_in_flight_;
   }
@@ -592,6 +585,15 @@ grpc::Status Consumer::Impl::Close() {
     std::lock_guard lock(mu_);
     if (closed_) return grpc::Status::OK;
   }
+  // Leaving revokes everything: the user gets its last chance to commit, as in a rebalance.
+  std::vector<TopicPartition> owned;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [tp, p] : partitions_) {
+      if (p.announced && !p.revoking) owned.push_back(tp);
+    }
+  }
+  if (options_.on_revoked && !owned.empty()) options_.on_revoked(owned);
   grpc::Status status = options_.auto_commit ? Commit() : grpc::Status::OK;
   {
     std::lock_guard lock(mu_);
@@ -600,13 +602,16 @@ grpc::Status Consumer::Impl::Close() {
     heartbeat_.notify_all();
   }
   heartbeater_.join();
-  v1::LeaveGroupRequest request;
-  request.set_group_id(options_.group);
-  request.set_member_id(options_.member_id);
-  v1::LeaveGroupResponse response;
-  grpc::ClientContext context;
-  context.set_deadline(Deadline(call_timeout_));
-  grpc::Status left = groups_->LeaveGroup(&context, request, &response);
+  grpc::Status left = grpc::Status::OK;
+  if (const std::string id = member_id(); !id.empty()) {  // empty: it never joined
+    v1::LeaveGroupRequest request;
+    request.set_group_id(options_.group);
+    request.set_member_id(id);
+    v1::LeaveGroupResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(Deadline(call_timeout_));
+    left = groups_->LeaveGroup(&context, request, &response);
+  }
   std::unique_lock lock(mu_);
   for (auto& [tp, p] : partitions_) {
     if (p.fetching != nullptr) p.fetching->context.TryCancel();

@@ -336,6 +336,7 @@ TEST_F(GroupTest, CommittedOffsetsSurviveARestartAndTheGroupResumesThere) {
   options.group = "resume";
   options.topics = {"jobs"};
   options.auto_commit = false;
+  options.max_poll_records = 10;  // stop part-way through the 100
   std::size_t consumed = 0;
   {
     Consumer consumer(*client_, options);
@@ -346,6 +347,7 @@ TEST_F(GroupTest, CommittedOffsetsSurviveARestartAndTheGroupResumesThere) {
       consumed += records->size();
     }
     ASSERT_GE(consumed, 60u);
+    ASSERT_LT(consumed, 100u) << "the first member should stop part-way";
     ASSERT_TRUE(consumer.Commit().ok());
   }
   ASSERT_EQ(daemon_.Stop(), 0);
@@ -360,7 +362,7 @@ TEST_F(GroupTest, CommittedOffsetsSurviveARestartAndTheGroupResumesThere) {
     ASSERT_TRUE(records.ok());
     rest += records->size();
   }
-  EXPECT_EQ(consumed + rest, 100u) << "records were skipped or read again";
+  EXPECT_EQ(rest, 100u - consumed) << "records were skipped or read again";
   auto more = consumer.Poll(milliseconds(300));
   EXPECT_TRUE(more->empty()) << "records read again after the restart";
 }

@@ -35,7 +35,7 @@ struct TopicPartition {
 struct ConsumerOptions {
   std::string group;
   std::vector<std::string> topics;
-  // Kept across rejoins; a random id when empty.
+  // Kept across rejoins; when empty the broker chooses one on the first join.
   std::string member_id;
   std::string client_id;
 
@@ -94,9 +94,11 @@ class Consumer {
   grpc::Status Seek(const TopicPartition& partition, std::uint64_t offset);
 
   std::vector<TopicPartition> Assignment() const;
+  // Empty until the first heartbeat answer when the options gave none.
   std::string member_id() const;
 
-  // Commits (with auto-commit), leaves the group and stops. Idempotent.
+  // Calls on_revoked for the partitions it owns, commits (with auto-commit), leaves the group
+  // and stops. Idempotent.
   grpc::Status Close();
 
  private:
