@@ -367,6 +367,58 @@ TEST_F(GroupTest, CommittedOffsetsSurviveARestartAndTheGroupResumesThere) {
   EXPECT_TRUE(more->empty()) << "records read again after the restart";
 }
 
+TEST_F(GroupTest, ACommittedOffsetBelowTheLogStartResetsByPolicyAndSaysSo) {
+  daemon_.Stop();
+  ASSERT_TRUE(
+      daemon_.Start(SPOOLD_BINARY, dir_.Sub("data"), {"--retention-check-interval-ms", "100"}))
+      << daemon_.output();
+  Connect();
+  Admin admin(*client_);
+  ASSERT_TRUE(admin.CreateTopic({"small", 1, std::nullopt, 4096, std::nullopt}).ok());
+  // The group commits offset 0 while the log is empty, then retention passes it.
+  v1::CommitOffsetsRequest commit;
+  commit.set_group_id("slow");
+  auto* o = commit.add_offsets();
+  o->set_topic("small");
+  o->set_partition(0);
+  o->set_offset(0);
+  v1::CommitOffsetsResponse committed;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(groups_->CommitOffsets(&context, commit, &committed).ok());
+  }
+  {
+    ProducerOptions options;
+    options.max_batch_records = 50;
+    Producer producer(*client_, options);
+    for (int i = 0; i < 2000; ++i) {
+      ProducerRecord r;
+      r.topic = "small";
+      r.value = std::string(100, 'x');
+      producer.Send(std::move(r), [](const Delivery&) {});
+    }
+    ASSERT_TRUE(producer.Flush(seconds(60)));
+  }
+  std::uint64_t start = 0;
+  for (int i = 0; i < 200 && start == 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(50));
+    start = admin.GetTopic("small")->partitions(0).start_offset();
+  }
+  ASSERT_GT(start, 0u) << "retention did not run";
+  v1::FetchOffsetsRequest fetch;
+  fetch.set_group_id("slow");
+  fetch.add_partitions()->set_topic("small");
+  v1::FetchOffsetsResponse offsets;
+  grpc::ClientContext context;
+  ASSERT_TRUE(groups_->FetchOffsets(&context, fetch, &offsets).ok());
+  ASSERT_EQ(offsets.offsets_size(), 1);
+  const auto& p = offsets.offsets(0);
+  EXPECT_EQ(p.committed_offset(), 0u);
+  EXPECT_GE(p.start_offset(), start) << "the default policy (earliest) starts at the log start";
+  EXPECT_THAT(p.reset_reason(), HasSubstr("below the log start"));
+  EXPECT_THAT(p.reset_reason(), HasSubstr("earliest"));
+}
+
 TEST_F(GroupTest, BadGroupRequestsGetDistinctErrorsAndChangeNothing) {
   Admin admin(*client_);
   ASSERT_TRUE(admin.CreateTopic({"jobs", 2, std::nullopt, std::nullopt, std::nullopt}).ok());
