@@ -80,7 +80,8 @@ std::string GroupCoordinator::EncodeSettings(const Group& group) const {
 
 Status GroupCoordinator::Load() {
   std::lock_guard lock(mu_);
-  const std::int64_t hold_until = clock_.WallMillis() + limits_.max_heartbeat_interval_ms + 1'000;
+  // Expiry counts from now: whether a group had members before the restart is unknown.
+  const std::int64_t now = clock_.WallMillis();
   // Settings.
   {
     auto it =
@@ -107,9 +108,10 @@ Status GroupCoordinator::Load() {
       }
       group.settings = {static_cast<GroupAssignor>(assignor), session,
                         static_cast<OffsetReset>(reset), reset_ts};
-      group.emptied_ms = emptied;
+      group.emptied_ms = std::max(emptied, now);
       group.persisted = true;
-      group.hold_until_ms = hold_until;
+      group.restored = true;
+      group.hold_until_ms = now + session;
       groups_[id] = std::move(group);
     }
     if (Status s = it->status(); !s) return s;
@@ -132,14 +134,50 @@ Status GroupCoordinator::Load() {
     Group& group = groups_[id];
     if (group.id.empty()) {
       group.id = id;
-      group.emptied_ms = committed->commit_ms;
-      group.hold_until_ms = hold_until;
+      group.emptied_ms = now;
+      group.restored = true;
+      group.hold_until_ms = now + group.settings.session_timeout_ms;
     }
     group.offsets[{topic, partition}] = std::move(*committed);
   }
   if (Status s = it->status(); !s) return s;
   GroupLog().info("loaded {} consumer groups", groups_.size());
   return {};
+}
+
+bool GroupCoordinator::HoldingLocked(const Group& group, std::int64_t now) const {
+  return now < group.hold_until_ms && (group.restored || !group.fenced.empty());
+}
+
+GroupCoordinator::Group& GroupCoordinator::CreateLocked(const std::string& group_id) {
+  Group& group = groups_[group_id];
+  group.id = group_id;
+  group.emptied_ms = clock_.WallMillis();
+  return group;
+}
+
+GroupCoordinator::Member& GroupCoordinator::AdoptLocked(Group& group, const MemberHeartbeat& hb,
+                                                        const std::string& member_id,
+                                                        std::int64_t rebalance_timeout_ms) {
+  Member m;
+  m.id = member_id;
+  m.epoch = hb.member_epoch;
+  m.subscriptions = {hb.subscriptions.begin(), hb.subscriptions.end()};
+  m.rebalance_timeout_ms = rebalance_timeout_ms;
+  m.client_id = hb.client_id;
+  for (const auto& tp : hb.owned) {
+    auto topic = topics_.FindTopic(tp.topic);
+    if (!m.subscriptions.count(tp.topic) || !topic || tp.partition >= topic->partitions) continue;
+    if (OwnerLocked(group, tp)) continue;  // someone else claimed it first: not this one's
+    m.owned.insert(tp);
+  }
+  GroupLog().info("group '{}': member '{}' came back after a restart with {} partitions", group.id,
+                  member_id, m.owned.size());
+  group.epoch = std::max(group.epoch, hb.member_epoch);
+  group.target[member_id] = m.owned;  // so the assignor keeps them where they are
+  Member& member = group.members[member_id] = std::move(m);
+  RecomputeLocked(group);
+  return member;
 }
 
 std::int64_t GroupCoordinator::HeartbeatIntervalLocked(const Group& group) const {
@@ -275,10 +313,7 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
       return ResourceExhausted("group '" + hb.group + "' already has " +
                                std::to_string(limits_.max_members) + " members");
     }
-    if (group == nullptr) {
-      group = &groups_[hb.group];
-      group->id = hb.group;
-    }
+    if (group == nullptr) group = &CreateLocked(hb.group);
     if (creates) {
       group->settings = hb.settings;
       PersistSettingsLocked(*group);
@@ -292,7 +327,12 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
     member = &group->members[member_id];
     RecomputeLocked(*group);
   } else {
+    if (member == nullptr && group != nullptr && group->restored && now < group->hold_until_ms &&
+        group->members.size() < limits_.max_members) {
+      member = &AdoptLocked(*group, hb, member_id, rebalance_timeout);
+    }
     if (member == nullptr) {
+      if (group != nullptr) group->fenced.erase(member_id);
       return NotFound("member '" + member_id + "' is not in group '" + hb.group +
                       "' (it left, timed out or the group was reset); rejoin with epoch 0");
     }
@@ -324,8 +364,9 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
   if (TopologyChangedLocked(*group)) RecomputeLocked(*group);
 
   const PartitionSet& target = group->target[member->id];
-  // Grant target partitions nobody else holds (not during the hold after a restart).
-  if (now >= group->hold_until_ms) {
+  // Grant target partitions nobody else holds (not while an unknown member may hold them).
+  const bool holding = HoldingLocked(*group, now);
+  if (!holding) {
     for (const auto& tp : target) {
       if (member->owned.count(tp)) continue;
       auto owner = OwnerLocked(*group, tp);
@@ -348,7 +389,7 @@ Result<HeartbeatAnswer> GroupCoordinator::Heartbeat(const MemberHeartbeat& hb) {
   answer.member_id = member->id;
   answer.member_epoch = member->epoch;
   answer.session_timeout_ms = group->settings.session_timeout_ms;
-  answer.heartbeat_interval_ms = now < group->hold_until_ms
+  answer.heartbeat_interval_ms = holding
                                      ? std::min<std::int64_t>(500, HeartbeatIntervalLocked(*group))
                                      : HeartbeatIntervalLocked(*group);
   for (const auto& tp : member->owned) {
@@ -430,6 +471,7 @@ void GroupCoordinator::Commit(const std::string& group_id, const std::string& me
       if (mit != group->members.end()) member = &mit->second;
     }
     if (member == nullptr) {
+      if (group != nullptr) group->fenced.erase(member_id);
       return done(NotFound("member '" + member_id + "' is not in group '" + group_id + "'"));
     }
     if (member_epoch != member->epoch && member_epoch != member->previous_epoch) {
@@ -448,10 +490,7 @@ void GroupCoordinator::Commit(const std::string& group_id, const std::string& me
     return done(FailedPrecondition("group '" + group_id +
                                    "' has members; only they may commit (give member_id)"));
   }
-  if (group == nullptr) {
-    group = &groups_[group_id];
-    group->id = group_id;
-  }
+  if (group == nullptr) group = &CreateLocked(group_id);
   const std::int64_t now = clock_.WallMillis();
   storage::WriteBatch batch;
   OffsetValues values;
@@ -639,8 +678,8 @@ void GroupCoordinator::StoreReset(const std::string& group_id, const std::string
   auto t = topics_.FindTopic(topic);
   if (!t) return done(NotFound("topic '" + topic + "' does not exist"));
   std::lock_guard lock(mu_);
-  Group& group = groups_[group_id];
-  group.id = group_id;
+  auto existing = groups_.find(group_id);
+  Group& group = existing == groups_.end() ? CreateLocked(group_id) : existing->second;
   if (!group.members.empty()) {
     if (!force) {
       return done(FailedPrecondition("group '" + group_id + "' has " +
@@ -651,6 +690,11 @@ void GroupCoordinator::StoreReset(const std::string& group_id, const std::string
     // new offsets.
     GroupLog().warn("group '{}': offsets reset with force; removing {} members", group_id,
                     group.members.size());
+    group.fenced.clear();
+    for (const auto& [id, member] : group.members)
+      group.fenced.insert(id);
+    group.restored = false;  // fenced members are not taken back
+    group.hold_until_ms = clock_.WallMillis() + group.settings.session_timeout_ms;
     group.members.clear();
     group.target.clear();
     group.partition_counts.clear();

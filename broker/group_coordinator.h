@@ -151,10 +151,12 @@ class GroupCoordinator {
   GroupCoordinator(storage::Store& store, const Clock& clock, const TopicDirectory& topics,
                    GroupLimits limits = {});
 
-  // Reads every group's settings and committed offsets. Members are not persisted: after a
-  // restart a group found here hands out no partition until one heartbeat interval has
-  // passed, so members of the previous incarnation have heard they are unknown and dropped
-  // their partitions.
+  // Reads every group's settings and committed offsets. Members are not persisted. For one
+  // session timeout after a restart a group hands out no partition, because a member of the
+  // previous incarnation that has not been heard from may still be reading it (a consumer
+  // drops its partitions once a session timeout passes without a heartbeat answer). A member
+  // that heartbeats in that time with its old id and epoch is taken back with the partitions
+  // it reports (those nobody else claimed first).
   Status Load();
 
   Result<HeartbeatAnswer> Heartbeat(const MemberHeartbeat& heartbeat);
@@ -179,7 +181,9 @@ class GroupCoordinator {
   void Delete(const std::string& group, std::function<void(Status)> done);
 
   // Stores `offsets` (topic partition -> new offset) for one topic. With members it needs
-  // `force`, which removes every member (they must rejoin and read the new offsets).
+  // `force`, which removes every member (they must rejoin and read the new offsets); no
+  // partition is handed out again until each of them has heard so or a session timeout has
+  // passed.
   void StoreReset(const std::string& group, const std::string& topic,
                   std::map<std::uint32_t, std::uint64_t> offsets, bool force,
                   std::function<void(Status)> done);
@@ -223,12 +227,22 @@ class GroupCoordinator {
     std::map<std::string, std::uint32_t> partition_counts;  // what `target` was computed from
     // (topic id, partition) -> committed
     std::map<std::pair<std::uint32_t, std::uint32_t>, CommittedOffset> offsets;
-    std::int64_t emptied_ms = 0;     // when it last had no members (persisted with settings)
-    std::int64_t hold_until_ms = 0;  // no grants before this (groups found by Load)
-    bool persisted = false;          // settings stored
+    std::int64_t emptied_ms = 0;  // when it last had no members (persisted with settings)
+    // No grants before hold_until_ms: after a restart (`restored`, when old members may come
+    // back) or while members removed by a forced reset have not heard so (`fenced`).
+    std::int64_t hold_until_ms = 0;
+    bool restored = false;
+    std::set<std::string> fenced;
+    bool persisted = false;  // settings stored
   };
 
   std::int64_t HeartbeatIntervalLocked(const Group& group) const;
+  bool HoldingLocked(const Group& group, std::int64_t now) const;
+  // Takes back a member of the previous incarnation (see Load) with the partitions it reports.
+  Member& AdoptLocked(Group& group, const MemberHeartbeat& hb, const std::string& member_id,
+                      std::int64_t rebalance_timeout_ms);
+  // A group that did not exist: created empty now (so expiry counts from now).
+  Group& CreateLocked(const std::string& group_id);
   void RecomputeLocked(Group& group);
   bool TopologyChangedLocked(const Group& group) const;
   void RemoveMemberLocked(Group& group, const std::string& member_id);

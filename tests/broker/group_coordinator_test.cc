@@ -84,6 +84,12 @@ class GroupCoordinatorTest : public ::testing::Test {
     return done.get_future().get();
   }
 
+  // A new coordinator on the same store, as after a restart.
+  void Restart() {
+    coordinator_ = std::make_unique<GroupCoordinator>(*store_, clock_, topics_);
+    ASSERT_TRUE(coordinator_->Load());
+  }
+
   // No partition is owned by two members (as the coordinator records ownership).
   void ExpectExclusive() {
     auto d = coordinator_->Describe("g");
@@ -278,22 +284,81 @@ TEST_F(GroupCoordinatorTest, CommitsAreValidatedAndDurable) {
   EXPECT_FALSE(coordinator_->Committed("g", "t", theirs.partition));
 }
 
-TEST_F(GroupCoordinatorTest, OffsetsSurviveARestartAndOldMembersMustRejoin) {
+TEST_F(GroupCoordinatorTest, OffsetsSurviveARestartAndMembersKeepWhatTheyOwned) {
   ASSERT_TRUE(Beat("a", 0));
-  ASSERT_TRUE(Commit("a", {{"t", 0, 10, ""}, {"t", 5, 20, "x"}}));
-  // A new coordinator on the same store, as after a restart.
-  coordinator_ = std::make_unique<GroupCoordinator>(*store_, clock_, topics_);
-  ASSERT_TRUE(coordinator_->Load());
-  EXPECT_EQ(coordinator_->Committed("g", "t", 0)->offset, 10u);
-  EXPECT_EQ(coordinator_->Committed("g", "t", 5)->metadata, "x");
-  EXPECT_EQ(Beat("a").error().code, ErrorCode::kNotFound) << "membership is not persisted";
-  owned_["a"].clear();
-  auto early = Beat("a", 0);
+  ASSERT_TRUE(Beat("b", 0));
+  Settle({"a", "b"});
+  ASSERT_EQ(owned_["a"].size(), 3u);
+  ASSERT_TRUE(Commit("a", {{"t", owned_["a"][0].partition, 10, "x"}}));
+  Restart();
+  EXPECT_EQ(coordinator_->Committed("g", "t", owned_["a"][0].partition)->offset, 10u);
+  EXPECT_EQ(coordinator_->Committed("g", "t", owned_["a"][0].partition)->metadata, "x");
+  // Membership is not stored: a member of the previous incarnation that comes back within
+  // the session timeout is taken at its word and keeps its partitions.
+  const auto a_owned = owned_["a"];
+  auto again = Beat("a");
+  ASSERT_TRUE(again) << again.error().ToString();
+  EXPECT_EQ(again->assignment, a_owned);
+  // A newcomer gets nothing while b (not heard from yet) may still be reading its share.
+  auto early = Beat("c", 0);
   ASSERT_TRUE(early);
-  EXPECT_TRUE(early->assignment.empty()) << "no grants until old members have heard";
+  EXPECT_TRUE(early->assignment.empty()) << "granted while an old member may own it";
   EXPECT_LE(early->heartbeat_interval_ms, 500);
-  clock_.Advance(milliseconds(4'001));
-  EXPECT_EQ(Beat("a")->assignment.size(), 6u);
+  const auto b_owned = owned_["b"];
+  ASSERT_TRUE(Beat("b"));
+  EXPECT_FALSE(owned_["b"].empty());
+  for (const auto& tp : owned_["b"])
+    EXPECT_TRUE(std::count(b_owned.begin(), b_owned.end(), tp)) << "b was given something new";
+  ExpectExclusive();
+  // Once the old session could have run out, the group rebalances as usual.
+  clock_.Advance(milliseconds(settings_.session_timeout_ms + 1));
+  Settle({"a", "b", "c"});
+  EXPECT_EQ(owned_["a"].size() + owned_["b"].size() + owned_["c"].size(), 6u);
+  EXPECT_EQ(owned_["c"].size(), 2u);
+}
+
+TEST_F(GroupCoordinatorTest, AfterARestartPartitionsOfAMemberThatNeverReturnsWaitItsSession) {
+  ASSERT_TRUE(Beat("a", 0));
+  ASSERT_TRUE(Beat("b", 0));
+  Settle({"a", "b"});
+  ASSERT_TRUE(Commit("a", {{"t", owned_["a"][0].partition, 1, ""}}));  // the group is stored
+  Restart();
+  ASSERT_TRUE(Beat("a"));
+  clock_.Advance(milliseconds(settings_.session_timeout_ms - 1));
+  auto late = Beat("a");
+  ASSERT_TRUE(late) << late.error().ToString();
+  EXPECT_EQ(owned_["a"].size(), 3u) << "b's partitions handed out before its session ran out";
+  clock_.Advance(milliseconds(2));
+  ASSERT_TRUE(Beat("a"));
+  EXPECT_EQ(owned_["a"].size(), 6u);
+  // The hold is over: b is unknown now and must rejoin.
+  EXPECT_EQ(Beat("b").error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(GroupCoordinatorTest, AGroupFoundAfterARestartIsNotExpiredAtOnce) {
+  // A long-lived group that committed long ago and never emptied.
+  ASSERT_TRUE(Beat("a", 0));
+  ASSERT_TRUE(Commit("a", {{"t", 0, 10, ""}}));
+  clock_.Advance(std::chrono::hours(24 * 8));
+  ASSERT_TRUE(Beat("a"));
+  Restart();
+  coordinator_->Expire();
+  ASSERT_TRUE(coordinator_->Committed("g", "t", 0)) << "offsets of a live group expired";
+  ASSERT_TRUE(Beat("a"));
+  EXPECT_EQ(coordinator_->Committed("g", "t", 0)->offset, 10u);
+}
+
+TEST_F(GroupCoordinatorTest, AnAcknowledgedCommitIsNotLostToExpiry) {
+  clock_.Advance(std::chrono::hours(24 * 8));
+  // The commit creates the group; expiry runs while it is being written.
+  std::promise<Status> done;
+  coordinator_->Commit("g", "", 0, {{"t", 0, 5, ""}}, [&](Status s) { done.set_value(s); });
+  coordinator_->Expire();
+  ASSERT_TRUE(done.get_future().get());
+  coordinator_->Expire();
+  EXPECT_TRUE(coordinator_->Committed("g", "t", 0));
+  Restart();
+  EXPECT_TRUE(coordinator_->Committed("g", "t", 0)) << "an acknowledged commit was deleted";
 }
 
 TEST_F(GroupCoordinatorTest, DeleteOnlyWhenEmptyAndListPages) {
@@ -335,7 +400,21 @@ TEST_F(GroupCoordinatorTest, ResetNeedsForceWithMembersAndFencesThem) {
   coordinator_->StoreReset("g", "t", {{0, 3}}, true, [&](Status s) { forced.set_value(s); });
   ASSERT_TRUE(forced.get_future().get());
   EXPECT_EQ(coordinator_->Committed("g", "t", 0)->offset, 3u);
+  // a may still be reading: a newcomer gets nothing until a has heard it was fenced.
+  EXPECT_TRUE(Beat("b", 0)->assignment.empty());
   EXPECT_EQ(Beat("a").error().code, ErrorCode::kNotFound) << "a was fenced";
+  EXPECT_EQ(Beat("b")->assignment.size(), 6u);
+}
+
+TEST_F(GroupCoordinatorTest, AfterAForcedResetASilentMemberIsWaitedForOneSession) {
+  ASSERT_TRUE(Beat("a", 0));
+  std::promise<Status> forced;
+  coordinator_->StoreReset("g", "t", {{0, 3}}, true, [&](Status s) { forced.set_value(s); });
+  ASSERT_TRUE(forced.get_future().get());
+  EXPECT_TRUE(Beat("b", 0)->assignment.empty());
+  clock_.Advance(milliseconds(settings_.session_timeout_ms + 1));
+  EXPECT_EQ(Beat("b")->assignment.size(), 6u);
+  EXPECT_EQ(Beat("a").error().code, ErrorCode::kNotFound) << "fenced members are not taken back";
 }
 
 TEST_F(GroupCoordinatorTest, RangeAssignorIsChosenByTheFirstMember) {

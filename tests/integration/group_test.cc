@@ -336,6 +336,8 @@ TEST_F(GroupTest, CommittedOffsetsSurviveARestartAndTheGroupResumesThere) {
   options.group = "resume";
   options.topics = {"jobs"};
   options.auto_commit = false;
+  // The broker holds a restarted group's partitions for one session timeout (groups.proto).
+  options.session_timeout = seconds(6);
   options.max_poll_records = 10;  // stop part-way through the 100
   std::size_t consumed = 0;
   {
