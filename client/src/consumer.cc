@@ -20,6 +20,13 @@ bool Fenced(const grpc::Status& s) {
           s.error_message().rfind("STALE_MEMBER_EPOCH", 0) == 0);
 }
 
+// The broker may be restarting or the network away: worth another try.
+bool Transient(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         s.error_code() == grpc::StatusCode::ABORTED;
+}
+
 std::chrono::system_clock::time_point Deadline(milliseconds timeout) {
   return std::chrono::system_clock::now() + timeout;
 }
@@ -93,6 +100,8 @@ class Consumer::Impl {
   // Positions to commit: owned partitions (optionally only `which`) whose position moved.
   std::map<TopicPartition, std::uint64_t> DirtyLocked(const std::set<TopicPartition>* which) const;
   grpc::Status CommitPositions(const std::map<TopicPartition, std::uint64_t>& positions);
+  // Commits on revocation, retrying transient failures for a bounded time.
+  void CommitRevoked(const std::map<TopicPartition, std::uint64_t>& positions);
   void ReleaseCallLocked();
   void CollectGarbage(std::unique_lock<std::mutex>& lock);
 
@@ -127,6 +136,9 @@ class Consumer::Impl {
 void Consumer::Impl::HeartbeatLoop() {
   std::unique_lock lock(mu_);
   milliseconds interval(500);
+  milliseconds session = options_.session_timeout;
+  // When the last answered heartbeat was sent: the broker's session clock started later.
+  SteadyClock::time_point last_answered = SteadyClock::now();
   while (!stopping_) {
     v1::HeartbeatRequest request;
     request.set_group_id(options_.group);
@@ -151,7 +163,9 @@ void Consumer::Impl::HeartbeatLoop() {
     lock.unlock();
     v1::HeartbeatResponse response;
     grpc::ClientContext context;
-    context.set_deadline(Deadline(call_timeout_));
+    // A heartbeat that hangs must not outlast the session it is meant to keep.
+    context.set_deadline(Deadline(std::min(call_timeout_, session / 2)));
+    const auto sent = SteadyClock::now();
     grpc::Status status = groups_->Heartbeat(&context, request, &response);
     if (status.ok()) Reconcile(response);
     lock.lock();
@@ -159,12 +173,19 @@ void Consumer::Impl::HeartbeatLoop() {
       member_id_ = response.member_id();  // kept for rejoins
       epoch_ = response.member_epoch();
       interval = milliseconds(std::max<std::int64_t>(50, response.heartbeat_interval_ms()));
+      if (response.session_timeout_ms() > 0) session = milliseconds(response.session_timeout_ms());
+      last_answered = sent;
     } else if (Fenced(status)) {
       // Whatever we held may already be someone else's: drop it without committing.
       LoseAllLocked(lock);
       epoch_ = 0;
       continue;
     } else {
+      if (!partitions_.empty() && SteadyClock::now() - last_answered >= session) {
+        // The broker has (or, after a restart, will have) given our partitions away by now.
+        LoseAllLocked(lock);
+        epoch_ = 0;
+      }
       if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
           status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
         fetch_error_ = status;  // the user's to fix; Poll reports it
@@ -316,6 +337,21 @@ std::map<TopicPartition, std::uint64_t> Consumer::Impl::DirtyLocked(
   return out;
 }
 
+void Consumer::Impl::CommitRevoked(const std::map<TopicPartition, std::uint64_t>& positions) {
+  // The broker waits for the release up to the rebalance timeout; use part of it to ride out
+  // a broker that is briefly away, so processed records are not delivered again.
+  const auto deadline = SteadyClock::now() + std::min(options_.rebalance_timeout / 2,
+                                                      milliseconds(options_.session_timeout));
+  milliseconds backoff(100);
+  while (true) {
+    grpc::Status status = CommitPositions(positions);
+    if (status.ok() || Fenced(status) || !Transient(status)) return;  // fenced: not ours now
+    if (SteadyClock::now() + backoff >= deadline) return;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, milliseconds(2'000));
+  }
+}
+
 grpc::Status Consumer::Impl::CommitPositions(
     const std::map<TopicPartition, std::uint64_t>& positions) {
   if (positions.empty()) return grpc::Status::OK;
@@ -375,7 +411,7 @@ void Consumer::Impl::RunRebalanceCallbacks(std::unique_lock<std::mutex>& lock) {
         std::lock_guard relock(mu_);
         positions = DirtyLocked(&which);
       }
-      CommitPositions(positions);  // a failure means we were fenced: nothing more to do
+      CommitRevoked(positions);
     }
     lock.lock();
     for (const auto& tp : revoking) {
@@ -501,12 +537,12 @@ CallResult<std::vector<ConsumerRecord>> Consumer::Impl::Poll(milliseconds timeou
 }
 
 grpc::Status Consumer::Impl::Commit() {
+  // Partitions being revoked are included: they are still ours until released, and
+  // on_revoked commits them this way.
   std::map<TopicPartition, std::uint64_t> positions;
   {
     std::lock_guard lock(mu_);
-    for (auto& [tp, position] : DirtyLocked(nullptr)) {
-      if (!partitions_.at(tp).revoking) positions[tp] = position;
-    }
+    positions = DirtyLocked(nullptr);
   }
   return CommitPositions(positions);
 }
@@ -514,9 +550,10 @@ grpc::Status Consumer::Impl::Commit() {
 void Consumer::Impl::CommitAsync(std::function<void(grpc::Status)> done) {
   auto call = std::make_unique<CommitCall>();
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     call->positions = DirtyLocked(nullptr);
     if (call->positions.empty() || closed_) {
+      lock.unlock();
       if (done) done(grpc::Status::OK);
       return;
     }
@@ -590,7 +627,7 @@ grpc::Status Consumer::Impl::Close() {
   {
     std::lock_guard lock(mu_);
     for (const auto& [tp, p] : partitions_) {
-      if (p.announced && !p.revoking) owned.push_back(tp);
+      if (p.announced) owned.push_back(tp);  // also those a rebalance is taking away
     }
   }
   if (options_.on_revoked && !owned.empty()) options_.on_revoked(owned);

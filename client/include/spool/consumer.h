@@ -61,7 +61,8 @@ struct ConsumerOptions {
   std::function<void(const std::vector<TopicPartition>&)> on_assigned;
   // Before release; the consumer is still the owner and may commit.
   std::function<void(const std::vector<TopicPartition>&)> on_revoked;
-  // The partitions were taken away without a chance to commit (fenced, session lost).
+  // The partitions were taken away without a chance to commit: the member was fenced, or no
+  // heartbeat was answered for a session timeout (another member may own them by now).
   std::function<void(const std::vector<TopicPartition>&)> on_lost;
 };
 
@@ -85,9 +86,11 @@ class Consumer {
   CallResult<std::vector<ConsumerRecord>> Poll(std::chrono::milliseconds timeout);
 
   // Commits the position after the last record Poll returned, for every owned partition
-  // whose position moved. Synchronous; OK when there was nothing to commit.
+  // whose position moved (including partitions being revoked, so on_revoked may call it).
+  // Synchronous; OK when there was nothing to commit.
   grpc::Status Commit();
-  // The same without waiting; `done` (optional) runs on a gRPC thread.
+  // The same without waiting. `done` (optional) runs on a gRPC thread, or at once on the
+  // caller's thread when there is nothing to commit; it may call the consumer.
   void CommitAsync(std::function<void(grpc::Status)> done = {});
 
   // The next Poll returns records of `partition` (owned) from `offset`.
