@@ -345,8 +345,8 @@ int ConsumeGroup(const Global& global, const ConsumeArgs& args) {
   auto start = spool::cli::ParseStartPosition(args.from, now_ms);
   if (!start || start->kind == spool::StartPosition::Kind::kOffset) {
     throw UsageError{
-        "--from with --group: earliest, latest, a time or a time ago (it applies "
-        "where the group has no committed offset)"};
+        "--from with --group: earliest, latest, a time or a time ago (the reset policy "
+        "of the group, set when it has no members yet)"};
   }
   const std::int64_t wait_ms = WaitMsOrThrow(args.wait);
   if (args.max && *args.max == 0) return kExitOk;
