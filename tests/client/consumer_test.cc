@@ -283,6 +283,11 @@ TEST_F(ConsumerTest, PartitionsAreLostWhenHeartbeatsFailForASession) {
 }
 
 TEST_F(ConsumerTest, AConsumerKeepsItsPartitionsThroughABrokerRestart) {
+#if defined(__SANITIZE_THREAD__)
+  // A second gRPC server in one process reuses the first one's file descriptors, and TSan,
+  // which cannot see inside Debian's gRPC, then reports its epoll and socket use as races.
+  GTEST_SKIP() << "restarts the in-process server; not meaningful under ThreadSanitizer";
+#endif
   Produce("k", 2, 100);
   std::atomic<int> lost{0}, assigned{0};
   auto options = Options("keep", "k");
