@@ -96,4 +96,32 @@ std::string GroupOffsetKey(std::string_view group, std::uint32_t topic, std::uin
   return GroupOffsetsBegin(group) + PartitionPrefix(topic, partition);
 }
 
+std::string QueueFloorKey(std::uint32_t subscription, std::uint32_t partition) {
+  std::string key = PartitionPrefix(subscription, partition);
+  key.push_back('\x00');
+  return key;
+}
+
+std::string QueueMessageKey(std::uint32_t subscription, std::uint32_t partition,
+                            std::uint64_t offset) {
+  std::string key = PartitionPrefix(subscription, partition);
+  key.push_back('\x01');
+  PutFixed64BE(key, offset);
+  return key;
+}
+
+bool ParseQueueMessageKey(std::string_view key, std::uint64_t* offset) {
+  if (key.size() != 17 || key[8] != '\x01') return false;
+  key.remove_prefix(9);
+  return GetFixed64BE(key, offset);
+}
+
+std::string QueuePartitionBegin(std::uint32_t subscription, std::uint32_t partition) {
+  return PartitionPrefix(subscription, partition);
+}
+
+std::string QueuePartitionEnd(std::uint32_t subscription, std::uint32_t partition) {
+  return PartitionRangeEnd(subscription, partition);
+}
+
 }  // namespace spool::storage

@@ -65,4 +65,15 @@ std::string GroupOffsetsEnd(std::string_view group);
 inline constexpr char kGroupMetaTag = 'G';
 inline constexpr char kGroupOffsetTag = 'O';
 
+// queue_state: one queue subscription's progress on one partition.
+//   subscription u32 | partition u32 | 0x00                -> ack floor u64 (all below: done)
+//   subscription u32 | partition u32 | 0x01 | offset u64   -> that message's state
+// [QueuePartitionBegin(s, p), QueuePartitionEnd(s, p)) holds exactly one partition's keys.
+std::string QueueFloorKey(std::uint32_t subscription, std::uint32_t partition);
+std::string QueueMessageKey(std::uint32_t subscription, std::uint32_t partition,
+                            std::uint64_t offset);
+bool ParseQueueMessageKey(std::string_view key, std::uint64_t* offset);
+std::string QueuePartitionBegin(std::uint32_t subscription, std::uint32_t partition);
+std::string QueuePartitionEnd(std::uint32_t subscription, std::uint32_t partition);
+
 }  // namespace spool::storage

@@ -68,5 +68,26 @@ TEST(KeysTest, MetaKeysOfDifferentTagsDoNotCollide) {
   EXPECT_EQ(LogStartKey(1, 2)[0], static_cast<char>(MetaTag::kLogStart));
 }
 
+TEST(KeysTest, QueueStateKeysKeepOnePartitionTogetherWithItsFloorFirst) {
+  const std::string floor = QueueFloorKey(3, 1);
+  const std::string m0 = QueueMessageKey(3, 1, 0);
+  const std::string m9 = QueueMessageKey(3, 1, 9);
+  const std::string big = QueueMessageKey(3, 1, UINT64_MAX);
+  EXPECT_LT(floor, m0);
+  EXPECT_LT(m0, m9);
+  EXPECT_LT(m9, big);
+  for (const auto& k : {floor, m0, big}) {
+    EXPECT_GE(k, QueuePartitionBegin(3, 1));
+    EXPECT_LT(k, QueuePartitionEnd(3, 1));
+  }
+  EXPECT_GE(QueueFloorKey(3, 2), QueuePartitionEnd(3, 1));
+  EXPECT_LT(QueueMessageKey(3, 0, UINT64_MAX), QueuePartitionBegin(3, 1));
+  std::uint64_t offset = 0;
+  ASSERT_TRUE(ParseQueueMessageKey(m9, &offset));
+  EXPECT_EQ(offset, 9u);
+  EXPECT_FALSE(ParseQueueMessageKey(floor, &offset));
+  EXPECT_FALSE(ParseQueueMessageKey(m9.substr(0, 16), &offset));
+}
+
 }  // namespace
 }  // namespace spool::storage

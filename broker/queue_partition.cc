@@ -1,0 +1,347 @@
+#include "broker/queue_partition.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "common/coding.h"
+#include "storage/keys.h"
+
+namespace spool::broker {
+namespace {
+
+constexpr std::uint8_t kStateVersion = 1;
+constexpr std::int64_t kLocked = std::numeric_limits<std::int64_t>::max();
+// Records examined per log read while looking for receivable messages.
+constexpr std::size_t kScanChunk = 256;
+constexpr std::size_t kScanBytes = 4 << 20;
+
+}  // namespace
+
+std::string EncodeQueueMessageState(const QueueMessageState& state) {
+  std::string out;
+  out.push_back(static_cast<char>(kStateVersion));
+  out.push_back(state.acked ? 1 : 0);
+  PutVarint64(out, state.receive_count);
+  PutVarint64(out, state.generation);
+  PutVarsint64(out, state.visible_at_ms);
+  PutVarsint64(out, state.first_receive_ms);
+  PutVarsint64(out, state.last_receive_ms);
+  return out;
+}
+
+Result<QueueMessageState> DecodeQueueMessageState(std::string_view in) {
+  if (in.size() < 2 || static_cast<std::uint8_t>(in[0]) != kStateVersion) {
+    return DataLoss("queue message state: unknown version");
+  }
+  QueueMessageState state;
+  state.acked = in[1] != 0;
+  in.remove_prefix(2);
+  std::uint64_t count = 0, generation = 0;
+  if (!GetVarint64(in, &count) || !GetVarint64(in, &generation) ||
+      !GetVarsint64(in, &state.visible_at_ms) || !GetVarsint64(in, &state.first_receive_ms) ||
+      !GetVarsint64(in, &state.last_receive_ms) || !in.empty() || count > UINT32_MAX ||
+      generation > UINT32_MAX) {
+    return DataLoss("queue message state: corrupt");
+  }
+  state.receive_count = static_cast<std::uint32_t>(count);
+  state.generation = static_cast<std::uint32_t>(generation);
+  return state;
+}
+
+Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::uint32_t subscription,
+                                            const storage::PartitionLog& log) {
+  QueuePartition q(subscription, log);
+  const std::uint32_t partition = log.partition();
+  auto floor = store.Get(storage::ColumnFamily::kQueueState,
+                         storage::QueueFloorKey(subscription, partition));
+  if (!floor) return floor.error();
+  if (*floor) {
+    std::string_view v = **floor;
+    if (!GetFixed64BE(v, &q.floor_) || !v.empty()) return DataLoss("queue floor: corrupt");
+  }
+  auto it = store.NewIterator(storage::ColumnFamily::kQueueState,
+                              storage::QueueMessageKey(subscription, partition, 0),
+                              storage::QueuePartitionEnd(subscription, partition));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::uint64_t offset = 0;
+    if (!storage::ParseQueueMessageKey(it->key(), &offset)) return DataLoss("queue state key");
+    if (offset < q.floor_) continue;  // a floor move's range deletion not yet compacted
+    auto state = DecodeQueueMessageState(it->value());
+    if (!state) return state.error();
+    q.states_[offset] = *state;
+    if (!state->acked) q.AddToIndex(offset, *state);
+  }
+  if (Status s = it->status(); !s) return s.error();
+  q.scanned_ = q.floor_;
+  return q;
+}
+
+void QueuePartition::AddToIndex(std::uint64_t offset, const QueueMessageState& state) {
+  IndexOf(state).insert({state.visible_at_ms, offset});
+}
+
+void QueuePartition::Unindex(std::uint64_t offset, const QueueMessageState& state) {
+  IndexOf(state).erase({state.visible_at_ms, offset});
+}
+
+void QueuePartition::Persist(std::uint64_t offset, const QueueMessageState& state,
+                             storage::WriteBatch& batch) {
+  batch.Put(storage::ColumnFamily::kQueueState,
+            storage::QueueMessageKey(subscription_, log_->partition(), offset),
+            EncodeQueueMessageState(state));
+}
+
+Result<std::vector<storage::StoredRecord>> QueuePartition::Scan(std::size_t max) {
+  if (scanned_ < log_->start_offset()) scanned_ = log_->start_offset();
+  if (scanned_ >= log_->end_offset()) return std::vector<storage::StoredRecord>();
+  auto records = log_->Read(scanned_, max, kScanBytes);
+  if (!records) return records.error();
+  for (const auto& r : *records) {
+    auto [it, fresh] = states_.try_emplace(r.offset);
+    QueueMessageState& state = it->second;
+    state.group = r.record.message_group_id;
+    if (fresh) {
+      state.visible_at_ms = r.record.deliver_after_ms.value_or(0);
+      AddToIndex(r.offset, state);
+    }
+    scanned_ = r.offset + 1;
+  }
+  return records;
+}
+
+Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record> record,
+                            std::int64_t now_ms, const QueueReceiveOptions& options,
+                            QueueReceiveResult& result, storage::WriteBatch& batch) {
+  if (!record) {
+    auto read = log_->Read(offset, 1, 1);
+    if (!read) return read.error();
+    if (read->empty() || read->front().offset != offset) {
+      return Internal("queue: message " + std::to_string(offset) + " is not in the log");
+    }
+    record = std::move(read->front().record);
+  }
+  QueueMessageState& state = states_.at(offset);
+  Unindex(offset, state);
+  ReceivedMessage m;
+  m.offset = offset;
+  if (options.max_receive_count && state.receive_count >= *options.max_receive_count) {
+    // Locked (in memory only) until the caller moves it and deletes it with this generation.
+    ++state.generation;
+    state.visible_at_ms = kLocked;
+    AddToIndex(offset, state);
+    m.record = std::move(*record);
+    m.receive_count = state.receive_count;
+    m.generation = state.generation;
+    m.first_receive_ms = state.first_receive_ms;
+    result.dead_letters.push_back(std::move(m));
+    return Ok();
+  }
+  ++state.receive_count;
+  ++state.generation;
+  if (state.first_receive_ms == 0) state.first_receive_ms = now_ms;
+  state.last_receive_ms = now_ms;
+  state.visible_at_ms = now_ms + options.visibility_ms;
+  AddToIndex(offset, state);
+  Persist(offset, state, batch);
+  m.record = std::move(*record);
+  m.receive_count = state.receive_count;
+  m.generation = state.generation;
+  m.first_receive_ms = state.first_receive_ms;
+  result.messages.push_back(std::move(m));
+  return Ok();
+}
+
+Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
+                                                   const QueueReceiveOptions& options,
+                                                   storage::WriteBatch& batch) {
+  QueueReceiveResult result;
+  AdvanceFloor(batch);
+  // Leases that have not ended are in flight.
+  const auto first_future = leases_.lower_bound({now_ms + 1, 0});
+  const auto in_flight = static_cast<std::size_t>(std::distance(first_future, leases_.end()));
+  if (in_flight >= options.max_in_flight) {
+    result.in_flight_limit = true;
+    if (first_future != leases_.end() && first_future->first != kLocked) {
+      result.next_visible_ms = first_future->first;
+    }
+    return result;
+  }
+  std::size_t room = std::min(options.max_messages, options.max_in_flight - in_flight);
+  // A dead letter takes no room but costs a read; bound them per call.
+  std::size_t dead_room = std::max<std::size_t>(options.max_messages, 10) * 10;
+  auto full = [&] {
+    return result.messages.size() >= room || result.dead_letters.size() >= dead_room;
+  };
+
+  // FIFO: a group is locked from its first message that is not done and not receivable now.
+  std::set<std::string> locked;
+  auto blocked = [&](const QueueMessageState& s) {
+    return options.fifo && s.group && locked.count(*s.group) > 0;
+  };
+  auto lock_group = [&](const QueueMessageState& s) {
+    if (options.fifo && s.group) locked.insert(*s.group);
+  };
+
+  // 1. Messages already examined, oldest first.
+  if (options.fifo) {
+    for (auto& [offset, s] : states_) {
+      if (offset >= scanned_ || full()) break;
+      if (s.acked || blocked(s)) continue;
+      if (s.visible_at_ms > now_ms) {
+        lock_group(s);
+        continue;
+      }
+      if (Status st = Take(offset, std::nullopt, now_ms, options, result, batch); !st) {
+        return st.error();
+      }
+    }
+  } else {
+    std::vector<std::uint64_t> ready;
+    for (const Index* index : {&leases_, &waiting_}) {
+      for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
+        if (it->second < scanned_) ready.push_back(it->second);
+      }
+    }
+    std::sort(ready.begin(), ready.end());
+    for (std::uint64_t offset : ready) {
+      if (full()) break;
+      if (Status st = Take(offset, std::nullopt, now_ms, options, result, batch); !st) {
+        return st.error();
+      }
+    }
+  }
+
+  // 2. Messages not examined yet, from the log.
+  while (!full() && scanned_ < log_->end_offset()) {
+    auto records = Scan(kScanChunk);
+    if (!records) return records.error();
+    if (records->empty()) break;
+    for (auto& r : *records) {
+      auto it = states_.find(r.offset);
+      if (it == states_.end()) continue;  // done already (acked before a restart)
+      const QueueMessageState& s = it->second;
+      if (s.acked || blocked(s)) continue;
+      if (s.visible_at_ms > now_ms || full()) {
+        lock_group(s);  // FIFO keeps order behind it
+        continue;
+      }
+      if (Status st = Take(r.offset, std::move(r.record), now_ms, options, result, batch); !st) {
+        return st.error();
+      }
+    }
+  }
+
+  // When does something become receivable?
+  for (const Index* index : {&leases_, &waiting_}) {
+    auto it = index->lower_bound({now_ms + 1, 0});
+    if (it != index->end() && it->first != kLocked &&
+        (!result.next_visible_ms || it->first < *result.next_visible_ms)) {
+      result.next_visible_ms = it->first;
+    }
+  }
+  return result;
+}
+
+Status QueuePartition::Delete(std::uint64_t offset, std::uint32_t generation,
+                              storage::WriteBatch& batch) {
+  if (offset < floor_ || offset < log_->start_offset()) return Ok();
+  auto it = states_.find(offset);
+  if (it != states_.end() && it->second.acked) return Ok();
+  if (it == states_.end() || it->second.generation == 0) {
+    return FailedPrecondition("message " + std::to_string(offset) + " has not been received");
+  }
+  QueueMessageState& state = it->second;
+  if (state.generation != generation) {
+    return FailedPrecondition("message " + std::to_string(offset) +
+                              " was received again since this receipt handle was issued");
+  }
+  Unindex(offset, state);
+  state.acked = true;
+  Persist(offset, state, batch);
+  AdvanceFloor(batch);
+  return Ok();
+}
+
+Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t generation,
+                                        std::int64_t now_ms, std::int64_t visible_in_ms,
+                                        std::int64_t max_lease_ms, storage::WriteBatch& batch) {
+  if (visible_in_ms < 0) return InvalidArgument("the visibility timeout must not be negative");
+  auto it = states_.find(offset);
+  if (offset < floor_ || offset < log_->start_offset() || it == states_.end() || it->second.acked) {
+    return FailedPrecondition("message " + std::to_string(offset) + " was deleted");
+  }
+  QueueMessageState& state = it->second;
+  if (state.receive_count == 0 || state.visible_at_ms == kLocked) {
+    return FailedPrecondition("message " + std::to_string(offset) + " has not been received");
+  }
+  if (state.generation != generation) {
+    return FailedPrecondition("message " + std::to_string(offset) +
+                              " was received again since this receipt handle was issued");
+  }
+  const std::int64_t at = now_ms + visible_in_ms;
+  if (at - state.last_receive_ms > max_lease_ms) {
+    return InvalidArgument("the lease would end more than " + std::to_string(max_lease_ms / 1000) +
+                           " seconds after the message was received");
+  }
+  Unindex(offset, state);
+  state.visible_at_ms = at;
+  AddToIndex(offset, state);
+  Persist(offset, state, batch);
+  return Ok();
+}
+
+void QueuePartition::AckBelow(std::uint64_t end, storage::WriteBatch& batch) {
+  AdvanceFloor(batch, end);
+}
+
+void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least) {
+  std::uint64_t to = std::max({floor_, log_->start_offset(), at_least});
+  auto it = states_.begin();
+  // Below `to` everything is done (purged, or dropped by retention); from `to` on, a run of
+  // acknowledged messages.
+  while (it != states_.end() && (it->first < to || (it->first == to && it->second.acked))) {
+    if (it->first == to) ++to;
+    if (!it->second.acked) Unindex(it->first, it->second);
+    it = states_.erase(it);
+  }
+  if (to == floor_) return;
+  const std::uint32_t partition = log_->partition();
+  std::string value;
+  PutFixed64BE(value, to);
+  batch.Put(storage::ColumnFamily::kQueueState, storage::QueueFloorKey(subscription_, partition),
+            std::move(value));
+  batch.DeleteRange(storage::ColumnFamily::kQueueState,
+                    storage::QueueMessageKey(subscription_, partition, floor_),
+                    storage::QueueMessageKey(subscription_, partition, to));
+  floor_ = to;
+  scanned_ = std::max(scanned_, floor_);
+}
+
+QueueCounts QueuePartition::Counts(std::int64_t now_ms) const {
+  QueueCounts c;
+  const auto future_leases = leases_.lower_bound({now_ms + 1, 0});
+  c.in_flight = static_cast<std::uint64_t>(std::distance(future_leases, leases_.end()));
+  const auto future_waiting = waiting_.lower_bound({now_ms + 1, 0});
+  c.delayed = static_cast<std::uint64_t>(std::distance(future_waiting, waiting_.end()));
+  for (const Index* index : {&leases_, &waiting_}) {
+    for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
+      if (it->second < scanned_) ++c.visible;
+    }
+  }
+  // Not examined yet: visible, except what loaded states say is done or leased.
+  const std::uint64_t from = std::max(scanned_, log_->start_offset());
+  std::uint64_t unexamined = log_->end_offset() > from ? log_->end_offset() - from : 0;
+  for (auto it = states_.lower_bound(from); it != states_.end() && unexamined > 0; ++it) {
+    if (it->second.acked || it->second.visible_at_ms > now_ms) --unexamined;
+  }
+  c.visible += unexamined;
+  return c;
+}
+
+std::optional<QueueMessageState> QueuePartition::State(std::uint64_t offset) const {
+  auto it = states_.find(offset);
+  if (it == states_.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace spool::broker

@@ -1,0 +1,146 @@
+#pragma once
+
+// One queue subscription's state on one partition of its topic (design §1, "Queue
+// subscriptions"): the ack floor, below which every message is done, and above it the
+// messages that have been received (leased, released, or acknowledged out of order) or that
+// wait for their delivery time.
+//
+// A message's life: delayed until its deliver-after time, then visible. Receive leases it
+// until `visible_at_ms`, counts the receive and bumps its generation; only that generation
+// (carried by the receipt handle) may delete it or change its visibility. A lease that ends
+// makes the message visible again. FIFO: a message group is locked while any earlier message
+// of it is not done and not receivable, so each group is delivered in order, one lease at a
+// time.
+//
+// Changes are applied here at once and added to a WriteBatch that the caller writes; the
+// caller answers its client when that write is durable. Until then nobody else can take what
+// changed (a lease, a delete), and if the write fails the store refuses every later write, so
+// memory and disk never disagree about anything acknowledged.
+//
+// Thread-safety: not thread-safe; owned by the partition's strand, like the PartitionLog it
+// reads (which must outlive it).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+#include "storage/partition_log.h"
+#include "storage/store.h"
+
+namespace spool::broker {
+
+struct QueueMessageState {
+  std::uint32_t receive_count = 0;  // 0: never received (a delayed message)
+  std::uint32_t generation = 0;     // the receive that holds the message now
+  std::int64_t visible_at_ms = 0;   // lease end, release time or delivery time
+  std::int64_t first_receive_ms = 0;
+  std::int64_t last_receive_ms = 0;
+  bool acked = false;
+  std::optional<std::string> group;  // FIFO message group (memory only)
+
+  bool operator==(const QueueMessageState&) const = default;
+};
+
+std::string EncodeQueueMessageState(const QueueMessageState& state);
+Result<QueueMessageState> DecodeQueueMessageState(std::string_view in);
+
+struct ReceivedMessage {
+  std::uint64_t offset = 0;
+  storage::Record record;
+  std::uint32_t receive_count = 0;
+  std::uint32_t generation = 0;
+  std::int64_t first_receive_ms = 0;
+};
+
+struct QueueReceiveOptions {
+  std::size_t max_messages = 1;
+  std::int64_t visibility_ms = 30'000;
+  // With a redrive policy: a message already received this often is not received again but
+  // handed back in `dead_letters`.
+  std::optional<std::uint32_t> max_receive_count;
+  bool fifo = false;
+  std::size_t max_in_flight = 120'000;
+};
+
+struct QueueReceiveResult {
+  std::vector<ReceivedMessage> messages;
+  // Messages past their max receive count. They stay locked here (not receivable) until the
+  // caller moves them and calls Delete with their generation in the same write, or Release.
+  std::vector<ReceivedMessage> dead_letters;
+  // The earliest time at which something not receivable now becomes receivable (a lease or
+  // a delay ending), for long polls.
+  std::optional<std::int64_t> next_visible_ms;
+  bool in_flight_limit = false;  // nothing leased because max_in_flight messages are leased
+};
+
+struct QueueCounts {
+  std::uint64_t visible = 0;    // approximate: log messages not yet examined count as visible
+  std::uint64_t in_flight = 0;  // leased
+  std::uint64_t delayed = 0;    // examined and waiting for their delivery time
+};
+
+class QueuePartition {
+ public:
+  // Reads the floor and message states of `subscription` on `log`'s partition.
+  static Result<QueuePartition> Load(const storage::Store& store, std::uint32_t subscription,
+                                     const storage::PartitionLog& log);
+
+  Result<QueueReceiveResult> Receive(std::int64_t now_ms, const QueueReceiveOptions& options,
+                                     storage::WriteBatch& batch);
+
+  // Acknowledges a message. OK if it is done already (deleted, purged, dropped by retention).
+  // FailedPrecondition if it was received again since `generation`.
+  Status Delete(std::uint64_t offset, std::uint32_t generation, storage::WriteBatch& batch);
+  // Ends the lease of `generation` `visible_in_ms` from now (0: receivable at once), at most
+  // `max_lease_ms` after that receive. FailedPrecondition if the message is done or was
+  // received again; InvalidArgument past the lease limit.
+  Status ChangeVisibility(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms,
+                          std::int64_t visible_in_ms, std::int64_t max_lease_ms,
+                          storage::WriteBatch& batch);
+
+  // Everything below `end` is done (purge), or below the log start (retention dropped it).
+  void AckBelow(std::uint64_t end, storage::WriteBatch& batch);
+
+  QueueCounts Counts(std::int64_t now_ms) const;
+  std::uint64_t floor() const { return floor_; }
+  // The state of a message above the floor that has one (tests, descriptions).
+  std::optional<QueueMessageState> State(std::uint64_t offset) const;
+
+ private:
+  QueuePartition(std::uint32_t subscription, const storage::PartitionLog& log)
+      : subscription_(subscription), log_(&log) {}
+
+  using Index = std::set<std::pair<std::int64_t, std::uint64_t>>;  // (visible_at_ms, offset)
+
+  // Examines up to `max` log records from scanned_, creating their states.
+  Result<std::vector<storage::StoredRecord>> Scan(std::size_t max);
+  // Leases `offset` (or locks it as a dead letter) and reports it in `result`.
+  Status Take(std::uint64_t offset, std::optional<storage::Record> record, std::int64_t now_ms,
+              const QueueReceiveOptions& options, QueueReceiveResult& result,
+              storage::WriteBatch& batch);
+  Index& IndexOf(const QueueMessageState& state) {
+    return state.receive_count == 0 ? waiting_ : leases_;
+  }
+  void Unindex(std::uint64_t offset, const QueueMessageState& state);
+  void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
+  // Moves the floor to at least `at_least`, retention's cut, and over acknowledged messages.
+  void AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least = 0);
+  void Persist(std::uint64_t offset, const QueueMessageState& state, storage::WriteBatch& batch);
+
+  std::uint32_t subscription_;
+  const storage::PartitionLog* log_;
+  std::uint64_t floor_ = 0;
+  // Every offset in [floor_, scanned_) that is not done has a state. States above scanned_
+  // are those loaded at startup, whose records have not been examined again yet.
+  std::uint64_t scanned_ = 0;
+  std::map<std::uint64_t, QueueMessageState> states_;
+  Index leases_;   // received at least once, not acknowledged
+  Index waiting_;  // examined, never received (delayed, or not taken yet)
+};
+
+}  // namespace spool::broker

@@ -1,0 +1,293 @@
+// A queue subscription's state on one partition, against a real store and partition log,
+// with explicit times: leases and their expiry, delete and stale receipts, visibility
+// changes, delays, FIFO group locking, dead letters, the in-flight limit, the ack floor,
+// purge, retention, and rebuilding the state after a restart.
+
+#include "broker/queue_partition.h"
+
+#include <gtest/gtest.h>
+
+#include "storage/keys.h"
+#include "tests/testing/temp_dir.h"
+
+namespace spool::broker {
+namespace {
+
+constexpr std::uint32_t kTopic = 7;
+constexpr std::uint32_t kSubscription = 3;
+constexpr std::int64_t kT0 = 1'800'000'000'000;  // ms
+
+class QueuePartitionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = storage::Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store) << store.error().ToString();
+    store_ = std::move(*store);
+    OpenLog();
+    Reload();
+  }
+
+  void OpenLog() {
+    auto log = storage::PartitionLog::Open(*store_, kTopic, 0);
+    ASSERT_TRUE(log) << log.error().ToString();
+    log_ = std::make_unique<storage::PartitionLog>(std::move(*log));
+  }
+
+  // A fresh QueuePartition from what is stored, as after a restart.
+  void Reload() {
+    auto q = QueuePartition::Load(*store_, kSubscription, *log_);
+    ASSERT_TRUE(q) << q.error().ToString();
+    queue_ = std::make_unique<QueuePartition>(std::move(*q));
+  }
+
+  // Sends messages "<prefix>0".."<prefix>n-1"; FIFO ones carry `group`.
+  void Send(int n, const std::string& prefix = "m", std::optional<std::string> group = {},
+            std::optional<std::int64_t> deliver_after = {}) {
+    std::vector<storage::Record> records;
+    for (int i = 0; i < n; ++i) {
+      storage::Record r;
+      r.value = prefix + std::to_string(i);
+      r.message_group_id = group;
+      r.deliver_after_ms = deliver_after;
+      records.push_back(std::move(r));
+    }
+    storage::WriteBatch batch;
+    auto prepared = log_->PrepareAppend(records, kT0, batch);
+    ASSERT_TRUE(prepared);
+    ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+    log_->MarkDurable(*prepared);
+  }
+
+  QueueReceiveResult Receive(std::int64_t now, std::size_t max, QueueReceiveOptions o = {}) {
+    o.max_messages = max;
+    storage::WriteBatch batch;
+    auto r = queue_->Receive(now, o, batch);
+    EXPECT_TRUE(r) << r.error().ToString();
+    if (!batch.empty()) {
+      EXPECT_TRUE(store_->WriteSync(std::move(batch)));
+    }
+    return r ? std::move(*r) : QueueReceiveResult{};
+  }
+
+  Status Delete(const ReceivedMessage& m) { return Delete(m.offset, m.generation); }
+  Status Delete(std::uint64_t offset, std::uint32_t generation) {
+    storage::WriteBatch batch;
+    Status s = queue_->Delete(offset, generation, batch);
+    if (!batch.empty()) {
+      EXPECT_TRUE(store_->WriteSync(std::move(batch)));
+    }
+    return s;
+  }
+
+  Status ChangeVisibility(const ReceivedMessage& m, std::int64_t now, std::int64_t in_ms) {
+    storage::WriteBatch batch;
+    Status s = queue_->ChangeVisibility(m.offset, m.generation, now, in_ms, 12 * 3'600'000, batch);
+    if (!batch.empty()) {
+      EXPECT_TRUE(store_->WriteSync(std::move(batch)));
+    }
+    return s;
+  }
+
+  static std::vector<std::string> Values(const std::vector<ReceivedMessage>& messages) {
+    std::vector<std::string> out;
+    for (const auto& m : messages)
+      out.push_back(m.record.value);
+    return out;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<storage::PartitionLog> log_;
+  std::unique_ptr<QueuePartition> queue_;
+};
+
+TEST_F(QueuePartitionTest, ReceiveLeasesUntilTheVisibilityTimeoutEnds) {
+  Send(3);
+  auto first = Receive(kT0, 2);
+  ASSERT_EQ(Values(first.messages), (std::vector<std::string>{"m0", "m1"}));
+  EXPECT_EQ(first.messages[0].receive_count, 1u);
+  EXPECT_EQ(first.messages[0].first_receive_ms, kT0);
+  EXPECT_EQ(Values(Receive(kT0 + 1, 10).messages), (std::vector<std::string>{"m2"}));
+  EXPECT_TRUE(Receive(kT0 + 2, 10).messages.empty()) << "leased messages were received again";
+  auto counts = queue_->Counts(kT0 + 2);
+  EXPECT_EQ(counts.in_flight, 3u);
+  EXPECT_EQ(counts.visible, 0u);
+  // The leases of m0, m1 end at kT0 + 30 s; m2's a moment later.
+  auto empty = Receive(kT0 + 29'999, 10);
+  EXPECT_TRUE(empty.messages.empty());
+  EXPECT_EQ(empty.next_visible_ms, kT0 + 30'000);
+  auto again = Receive(kT0 + 30'000, 10);
+  ASSERT_EQ(Values(again.messages), (std::vector<std::string>{"m0", "m1"}));
+  EXPECT_EQ(again.messages[0].receive_count, 2u);
+  EXPECT_EQ(again.messages[0].first_receive_ms, kT0) << "first receive is kept";
+}
+
+TEST_F(QueuePartitionTest, DeleteNeedsTheLatestReceiptAndIsIdempotent) {
+  Send(2);
+  auto first = Receive(kT0, 1).messages.at(0);
+  auto second = Receive(kT0 + 30'000, 1).messages.at(0);  // m0 again, its lease ended
+  ASSERT_EQ(second.offset, first.offset);
+  Status stale = Delete(first);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(queue_->State(first.offset)->acked == false) << "a stale receipt deleted it";
+  ASSERT_TRUE(Delete(second));
+  EXPECT_TRUE(Delete(second)) << "deleting twice is fine";
+  EXPECT_TRUE(Delete(first)) << "any receipt of a deleted message is fine";
+  EXPECT_EQ(queue_->floor(), 1u) << "the floor moves over the deleted head";
+  EXPECT_EQ(Delete(1, 1).error().code, ErrorCode::kFailedPrecondition)
+      << "a message never received cannot be deleted";
+  // A receipt whose lease ended still deletes while nobody received the message again.
+  auto m1 = Receive(kT0 + 30'000, 1).messages.at(0);
+  EXPECT_TRUE(Delete(m1.offset, m1.generation));
+  EXPECT_EQ(queue_->floor(), 2u);
+}
+
+TEST_F(QueuePartitionTest, OutOfOrderDeletesHoldTheFloorUntilTheGapCloses) {
+  Send(3);
+  auto got = Receive(kT0, 3).messages;
+  ASSERT_TRUE(Delete(got[2]));
+  ASSERT_TRUE(Delete(got[1]));
+  EXPECT_EQ(queue_->floor(), 0u);
+  ASSERT_TRUE(Delete(got[0]));
+  EXPECT_EQ(queue_->floor(), 3u);
+  auto counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.visible + counts.in_flight + counts.delayed, 0u);
+}
+
+TEST_F(QueuePartitionTest, ChangeVisibilityExtendsOrReleasesOneReceive) {
+  Send(1);
+  auto m = Receive(kT0, 1).messages.at(0);
+  ASSERT_TRUE(ChangeVisibility(m, kT0 + 10'000, 60'000));
+  EXPECT_TRUE(Receive(kT0 + 30'000, 1).messages.empty()) << "the extension did not hold";
+  ASSERT_TRUE(ChangeVisibility(m, kT0 + 31'000, 0));
+  auto again = Receive(kT0 + 31'000, 1).messages;
+  ASSERT_EQ(again.size(), 1u) << "visibility 0 did not release it";
+  EXPECT_EQ(ChangeVisibility(m, kT0 + 31'000, 5'000).error().code, ErrorCode::kFailedPrecondition)
+      << "an old receipt changed a newer receive";
+  EXPECT_EQ(ChangeVisibility(again[0], kT0 + 31'000, 12 * 3'600'000 + 1).error().code,
+            ErrorCode::kInvalidArgument)
+      << "a lease may not end more than 12 h after its receive";
+  ASSERT_TRUE(Delete(again[0]));
+  EXPECT_EQ(ChangeVisibility(again[0], kT0 + 31'000, 5'000).error().code,
+            ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(QueuePartitionTest, DelayedMessagesWaitForTheirTime) {
+  Send(1, "late", std::nullopt, kT0 + 5'000);
+  Send(1, "now");
+  auto first = Receive(kT0, 10);
+  EXPECT_EQ(Values(first.messages), (std::vector<std::string>{"now0"}));
+  EXPECT_EQ(first.next_visible_ms, kT0 + 5'000);
+  EXPECT_EQ(queue_->Counts(kT0).delayed, 1u);
+  EXPECT_EQ(Values(Receive(kT0 + 5'000, 10).messages), (std::vector<std::string>{"late0"}));
+}
+
+TEST_F(QueuePartitionTest, FifoDeliversAGroupInOrderOneLeaseAtATime) {
+  Send(3, "a", "A");
+  Send(2, "b", "B");
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  auto first = Receive(kT0, 2, fifo);
+  ASSERT_EQ(Values(first.messages), (std::vector<std::string>{"a0", "a1"}));
+  // Group A is locked while a0/a1 are in flight; B is free.
+  auto second = Receive(kT0 + 1, 10, fifo);
+  EXPECT_EQ(Values(second.messages), (std::vector<std::string>{"b0", "b1"}));
+  ASSERT_TRUE(Delete(first.messages[0]));
+  EXPECT_TRUE(Receive(kT0 + 2, 10, fifo).messages.empty()) << "a2 overtook the in-flight a1";
+  // a1's lease ends: a1 comes again before a2.
+  auto third = Receive(kT0 + 30'000, 1, fifo);
+  EXPECT_EQ(Values(third.messages), (std::vector<std::string>{"a1"}));
+  ASSERT_TRUE(Delete(third.messages[0]));
+  // b0 and b1 stay leased until kT0 + 30'001.
+  EXPECT_EQ(Values(Receive(kT0 + 30'000, 10, fifo).messages), (std::vector<std::string>{"a2"}));
+}
+
+TEST_F(QueuePartitionTest, AMessagePastItsMaxReceiveCountIsHandedOverAsADeadLetter) {
+  Send(2);
+  QueueReceiveOptions o;
+  o.max_receive_count = 2;
+  std::int64_t now = kT0;
+  for (int i = 0; i < 2; ++i, now += 30'000) {
+    auto got = Receive(now, 1, o);
+    ASSERT_EQ(Values(got.messages), (std::vector<std::string>{"m0"}));
+    ASSERT_TRUE(got.dead_letters.empty());
+  }
+  auto third = Receive(now, 1, o);
+  ASSERT_EQ(third.dead_letters.size(), 1u);
+  EXPECT_EQ(third.dead_letters[0].record.value, "m0");
+  EXPECT_EQ(third.dead_letters[0].receive_count, 2u);
+  EXPECT_EQ(Values(third.messages), (std::vector<std::string>{"m1"}))
+      << "the dead letter took room";
+  // Locked until the caller deletes it (with the move).
+  EXPECT_TRUE(Receive(now + 60'000, 10, o).dead_letters.empty());
+  ASSERT_TRUE(Delete(third.dead_letters[0]));
+  EXPECT_EQ(queue_->floor(), 1u);
+}
+
+TEST_F(QueuePartitionTest, TheInFlightLimitStopsReceives) {
+  Send(5);
+  QueueReceiveOptions o;
+  o.max_in_flight = 3;
+  EXPECT_EQ(Receive(kT0, 10, o).messages.size(), 3u);
+  auto limited = Receive(kT0 + 1, 10, o);
+  EXPECT_TRUE(limited.messages.empty());
+  EXPECT_TRUE(limited.in_flight_limit);
+  EXPECT_EQ(limited.next_visible_ms, kT0 + 30'000);
+}
+
+TEST_F(QueuePartitionTest, PurgeAndRetentionMoveTheFloor) {
+  Send(4);
+  auto got = Receive(kT0, 1).messages;
+  storage::WriteBatch batch;
+  queue_->AckBelow(log_->end_offset(), batch);
+  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  EXPECT_EQ(queue_->floor(), 4u);
+  EXPECT_TRUE(Receive(kT0 + 60'000, 10).messages.empty()) << "purged messages came back";
+  EXPECT_TRUE(Delete(got[0])) << "deleting a purged message is fine";
+  // Retention drops records below the floor's reach: the floor follows the log start.
+  Send(3, "r");
+  storage::WriteBatch retention;
+  ASSERT_TRUE(log_->PrepareRetention({.retention_ms = 1}, kT0 + 10, retention));
+  ASSERT_TRUE(store_->WriteSync(std::move(retention)));
+  EXPECT_TRUE(Receive(kT0 + 60'000, 10).messages.empty());
+  EXPECT_EQ(queue_->floor(), 7u);
+}
+
+TEST_F(QueuePartitionTest, StateSurvivesARestart) {
+  Send(4);
+  auto got = Receive(kT0, 3).messages;  // m0, m1, m2 leased until kT0 + 30 s
+  ASSERT_TRUE(Delete(got[0]));
+  ASSERT_TRUE(Delete(got[2]));  // out of order
+  Reload();
+  EXPECT_EQ(queue_->floor(), 1u);
+  // m1 is still leased; m2 is done; m3 was never received.
+  EXPECT_EQ(Values(Receive(kT0 + 1, 10).messages), (std::vector<std::string>{"m3"}));
+  auto later = Receive(kT0 + 30'000, 10).messages;
+  ASSERT_EQ(Values(later), (std::vector<std::string>{"m1"}));
+  EXPECT_EQ(later[0].receive_count, 2u) << "the receive count was not kept";
+  EXPECT_FALSE(Delete(got[1])) << "the receipt from before the restart is stale now";
+  ASSERT_TRUE(Delete(later[0]));
+  Reload();
+  EXPECT_EQ(queue_->floor(), 3u);
+}
+
+TEST_F(QueuePartitionTest, StateEncodingRoundTripsAndRejectsCorruption) {
+  QueueMessageState s;
+  s.receive_count = 3;
+  s.generation = 9;
+  s.visible_at_ms = kT0;
+  s.first_receive_ms = kT0 - 5;
+  s.last_receive_ms = kT0 - 1;
+  s.acked = true;
+  auto back = DecodeQueueMessageState(EncodeQueueMessageState(s));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, s);
+  std::string bad = EncodeQueueMessageState(s);
+  bad.pop_back();
+  EXPECT_EQ(DecodeQueueMessageState(bad).error().code, ErrorCode::kDataLoss);
+  EXPECT_EQ(DecodeQueueMessageState("\x09").error().code, ErrorCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace spool::broker
