@@ -8,187 +8,23 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 
+#include "broker/broker_internal.h"
 #include "broker/partitioner.h"
 #include "common/coding.h"
 #include "common/logging.h"
 #include "storage/keys.h"
 
 namespace spool::broker {
+using namespace internal;  // NOLINT(google-build-using-namespace)
 namespace {
 
 using storage::ColumnFamily;
 using storage::MetaKey;
 using storage::MetaTag;
 
-spdlog::logger& Log() {
-  static spdlog::logger& logger = ModuleLogger("broker");
-  return logger;
-}
-
 const std::string kNextTopicIdCounter = "next_topic_id";
 
-Error UnknownTopic(const std::string& name) {
-  return NotFound("topic '" + name + "' does not exist");
-}
-
-Error UnknownPartition(const std::string& topic, std::uint32_t partition, std::size_t count) {
-  return NotFound("topic '" + topic + "' has no partition " + std::to_string(partition) +
-                  " (it has " + std::to_string(count) + ")");
-}
-
-Error ShuttingDown() {
-  return Unavailable("the broker is shutting down");
-}
-
-// Completes one callback after `count` parts have finished, with the first error if any.
-template <class T>
-class Gather {
- public:
-  Gather(std::size_t count, T value, Callback<T> done, std::function<void()> after)
-      : remaining_(count),
-        value_(std::move(value)),
-        done_(std::move(done)),
-        after_(std::move(after)) {}
-
-  // For parts that write disjoint elements; the last Finish() publishes them.
-  T& value() { return value_; }
-  // For parts that combine into one value.
-  void Update(const std::function<void(T&)>& fn) {
-    std::lock_guard lock(mu_);
-    fn(value_);
-  }
-
-  void Fail(Error error) {
-    {
-      std::lock_guard lock(mu_);
-      if (!error_) error_ = std::move(error);
-    }
-    Finish();
-  }
-
-  void Finish() {
-    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    std::optional<Error> error;
-    {
-      std::lock_guard lock(mu_);  // also orders every Update() before the read below
-      error = std::move(error_);
-    }
-    if (error) {
-      done_(std::move(*error));
-    } else {
-      done_(std::move(value_));
-    }
-    if (after_) after_();
-  }
-
- private:
-  std::atomic<std::size_t> remaining_;
-  T value_;
-  Callback<T> done_;
-  std::function<void()> after_;
-  std::mutex mu_;
-  std::optional<Error> error_;
-};
-
 }  // namespace
-
-// A long-poll Fetch parked at the end of a partition. Strand only.
-struct Broker::FetchWaiter {
-  FetchWaiter(const Strand& strand, std::uint64_t o, std::size_t records, std::size_t bytes,
-              Callback<std::vector<storage::StoredRecord>> d)
-      : offset(o), max_records(records), max_bytes(bytes), done(std::move(d)), timer(strand) {}
-
-  std::uint64_t offset;
-  std::size_t max_records;
-  std::size_t max_bytes;
-  Callback<std::vector<storage::StoredRecord>> done;  // also leaves the in-flight count
-  boost::asio::steady_timer timer;
-};
-
-struct Broker::PartitionSlot {
-  PartitionSlot(Strand s, storage::PartitionLog l) : strand(std::move(s)), log(std::move(l)) {
-    Publish();
-  }
-
-  // Copies the log's bounds where DescribeTopic can read them without a strand hop.
-  void Publish() {
-    start.store(log.start_offset(), std::memory_order_relaxed);
-    start_position.store(log.start_position(), std::memory_order_relaxed);
-    AdvanceEnd({log.end_offset(), log.start_position() + log.size_bytes()});
-  }
-
-  // Counts what a fetch returns, for metrics.
-  Result<std::vector<storage::StoredRecord>> CountFetched(
-      Result<std::vector<storage::StoredRecord>> read) {
-    if (read) {
-      std::uint64_t bytes = 0;
-      for (const auto& r : *read) {
-        bytes += r.record.value.size() + (r.record.key ? r.record.key->size() : 0);
-      }
-      fetched_records.Add(read->size());
-      fetched_bytes.Add(bytes);
-    }
-    return read;
-  }
-
-  // Raises the published end before the producer is answered (from the syncer thread), so
-  // that a DescribeTopic sent after the answer shows the records; the strand catches up.
-  void AdvanceEnd(const storage::LogPosition& to) {
-    AtomicMax(end, to.offset);
-    AtomicMax(end_position, to.position);
-  }
-
-  static void AtomicMax(std::atomic<std::uint64_t>& a, std::uint64_t v) {
-    std::uint64_t seen = a.load(std::memory_order_relaxed);
-    while (seen < v && !a.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
-    }
-  }
-
-  // Answers parked fetches: those with data now, or all of them (shutdown, deletion).
-  void ServeWaiters(bool all) {
-    for (auto it = waiters.begin(); it != waiters.end();) {
-      if (!all && !deleted && (*it)->offset >= log.end_offset()) {
-        ++it;
-        continue;
-      }
-      std::shared_ptr<FetchWaiter> waiter = std::move(*it);
-      it = waiters.erase(it);
-      waiter->timer.cancel();
-      if (deleted) {
-        waiter->done(NotFound("the topic was deleted"));
-      } else if (waiter->offset < log.end_offset()) {
-        waiter->done(
-            CountFetched(log.Read(waiter->offset, waiter->max_records, waiter->max_bytes)));
-      } else {
-        waiter->done(std::vector<storage::StoredRecord>());
-      }
-    }
-  }
-
-  Strand strand;
-  storage::PartitionLog log;                        // strand only
-  bool deleted = false;                             // strand only
-  std::list<std::shared_ptr<FetchWaiter>> waiters;  // strand only
-  std::atomic<std::uint64_t> start{0};
-  std::atomic<std::uint64_t> end{0};
-  std::atomic<std::uint64_t> start_position{0};
-  std::atomic<std::uint64_t> end_position{0};
-  Counter published_records;
-  Counter published_bytes;
-  Counter fetched_records;
-  Counter fetched_bytes;
-};
-
-struct Broker::Topic {
-  TopicMetadata metadata;
-  std::vector<std::shared_ptr<PartitionSlot>> partitions;
-  // Shared by every snapshot of the topic, for round-robin placement of unkeyed batches.
-  std::shared_ptr<std::atomic<std::uint32_t>> next_sticky;
-};
-
-struct Broker::ProduceOp : Gather<std::vector<ProducedRecord>> {
-  using Gather::Gather;
-};
 
 // The broker's topics as the group coordinator sees them.
 class Broker::Directory final : public TopicDirectory {
@@ -284,6 +120,7 @@ Status Broker::Load() {
     std::unique_lock lock(topics_mu_);
     topics_ = std::move(loaded);
   }
+  if (Status s = LoadQueues(); !s) return s;
   return groups_->Load();
 }
 
@@ -451,37 +288,45 @@ void Broker::CreateTopic(TopicConfig config, Callback<TopicInfo> done) {
 }
 
 void Broker::CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done) {
-  if (FindTopic(config.name)) {
-    return done(AlreadyExists("topic '" + config.name + "' already exists"));
-  }
-  if (next_topic_id_ == UINT32_MAX) return done(ResourceExhausted("topic ids are exhausted"));
+  storage::WriteBatch batch;
+  auto topic = NewTopic(std::move(config), batch);
+  if (!topic) return done(topic.error());
+  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
+  AddTopic(*topic);
+  done(Describe(**topic));
+}
+
+Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
+                                                        storage::WriteBatch& batch) {
+  if (FindTopic(config.name)) return AlreadyExists("topic '" + config.name + "' already exists");
+  if (next_topic_id_ == UINT32_MAX) return ResourceExhausted("topic ids are exhausted");
   auto topic = std::make_shared<Topic>();
   topic->metadata = {next_topic_id_, std::move(config), clock_.WallMillis()};
   topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
-
-  storage::WriteBatch batch;
   std::string counter;
   PutFixed64BE(counter, next_topic_id_ + 1);
   batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, topic->metadata.config.name),
             EncodeTopicMetadata(topic->metadata));
   batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextTopicIdCounter),
             std::move(counter));
-  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
-  ++next_topic_id_;
-
+  // A new topic has no records yet: its logs open empty, before the batch is written.
   for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
-    if (!log) return done(log.error());
+    if (!log) return log.error();
     topic->partitions.push_back(std::make_shared<PartitionSlot>(
         boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
   }
+  return topic;
+}
+
+void Broker::AddTopic(std::shared_ptr<Topic> topic) {
+  next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
   {
     std::unique_lock lock(topics_mu_);
     topics_[topic->metadata.config.name] = topic;
   }
   Log().info("created topic '{}' (id {}, {} partitions)", topic->metadata.config.name,
              topic->metadata.id, topic->metadata.config.partitions);
-  done(Describe(*topic));
 }
 
 void Broker::UpdateTopic(std::string name, TopicUpdate update, Callback<TopicInfo> done) {
@@ -529,27 +374,50 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
   done(Describe(*topic));
 }
 
-void Broker::DeleteTopic(std::string name, StatusCallback done) {
+void Broker::DeleteTopic(std::string name, bool force, StatusCallback done) {
   if (!Enter()) return done(ShuttingDown());
-  boost::asio::post(admin_strand_, [this, name = std::move(name), done = std::move(done)] {
-    DeleteOnAdminStrand(name, done);
+  boost::asio::post(admin_strand_, [this, name = std::move(name), force, done = std::move(done)] {
+    DeleteOnAdminStrand(name, force, done);
   });
 }
 
-void Broker::DeleteOnAdminStrand(const std::string& name, StatusCallback done) {
+void Broker::DeleteOnAdminStrand(const std::string& name, bool force, StatusCallback done) {
   auto topic = FindTopic(name);
   if (!topic) {
     done(UnknownTopic(name));
     return Leave();
   }
   const std::uint32_t id = topic->metadata.id;
+  std::vector<std::shared_ptr<const QueueMetadata>> readers;
+  {
+    std::shared_lock lock(topics_mu_);
+    for (const auto& [queue_name, queue] : queues_) {
+      if (queue->topic == name) readers.push_back(queue);
+    }
+  }
+  if (!readers.empty() && !force) {
+    std::string names;
+    for (const auto& q : readers)
+      names += (names.empty() ? "" : ", ") + q->name;
+    done(FailedPrecondition("queues read topic '" + name + "': " + names +
+                            "; delete them first, or delete the topic with force"));
+    return Leave();
+  }
   {
     std::unique_lock lock(topics_mu_);
     topics_.erase(name);
+    for (const auto& q : readers)
+      queues_.erase(q->name);
   }
-  // The name is free (and durable) as soon as this batch lands; the topic's data goes with it.
+  // The name is free (and durable) as soon as this batch lands; the topic's data goes with it,
+  // and so do the queues that read it.
   storage::WriteBatch batch;
   batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, name));
+  for (const auto& q : readers) {
+    batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, q->name));
+    batch.DeleteRange(ColumnFamily::kQueueState, storage::TopicPrefix(q->subscription),
+                      storage::TopicRangeEnd(q->subscription));
+  }
   storage::PartitionLog::DeleteTopicData(id, batch);
   if (Status s = store_.WriteSync(std::move(batch)); !s) {
     done(s);

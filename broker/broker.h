@@ -33,6 +33,8 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "broker/group_coordinator.h"
+#include "broker/queue_config.h"
+#include "broker/queue_partition.h"
 #include "broker/topic.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -122,6 +124,42 @@ struct TopicUpdate {
 
 enum class OffsetQuery { kEarliest, kLatest, kTimestamp };
 
+// A queue and its approximate message counts.
+struct QueueInfo {
+  QueueMetadata metadata;
+  QueueCounts counts;
+};
+
+struct CreateQueueResult {
+  QueueInfo queue;
+  bool created = false;  // false: it existed with these settings
+};
+
+// One message to send to a queue.
+struct QueueSend {
+  storage::Record record;                // value, headers, message group and deduplication ids
+  std::optional<std::int64_t> delay_ms;  // else the queue's delivery delay
+};
+
+struct QueueReceive {
+  std::string queue;
+  std::size_t max_messages = 1;
+  std::optional<std::int64_t> visibility_ms;  // else the queue's visibility timeout
+};
+
+// A received message and where it is; (partition, offset, generation) is its receipt.
+struct QueueMessage {
+  std::uint32_t partition = 0;
+  ReceivedMessage message;
+};
+
+// Names a received message: the receipt handle's contents.
+struct QueueReceipt {
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;
+  std::uint32_t generation = 0;
+};
+
 template <class T>
 using Callback = std::function<void(Result<T>)>;
 using StatusCallback = std::function<void(Status)>;
@@ -148,7 +186,11 @@ class Broker {
   // --- topics ---------------------------------------------------------------------------
   void CreateTopic(TopicConfig config, Callback<TopicInfo> done);
   void UpdateTopic(std::string name, TopicUpdate update, Callback<TopicInfo> done);
-  void DeleteTopic(std::string name, StatusCallback done);
+  void DeleteTopic(std::string name, StatusCallback done) {
+    DeleteTopic(std::move(name), false, std::move(done));
+  }
+  // With queues reading the topic: FailedPrecondition, or with `force` they go with it.
+  void DeleteTopic(std::string name, bool force, StatusCallback done);
   // Non-blocking reads of the topic table; offsets are those last made durable.
   Result<TopicInfo> DescribeTopic(const std::string& name) const;
   std::vector<TopicMetadata> ListTopics() const;  // sorted by name
@@ -201,6 +243,30 @@ class Broker {
   void ResetGroupOffsets(ResetOffsetsRequest request, Callback<ResetOffsetsOutcome> done);
   std::vector<GroupCoordinator::GroupMetrics> GroupMetrics() const;
 
+  // --- queues (broker_queues.cc; semantics in proto/spool/v1/queue.proto) ----------------
+  // `queue.topic` empty (or equal to the name, with owns_topic): the queue owns a new topic
+  // of its name. Otherwise it subscribes to that existing topic. Idempotent with identical
+  // settings; AlreadyExists with others.
+  void CreateQueue(QueueMetadata queue, Callback<CreateQueueResult> done);
+  void DescribeQueue(const std::string& name, Callback<QueueInfo> done);
+  // Sorted by name, after `after` (exclusive), at most `limit`.
+  std::vector<std::string> ListQueues(const std::string& prefix, const std::string& after,
+                                      std::size_t limit) const;
+  // Removes the queue and its progress, and the topic if the queue owns it.
+  void DeleteQueue(std::string name, StatusCallback done);
+  // Acknowledges everything sent so far; answers about how many messages that removed.
+  void PurgeQueue(std::string name, Callback<std::uint64_t> done);
+  // Appends the messages (delays applied) once validated all together; answers once durable.
+  void SendMessages(const std::string& queue, std::vector<QueueSend> messages,
+                    Callback<std::vector<ProducedRecord>> done);
+  // Leases up to max_messages receivable messages, partitions taken in turn; answers once
+  // the leases are durable.
+  void ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done);
+  void DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done);
+  // The receipt's lease ends `visible_in_ms` from now (0: receivable at once).
+  void ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
+                               std::int64_t visible_in_ms, StatusCallback done);
+
  private:
   using Strand = boost::asio::strand<boost::asio::thread_pool::executor_type>;
   struct PartitionSlot;
@@ -208,9 +274,11 @@ class Broker {
   struct FetchWaiter;
   struct Topic;
   struct ProduceOp;
+  struct ReceiveOp;
 
   Broker(storage::Store& store, const Clock& clock, BrokerOptions options);
   Status Load();
+  Status LoadQueues();  // broker_queues.cc
   Status DropOrphanedData(const std::map<std::string, std::shared_ptr<const Topic>>& topics);
   std::shared_ptr<const Topic> FindTopic(const std::string& name) const;
   Result<std::shared_ptr<PartitionSlot>> FindPartition(const std::string& topic,
@@ -225,9 +293,22 @@ class Broker {
   void ResolveStarts(std::vector<PartitionPosition> positions, const GroupSettings& settings,
                      Callback<std::vector<GroupOffset>> done);
   void CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done);
+  // Opens a new topic's partitions and adds its metadata to `batch`; the caller writes the
+  // batch, then calls AddTopic.
+  Result<std::shared_ptr<Topic>> NewTopic(TopicConfig config, storage::WriteBatch& batch);
+  void AddTopic(std::shared_ptr<Topic> topic);
+  std::shared_ptr<const QueueMetadata> FindQueue(const std::string& name) const;
+  void CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueResult> done);
+  void DeleteQueueOnAdminStrand(const std::string& name, StatusCallback done);
+  void ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step);
+  // Runs `fn(QueuePartition&, WriteBatch&)` on the receipt's partition strand, writes the
+  // batch and answers once durable.
+  void OnQueuePartition(const std::string& queue, std::uint32_t partition,
+                        std::function<Status(QueuePartition&, storage::WriteBatch&)> fn,
+                        StatusCallback done);
   void UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
                            Callback<TopicInfo> done);
-  void DeleteOnAdminStrand(const std::string& name, StatusCallback done);
+  void DeleteOnAdminStrand(const std::string& name, bool force, StatusCallback done);
   void AppendOnStrand(std::shared_ptr<PartitionSlot> slot, std::vector<storage::Record> records,
                       std::vector<std::size_t> indexes, std::shared_ptr<ProduceOp> op);
 
@@ -242,8 +323,10 @@ class Broker {
   std::unique_ptr<GroupCoordinator> groups_;
 
   mutable std::shared_mutex topics_mu_;
-  std::map<std::string, std::shared_ptr<const Topic>> topics_;  // guarded by topics_mu_
-  std::uint32_t next_topic_id_ = 1;                             // admin strand only
+  std::map<std::string, std::shared_ptr<const Topic>> topics_;          // guarded by topics_mu_
+  std::uint32_t next_topic_id_ = 1;                                     // admin strand only
+  std::map<std::string, std::shared_ptr<const QueueMetadata>> queues_;  // guarded by topics_mu_
+  std::uint32_t next_subscription_id_ = 1;                              // admin strand only
 
   std::mutex inflight_mu_;
   std::condition_variable inflight_cv_;

@@ -364,7 +364,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::DeleteTopic(grpc::CallbackServerCont
                                                         v1::DeleteTopicResponse* /*response*/) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.DeleteTopic(request->name(), [reactor](Status s) {
+  broker_.DeleteTopic(request->name(), request->force(), [reactor](Status s) {
     reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
   });
   return reactor;

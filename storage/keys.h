@@ -48,6 +48,7 @@ enum class MetaTag : char {
   kTopic = 'T',     // 'T' | name                      -> topic config (broker)
   kLogStart = 'S',  // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
   kCounter = 'C',   // 'C' | name                      -> u64 (e.g. the next topic id)
+  kQueue = 'Q',     // 'Q' | name                      -> queue metadata (broker)
 };
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);

@@ -1,0 +1,204 @@
+#pragma once
+
+// Broker internals shared by its source files: broker.cc (topics and records),
+// broker_groups.cc and broker_queues.cc. Not for use outside broker/.
+
+#include <algorithm>
+#include <atomic>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "broker/broker.h"
+#include "broker/queue_partition.h"
+#include "common/logging.h"
+
+namespace spool::broker {
+namespace internal {
+
+inline spdlog::logger& Log() {
+  static spdlog::logger& logger = ModuleLogger("broker");
+  return logger;
+}
+
+inline Error UnknownTopic(const std::string& name) {
+  return NotFound("topic '" + name + "' does not exist");
+}
+
+inline Error UnknownPartition(const std::string& topic, std::uint32_t partition,
+                              std::size_t count) {
+  return NotFound("topic '" + topic + "' has no partition " + std::to_string(partition) +
+                  " (it has " + std::to_string(count) + ")");
+}
+
+inline Error ShuttingDown() {
+  return Unavailable("the broker is shutting down");
+}
+
+// Completes one callback after `count` parts have finished, with the first error if any.
+template <class T>
+class Gather {
+ public:
+  Gather(std::size_t count, T value, Callback<T> done, std::function<void()> after)
+      : remaining_(count),
+        value_(std::move(value)),
+        done_(std::move(done)),
+        after_(std::move(after)) {}
+
+  // For parts that write disjoint elements; the last Finish() publishes them.
+  T& value() { return value_; }
+  // For parts that combine into one value.
+  void Update(const std::function<void(T&)>& fn) {
+    std::lock_guard lock(mu_);
+    fn(value_);
+  }
+
+  void Fail(Error error) {
+    {
+      std::lock_guard lock(mu_);
+      if (!error_) error_ = std::move(error);
+    }
+    Finish();
+  }
+
+  void Finish() {
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    std::optional<Error> error;
+    {
+      std::lock_guard lock(mu_);  // also orders every Update() before the read below
+      error = std::move(error_);
+    }
+    if (error) {
+      done_(std::move(*error));
+    } else {
+      done_(std::move(value_));
+    }
+    if (after_) after_();
+  }
+
+ private:
+  std::atomic<std::size_t> remaining_;
+  T value_;
+  Callback<T> done_;
+  std::function<void()> after_;
+  std::mutex mu_;
+  std::optional<Error> error_;
+};
+
+}  // namespace internal
+
+// A long-poll Fetch parked at the end of a partition. Strand only.
+struct Broker::FetchWaiter {
+  FetchWaiter(const Strand& strand, std::uint64_t o, std::size_t records, std::size_t bytes,
+              Callback<std::vector<storage::StoredRecord>> d)
+      : offset(o), max_records(records), max_bytes(bytes), done(std::move(d)), timer(strand) {}
+
+  std::uint64_t offset;
+  std::size_t max_records;
+  std::size_t max_bytes;
+  Callback<std::vector<storage::StoredRecord>> done;  // also leaves the in-flight count
+  boost::asio::steady_timer timer;
+};
+
+struct Broker::PartitionSlot {
+  PartitionSlot(Strand s, storage::PartitionLog l) : strand(std::move(s)), log(std::move(l)) {
+    Publish();
+  }
+
+  // Copies the log's bounds where DescribeTopic can read them without a strand hop.
+  void Publish() {
+    start.store(log.start_offset(), std::memory_order_relaxed);
+    start_position.store(log.start_position(), std::memory_order_relaxed);
+    AdvanceEnd({log.end_offset(), log.start_position() + log.size_bytes()});
+  }
+
+  // Counts what a fetch returns, for metrics.
+  Result<std::vector<storage::StoredRecord>> CountFetched(
+      Result<std::vector<storage::StoredRecord>> read) {
+    if (read) {
+      std::uint64_t bytes = 0;
+      for (const auto& r : *read) {
+        bytes += r.record.value.size() + (r.record.key ? r.record.key->size() : 0);
+      }
+      fetched_records.Add(read->size());
+      fetched_bytes.Add(bytes);
+    }
+    return read;
+  }
+
+  // Raises the published end before the producer is answered (from the syncer thread), so
+  // that a DescribeTopic sent after the answer shows the records; the strand catches up.
+  void AdvanceEnd(const storage::LogPosition& to) {
+    AtomicMax(end, to.offset);
+    AtomicMax(end_position, to.position);
+  }
+
+  static void AtomicMax(std::atomic<std::uint64_t>& a, std::uint64_t v) {
+    std::uint64_t seen = a.load(std::memory_order_relaxed);
+    while (seen < v && !a.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
+    }
+  }
+
+  // Answers parked fetches: those with data now, or all of them (shutdown, deletion).
+  void ServeWaiters(bool all) {
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      if (!all && !deleted && (*it)->offset >= log.end_offset()) {
+        ++it;
+        continue;
+      }
+      std::shared_ptr<FetchWaiter> waiter = std::move(*it);
+      it = waiters.erase(it);
+      waiter->timer.cancel();
+      if (deleted) {
+        waiter->done(NotFound("the topic was deleted"));
+      } else if (waiter->offset < log.end_offset()) {
+        waiter->done(
+            CountFetched(log.Read(waiter->offset, waiter->max_records, waiter->max_bytes)));
+      } else {
+        waiter->done(std::vector<storage::StoredRecord>());
+      }
+    }
+  }
+
+  // The state of queue subscription `subscription` here, loaded on first use.
+  Result<QueuePartition*> Queue(const storage::Store& store, std::uint32_t subscription) {
+    auto it = queues.find(subscription);
+    if (it != queues.end()) return it->second.get();
+    auto loaded = QueuePartition::Load(store, subscription, log);
+    if (!loaded) return loaded.error();
+    auto state = std::make_unique<QueuePartition>(std::move(*loaded));
+    return queues.emplace(subscription, std::move(state)).first->second.get();
+  }
+
+  Strand strand;
+  storage::PartitionLog log;  // strand only
+  // Queue subscriptions reading this partition, by id; they point into `log`.
+  std::map<std::uint32_t, std::unique_ptr<QueuePartition>> queues;  // strand only
+  bool deleted = false;                                             // strand only
+  std::list<std::shared_ptr<FetchWaiter>> waiters;                  // strand only
+  std::atomic<std::uint64_t> start{0};
+  std::atomic<std::uint64_t> end{0};
+  std::atomic<std::uint64_t> start_position{0};
+  std::atomic<std::uint64_t> end_position{0};
+  Counter published_records;
+  Counter published_bytes;
+  Counter fetched_records;
+  Counter fetched_bytes;
+};
+
+struct Broker::Topic {
+  TopicMetadata metadata;
+  std::vector<std::shared_ptr<PartitionSlot>> partitions;
+  // Shared by every snapshot of the topic, for round-robin placement of unkeyed batches.
+  std::shared_ptr<std::atomic<std::uint32_t>> next_sticky;
+};
+
+struct Broker::ProduceOp : internal::Gather<std::vector<ProducedRecord>> {
+  using Gather::Gather;
+};
+
+}  // namespace spool::broker

@@ -1,0 +1,440 @@
+// Broker: queues. A queue's metadata lives in the queue table (admin strand writes it); its
+// progress on each partition is a QueuePartition owned by that partition's strand, next to
+// the log it reads. A receive visits the partitions one strand at a time and writes every
+// lease it took in one batch; deletes and visibility changes run on the receipt's partition.
+
+#include <algorithm>
+
+#include "broker/broker.h"
+#include "broker/broker_internal.h"
+#include "common/coding.h"
+#include "storage/keys.h"
+
+namespace spool::broker {
+using namespace internal;  // NOLINT(google-build-using-namespace)
+namespace {
+
+using storage::ColumnFamily;
+using storage::MetaKey;
+using storage::MetaTag;
+
+const std::string kNextSubscriptionIdCounter = "next_subscription_id";
+constexpr std::size_t kMaxReceiveMessages = 1'000;
+constexpr std::size_t kMaxSendMessages = 1'000;
+
+Error UnknownQueue(const std::string& name) {
+  return NotFound("queue '" + name + "' does not exist");
+}
+
+// Settings that decide whether CreateQueue on an existing queue is a repeat.
+bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
+  return a.topic == b.topic && a.owns_topic == b.owns_topic && a.attributes == b.attributes;
+}
+
+}  // namespace
+
+struct Broker::ReceiveOp {
+  std::shared_ptr<const QueueMetadata> queue;
+  std::shared_ptr<const Topic> topic;
+  std::size_t first = 0;  // partition to start from
+  QueueReceiveOptions options;
+  storage::WriteBatch batch;
+  std::vector<QueueMessage> messages;
+  // Set when a partition failed; what earlier partitions leased is still written.
+  std::optional<Error> error;
+  Callback<std::vector<QueueMessage>> done;
+};
+
+Status Broker::LoadQueues() {
+  auto counter =
+      store_.Get(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextSubscriptionIdCounter));
+  if (!counter) return counter.error();
+  if (*counter) {
+    std::string_view in(**counter);
+    std::uint64_t next = 0;
+    if (!GetFixed64BE(in, &next)) return DataLoss("corrupt subscription id counter");
+    next_subscription_id_ = static_cast<std::uint32_t>(next);
+  }
+  const std::string prefix = MetaKey(MetaTag::kQueue, "");
+  std::string prefix_end = prefix;
+  prefix_end.back() = static_cast<char>(prefix_end.back() + 1);
+  auto it = store_.NewIterator(ColumnFamily::kMeta, prefix, prefix_end);
+  std::map<std::string, std::shared_ptr<const QueueMetadata>> loaded;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto queue = DecodeQueueMetadata(it->value());
+    if (!queue) return queue.error();
+    next_subscription_id_ = std::max(next_subscription_id_, queue->subscription + 1);
+    const std::string name = queue->name;
+    loaded.emplace(name, std::make_shared<const QueueMetadata>(std::move(*queue)));
+  }
+  if (Status s = it->status(); !s) return s;
+  Log().info("loaded {} queues", loaded.size());
+  std::unique_lock lock(topics_mu_);
+  queues_ = std::move(loaded);
+  return Ok();
+}
+
+std::shared_ptr<const QueueMetadata> Broker::FindQueue(const std::string& name) const {
+  std::shared_lock lock(topics_mu_);
+  auto it = queues_.find(name);
+  return it == queues_.end() ? nullptr : it->second;
+}
+
+std::vector<std::string> Broker::ListQueues(const std::string& prefix, const std::string& after,
+                                            std::size_t limit) const {
+  std::shared_lock lock(topics_mu_);
+  std::vector<std::string> out;
+  for (auto it = queues_.upper_bound(after); it != queues_.end() && out.size() < limit; ++it) {
+    if (it->first.rfind(prefix, 0) == 0) out.push_back(it->first);
+  }
+  return out;
+}
+
+void Broker::CreateQueue(QueueMetadata queue, Callback<CreateQueueResult> done) {
+  if (Status s = ValidateQueueName(queue.name, queue.attributes.fifo); !s) return done(s.error());
+  if (Status s = ValidateQueueAttributes(queue.name, queue.attributes); !s) {
+    return done(s.error());
+  }
+  if (queue.topic.empty()) queue.topic = queue.name;
+  queue.owns_topic = queue.owns_topic && queue.topic == queue.name;
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, queue = std::move(queue), done = std::move(done)] {
+    CreateQueueOnAdminStrand(queue, done);
+    Leave();
+  });
+}
+
+void Broker::CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueResult> done) {
+  const QueueAttributes& a = queue.attributes;
+  if (auto existing = FindQueue(queue.name)) {
+    if (!SameSettings(*existing, queue)) {
+      return done(AlreadyExists("queue '" + queue.name + "' exists with other settings"));
+    }
+    return DescribeQueue(queue.name, [done](Result<QueueInfo> info) {
+      if (!info) return done(info.error());
+      done(CreateQueueResult{std::move(*info), false});
+    });
+  }
+  if (a.redrive_policy) {
+    auto dlq = FindQueue(a.redrive_policy->dead_letter_queue);
+    if (!dlq) return done(UnknownQueue(a.redrive_policy->dead_letter_queue));
+    if (dlq->attributes.fifo != a.fifo) {
+      return done(FailedPrecondition("the dead-letter queue of a " +
+                                     std::string(a.fifo ? "FIFO" : "standard") + " queue must be " +
+                                     (a.fifo ? "FIFO" : "standard") + " too"));
+    }
+    if (!RedriveAllows(dlq->attributes.redrive_allow_policy, queue.name)) {
+      return done(FailedPrecondition("the redrive allow policy of '" + dlq->name +
+                                     "' does not admit '" + queue.name + "'"));
+    }
+  }
+  if (next_subscription_id_ == UINT32_MAX) {
+    return done(ResourceExhausted("subscription ids are exhausted"));
+  }
+  storage::WriteBatch batch;
+  std::shared_ptr<Topic> created_topic;
+  if (queue.owns_topic) {
+    TopicConfig config;
+    config.name = queue.name;
+    config.partitions = a.partitions;
+    config.retention_ms = a.retention_ms;
+    config.max_message_bytes = a.max_message_bytes;
+    auto topic = NewTopic(std::move(config), batch);
+    if (!topic) {
+      if (topic.error().code == ErrorCode::kAlreadyExists) {
+        return done(AlreadyExists("a topic named '" + queue.name +
+                                  "' exists; subscribe to it by naming it as the queue's topic"));
+      }
+      return done(topic.error());
+    }
+    created_topic = *topic;
+  } else if (!FindTopic(queue.topic)) {
+    return done(UnknownTopic(queue.topic));
+  }
+  queue.subscription = next_subscription_id_;
+  queue.created_ms = queue.modified_ms = clock_.WallMillis();
+  std::string counter;
+  PutFixed64BE(counter, next_subscription_id_ + 1);
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextSubscriptionIdCounter),
+            std::move(counter));
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, queue.name), EncodeQueueMetadata(queue));
+  // The topic and the queue become durable together: a crash leaves both or neither.
+  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
+  ++next_subscription_id_;
+  if (created_topic) AddTopic(created_topic);
+  {
+    std::unique_lock lock(topics_mu_);
+    queues_[queue.name] = std::make_shared<const QueueMetadata>(queue);
+  }
+  Log().info("created queue '{}' (subscription {}) on topic '{}'", queue.name, queue.subscription,
+             queue.topic);
+  QueueInfo info{std::move(queue), {}};
+  done(CreateQueueResult{std::move(info), true});
+}
+
+void Broker::DescribeQueue(const std::string& name, Callback<QueueInfo> done) {
+  auto queue = FindQueue(name);
+  if (!queue) return done(UnknownQueue(name));
+  auto topic = FindTopic(queue->topic);
+  if (!topic) return done(UnknownTopic(queue->topic));
+  if (!Enter()) return done(ShuttingDown());
+  auto gather = std::make_shared<Gather<QueueInfo>>(topic->partitions.size(), QueueInfo{*queue, {}},
+                                                    std::move(done), [this] { Leave(); });
+  const std::int64_t now = clock_.WallMillis();
+  for (const auto& slot : topic->partitions) {
+    boost::asio::post(slot->strand, [this, slot, gather, sub = queue->subscription, now] {
+      auto state = slot->Queue(store_, sub);
+      if (!state) return gather->Fail(state.error());
+      const QueueCounts c = (*state)->Counts(now);
+      gather->Update([&](QueueInfo& info) {
+        info.counts.visible += c.visible;
+        info.counts.in_flight += c.in_flight;
+        info.counts.delayed += c.delayed;
+      });
+      gather->Finish();
+    });
+  }
+}
+
+void Broker::DeleteQueue(std::string name, StatusCallback done) {
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, name = std::move(name), done = std::move(done)] {
+    DeleteQueueOnAdminStrand(name, done);
+  });
+}
+
+void Broker::DeleteQueueOnAdminStrand(const std::string& name, StatusCallback done) {
+  auto queue = FindQueue(name);
+  if (!queue) {
+    done(UnknownQueue(name));
+    return Leave();
+  }
+  {
+    std::unique_lock lock(topics_mu_);
+    queues_.erase(name);
+  }
+  storage::WriteBatch batch;
+  batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, name));
+  // Subscription ids key queue_state like topic ids key the log: one contiguous range.
+  batch.DeleteRange(ColumnFamily::kQueueState, storage::TopicPrefix(queue->subscription),
+                    storage::TopicRangeEnd(queue->subscription));
+  if (Status s = store_.WriteSync(std::move(batch)); !s) {
+    done(s);
+    return Leave();
+  }
+  Log().info("deleted queue '{}' (subscription {})", name, queue->subscription);
+  if (auto topic = FindTopic(queue->topic)) {
+    for (const auto& slot : topic->partitions) {
+      boost::asio::post(slot->strand,
+                        [slot, sub = queue->subscription] { slot->queues.erase(sub); });
+    }
+  }
+  if (!queue->owns_topic) {
+    done(Ok());
+    return Leave();
+  }
+  // The topic goes, and with it any other queue that subscribed to it.
+  DeleteOnAdminStrand(queue->topic, true, [done](Status s) {
+    // The topic may have been deleted on its own already.
+    if (!s && s.error().code == ErrorCode::kNotFound) return done(Ok());
+    done(std::move(s));
+  });
+}
+
+void Broker::PurgeQueue(std::string name, Callback<std::uint64_t> done) {
+  auto queue = FindQueue(name);
+  if (!queue) return done(UnknownQueue(name));
+  auto topic = FindTopic(queue->topic);
+  if (!topic) return done(UnknownTopic(queue->topic));
+  if (!Enter()) return done(ShuttingDown());
+  auto gather = std::make_shared<Gather<std::uint64_t>>(topic->partitions.size(), 0,
+                                                        std::move(done), [this] { Leave(); });
+  const std::int64_t now = clock_.WallMillis();
+  for (const auto& slot : topic->partitions) {
+    boost::asio::post(slot->strand, [this, slot, gather, sub = queue->subscription, now] {
+      if (slot->deleted) return gather->Fail(NotFound("the topic was deleted"));
+      auto state = slot->Queue(store_, sub);
+      if (!state) return gather->Fail(state.error());
+      const QueueCounts c = (*state)->Counts(now);
+      storage::WriteBatch batch;
+      (*state)->AckBelow(slot->log.end_offset(), batch);
+      store_.Write(std::move(batch), [gather, n = c.visible + c.in_flight + c.delayed](Status s) {
+        if (!s) return gather->Fail(s.error());
+        gather->Update([&](std::uint64_t& total) { total += n; });
+        gather->Finish();
+      });
+    });
+  }
+}
+
+void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> messages,
+                          Callback<std::vector<ProducedRecord>> done) {
+  auto queue = FindQueue(queue_name);
+  if (!queue) return done(UnknownQueue(queue_name));
+  if (messages.empty()) return done(InvalidArgument("no messages to send"));
+  if (messages.size() > kMaxSendMessages) {
+    return done(ResourceExhausted("more than " + std::to_string(kMaxSendMessages) +
+                                  " messages in one send"));
+  }
+  const QueueAttributes& a = queue->attributes;
+  const std::int64_t now = clock_.WallMillis();
+  std::vector<storage::Record> records;
+  records.reserve(messages.size());
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    QueueSend& m = messages[i];
+    const std::string which = messages.size() == 1 ? "" : "message " + std::to_string(i) + ": ";
+    if (a.fifo) {
+      if (!m.record.message_group_id || m.record.message_group_id->empty()) {
+        return done(InvalidArgument(which + "a FIFO queue needs a message group id"));
+      }
+      if (m.delay_ms && *m.delay_ms != 0) {
+        return done(InvalidArgument(which + "FIFO queues take no per-message delay"));
+      }
+    } else if (m.record.message_group_id) {
+      return done(InvalidArgument(which + "message group ids are for FIFO queues"));
+    }
+    const std::int64_t delay = m.delay_ms.value_or(a.delivery_delay_ms);
+    if (delay < 0 || delay > kMaxDeliveryDelayMs) {
+      return done(InvalidArgument(which + "delay " + std::to_string(delay) +
+                                  " ms is out of range 0-" + std::to_string(kMaxDeliveryDelayMs)));
+    }
+    if (m.record.value.empty()) return done(InvalidArgument(which + "the message body is empty"));
+    if (static_cast<std::int64_t>(storage::EncodedRecordSize(m.record)) > a.max_message_bytes) {
+      return done(ResourceExhausted(which + "the message is above the queue's " +
+                                    std::to_string(a.max_message_bytes) + " bytes"));
+    }
+    m.record.deliver_after_ms.reset();
+    if (delay > 0) m.record.deliver_after_ms = now + delay;
+    records.push_back(std::move(m.record));
+  }
+  Produce(queue->topic, std::nullopt, std::move(records), std::move(done));
+}
+
+void Broker::ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done) {
+  if (request.max_messages < 1 || request.max_messages > kMaxReceiveMessages) {
+    return done(
+        InvalidArgument("max_messages must be within 1-" + std::to_string(kMaxReceiveMessages)));
+  }
+  if (request.visibility_ms &&
+      (*request.visibility_ms < 0 || *request.visibility_ms > kMaxVisibilityTimeoutMs)) {
+    return done(InvalidArgument("the visibility timeout must be within 0-" +
+                                std::to_string(kMaxVisibilityTimeoutMs / 1000) + " s"));
+  }
+  auto queue = FindQueue(request.queue);
+  if (!queue) return done(UnknownQueue(request.queue));
+  auto topic = FindTopic(queue->topic);
+  if (!topic) return done(UnknownTopic(queue->topic));
+  if (!Enter()) return done(ShuttingDown());
+  auto op = std::make_shared<ReceiveOp>();
+  op->queue = queue;
+  op->topic = topic;
+  // Start where the last receive of this topic's partitions did not, so every partition is
+  // served in turn.
+  op->first =
+      topic->next_sticky->fetch_add(1, std::memory_order_relaxed) % topic->partitions.size();
+  op->options.max_messages = request.max_messages;
+  op->options.visibility_ms =
+      request.visibility_ms.value_or(queue->attributes.visibility_timeout_ms);
+  op->options.fifo = queue->attributes.fifo;
+  // Every partition applies the whole limit; together they may lease up to partitions x it.
+  op->options.max_in_flight = queue->attributes.max_in_flight;
+  op->done = std::move(done);
+  ReceiveStep(std::move(op), 0);
+}
+
+void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
+  const std::size_t n = op->topic->partitions.size();
+  if (step == n || op->messages.size() >= op->options.max_messages || op->error) {
+    auto batch = std::move(op->batch);
+    store_.Write(std::move(batch), [this, op](Status s) {
+      auto done = std::move(op->done);
+      if (!s) {
+        done(s.error());
+      } else if (op->error) {
+        done(*op->error);
+      } else {
+        done(std::move(op->messages));
+      }
+      Leave();
+    });
+    return;
+  }
+  auto slot = op->topic->partitions[(op->first + step) % n];
+  boost::asio::post(slot->strand, [this, op = std::move(op), slot, step]() mutable {
+    if (slot->deleted) {
+      op->error = NotFound("the topic was deleted");
+      return ReceiveStep(std::move(op), step + 1);
+    }
+    auto state = slot->Queue(store_, op->queue->subscription);
+    if (!state) {
+      op->error = state.error();
+      return ReceiveStep(std::move(op), step + 1);
+    }
+    QueueReceiveOptions options = op->options;
+    options.max_messages -= op->messages.size();
+    auto got = (*state)->Receive(clock_.WallMillis(), options, op->batch);
+    if (!got) {
+      op->error = got.error();
+    } else {
+      for (auto& m : got->messages)
+        op->messages.push_back({slot->log.partition(), std::move(m)});
+    }
+    ReceiveStep(std::move(op), step + 1);
+  });
+}
+
+void Broker::OnQueuePartition(const std::string& queue_name, std::uint32_t partition,
+                              std::function<Status(QueuePartition&, storage::WriteBatch&)> fn,
+                              StatusCallback done) {
+  auto queue = FindQueue(queue_name);
+  if (!queue) return done(UnknownQueue(queue_name));
+  auto topic = FindTopic(queue->topic);
+  if (!topic) return done(UnknownTopic(queue->topic));
+  if (partition >= topic->partitions.size()) {
+    return done(InvalidArgument("the receipt handle names partition " + std::to_string(partition) +
+                                ", which queue '" + queue_name + "' does not have"));
+  }
+  if (!Enter()) return done(ShuttingDown());
+  auto slot = topic->partitions[partition];
+  boost::asio::post(slot->strand, [this, slot, sub = queue->subscription, fn = std::move(fn),
+                                   done = std::move(done)] {
+    auto finish = [this, done](Status s) {
+      done(std::move(s));
+      Leave();
+    };
+    if (slot->deleted) return finish(NotFound("the topic was deleted"));
+    auto state = slot->Queue(store_, sub);
+    if (!state) return finish(state.error());
+    storage::WriteBatch batch;
+    Status applied = fn(**state, batch);
+    // Written even when empty: the answer then also waits for earlier writes of this state
+    // (a repeated delete must not be acknowledged before the first one is durable).
+    store_.Write(std::move(batch), [applied, finish](Status s) { finish(s ? applied : s); });
+  });
+}
+
+void Broker::DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done) {
+  OnQueuePartition(
+      queue, receipt.partition,
+      [receipt](QueuePartition& state, storage::WriteBatch& batch) {
+        return state.Delete(receipt.offset, receipt.generation, batch);
+      },
+      std::move(done));
+}
+
+void Broker::ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
+                                     std::int64_t visible_in_ms, StatusCallback done) {
+  if (visible_in_ms < 0 || visible_in_ms > kMaxVisibilityTimeoutMs) {
+    return done(InvalidArgument("the visibility timeout must be within 0-" +
+                                std::to_string(kMaxVisibilityTimeoutMs / 1000) + " s"));
+  }
+  OnQueuePartition(
+      queue, receipt.partition,
+      [this, receipt, visible_in_ms](QueuePartition& state, storage::WriteBatch& batch) {
+        return state.ChangeVisibility(receipt.offset, receipt.generation, clock_.WallMillis(),
+                                      visible_in_ms, kMaxVisibilityTimeoutMs, batch);
+      },
+      std::move(done));
+}
+
+}  // namespace spool::broker

@@ -1,0 +1,334 @@
+// Queues through the Broker facade (real store, worker threads, a manual clock): create
+// (idempotent, conflicts, dead-letter checks), send with delays, receive across partitions,
+// delete and visibility by receipt, purge, describe counts, list, delete with the topic,
+// topic deletion guarded by its queues, and a restart keeping leases and progress.
+
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "broker/broker.h"
+#include "tests/testing/manual_clock.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
+
+namespace spool::broker {
+namespace {
+
+using spool::testing::ManualClock;
+using spool::testing::StatusWaiter;
+using spool::testing::TempDir;
+using spool::testing::Waiter;
+using std::chrono::milliseconds;
+
+class BrokerQueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+  void TearDown() override { Close(); }
+
+  void Open() {
+    auto store = storage::Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store) << store.error().ToString();
+    store_ = std::move(*store);
+    BrokerOptions options;
+    options.worker_threads = 2;
+    options.retention_check_interval = milliseconds(0);
+    auto broker = Broker::Open(*store_, clock_, options);
+    ASSERT_TRUE(broker) << broker.error().ToString();
+    broker_ = std::move(*broker);
+  }
+  void Close() {
+    if (broker_) broker_->Shutdown();
+    broker_.reset();
+    store_.reset();
+  }
+
+  Result<CreateQueueResult> CreateQueue(const std::string& name, QueueAttributes attributes = {},
+                                        std::string topic = "") {
+    QueueMetadata q;
+    q.name = name;
+    q.topic = std::move(topic);
+    q.owns_topic = q.topic.empty();
+    q.attributes = std::move(attributes);
+    Waiter<CreateQueueResult> w;
+    broker_->CreateQueue(q, w.Callback());
+    return w.Get();
+  }
+
+  Result<std::vector<ProducedRecord>> Send(const std::string& queue,
+                                           std::vector<std::string> bodies,
+                                           std::optional<std::int64_t> delay_ms = {},
+                                           std::optional<std::string> group = {}) {
+    std::vector<QueueSend> messages;
+    for (auto& body : bodies) {
+      QueueSend m;
+      m.record.value = std::move(body);
+      m.record.message_group_id = group;
+      m.delay_ms = delay_ms;
+      messages.push_back(std::move(m));
+    }
+    Waiter<std::vector<ProducedRecord>> w;
+    broker_->SendMessages(queue, std::move(messages), w.Callback());
+    return w.Get();
+  }
+
+  Result<std::vector<QueueMessage>> Receive(const std::string& queue, std::size_t max,
+                                            std::optional<std::int64_t> visibility_ms = {}) {
+    Waiter<std::vector<QueueMessage>> w;
+    broker_->ReceiveMessages({queue, max, visibility_ms}, w.Callback());
+    return w.Get();
+  }
+
+  // Receives until `count` messages came or a receive returns nothing (bounded).
+  std::vector<QueueMessage> ReceiveAll(const std::string& queue, std::size_t count) {
+    std::vector<QueueMessage> all;
+    for (int i = 0; i < 100 && all.size() < count; ++i) {
+      auto got = Receive(queue, 10);
+      EXPECT_TRUE(got) << got.error().ToString();
+      if (!got || got->empty()) break;
+      for (auto& m : *got)
+        all.push_back(std::move(m));
+    }
+    return all;
+  }
+
+  static QueueReceipt Receipt(const QueueMessage& m) {
+    return {m.partition, m.message.offset, m.message.generation};
+  }
+
+  Status Delete(const std::string& queue, const QueueMessage& m) {
+    StatusWaiter w;
+    broker_->DeleteMessage(queue, Receipt(m), w.Callback());
+    return w.Get();
+  }
+
+  Status ChangeVisibility(const std::string& queue, const QueueMessage& m, std::int64_t in_ms) {
+    StatusWaiter w;
+    broker_->ChangeMessageVisibility(queue, Receipt(m), in_ms, w.Callback());
+    return w.Get();
+  }
+
+  Result<QueueInfo> Describe(const std::string& queue) {
+    Waiter<QueueInfo> w;
+    broker_->DescribeQueue(queue, w.Callback());
+    return w.Get();
+  }
+
+  TempDir dir_;
+  ManualClock clock_;
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(BrokerQueueTest, CreateIsIdempotentAndRefusesConflicts) {
+  auto created = CreateQueue("jobs");
+  ASSERT_TRUE(created) << created.error().ToString();
+  EXPECT_TRUE(created->created);
+  EXPECT_EQ(created->queue.metadata.topic, "jobs");
+  EXPECT_TRUE(created->queue.metadata.owns_topic);
+  ASSERT_TRUE(broker_->DescribeTopic("jobs")) << "the queue's topic was not created";
+  auto again = CreateQueue("jobs");
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->queue.metadata.subscription, created->queue.metadata.subscription);
+  QueueAttributes other;
+  other.visibility_timeout_ms = 5'000;
+  EXPECT_EQ(CreateQueue("jobs", other).error().code, ErrorCode::kAlreadyExists);
+  // A topic of the queue's name that the queue would own.
+  TopicConfig topic;
+  topic.name = "events";
+  Waiter<TopicInfo> t;
+  broker_->CreateTopic(topic, t.Callback());
+  ASSERT_TRUE(t.Get());
+  EXPECT_EQ(CreateQueue("events").error().code, ErrorCode::kAlreadyExists);
+  // ... but a queue may subscribe to it.
+  auto fan = CreateQueue("audit", {}, "events");
+  ASSERT_TRUE(fan) << fan.error().ToString();
+  EXPECT_FALSE(fan->queue.metadata.owns_topic);
+  EXPECT_EQ(CreateQueue("x", {}, "no-such-topic").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(CreateQueue("bad name").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(broker_->ListQueues("", "", 10), (std::vector<std::string>{"audit", "jobs"}));
+  EXPECT_EQ(broker_->ListQueues("j", "", 10), (std::vector<std::string>{"jobs"}));
+  EXPECT_EQ(broker_->ListQueues("", "audit", 10), (std::vector<std::string>{"jobs"}));
+}
+
+TEST_F(BrokerQueueTest, DeadLetterQueuesMustExistMatchAndAllow) {
+  QueueAttributes with_dlq;
+  with_dlq.redrive_policy = RedrivePolicy{"dlq", 3};
+  EXPECT_EQ(CreateQueue("src", with_dlq).error().code, ErrorCode::kNotFound);
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  ASSERT_TRUE(CreateQueue("dlq.fifo", fifo));
+  QueueAttributes to_fifo;
+  to_fifo.redrive_policy = RedrivePolicy{"dlq.fifo", 3};
+  EXPECT_EQ(CreateQueue("src", to_fifo).error().code, ErrorCode::kInvalidArgument)
+      << "a standard queue named a FIFO dead-letter queue";
+  QueueAttributes deny;
+  deny.redrive_allow_policy.permission = RedrivePermission::kDenyAll;
+  ASSERT_TRUE(CreateQueue("dlq", deny));
+  EXPECT_EQ(CreateQueue("src", with_dlq).error().code, ErrorCode::kFailedPrecondition);
+  QueueAttributes allow;
+  allow.redrive_allow_policy = {RedrivePermission::kByQueue, {"src"}};
+  ASSERT_TRUE(CreateQueue("dlq2", allow));
+  with_dlq.redrive_policy->dead_letter_queue = "dlq2";
+  EXPECT_TRUE(CreateQueue("src", with_dlq));
+}
+
+TEST_F(BrokerQueueTest, MessagesAreLeasedDeletedAndReleasedAcrossPartitions) {
+  QueueAttributes a;
+  a.partitions = 3;
+  ASSERT_TRUE(CreateQueue("work", a));
+  // Each send goes to the next partition in turn.
+  for (int i = 0; i < 30; ++i)
+    ASSERT_TRUE(Send("work", {"m" + std::to_string(i)}));
+  auto got = ReceiveAll("work", 30);
+  ASSERT_EQ(got.size(), 30u);
+  std::set<std::string> seen;
+  std::set<std::uint32_t> partitions;
+  for (const auto& m : got) {
+    seen.insert(m.message.record.value);
+    partitions.insert(m.partition);
+    EXPECT_EQ(m.message.receive_count, 1u);
+  }
+  EXPECT_EQ(seen.size(), 30u) << "a message was received twice while leased";
+  EXPECT_EQ(partitions.size(), 3u);
+  EXPECT_TRUE(Receive("work", 10)->empty());
+  auto info = Describe("work");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->counts.in_flight, 30u);
+  // Delete ten, release one at once, let the rest's leases run out.
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(Delete("work", got[i]));
+  ASSERT_TRUE(ChangeVisibility("work", got[10], 0));
+  auto released = Receive("work", 10);
+  ASSERT_EQ(released->size(), 1u);
+  EXPECT_EQ(released->at(0).message.record.value, got[10].message.record.value);
+  EXPECT_EQ(released->at(0).message.receive_count, 2u);
+  EXPECT_EQ(Delete("work", got[10]).error().code, ErrorCode::kFailedPrecondition)
+      << "the first receipt is stale after the second receive";
+  clock_.Advance(milliseconds(30'000));
+  EXPECT_EQ(ReceiveAll("work", 30).size(), 20u) << "expired leases did not come back";
+  EXPECT_TRUE(Delete("work", got[0])) << "deleting twice is fine";
+  QueueReceipt foreign{7, 0, 1};
+  StatusWaiter w;
+  broker_->DeleteMessage("work", foreign, w.Callback());
+  EXPECT_EQ(w.Get().error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(BrokerQueueTest, SendValidatesAndAppliesDelays) {
+  QueueAttributes a;
+  a.delivery_delay_ms = 2'000;
+  ASSERT_TRUE(CreateQueue("slow", a));
+  ASSERT_TRUE(Send("slow", {"default delay"}));
+  ASSERT_TRUE(Send("slow", {"no delay"}, 0));
+  ASSERT_TRUE(Send("slow", {"long delay"}, 10'000));
+  auto now = Receive("slow", 10);
+  ASSERT_EQ(now->size(), 1u);
+  EXPECT_EQ(now->at(0).message.record.value, "no delay");
+  EXPECT_EQ(Describe("slow")->counts.delayed, 2u);
+  clock_.Advance(milliseconds(2'000));
+  EXPECT_EQ(Receive("slow", 10)->at(0).message.record.value, "default delay");
+  clock_.Advance(milliseconds(8'000));
+  EXPECT_EQ(Receive("slow", 10)->at(0).message.record.value, "long delay");
+
+  EXPECT_EQ(Send("slow", {"x"}, 900'001).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Send("slow", {""}).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Send("slow", {"x"}, std::nullopt, "g").error().code, ErrorCode::kInvalidArgument)
+      << "a group id on a standard queue";
+  EXPECT_EQ(Send("nope", {"x"}).error().code, ErrorCode::kNotFound);
+  QueueAttributes small;
+  small.max_message_bytes = 64;
+  ASSERT_TRUE(CreateQueue("small", small));
+  EXPECT_EQ(Send("small", {std::string(100, 'x')}).error().code, ErrorCode::kResourceExhausted);
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  ASSERT_TRUE(CreateQueue("f.fifo", fifo));
+  EXPECT_EQ(Send("f.fifo", {"x"}).error().code, ErrorCode::kInvalidArgument) << "no group id";
+  EXPECT_EQ(Send("f.fifo", {"x"}, 5, "g").error().code, ErrorCode::kInvalidArgument)
+      << "a per-message delay on a FIFO queue";
+  EXPECT_TRUE(Send("f.fifo", {"x"}, std::nullopt, "g"));
+  EXPECT_EQ(Receive("slow", 0).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Receive("slow", 1001).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Receive("slow", 1, 12LL * 3600 * 1000 + 1).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(BrokerQueueTest, FifoGroupsStayInOrder) {
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  fifo.partitions = 2;
+  ASSERT_TRUE(CreateQueue("orders.fifo", fifo));
+  ASSERT_TRUE(Send("orders.fifo", {"a1", "a2", "a3"}, std::nullopt, "A"));
+  auto first = Receive("orders.fifo", 1);
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ(first->at(0).message.record.value, "a1");
+  EXPECT_TRUE(Receive("orders.fifo", 10)->empty()) << "a2 overtook the in-flight a1";
+  ASSERT_TRUE(Delete("orders.fifo", first->at(0)));
+  auto rest = Receive("orders.fifo", 10);
+  ASSERT_EQ(rest->size(), 2u);
+  EXPECT_EQ(rest->at(0).message.record.value, "a2");
+  EXPECT_EQ(rest->at(1).message.record.value, "a3");
+}
+
+TEST_F(BrokerQueueTest, PurgeDescribeAndDelete) {
+  ASSERT_TRUE(CreateQueue("p"));
+  ASSERT_TRUE(Send("p", {"1", "2", "3"}));
+  ASSERT_EQ(Receive("p", 1)->size(), 1u);
+  auto info = Describe("p");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->counts.visible, 2u);
+  EXPECT_EQ(info->counts.in_flight, 1u);
+  Waiter<std::uint64_t> purged;
+  broker_->PurgeQueue("p", purged.Callback());
+  EXPECT_EQ(*purged.Get(), 3u);
+  clock_.Advance(milliseconds(60'000));
+  EXPECT_TRUE(Receive("p", 10)->empty()) << "purged messages came back";
+  ASSERT_TRUE(Send("p", {"after"}));
+  EXPECT_EQ(Receive("p", 10)->size(), 1u);
+
+  // A topic with queues is only deleted with force; deleting the owning queue deletes it.
+  StatusWaiter refused;
+  broker_->DeleteTopic("p", refused.Callback());
+  EXPECT_EQ(refused.Get().error().code, ErrorCode::kFailedPrecondition);
+  StatusWaiter deleted;
+  broker_->DeleteQueue("p", deleted.Callback());
+  ASSERT_TRUE(deleted.Get());
+  EXPECT_FALSE(broker_->DescribeTopic("p"));
+  EXPECT_EQ(Describe("p").error().code, ErrorCode::kNotFound);
+  StatusWaiter again;
+  broker_->DeleteQueue("p", again.Callback());
+  EXPECT_EQ(again.Get().error().code, ErrorCode::kNotFound);
+  // Re-created, it starts empty.
+  ASSERT_TRUE(CreateQueue("p"));
+  EXPECT_TRUE(Receive("p", 10)->empty());
+  StatusWaiter forced;
+  broker_->DeleteTopic("p", true, forced.Callback());
+  ASSERT_TRUE(forced.Get());
+  EXPECT_TRUE(broker_->ListQueues("", "", 10).empty()) << "force left the queue behind";
+}
+
+TEST_F(BrokerQueueTest, QueuesLeasesAndProgressSurviveARestart) {
+  ASSERT_TRUE(CreateQueue("durable"));
+  ASSERT_TRUE(Send("durable", {"a", "b", "c"}));
+  auto got = Receive("durable", 2);
+  ASSERT_EQ(got->size(), 2u);
+  ASSERT_TRUE(Delete("durable", got->at(0)));
+  Close();
+  Open();
+  ASSERT_EQ(broker_->ListQueues("", "", 10), (std::vector<std::string>{"durable"}));
+  clock_.Advance(milliseconds(10'000));
+  auto after = Receive("durable", 10);
+  ASSERT_EQ(after->size(), 1u) << "b is still leased; only c is receivable";
+  EXPECT_EQ(after->at(0).message.record.value, "c");
+  clock_.Advance(milliseconds(20'000));  // b's lease (from before the restart) has ended
+  auto b = Receive("durable", 10);
+  ASSERT_EQ(b->size(), 1u);
+  EXPECT_EQ(b->at(0).message.record.value, "b");
+  EXPECT_EQ(b->at(0).message.receive_count, 2u);
+  ASSERT_TRUE(CreateQueue("second"));
+  EXPECT_NE(Describe("second")->metadata.subscription, 0u);
+  EXPECT_GT(Describe("second")->metadata.subscription, Describe("durable")->metadata.subscription)
+      << "subscription ids were reused";
+}
+
+}  // namespace
+}  // namespace spool::broker
