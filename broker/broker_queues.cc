@@ -376,6 +376,12 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
     if (!got) {
       op->error = got.error();
     } else {
+      // A message that cannot be read stops this partition for now; what was taken before
+      // it is answered (and the next receive meets the error again).
+      if (got->error) {
+        Log().error("queue '{}' partition {}: {}", op->queue->name, slot->log.partition(),
+                    got->error->ToString());
+      }
       for (auto& m : got->messages)
         op->messages.push_back({slot->log.partition(), std::move(m)});
     }

@@ -11,8 +11,9 @@ namespace {
 
 constexpr std::uint8_t kStateVersion = 1;
 constexpr std::int64_t kLocked = std::numeric_limits<std::int64_t>::max();
-// Records examined per log read while looking for receivable messages.
+// Records examined per log read while looking for receivable messages, and per receive.
 constexpr std::size_t kScanChunk = 256;
+constexpr std::size_t kMaxScanPerReceive = 10'000;
 constexpr std::size_t kScanBytes = 4 << 20;
 
 }  // namespace
@@ -100,6 +101,7 @@ Result<std::vector<storage::StoredRecord>> QueuePartition::Scan(std::size_t max)
     auto [it, fresh] = states_.try_emplace(r.offset);
     QueueMessageState& state = it->second;
     state.group = r.record.message_group_id;
+    state.group_known = true;
     if (fresh) {
       state.visible_at_ms = r.record.deliver_after_ms.value_or(0);
       AddToIndex(r.offset, state);
@@ -136,9 +138,9 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
     result.dead_letters.push_back(std::move(m));
     return Ok();
   }
+  if (state.receive_count == 0) state.first_receive_ms = now_ms;
   ++state.receive_count;
   ++state.generation;
-  if (state.first_receive_ms == 0) state.first_receive_ms = now_ms;
   state.last_receive_ms = now_ms;
   state.visible_at_ms = now_ms + options.visibility_ms;
   AddToIndex(offset, state);
@@ -149,6 +151,69 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   m.first_receive_ms = state.first_receive_ms;
   result.messages.push_back(std::move(m));
   return Ok();
+}
+
+Status QueuePartition::LearnGroup(std::uint64_t offset, QueueMessageState& state) {
+  if (state.group_known) return Ok();
+  auto read = log_->Read(offset, 1, 1);
+  if (!read) return read.error();
+  if (read->empty() || read->front().offset != offset) {
+    return Internal("queue: message " + std::to_string(offset) + " is not in the log");
+  }
+  state.group = read->front().record.message_group_id;
+  state.group_known = true;
+  return Ok();
+}
+
+Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
+    std::int64_t now_ms, bool fifo, std::size_t want, std::set<std::string>& locked,
+    std::size_t& scan_budget) {
+  std::vector<Candidate> out;
+  auto blocked = [&](const QueueMessageState& s) {
+    return fifo && s.group && locked.count(*s.group) > 0;
+  };
+  auto lock_group = [&](const QueueMessageState& s) {
+    if (fifo && s.group) locked.insert(*s.group);
+  };
+  // 1. Messages examined before, oldest first.
+  if (fifo) {
+    for (auto& [offset, s] : states_) {
+      if (offset >= scanned_ || out.size() >= want) break;
+      if (s.acked || blocked(s)) continue;
+      if (s.visible_at_ms > now_ms) {
+        lock_group(s);  // nothing of the group after it, in order
+        continue;
+      }
+      out.push_back({offset, std::nullopt});
+    }
+  } else {
+    for (const Index* index : {&leases_, &waiting_}) {
+      for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
+        if (it->second < scanned_) out.push_back({it->second, std::nullopt});
+      }
+    }
+    std::sort(out.begin(), out.end(),
+              [](const Candidate& a, const Candidate& b) { return a.offset < b.offset; });
+    if (out.size() > want) out.resize(want);
+  }
+  // 2. Messages not examined yet, from the log; a bounded number per receive, so one call
+  // cannot hold the strand for a whole backlog of delayed or locked messages.
+  while (out.size() < want && scanned_ < log_->end_offset() && scan_budget > 0) {
+    auto records = Scan(std::min(kScanChunk, scan_budget));
+    if (!records) return records.error();
+    if (records->empty()) break;
+    scan_budget -= std::min(scan_budget, records->size());
+    for (auto& r : *records) {
+      const QueueMessageState& s = states_.at(r.offset);
+      if (s.acked || blocked(s)) continue;
+      if (s.visible_at_ms > now_ms || out.size() >= want) {
+        lock_group(s);
+        continue;
+      }
+      out.push_back({r.offset, std::move(r.record)});
+    }
+  }
+  return out;
 }
 
 Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
@@ -166,69 +231,65 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     }
     return result;
   }
-  std::size_t room = std::min(options.max_messages, options.max_in_flight - in_flight);
+  const std::size_t room = std::min(options.max_messages, options.max_in_flight - in_flight);
   // A dead letter takes no room but costs a read; bound them per call.
-  std::size_t dead_room = std::max<std::size_t>(options.max_messages, 10) * 10;
-  auto full = [&] {
-    return result.messages.size() >= room || result.dead_letters.size() >= dead_room;
-  };
+  const std::size_t dead_room = std::max<std::size_t>(options.max_messages, 10) * 10;
 
-  // FIFO: a group is locked from its first message that is not done and not receivable now.
+  // FIFO: no message of a group is delivered while another of it is in flight.
   std::set<std::string> locked;
-  auto blocked = [&](const QueueMessageState& s) {
-    return options.fifo && s.group && locked.count(*s.group) > 0;
-  };
-  auto lock_group = [&](const QueueMessageState& s) {
-    if (options.fifo && s.group) locked.insert(*s.group);
-  };
-
-  // 1. Messages already examined, oldest first.
   if (options.fifo) {
-    for (auto& [offset, s] : states_) {
-      if (offset >= scanned_ || full()) break;
-      if (s.acked || blocked(s)) continue;
-      if (s.visible_at_ms > now_ms) {
-        lock_group(s);
-        continue;
-      }
-      if (Status st = Take(offset, std::nullopt, now_ms, options, result, batch); !st) {
-        return st.error();
-      }
-    }
-  } else {
-    std::vector<std::uint64_t> ready;
-    for (const Index* index : {&leases_, &waiting_}) {
-      for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
-        if (it->second < scanned_) ready.push_back(it->second);
-      }
-    }
-    std::sort(ready.begin(), ready.end());
-    for (std::uint64_t offset : ready) {
-      if (full()) break;
-      if (Status st = Take(offset, std::nullopt, now_ms, options, result, batch); !st) {
-        return st.error();
-      }
+    for (auto it = first_future; it != leases_.end(); ++it) {
+      QueueMessageState& s = states_.at(it->second);
+      if (Status st = LearnGroup(it->second, s); !st) return st.error();
+      if (s.group) locked.insert(*s.group);
     }
   }
 
-  // 2. Messages not examined yet, from the log.
-  while (!full() && scanned_ < log_->end_offset()) {
-    auto records = Scan(kScanChunk);
-    if (!records) return records.error();
-    if (records->empty()) break;
-    for (auto& r : *records) {
-      auto it = states_.find(r.offset);
-      if (it == states_.end()) continue;  // done already (acked before a restart)
-      const QueueMessageState& s = it->second;
-      if (s.acked || blocked(s)) continue;
-      if (s.visible_at_ms > now_ms || full()) {
-        lock_group(s);  // FIFO keeps order behind it
-        continue;
-      }
-      if (Status st = Take(r.offset, std::move(r.record), now_ms, options, result, batch); !st) {
-        return st.error();
-      }
+  std::size_t scan_budget = kMaxScanPerReceive;
+  std::optional<Error> failed;
+  while (result.messages.size() < room && result.dead_letters.size() < dead_room && !failed) {
+    const std::size_t need = room - result.messages.size();
+    // FIFO looks further ahead, to fill the answer from one group before taking the next.
+    const std::size_t want = options.fifo ? need + std::min<std::size_t>(need, 100) * 3 : need;
+    auto candidates = Collect(now_ms, options.fifo, want, locked, scan_budget);
+    if (!candidates) {
+      failed = candidates.error();
+      break;
     }
+    if (candidates->empty()) break;
+    if (options.fifo) {
+      // Group by group, in order of each group's first candidate; offset order within one.
+      std::map<std::string, std::size_t> rank;
+      for (const auto& c : *candidates) {
+        const auto& g = states_.at(c.offset).group;
+        rank.try_emplace(g.value_or(""), rank.size());
+      }
+      std::stable_sort(candidates->begin(), candidates->end(),
+                       [&](const Candidate& a, const Candidate& b) {
+                         return rank.at(states_.at(a.offset).group.value_or("")) <
+                                rank.at(states_.at(b.offset).group.value_or(""));
+                       });
+    }
+    const std::size_t dead_before = result.dead_letters.size();
+    for (auto& c : *candidates) {
+      if (result.messages.size() >= room || result.dead_letters.size() >= dead_room) break;
+      const QueueMessageState& s = states_.at(c.offset);
+      if (options.fifo && s.group && locked.count(*s.group)) continue;  // behind a dead letter
+      const std::size_t dead = result.dead_letters.size();
+      if (Status st = Take(c.offset, std::move(c.record), now_ms, options, result, batch); !st) {
+        failed = st.error();
+        break;
+      }
+      // The group waits for the move: nothing after a dead letter before it is gone.
+      if (result.dead_letters.size() > dead && options.fifo && s.group) locked.insert(*s.group);
+    }
+    // Another round only if dead letters used up candidates meant to fill the answer.
+    if (result.dead_letters.size() == dead_before) break;
+  }
+  if (failed) {
+    // What was taken stays taken (it is in `batch`); the caller gets it with the error.
+    if (result.messages.empty() && result.dead_letters.empty()) return *failed;
+    result.error = std::move(failed);
   }
 
   // When does something become receivable?
@@ -291,7 +352,7 @@ Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t gene
 }
 
 void QueuePartition::AckBelow(std::uint64_t end, storage::WriteBatch& batch) {
-  AdvanceFloor(batch, end);
+  AdvanceFloor(batch, std::min(end, log_->end_offset()));
 }
 
 void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least) {

@@ -41,7 +41,9 @@ struct QueueMessageState {
   std::int64_t first_receive_ms = 0;
   std::int64_t last_receive_ms = 0;
   bool acked = false;
-  std::optional<std::string> group;  // FIFO message group (memory only)
+  // FIFO message group (memory only): known once the record was read after a (re)load.
+  std::optional<std::string> group;
+  bool group_known = false;
 
   bool operator==(const QueueMessageState&) const = default;
 };
@@ -69,13 +71,17 @@ struct QueueReceiveOptions {
 
 struct QueueReceiveResult {
   std::vector<ReceivedMessage> messages;
-  // Messages past their max receive count. They stay locked here (not receivable) until the
-  // caller moves them and calls Delete with their generation in the same write, or Release.
+  // Messages past their max receive count. They stay locked here (not receivable, and in
+  // FIFO their group too) until the caller moves them and calls Delete with their generation
+  // in the same write, or the partition's state is loaded again.
   std::vector<ReceivedMessage> dead_letters;
   // The earliest time at which something not receivable now becomes receivable (a lease or
   // a delay ending), for long polls.
   std::optional<std::int64_t> next_visible_ms;
   bool in_flight_limit = false;  // nothing leased because max_in_flight messages are leased
+  // A message could not be read (e.g. a checksum failure): what was taken before it is in
+  // `messages` (and leased); the rest of this receive was not attempted.
+  std::optional<Error> error;
 };
 
 struct QueueCounts {
@@ -90,6 +96,9 @@ class QueuePartition {
   static Result<QueuePartition> Load(const storage::Store& store, std::uint32_t subscription,
                                      const storage::PartitionLog& log);
 
+  // Leases receivable messages, oldest first (FIFO: a group at a time, never one while
+  // another message of its group is in flight). The caller bounds options.visibility_ms
+  // (12 h), as it does the times given to ChangeVisibility.
   Result<QueueReceiveResult> Receive(std::int64_t now_ms, const QueueReceiveOptions& options,
                                      storage::WriteBatch& batch);
 
@@ -103,7 +112,7 @@ class QueuePartition {
                           std::int64_t visible_in_ms, std::int64_t max_lease_ms,
                           storage::WriteBatch& batch);
 
-  // Everything below `end` is done (purge), or below the log start (retention dropped it).
+  // Everything below `end` (at most the log end) is done: a purge.
   void AckBelow(std::uint64_t end, storage::WriteBatch& batch);
 
   QueueCounts Counts(std::int64_t now_ms) const;
@@ -117,6 +126,16 @@ class QueuePartition {
 
   using Index = std::set<std::pair<std::int64_t, std::uint64_t>>;  // (visible_at_ms, offset)
 
+  struct Candidate {
+    std::uint64_t offset;
+    std::optional<storage::Record> record;  // when just read from the log
+  };
+  // Receivable messages, up to `want`, in offset order; FIFO skips and extends `locked`.
+  // Reads at most `scan_budget` new records (and lowers it).
+  Result<std::vector<Candidate>> Collect(std::int64_t now_ms, bool fifo, std::size_t want,
+                                         std::set<std::string>& locked, std::size_t& scan_budget);
+  // Reads a loaded state's record for its FIFO group.
+  Status LearnGroup(std::uint64_t offset, QueueMessageState& state);
   // Examines up to `max` log records from scanned_, creating their states.
   Result<std::vector<storage::StoredRecord>> Scan(std::size_t max);
   // Leases `offset` (or locks it as a dead letter) and reports it in `result`.

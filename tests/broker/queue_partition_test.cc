@@ -5,6 +5,8 @@
 
 #include "broker/queue_partition.h"
 
+#include <set>
+
 #include <gtest/gtest.h>
 
 #include "storage/keys.h"
@@ -201,6 +203,90 @@ TEST_F(QueuePartitionTest, FifoDeliversAGroupInOrderOneLeaseAtATime) {
   ASSERT_TRUE(Delete(third.messages[0]));
   // b0 and b1 stay leased until kT0 + 30'001.
   EXPECT_EQ(Values(Receive(kT0 + 30'000, 10, fifo).messages), (std::vector<std::string>{"a2"}));
+}
+
+TEST_F(QueuePartitionTest, FifoHoldsAGroupWhileAnyOfItIsInFlight) {
+  Send(2, "a", "A");
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  auto both = Receive(kT0, 2, fifo).messages;
+  ASSERT_EQ(Values(both), (std::vector<std::string>{"a0", "a1"}));
+  // a0 is released while a1 is still being worked on: a0 must wait for a1.
+  ASSERT_TRUE(ChangeVisibility(both[0], kT0 + 1, 0));
+  EXPECT_TRUE(Receive(kT0 + 2, 10, fifo).messages.empty()) << "a0 went out beside in-flight a1";
+  ASSERT_TRUE(Delete(both[1]));
+  EXPECT_EQ(Values(Receive(kT0 + 3, 10, fifo).messages), (std::vector<std::string>{"a0"}));
+}
+
+TEST_F(QueuePartitionTest, FifoFillsAReceiveFromOneGroupFirst) {
+  Send(1, "a", "A");
+  Send(1, "b", "B");
+  Send(1, "a", "A");  // a0 again as the body, a later message of A
+  Send(1, "b", "B");
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  auto got = Receive(kT0, 2, fifo).messages;
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].record.message_group_id, "A");
+  EXPECT_EQ(got[1].record.message_group_id, "A");
+  EXPECT_LT(got[0].offset, got[1].offset);
+}
+
+TEST_F(QueuePartitionTest, FifoGroupsInFlightStayHeldAfterARestart) {
+  Send(3, "a", "A");
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  auto got = Receive(kT0, 1, fifo).messages;
+  ASSERT_EQ(Values(got), (std::vector<std::string>{"a0"}));
+  Reload();
+  EXPECT_TRUE(Receive(kT0 + 1, 10, fifo).messages.empty()) << "a1 overtook a0 after a restart";
+  ASSERT_TRUE(Delete(got[0]));
+  EXPECT_EQ(Values(Receive(kT0 + 2, 1, fifo).messages), (std::vector<std::string>{"a1"}));
+}
+
+TEST_F(QueuePartitionTest, ManyMessagesAreEachReceivedOnce) {
+  for (int i = 0; i < 6; ++i)
+    Send(100, "m" + std::to_string(i) + "-");
+  std::set<std::uint64_t> offsets;
+  for (int i = 0; i < 10; ++i) {
+    for (const auto& m : Receive(kT0, 100).messages)
+      EXPECT_TRUE(offsets.insert(m.offset).second) << "offset " << m.offset << " twice";
+  }
+  EXPECT_EQ(offsets.size(), 600u);
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 600u);
+}
+
+TEST_F(QueuePartitionTest, AZeroVisibilityReceiveLeavesTheMessageVisible) {
+  Send(1);
+  QueueReceiveOptions peek;
+  peek.visibility_ms = 0;
+  auto first = Receive(kT0, 1, peek).messages;
+  ASSERT_EQ(first.size(), 1u);
+  auto second = Receive(kT0, 1, peek).messages;
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].receive_count, 2u);
+  EXPECT_EQ(second[0].first_receive_ms, kT0);
+}
+
+TEST_F(QueuePartitionTest, ALeaseThatEndedCanBeExtendedWhileNobodyReceivedAgain) {
+  Send(1);
+  auto m = Receive(kT0, 1).messages.at(0);
+  ASSERT_TRUE(ChangeVisibility(m, kT0 + 40'000, 30'000)) << "the proto allows it";
+  EXPECT_TRUE(Receive(kT0 + 40'001, 1).messages.empty()) << "it was not leased again";
+}
+
+TEST_F(QueuePartitionTest, AFifoDeadLetterHoldsItsGroupUntilItIsMoved) {
+  Send(2, "a", "A");
+  QueueReceiveOptions o;
+  o.fifo = true;
+  o.max_receive_count = 1;
+  auto first = Receive(kT0, 1, o).messages;
+  ASSERT_EQ(Values(first), (std::vector<std::string>{"a0"}));
+  auto second = Receive(kT0 + 30'000, 10, o);
+  ASSERT_EQ(second.dead_letters.size(), 1u);
+  EXPECT_TRUE(second.messages.empty()) << "a1 went out before a0 was moved away";
+  ASSERT_TRUE(Delete(second.dead_letters[0]));
+  EXPECT_EQ(Values(Receive(kT0 + 30'001, 10, o).messages), (std::vector<std::string>{"a1"}));
 }
 
 TEST_F(QueuePartitionTest, AMessagePastItsMaxReceiveCountIsHandedOverAsADeadLetter) {
