@@ -104,11 +104,12 @@ Status Broker::Load() {
     auto topic = std::make_shared<Topic>();
     topic->metadata = std::move(*metadata);
     topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
+    topic->receivers = std::make_shared<ReceiveWaitList>();
     for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
       auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
       if (!log) return log.error();
       topic->partitions.push_back(std::make_shared<PartitionSlot>(
-          boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
+          boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers));
     }
     next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
     loaded.emplace(topic->metadata.config.name, std::move(topic));
@@ -177,12 +178,19 @@ void Broker::ReleaseWaiters() {
   // Set before the strands are visited: a fetch that parks after its strand was visited
   // sees the flag (it is checked on the strand), so none is left behind.
   no_parking_.store(true);
-  std::shared_lock lock(topics_mu_);
-  for (const auto& [name, topic] : topics_) {
-    for (const auto& slot : topic->partitions) {
-      boost::asio::post(slot->strand, [slot] { slot->ServeWaiters(true); });
+  std::vector<std::shared_ptr<ReceiveWaitList>> receivers;
+  {
+    std::shared_lock lock(topics_mu_);
+    for (const auto& [name, topic] : topics_) {
+      for (const auto& slot : topic->partitions) {
+        boost::asio::post(slot->strand, [slot] { slot->ServeWaiters(true); });
+      }
+      receivers.push_back(topic->receivers);
     }
   }
+  // Parked receives try once more and answer (they do not park again from now on).
+  for (const auto& r : receivers)
+    r->Wake();
 }
 
 bool Broker::Enter() {
@@ -303,6 +311,7 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
   auto topic = std::make_shared<Topic>();
   topic->metadata = {next_topic_id_, std::move(config), clock_.WallMillis()};
   topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
+  topic->receivers = std::make_shared<ReceiveWaitList>();
   std::string counter;
   PutFixed64BE(counter, next_topic_id_ + 1);
   batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, topic->metadata.config.name),
@@ -314,7 +323,7 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return log.error();
     topic->partitions.push_back(std::make_shared<PartitionSlot>(
-        boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
+        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers));
   }
   return topic;
 }
@@ -365,7 +374,7 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return done(log.error());
     topic->partitions.push_back(std::make_shared<PartitionSlot>(
-        boost::asio::make_strand(pool_.get_executor()), std::move(*log)));
+        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers));
   }
   {
     std::unique_lock lock(topics_mu_);
@@ -555,6 +564,7 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
         slot->log.MarkDurable(append);
         slot->Publish();
         if (!slot->waiters.empty()) slot->ServeWaiters(false);
+        slot->receivers->Wake();
       });
     }
     auto finishing = std::move(op);

@@ -145,6 +145,7 @@ struct QueueReceive {
   std::string queue;
   std::size_t max_messages = 1;
   std::optional<std::int64_t> visibility_ms;  // else the queue's visibility timeout
+  std::optional<std::int64_t> wait_ms;        // long poll, 0-20 s; else the queue's wait
 };
 
 // A received message and where it is; (partition, offset, generation) is its receipt.
@@ -260,7 +261,10 @@ class Broker {
   void SendMessages(const std::string& queue, std::vector<QueueSend> messages,
                     Callback<std::vector<ProducedRecord>> done);
   // Leases up to max_messages receivable messages, partitions taken in turn; answers once
-  // the leases are durable.
+  // the leases are durable. With nothing receivable and a wait, the call parks (no thread,
+  // no polling) and tries again when a message may have become receivable: an append to the
+  // queue's topic, a release, a delete (FIFO), or the time a lease or delay ends. It answers
+  // empty at the end of the wait, and at once after ReleaseWaiters().
   void ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done);
   void DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done);
   // The receipt's lease ends `visible_in_ms` from now (0: receivable at once).
@@ -275,6 +279,7 @@ class Broker {
   struct Topic;
   struct ProduceOp;
   struct ReceiveOp;
+  struct ParkedReceive;
 
   Broker(storage::Store& store, const Clock& clock, BrokerOptions options);
   Status Load();
@@ -300,7 +305,11 @@ class Broker {
   std::shared_ptr<const QueueMetadata> FindQueue(const std::string& name) const;
   void CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueResult> done);
   void DeleteQueueOnAdminStrand(const std::string& name, StatusCallback done);
+  // One receive over every partition; `op` says whether it may park when empty.
+  void ReceiveAttempt(std::shared_ptr<ReceiveOp> op);
   void ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step);
+  void ReceiveDone(std::shared_ptr<ReceiveOp> op);
+  void RetryReceive(ParkedReceive& parked, bool may_park);
   // Runs `fn(QueuePartition&, WriteBatch&)` on the receipt's partition strand, writes the
   // batch and answers once durable.
   void OnQueuePartition(const std::string& queue, std::uint32_t partition,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -104,8 +105,46 @@ struct Broker::FetchWaiter {
   boost::asio::steady_timer timer;
 };
 
+// Long-poll receives parked on the queues of one topic, woken whenever something there may
+// have become receivable (an append, a release, a delete that unlocks a FIFO group).
+struct ReceiveWaitList {
+  struct Entry {
+    std::weak_ptr<void> alive;  // expired once the receive went on without this entry
+    std::function<void()> wake;
+  };
+
+  void Wake() {
+    std::list<Entry> taken;
+    {
+      std::lock_guard lock(mu);
+      ++wakes;
+      taken.swap(waiters);
+    }
+    for (auto& entry : taken)
+      entry.wake();
+  }
+  // Parks `entry` unless a wake came after `seen` (then the caller tries again at once).
+  // Entries of receives that went on (their wait ended) are dropped here.
+  bool Park(std::uint64_t seen, Entry entry) {
+    std::lock_guard lock(mu);
+    if (wakes != seen) return false;
+    waiters.remove_if([](const Entry& e) { return e.alive.expired(); });
+    waiters.push_back(std::move(entry));
+    return true;
+  }
+  std::uint64_t Seen() {
+    std::lock_guard lock(mu);
+    return wakes;
+  }
+
+  std::mutex mu;
+  std::uint64_t wakes = 0;   // guarded by mu
+  std::list<Entry> waiters;  // guarded by mu
+};
+
 struct Broker::PartitionSlot {
-  PartitionSlot(Strand s, storage::PartitionLog l) : strand(std::move(s)), log(std::move(l)) {
+  PartitionSlot(Strand s, storage::PartitionLog l, std::shared_ptr<ReceiveWaitList> r)
+      : strand(std::move(s)), log(std::move(l)), receivers(std::move(r)) {
     Publish();
   }
 
@@ -175,7 +214,8 @@ struct Broker::PartitionSlot {
   }
 
   Strand strand;
-  storage::PartitionLog log;  // strand only
+  storage::PartitionLog log;                   // strand only
+  std::shared_ptr<ReceiveWaitList> receivers;  // the topic's
   // Queue subscriptions reading this partition, by id; they point into `log`.
   std::map<std::uint32_t, std::unique_ptr<QueuePartition>> queues;  // strand only
   bool deleted = false;                                             // strand only
@@ -195,6 +235,8 @@ struct Broker::Topic {
   std::vector<std::shared_ptr<PartitionSlot>> partitions;
   // Shared by every snapshot of the topic, for round-robin placement of unkeyed batches.
   std::shared_ptr<std::atomic<std::uint32_t>> next_sticky;
+  // Shared likewise: receives parked on the topic's queues.
+  std::shared_ptr<ReceiveWaitList> receivers;
 };
 
 struct Broker::ProduceOp : internal::Gather<std::vector<ProducedRecord>> {

@@ -33,16 +33,31 @@ bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
 
 }  // namespace
 
+// A receive waiting for a wake or its timer, whichever comes first.
+struct Broker::ParkedReceive {
+  ParkedReceive(boost::asio::thread_pool::executor_type executor, std::shared_ptr<ReceiveOp> o)
+      : timer(executor), op(std::move(o)) {}
+  boost::asio::steady_timer timer;
+  std::shared_ptr<ReceiveOp> op;
+  std::atomic<bool> woken{false};
+};
+
 struct Broker::ReceiveOp {
+  QueueReceive request;
+  std::int64_t deadline_ms = 0;  // of the long poll (the broker's clock)
+  bool may_park = true;
+  Callback<std::vector<QueueMessage>> done;
+  // One attempt:
   std::shared_ptr<const QueueMetadata> queue;
   std::shared_ptr<const Topic> topic;
-  std::size_t first = 0;  // partition to start from
+  std::uint64_t wakes_seen = 0;  // the topic's wake count when the attempt started
+  std::size_t first = 0;         // partition to start from
   QueueReceiveOptions options;
   storage::WriteBatch batch;
   std::vector<QueueMessage> messages;
+  std::optional<std::int64_t> next_visible_ms;
   // Set when a partition failed; what earlier partitions leased is still written.
   std::optional<Error> error;
-  Callback<std::vector<QueueMessage>> done;
 };
 
 Status Broker::LoadQueues() {
@@ -224,6 +239,7 @@ void Broker::DeleteQueueOnAdminStrand(const std::string& name, StatusCallback do
   }
   Log().info("deleted queue '{}' (subscription {})", name, queue->subscription);
   if (auto topic = FindTopic(queue->topic)) {
+    topic->receivers->Wake();  // parked receives answer NotFound
     for (const auto& slot : topic->partitions) {
       boost::asio::post(slot->strand,
                         [slot, sub = queue->subscription] { slot->queues.erase(sub); });
@@ -320,25 +336,45 @@ void Broker::ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMes
     return done(InvalidArgument("the visibility timeout must be within 0-" +
                                 std::to_string(kMaxVisibilityTimeoutMs / 1000) + " s"));
   }
+  if (request.wait_ms && (*request.wait_ms < 0 || *request.wait_ms > kMaxReceiveWaitMs)) {
+    return done(InvalidArgument("the wait time must be within 0-" +
+                                std::to_string(kMaxReceiveWaitMs / 1000) + " s"));
+  }
   auto queue = FindQueue(request.queue);
   if (!queue) return done(UnknownQueue(request.queue));
-  auto topic = FindTopic(queue->topic);
-  if (!topic) return done(UnknownTopic(queue->topic));
   if (!Enter()) return done(ShuttingDown());
   auto op = std::make_shared<ReceiveOp>();
+  op->deadline_ms =
+      clock_.WallMillis() + request.wait_ms.value_or(queue->attributes.receive_wait_ms);
+  op->request = std::move(request);
+  op->done = std::move(done);
+  ReceiveAttempt(std::move(op));
+}
+
+void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
+  auto queue = FindQueue(op->request.queue);
+  auto topic = queue ? FindTopic(queue->topic) : nullptr;
+  if (!queue || !topic) {
+    op->done(queue ? UnknownTopic(queue->topic) : UnknownQueue(op->request.queue));
+    return Leave();
+  }
   op->queue = queue;
   op->topic = topic;
+  op->wakes_seen = topic->receivers->Seen();
+  op->batch = storage::WriteBatch();
+  op->messages.clear();
+  op->next_visible_ms.reset();
+  op->error.reset();
   // Start where the last receive of this topic's partitions did not, so every partition is
   // served in turn.
   op->first =
       topic->next_sticky->fetch_add(1, std::memory_order_relaxed) % topic->partitions.size();
-  op->options.max_messages = request.max_messages;
+  op->options.max_messages = op->request.max_messages;
   op->options.visibility_ms =
-      request.visibility_ms.value_or(queue->attributes.visibility_timeout_ms);
+      op->request.visibility_ms.value_or(queue->attributes.visibility_timeout_ms);
   op->options.fifo = queue->attributes.fifo;
   // Every partition applies the whole limit; together they may lease up to partitions x it.
   op->options.max_in_flight = queue->attributes.max_in_flight;
-  op->done = std::move(done);
   ReceiveStep(std::move(op), 0);
 }
 
@@ -346,16 +382,9 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
   const std::size_t n = op->topic->partitions.size();
   if (step == n || op->messages.size() >= op->options.max_messages || op->error) {
     auto batch = std::move(op->batch);
-    store_.Write(std::move(batch), [this, op](Status s) {
-      auto done = std::move(op->done);
-      if (!s) {
-        done(s.error());
-      } else if (op->error) {
-        done(*op->error);
-      } else {
-        done(std::move(op->messages));
-      }
-      Leave();
+    store_.Write(std::move(batch), [this, op](Status s) mutable {
+      if (!s) op->error = s.error();
+      ReceiveDone(std::move(op));
     });
     return;
   }
@@ -384,9 +413,56 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
       }
       for (auto& m : got->messages)
         op->messages.push_back({slot->log.partition(), std::move(m)});
+      if (got->next_visible_ms &&
+          (!op->next_visible_ms || *got->next_visible_ms < *op->next_visible_ms)) {
+        op->next_visible_ms = got->next_visible_ms;
+      }
     }
     ReceiveStep(std::move(op), step + 1);
   });
+}
+
+// Answers, or parks the receive until a wake or the next time something becomes visible.
+void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
+  const std::int64_t now = clock_.WallMillis();
+  if (op->error || !op->messages.empty() || !op->may_park || now >= op->deadline_ms ||
+      no_parking_.load()) {
+    auto done = std::move(op->done);
+    if (op->error) {
+      done(*op->error);
+    } else {
+      done(std::move(op->messages));
+    }
+    return Leave();
+  }
+  auto parked = std::make_shared<ParkedReceive>(pool_.get_executor(), op);
+  const std::int64_t until = std::min(op->deadline_ms, op->next_visible_ms.value_or(INT64_MAX));
+  // The deadline's timer gives the last try; an earlier one (a lease or delay ending) retries
+  // and may park again.
+  const bool last = until == op->deadline_ms;
+  parked->timer.expires_after(std::chrono::milliseconds(std::max<std::int64_t>(0, until - now)));
+  parked->timer.async_wait([this, parked, last](boost::system::error_code ec) {
+    if (!ec) RetryReceive(*parked, !last);
+  });
+  // Woken, the receive tries again at once; a wake it missed (one between its attempt and
+  // now) counts too.
+  std::weak_ptr<ParkedReceive> weak = parked;
+  ReceiveWaitList::Entry entry{weak, [this, weak] {
+                                 if (auto p = weak.lock()) {
+                                   p->timer.cancel();
+                                   RetryReceive(*p, true);
+                                 }
+                               }};
+  if (!op->topic->receivers->Park(op->wakes_seen, std::move(entry))) {
+    parked->timer.cancel();
+    RetryReceive(*parked, true);
+  }
+}
+
+void Broker::RetryReceive(ParkedReceive& parked, bool may_park) {
+  if (parked.woken.exchange(true)) return;  // the timer and a wake raced; one retry
+  parked.op->may_park = may_park;
+  ReceiveAttempt(parked.op);
 }
 
 void Broker::OnQueuePartition(const std::string& queue_name, std::uint32_t partition,
@@ -415,7 +491,12 @@ void Broker::OnQueuePartition(const std::string& queue_name, std::uint32_t parti
     Status applied = fn(**state, batch);
     // Written even when empty: the answer then also waits for earlier writes of this state
     // (a repeated delete must not be acknowledged before the first one is durable).
-    store_.Write(std::move(batch), [applied, finish](Status s) { finish(s ? applied : s); });
+    store_.Write(std::move(batch), [applied, finish, receivers = slot->receivers](Status s) {
+      // A release, or a delete that unlocks a FIFO group or frees in-flight room: parked
+      // receives may find something now.
+      if (s && applied) receivers->Wake();
+      finish(s ? applied : s);
+    });
   });
 }
 

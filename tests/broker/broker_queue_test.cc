@@ -3,7 +3,9 @@
 // delete and visibility by receipt, purge, describe counts, list, delete with the topic,
 // topic deletion guarded by its queues, and a restart keeping leases and progress.
 
+#include <future>
 #include <set>
+#include <stdexcept>
 
 #include <gtest/gtest.h>
 
@@ -75,7 +77,7 @@ class BrokerQueueTest : public ::testing::Test {
   Result<std::vector<QueueMessage>> Receive(const std::string& queue, std::size_t max,
                                             std::optional<std::int64_t> visibility_ms = {}) {
     Waiter<std::vector<QueueMessage>> w;
-    broker_->ReceiveMessages({queue, max, visibility_ms}, w.Callback());
+    broker_->ReceiveMessages({queue, max, visibility_ms, std::nullopt}, w.Callback());
     return w.Get();
   }
 
@@ -328,6 +330,95 @@ TEST_F(BrokerQueueTest, QueuesLeasesAndProgressSurviveARestart) {
   EXPECT_NE(Describe("second")->metadata.subscription, 0u);
   EXPECT_GT(Describe("second")->metadata.subscription, Describe("durable")->metadata.subscription)
       << "subscription ids were reused";
+}
+
+// A receive that may park: the test can check whether it has answered yet.
+class PendingReceive {
+ public:
+  PendingReceive(Broker& broker, QueueReceive request) : future_(promise_.get_future()) {
+    broker.ReceiveMessages(std::move(request), [this](Result<std::vector<QueueMessage>> r) {
+      promise_.set_value(std::move(r));
+    });
+  }
+  bool Answered(milliseconds within) {
+    return future_.wait_for(within) == std::future_status::ready;
+  }
+  Result<std::vector<QueueMessage>> Get() {
+    if (!Answered(milliseconds(30'000))) throw std::runtime_error("the receive never answered");
+    return future_.get();
+  }
+
+ private:
+  std::promise<Result<std::vector<QueueMessage>>> promise_;
+  std::future<Result<std::vector<QueueMessage>>> future_;
+};
+
+TEST_F(BrokerQueueTest, ALongPollWakesForASendAndEndsEmptyAtItsDeadline) {
+  QueueAttributes a;
+  a.partitions = 2;
+  ASSERT_TRUE(CreateQueue("lp", a));
+  PendingReceive waiting(*broker_, {"lp", 10, std::nullopt, 10'000});
+  EXPECT_FALSE(waiting.Answered(milliseconds(200))) << "an empty receive with a wait answered";
+  ASSERT_TRUE(Send("lp", {"hello"}));
+  auto got = waiting.Get();  // long before the 10 s wait is over
+  ASSERT_TRUE(got) << got.error().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).message.record.value, "hello");
+  // Nothing comes: empty at the end of the wait (real time; the manual clock stands still).
+  PendingReceive quiet(*broker_, {"lp", 10, std::nullopt, 300});
+  auto empty = quiet.Get();
+  ASSERT_TRUE(empty);
+  EXPECT_TRUE(empty->empty());
+  // The queue's receive_wait applies when the request has none.
+  QueueAttributes waits;
+  waits.receive_wait_ms = 20'000;
+  ASSERT_TRUE(CreateQueue("waits", waits));
+  PendingReceive by_default(*broker_, {"waits", 1, std::nullopt, std::nullopt});
+  EXPECT_FALSE(by_default.Answered(milliseconds(200)));
+  ASSERT_TRUE(Send("waits", {"x"}));
+  EXPECT_EQ(by_default.Get()->size(), 1u);
+  PendingReceive bad(*broker_, {"lp", 1, std::nullopt, 20'001});
+  EXPECT_EQ(bad.Get().error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(BrokerQueueTest, ALongPollWakesForAReleaseAndForALeaseEnding) {
+  QueueAttributes a;
+  a.visibility_timeout_ms = 1'000;
+  ASSERT_TRUE(CreateQueue("rel", a));
+  ASSERT_TRUE(Send("rel", {"job"}));
+  auto first = Receive("rel", 1);
+  ASSERT_EQ(first->size(), 1u);
+  PendingReceive waiting(*broker_, {"rel", 1, std::nullopt, 10'000});
+  EXPECT_FALSE(waiting.Answered(milliseconds(200)));
+  ASSERT_TRUE(ChangeVisibility("rel", first->at(0), 0));
+  auto released = waiting.Get();
+  ASSERT_EQ(released->size(), 1u) << "a release did not wake the receive";
+  EXPECT_EQ(released->at(0).message.receive_count, 2u);
+  // The lease (1 s) ends while a receive waits: it wakes at that time.
+  PendingReceive later(*broker_, {"rel", 1, std::nullopt, 10'000});
+  EXPECT_FALSE(later.Answered(milliseconds(100)));
+  clock_.Advance(milliseconds(1'000));
+  auto expired = later.Get();
+  ASSERT_EQ(expired->size(), 1u) << "the lease's end did not wake the receive";
+  EXPECT_EQ(expired->at(0).message.receive_count, 3u);
+}
+
+TEST_F(BrokerQueueTest, ParkedReceivesAnswerOnReleaseWaitersAndQueueDeletion) {
+  ASSERT_TRUE(CreateQueue("a"));
+  ASSERT_TRUE(CreateQueue("b"));
+  PendingReceive on_a(*broker_, {"a", 1, std::nullopt, 20'000});
+  PendingReceive on_b(*broker_, {"b", 1, std::nullopt, 20'000});
+  EXPECT_FALSE(on_a.Answered(milliseconds(100)));
+  StatusWaiter deleted;
+  broker_->DeleteQueue("a", deleted.Callback());
+  ASSERT_TRUE(deleted.Get());
+  EXPECT_EQ(on_a.Get().error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(on_b.Answered(milliseconds(100)));
+  broker_->ReleaseWaiters();  // as spoold does before it drains
+  auto b = on_b.Get();
+  ASSERT_TRUE(b);
+  EXPECT_TRUE(b->empty());
+  EXPECT_TRUE(Receive("b", 1)->empty()) << "receives after ReleaseWaiters answer at once";
 }
 
 }  // namespace
