@@ -532,9 +532,9 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
 
 void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
                             std::vector<storage::Record> records, std::vector<std::size_t> indexes,
-                            std::shared_ptr<ProduceOp> op) {
+                            std::shared_ptr<ProduceOp> op, storage::WriteBatch extra) {
   if (slot->deleted) return op->Fail(NotFound("the topic was deleted"));
-  storage::WriteBatch batch;
+  storage::WriteBatch batch = std::move(extra);
   auto prepared = slot->log.PrepareAppend(records, clock_.WallMillis(), batch);
   if (!prepared) return op->Fail(prepared.error());
   const std::uint32_t partition = slot->log.partition();

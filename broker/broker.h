@@ -318,8 +318,15 @@ class Broker {
   void UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
                            Callback<TopicInfo> done);
   void DeleteOnAdminStrand(const std::string& name, bool force, StatusCallback done);
+  // On the slot's strand: appends `records`, writing `extra` in the same batch.
   void AppendOnStrand(std::shared_ptr<PartitionSlot> slot, std::vector<storage::Record> records,
-                      std::vector<std::size_t> indexes, std::shared_ptr<ProduceOp> op);
+                      std::vector<std::size_t> indexes, std::shared_ptr<ProduceOp> op,
+                      storage::WriteBatch extra = {});
+  struct DeadLetter;
+  // Appends dead letters to their dead-letter queue and deletes them from the source in one
+  // write per dead-letter partition; answers nobody (the receive that found them has).
+  void MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
+                       std::shared_ptr<const Topic> source_topic, std::vector<DeadLetter> letters);
 
   storage::Store& store_;
   const Clock& clock_;

@@ -4,9 +4,11 @@
 // lease it took in one batch; deletes and visibility changes run on the receipt's partition.
 
 #include <algorithm>
+#include <numeric>
 
 #include "broker/broker.h"
 #include "broker/broker_internal.h"
+#include "broker/partitioner.h"
 #include "common/coding.h"
 #include "storage/keys.h"
 
@@ -33,6 +35,13 @@ bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
 
 }  // namespace
 
+// A message past its queue's max receive count, on its way to the dead-letter queue.
+struct Broker::DeadLetter {
+  std::uint32_t partition = 0;  // in the source topic
+  ReceivedMessage message;
+  storage::WriteBatch source_delete;  // its deletion from the source, prepared on its strand
+};
+
 // A receive waiting for a wake or its timer, whichever comes first.
 struct Broker::ParkedReceive {
   ParkedReceive(boost::asio::thread_pool::executor_type executor, std::shared_ptr<ReceiveOp> o)
@@ -56,6 +65,7 @@ struct Broker::ReceiveOp {
   storage::WriteBatch batch;
   std::vector<QueueMessage> messages;
   std::optional<std::int64_t> next_visible_ms;
+  std::vector<DeadLetter> dead;
   // Set when a partition failed; what earlier partitions leased is still written.
   std::optional<Error> error;
 };
@@ -315,6 +325,12 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
                                   " ms is out of range 0-" + std::to_string(kMaxDeliveryDelayMs)));
     }
     if (m.record.value.empty()) return done(InvalidArgument(which + "the message body is empty"));
+    for (const auto& [key, value] : m.record.headers) {
+      if (key.rfind("spool.", 0) == 0) {
+        return done(InvalidArgument(which + "header '" + key +
+                                    "': names starting with \"spool.\" are reserved"));
+      }
+    }
     if (static_cast<std::int64_t>(storage::EncodedRecordSize(m.record)) > a.max_message_bytes) {
       return done(ResourceExhausted(which + "the message is above the queue's " +
                                     std::to_string(a.max_message_bytes) + " bytes"));
@@ -364,6 +380,7 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   op->batch = storage::WriteBatch();
   op->messages.clear();
   op->next_visible_ms.reset();
+  op->dead.clear();
   op->error.reset();
   // Start where the last receive of this topic's partitions did not, so every partition is
   // served in turn.
@@ -375,6 +392,13 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   op->options.fifo = queue->attributes.fifo;
   // Every partition applies the whole limit; together they may lease up to partitions x it.
   op->options.max_in_flight = queue->attributes.max_in_flight;
+  // Messages past the max receive count move only while the dead-letter queue exists;
+  // otherwise they stay receivable.
+  op->options.max_receive_count.reset();
+  if (const auto& policy = queue->attributes.redrive_policy) {
+    auto dlq = FindQueue(policy->dead_letter_queue);
+    if (dlq && FindTopic(dlq->topic)) op->options.max_receive_count = policy->max_receive_count;
+  }
   ReceiveStep(std::move(op), 0);
 }
 
@@ -384,6 +408,11 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
     auto batch = std::move(op->batch);
     store_.Write(std::move(batch), [this, op](Status s) mutable {
       if (!s) op->error = s.error();
+      if (s && !op->dead.empty()) {
+        auto dead = std::move(op->dead);
+        op->dead.clear();
+        MoveDeadLetters(op->queue, op->topic, std::move(dead));
+      }
       ReceiveDone(std::move(op));
     });
     return;
@@ -413,6 +442,17 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
       }
       for (auto& m : got->messages)
         op->messages.push_back({slot->log.partition(), std::move(m)});
+      for (auto& m : got->dead_letters) {
+        DeadLetter d;
+        d.partition = slot->log.partition();
+        if (Status st = (*state)->PrepareDeadLetterDelete(m.offset, m.generation, d.source_delete);
+            !st) {
+          Log().error("queue '{}': {}", op->queue->name, st.error().ToString());
+          continue;
+        }
+        d.message = std::move(m);
+        op->dead.push_back(std::move(d));
+      }
       if (got->next_visible_ms &&
           (!op->next_visible_ms || *got->next_visible_ms < *op->next_visible_ms)) {
         op->next_visible_ms = got->next_visible_ms;
@@ -463,6 +503,78 @@ void Broker::RetryReceive(ParkedReceive& parked, bool may_park) {
   if (parked.woken.exchange(true)) return;  // the timer and a wake raced; one retry
   parked.op->may_park = may_park;
   ReceiveAttempt(parked.op);
+}
+
+void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
+                             std::shared_ptr<const Topic> source_topic,
+                             std::vector<DeadLetter> letters) {
+  const auto& policy = source->attributes.redrive_policy;
+  auto dlq = policy ? FindQueue(policy->dead_letter_queue) : nullptr;
+  auto dlq_topic = dlq ? FindTopic(dlq->topic) : nullptr;
+  if (!dlq_topic) {
+    // Gone since the receive started: the messages stay locked here until the next restart,
+    // which makes them receivable again.
+    Log().warn("queue '{}': {} messages could not move; the dead-letter queue is gone",
+               source->name, letters.size());
+    return;
+  }
+  const auto n = static_cast<std::uint32_t>(dlq_topic->partitions.size());
+  const std::uint32_t sticky = dlq_topic->next_sticky->fetch_add(1, std::memory_order_relaxed) % n;
+  std::map<std::uint32_t, std::vector<DeadLetter>> by_partition;
+  for (auto& d : letters) {
+    // FIFO: each group keeps to one partition of the dead-letter queue too.
+    const auto& group = d.message.record.message_group_id;
+    by_partition[group ? PartitionForKey(*group, n) : sticky].push_back(std::move(d));
+  }
+  for (auto& [p, part] : by_partition) {
+    if (!Enter()) return;  // shutting down: still locked, receivable again after the restart
+    std::vector<storage::Record> records;
+    storage::WriteBatch deletes;
+    std::vector<QueueReceipt> receipts;
+    for (auto& d : part) {
+      storage::Record r = std::move(d.message.record);
+      r.deliver_after_ms.reset();
+      r.headers.emplace_back("spool.dlq.source_queue", source->name);
+      r.headers.emplace_back("spool.dlq.receive_count", std::to_string(d.message.receive_count));
+      r.headers.emplace_back("spool.dlq.sent_timestamp_ms", std::to_string(r.append_timestamp_ms));
+      records.push_back(std::move(r));
+      deletes.Append(std::move(d.source_delete));
+      receipts.push_back({d.partition, d.message.offset, d.message.generation});
+    }
+    std::vector<std::size_t> indexes(records.size());
+    std::iota(indexes.begin(), indexes.end(), 0);
+    const std::size_t count = records.size();
+    // Once the move is durable, the source's memory learns of the deletes its write carried.
+    auto op = std::make_shared<ProduceOp>(
+        1, std::vector<ProducedRecord>(count),
+        [this, source, source_topic, receipts,
+         dlq_name = dlq->name](Result<std::vector<ProducedRecord>> moved) {
+          if (!moved) {
+            Log().error("queue '{}': moving {} messages to '{}' failed: {}", source->name,
+                        receipts.size(), dlq_name, moved.error().ToString());
+            return;
+          }
+          for (const QueueReceipt& r : receipts) {
+            if (!Enter()) return;
+            auto slot = source_topic->partitions[r.partition];
+            boost::asio::post(slot->strand, [this, slot, r, sub = source->subscription] {
+              auto state = slot->Queue(store_, sub);
+              storage::WriteBatch floor;
+              if (state) (void)(*state)->Delete(r.offset, r.generation, floor);
+              store_.Write(std::move(floor), [this](Status) { Leave(); });
+            });
+          }
+          source_topic->receivers->Wake();  // FIFO groups and in-flight room are free
+        },
+        [this] { Leave(); });
+    auto slot = dlq_topic->partitions[p];
+    boost::asio::post(slot->strand,
+                      [this, slot, records = std::move(records), indexes = std::move(indexes),
+                       op = std::move(op), deletes = std::move(deletes)]() mutable {
+                        AppendOnStrand(slot, std::move(records), std::move(indexes), std::move(op),
+                                       std::move(deletes));
+                      });
+  }
 }
 
 void Broker::OnQueuePartition(const std::string& queue_name, std::uint32_t partition,

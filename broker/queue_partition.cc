@@ -323,6 +323,22 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint32_t generation,
   return Ok();
 }
 
+Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint32_t generation,
+                                               storage::WriteBatch& batch) const {
+  auto it = states_.find(offset);
+  if (it == states_.end() || it->second.acked || it->second.visible_at_ms != kLocked ||
+      it->second.generation != generation) {
+    return FailedPrecondition("message " + std::to_string(offset) +
+                              " is not a dead letter waiting to be moved");
+  }
+  QueueMessageState done = it->second;
+  done.acked = true;
+  batch.Put(storage::ColumnFamily::kQueueState,
+            storage::QueueMessageKey(subscription_, log_->partition(), offset),
+            EncodeQueueMessageState(done));
+  return Ok();
+}
+
 Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t generation,
                                         std::int64_t now_ms, std::int64_t visible_in_ms,
                                         std::int64_t max_lease_ms, storage::WriteBatch& batch) {

@@ -105,6 +105,12 @@ class QueuePartition {
   // Acknowledges a message. OK if it is done already (deleted, purged, dropped by retention).
   // FailedPrecondition if it was received again since `generation`.
   Status Delete(std::uint64_t offset, std::uint32_t generation, storage::WriteBatch& batch);
+  // For moving a dead letter: adds to `batch` the stored form of the message as deleted,
+  // without changing this state (the move's write carries it with the dead-letter append;
+  // Delete applies it here once that write is durable). FailedPrecondition unless the
+  // message is a dead letter locked with `generation`.
+  Status PrepareDeadLetterDelete(std::uint64_t offset, std::uint32_t generation,
+                                 storage::WriteBatch& batch) const;
   // Ends the lease of `generation` `visible_in_ms` from now (0: receivable at once), at most
   // `max_lease_ms` after that receive. FailedPrecondition if the message is done or was
   // received again; InvalidArgument past the lease limit.

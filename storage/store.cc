@@ -33,6 +33,14 @@ void WriteBatch::Put(ColumnFamily cf, std::string key, std::string value) {
   ops_.push_back({OpType::kPut, cf, std::move(key), std::move(value)});
 }
 
+void WriteBatch::Append(WriteBatch&& other) {
+  for (Op& op : other.ops_)
+    ops_.push_back(std::move(op));
+  bytes_ += other.bytes_;
+  other.ops_.clear();
+  other.bytes_ = 0;
+}
+
 void WriteBatch::Delete(ColumnFamily cf, std::string key) {
   bytes_ += key.size();
   ops_.push_back({OpType::kDelete, cf, std::move(key), {}});

@@ -61,6 +61,8 @@ class WriteBatch {
   void Delete(ColumnFamily cf, std::string key);
   // Removes [begin, end).
   void DeleteRange(ColumnFamily cf, std::string begin, std::string end);
+  // Adds `other`'s changes after this batch's own.
+  void Append(WriteBatch&& other);
 
   bool empty() const { return ops_.empty(); }
   std::size_t size() const { return ops_.size(); }

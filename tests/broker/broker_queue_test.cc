@@ -6,6 +6,7 @@
 #include <future>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -330,6 +331,77 @@ TEST_F(BrokerQueueTest, QueuesLeasesAndProgressSurviveARestart) {
   EXPECT_NE(Describe("second")->metadata.subscription, 0u);
   EXPECT_GT(Describe("second")->metadata.subscription, Describe("durable")->metadata.subscription)
       << "subscription ids were reused";
+}
+
+TEST_F(BrokerQueueTest, AMessageReceivedTooOftenMovesToTheDeadLetterQueueOnce) {
+  ASSERT_TRUE(CreateQueue("dead"));
+  QueueAttributes a;
+  a.visibility_timeout_ms = 1'000;
+  a.redrive_policy = RedrivePolicy{"dead", 2};
+  ASSERT_TRUE(CreateQueue("src", a));
+  std::vector<QueueSend> one(1);
+  one[0].record.value = "poison";
+  one[0].record.headers = {{"kind", "test"}};
+  Waiter<std::vector<ProducedRecord>> sent;
+  broker_->SendMessages("src", std::move(one), sent.Callback());
+  ASSERT_TRUE(sent.Get());
+  for (std::uint32_t i = 1; i <= 2; ++i) {
+    auto got = Receive("src", 1);
+    ASSERT_EQ(got->size(), 1u);
+    EXPECT_EQ(got->at(0).message.receive_count, i);
+    clock_.Advance(milliseconds(1'000));
+  }
+  EXPECT_TRUE(Receive("src", 10)->empty()) << "the third receive delivered it";
+  // The move is durable shortly after; the dead-letter queue has it, with where it came from.
+  std::vector<QueueMessage> moved;
+  for (int i = 0; i < 100 && moved.empty(); ++i) {
+    moved = *Receive("dead", 10);
+    if (moved.empty()) std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(moved.size(), 1u) << "the message never reached the dead-letter queue";
+  const storage::Record& r = moved[0].message.record;
+  EXPECT_EQ(r.value, "poison");
+  auto header = [&](const std::string& key) -> std::string {
+    for (const auto& [k, v] : r.headers)
+      if (k == key) return v;
+    return "<missing>";
+  };
+  EXPECT_EQ(header("kind"), "test");
+  EXPECT_EQ(header("spool.dlq.source_queue"), "src");
+  EXPECT_EQ(header("spool.dlq.receive_count"), "2");
+  EXPECT_EQ(moved[0].message.receive_count, 1u) << "the dead-letter queue counts its own";
+  // Never in both, also after a restart.
+  clock_.Advance(milliseconds(60'000));
+  EXPECT_TRUE(Receive("src", 10)->empty());
+  Close();
+  Open();
+  clock_.Advance(milliseconds(60'000));
+  EXPECT_TRUE(Receive("src", 10)->empty()) << "the moved message came back to the source";
+  EXPECT_EQ(Receive("dead", 10)->size(), 1u);
+  // Reserved header names are refused on send.
+  std::vector<QueueSend> reserved(1);
+  reserved[0].record.value = "x";
+  reserved[0].record.headers = {{"spool.dlq.source_queue", "forged"}};
+  Waiter<std::vector<ProducedRecord>> refused;
+  broker_->SendMessages("src", std::move(reserved), refused.Callback());
+  EXPECT_EQ(refused.Get().error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(BrokerQueueTest, WithoutItsDeadLetterQueueAMessageStaysReceivable) {
+  ASSERT_TRUE(CreateQueue("dead"));
+  QueueAttributes a;
+  a.visibility_timeout_ms = 1'000;
+  a.redrive_policy = RedrivePolicy{"dead", 1};
+  ASSERT_TRUE(CreateQueue("src", a));
+  ASSERT_TRUE(Send("src", {"m"}));
+  StatusWaiter deleted;
+  broker_->DeleteQueue("dead", deleted.Callback());
+  ASSERT_TRUE(deleted.Get());
+  for (std::uint32_t i = 1; i <= 3; ++i) {
+    auto got = Receive("src", 1);
+    ASSERT_EQ(got->size(), 1u) << "receive " << i;
+    clock_.Advance(milliseconds(1'000));
+  }
 }
 
 // A receive that may park: the test can check whether it has answered yet.
