@@ -105,11 +105,13 @@ Status Broker::Load() {
     topic->metadata = std::move(*metadata);
     topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
     topic->receivers = std::make_shared<ReceiveWaitList>();
+    topic->dedup = std::make_shared<DedupTable>();
     for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
       auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
       if (!log) return log.error();
-      topic->partitions.push_back(std::make_shared<PartitionSlot>(
-          boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers));
+      topic->partitions.push_back(
+          std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
+                                          std::move(*log), topic->receivers, topic->dedup));
     }
     next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
     loaded.emplace(topic->metadata.config.name, std::move(topic));
@@ -117,6 +119,7 @@ Status Broker::Load() {
   if (Status s = it->status(); !s) return s;
   Log().info("loaded {} topics", loaded.size());
   if (Status s = DropOrphanedData(loaded); !s) return s;
+  if (Status s = LoadDedup(loaded); !s) return s;
   {
     std::unique_lock lock(topics_mu_);
     topics_ = std::move(loaded);
@@ -152,6 +155,35 @@ Status Broker::DropOrphanedData(const std::map<std::string, std::shared_ptr<cons
   Log().warn("dropping the data of {} deleted topic(s) left behind by an interrupted deletion",
              orphans.size());
   return store_.WriteSync(std::move(batch));
+}
+
+Status Broker::LoadDedup(const std::map<std::string, std::shared_ptr<const Topic>>& topics) {
+  std::map<std::uint32_t, std::shared_ptr<const Topic>> by_id;
+  for (const auto& [name, topic] : topics)
+    by_id[topic->metadata.id] = topic;
+  const std::int64_t now = clock_.WallMillis();
+  storage::WriteBatch stale;
+  std::size_t restored = 0;
+  auto it =
+      store_.NewIterator(ColumnFamily::kDedup, std::string(), storage::TopicRangeEnd(UINT32_MAX));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view key = it->key();
+    std::uint32_t id = 0;
+    if (!GetFixed32BE(key, &id)) return DataLoss("corrupt deduplication key");
+    auto value = DedupTable::DecodeValue(it->value());
+    if (!value) return value.error();
+    auto topic = by_id.find(id);
+    if (topic == by_id.end() || value->second <= now) {
+      stale.Delete(ColumnFamily::kDedup, std::string(it->key()));
+      continue;
+    }
+    topic->second->dedup->Restore(std::string(key), value->first, value->second);
+    ++restored;
+  }
+  if (Status s = it->status(); !s) return s;
+  if (restored > 0) Log().info("restored {} deduplication ids", restored);
+  if (stale.empty()) return Ok();
+  return store_.WriteSync(std::move(stale));
 }
 
 void Broker::Shutdown() {
@@ -312,6 +344,7 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
   topic->metadata = {next_topic_id_, std::move(config), clock_.WallMillis()};
   topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
   topic->receivers = std::make_shared<ReceiveWaitList>();
+  topic->dedup = std::make_shared<DedupTable>();
   std::string counter;
   PutFixed64BE(counter, next_topic_id_ + 1);
   batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, topic->metadata.config.name),
@@ -322,8 +355,9 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
   for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return log.error();
-    topic->partitions.push_back(std::make_shared<PartitionSlot>(
-        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers));
+    topic->partitions.push_back(
+        std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
+                                        std::move(*log), topic->receivers, topic->dedup));
   }
   return topic;
 }
@@ -373,8 +407,9 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
   for (auto p = static_cast<std::uint32_t>(topic->partitions.size()); p < config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return done(log.error());
-    topic->partitions.push_back(std::make_shared<PartitionSlot>(
-        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers));
+    topic->partitions.push_back(
+        std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
+                                        std::move(*log), topic->receivers, topic->dedup));
   }
   {
     std::unique_lock lock(topics_mu_);
@@ -422,6 +457,7 @@ void Broker::DeleteOnAdminStrand(const std::string& name, bool force, StatusCall
   // and so do the queues that read it.
   storage::WriteBatch batch;
   batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, name));
+  batch.DeleteRange(ColumnFamily::kDedup, storage::TopicPrefix(id), storage::TopicRangeEnd(id));
   for (const auto& q : readers) {
     batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, q->name));
     batch.DeleteRange(ColumnFamily::kQueueState, storage::TopicPrefix(q->subscription),
@@ -507,15 +543,56 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
       target[i] = sticky;
     }
   }
-  std::map<std::uint32_t, std::vector<std::size_t>> groups;
-  for (std::size_t i = 0; i < records.size(); ++i)
-    groups[target[i]].push_back(i);
+  // Deduplication: an id appended within the window answers with the original; an id that
+  // another call (or an earlier record of this one) is appending waits for its outcome.
+  std::vector<ProducedRecord> values(records.size());
+  std::vector<bool> appended(records.size(), true);
+  std::vector<std::pair<std::size_t, std::shared_ptr<DedupPending>>> waits;
+  bool any_dedup = false;
+  const std::int64_t now = clock_.WallMillis();
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (!records[i].dedup_id) continue;
+    any_dedup = true;
+    DedupTable::Claim claim = topic->dedup->Take(*records[i].dedup_id, now);
+    if (claim.kind == DedupTable::Claim::Kind::kDuplicate) {
+      values[i] = {claim.hit.partition, claim.hit.offset, true};
+      appended[i] = false;
+    } else if (claim.kind == DedupTable::Claim::Kind::kPending) {
+      waits.emplace_back(i, std::move(claim.pending));
+      appended[i] = false;
+    }
+  }
+  if (any_dedup) {
+    // Ids whose window ended leave the store too.
+    if (auto expired = topic->dedup->TakeExpired(now); !expired.empty()) {
+      storage::WriteBatch sweep;
+      for (const auto& id : expired)
+        sweep.Delete(ColumnFamily::kDedup, storage::DedupKey(topic->metadata.id, id));
+      store_.Write(std::move(sweep), [](Status) {});
+    }
+  }
 
-  auto op = std::make_shared<ProduceOp>(groups.size(), std::vector<ProducedRecord>(records.size()),
+  std::map<std::uint32_t, std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (appended[i]) groups[target[i]].push_back(i);
+  }
+
+  if (groups.empty() && waits.empty()) {  // every record was a duplicate
+    done(std::move(values));
+    return Leave();
+  }
+  auto op = std::make_shared<ProduceOp>(groups.size() + waits.size(), std::move(values),
                                         std::move(done), [this] { Leave(); });
+  for (auto& [i, pending] : waits) {
+    pending->Then([op, i = i](Result<DedupHit> outcome) {
+      if (!outcome) return op->Fail(outcome.error());
+      op->value()[i] = {outcome->partition, outcome->offset, true};
+      op->Finish();
+    });
+  }
   for (auto& [p, indexes] : groups) {
     std::vector<storage::Record> part;
-    if (groups.size() == 1) {
+    if (indexes.size() == records.size()) {  // all of them, to one partition
       part = std::move(records);
     } else {
       part.reserve(indexes.size());
@@ -533,11 +610,36 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
 void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
                             std::vector<storage::Record> records, std::vector<std::size_t> indexes,
                             std::shared_ptr<ProduceOp> op, storage::WriteBatch extra) {
-  if (slot->deleted) return op->Fail(NotFound("the topic was deleted"));
+  if (slot->deleted) {
+    for (const auto& r : records) {
+      if (r.dedup_id) slot->dedup->Abandon(*r.dedup_id, NotFound("the topic was deleted"));
+    }
+    return op->Fail(NotFound("the topic was deleted"));
+  }
   storage::WriteBatch batch = std::move(extra);
   auto prepared = slot->log.PrepareAppend(records, clock_.WallMillis(), batch);
-  if (!prepared) return op->Fail(prepared.error());
   const std::uint32_t partition = slot->log.partition();
+  // Deduplication ids are stored in the append's own batch: durable together.
+  struct Dedup {
+    std::string id;
+    DedupHit hit;
+    std::int64_t expires_ms;
+  };
+  std::vector<Dedup> dedup;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (!records[i].dedup_id) continue;
+    if (!prepared) {
+      slot->dedup->Abandon(*records[i].dedup_id, prepared.error());
+      continue;
+    }
+    Dedup d{*records[i].dedup_id,
+            {partition, prepared->first_offset + i},
+            records[i].append_timestamp_ms + kDedupWindowMs};
+    batch.Put(ColumnFamily::kDedup, storage::DedupKey(slot->log.topic(), d.id),
+              DedupTable::EncodeValue(d.hit, d.expires_ms));
+    dedup.push_back(std::move(d));
+  }
+  if (!prepared) return op->Fail(prepared.error());
   std::uint64_t payload_bytes = 0;
   for (const storage::Record& r : records) {
     payload_bytes += r.value.size() + (r.key ? r.key->size() : 0);
@@ -551,8 +653,15 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   // The slot moves into that handler: once the answer lets Shutdown() proceed, nothing on
   // the syncer thread may still own a strand of the pool being destroyed.
   store_.Write(std::move(batch), [slot = std::move(slot), op = std::move(op), append = *prepared,
-                                  payload_bytes](Status s) mutable {
+                                  payload_bytes, dedup = std::move(dedup)](Status s) mutable {
     auto& strand = slot->strand;
+    for (const Dedup& d : dedup) {
+      if (s) {
+        slot->dedup->Complete(d.id, d.hit, d.expires_ms);
+      } else {
+        slot->dedup->Abandon(d.id, s.error());
+      }
+    }
     if (!s) {
       boost::asio::post(
           strand, [slot = std::move(slot), error = s.error()] { slot->log.MarkFailed(error); });

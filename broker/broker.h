@@ -32,6 +32,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "broker/dedup.h"
 #include "broker/group_coordinator.h"
 #include "broker/queue_config.h"
 #include "broker/queue_partition.h"
@@ -94,6 +95,9 @@ struct ResetOffsetsOutcome {
 struct ProducedRecord {
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
+  // Not appended: its deduplication id was appended within the last 5 minutes, at
+  // (partition, offset).
+  bool duplicate = false;
   bool operator==(const ProducedRecord&) const = default;
 };
 
@@ -199,7 +203,8 @@ class Broker {
   // --- records --------------------------------------------------------------------------
   // Appends `records` to `topic`: to `partition` if given, else records with a message group
   // id by the Kafka hash of the group id, keyed records by the hash of their key, and the
-  // rest all to one partition chosen round-robin per call.
+  // rest all to one partition chosen round-robin per call. A record whose deduplication id
+  // was appended to the topic within 5 minutes (or is being appended) is not appended again.
   // `done` gets one (partition, offset) per record, in input order, once all are durable.
   // Validation happens before anything is written: a bad batch writes nothing.
   void Produce(const std::string& topic, std::optional<std::uint32_t> partition,
@@ -285,6 +290,8 @@ class Broker {
   Status Load();
   Status LoadQueues();  // broker_queues.cc
   Status DropOrphanedData(const std::map<std::string, std::shared_ptr<const Topic>>& topics);
+  // Deduplication ids still in their window go back into their topics' tables.
+  Status LoadDedup(const std::map<std::string, std::shared_ptr<const Topic>>& topics);
   std::shared_ptr<const Topic> FindTopic(const std::string& name) const;
   Result<std::shared_ptr<PartitionSlot>> FindPartition(const std::string& topic,
                                                        std::uint32_t partition) const;

@@ -143,8 +143,9 @@ struct ReceiveWaitList {
 };
 
 struct Broker::PartitionSlot {
-  PartitionSlot(Strand s, storage::PartitionLog l, std::shared_ptr<ReceiveWaitList> r)
-      : strand(std::move(s)), log(std::move(l)), receivers(std::move(r)) {
+  PartitionSlot(Strand s, storage::PartitionLog l, std::shared_ptr<ReceiveWaitList> r,
+                std::shared_ptr<DedupTable> d)
+      : strand(std::move(s)), log(std::move(l)), receivers(std::move(r)), dedup(std::move(d)) {
     Publish();
   }
 
@@ -216,6 +217,7 @@ struct Broker::PartitionSlot {
   Strand strand;
   storage::PartitionLog log;                   // strand only
   std::shared_ptr<ReceiveWaitList> receivers;  // the topic's
+  std::shared_ptr<DedupTable> dedup;           // the topic's
   // Queue subscriptions reading this partition, by id; they point into `log`.
   std::map<std::uint32_t, std::unique_ptr<QueuePartition>> queues;  // strand only
   bool deleted = false;                                             // strand only
@@ -235,8 +237,9 @@ struct Broker::Topic {
   std::vector<std::shared_ptr<PartitionSlot>> partitions;
   // Shared by every snapshot of the topic, for round-robin placement of unkeyed batches.
   std::shared_ptr<std::atomic<std::uint32_t>> next_sticky;
-  // Shared likewise: receives parked on the topic's queues.
+  // Shared likewise: receives parked on the topic's queues, and deduplication ids.
   std::shared_ptr<ReceiveWaitList> receivers;
+  std::shared_ptr<DedupTable> dedup;
 };
 
 struct Broker::ProduceOp : internal::Gather<std::vector<ProducedRecord>> {

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include <openssl/sha.h>
+
 #include "broker/broker.h"
 #include "broker/broker_internal.h"
 #include "broker/partitioner.h"
@@ -23,6 +25,20 @@ using storage::MetaTag;
 const std::string kNextSubscriptionIdCounter = "next_subscription_id";
 constexpr std::size_t kMaxReceiveMessages = 1'000;
 constexpr std::size_t kMaxSendMessages = 1'000;
+
+// Content-based deduplication ids: the SHA-256 of the body, in lower-case hex.
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * SHA256_DIGEST_LENGTH);
+  for (unsigned char byte : digest) {
+    out.push_back(kHex[byte >> 4]);
+    out.push_back(kHex[byte & 0xf]);
+  }
+  return out;
+}
 
 Error UnknownQueue(const std::string& name) {
   return NotFound("queue '" + name + "' does not exist");
@@ -273,6 +289,14 @@ void Broker::PurgeQueue(std::string name, Callback<std::uint64_t> done) {
   auto topic = FindTopic(queue->topic);
   if (!topic) return done(UnknownTopic(queue->topic));
   if (!Enter()) return done(ShuttingDown());
+  if (queue->owns_topic) {
+    // The queue's deduplication history goes with its messages.
+    topic->dedup->Clear();
+    storage::WriteBatch forget;
+    forget.DeleteRange(ColumnFamily::kDedup, storage::TopicPrefix(topic->metadata.id),
+                       storage::TopicRangeEnd(topic->metadata.id));
+    store_.Write(std::move(forget), [](Status) {});
+  }
   auto gather = std::make_shared<Gather<std::uint64_t>>(topic->partitions.size(), 0,
                                                         std::move(done), [this] { Leave(); });
   const std::int64_t now = clock_.WallMillis();
@@ -315,6 +339,14 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
       }
       if (m.delay_ms && *m.delay_ms != 0) {
         return done(InvalidArgument(which + "FIFO queues take no per-message delay"));
+      }
+      if (!m.record.dedup_id) {
+        if (!a.content_based_deduplication) {
+          return done(InvalidArgument(which +
+                                      "a FIFO queue needs a deduplication id (or content-based "
+                                      "deduplication turned on)"));
+        }
+        m.record.dedup_id = Sha256Hex(m.record.value);
       }
     } else if (m.record.message_group_id) {
       return done(InvalidArgument(which + "message group ids are for FIFO queues"));

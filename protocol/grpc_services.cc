@@ -90,6 +90,7 @@ void FillPublishResponse(const std::vector<broker::ProducedRecord>& produced,
     v1::PublishResult* result = response->add_results();
     result->set_partition(p.partition);
     result->set_offset(p.offset);
+    result->set_duplicate(p.duplicate);
   }
 }
 

@@ -96,6 +96,12 @@ std::string GroupOffsetKey(std::string_view group, std::uint32_t topic, std::uin
   return GroupOffsetsBegin(group) + PartitionPrefix(topic, partition);
 }
 
+std::string DedupKey(std::uint32_t topic, std::string_view id) {
+  std::string key = TopicPrefix(topic);
+  key.append(id);
+  return key;
+}
+
 std::string QueueFloorKey(std::uint32_t subscription, std::uint32_t partition) {
   std::string key = PartitionPrefix(subscription, partition);
   key.push_back('\x00');

@@ -66,6 +66,10 @@ std::string GroupOffsetsEnd(std::string_view group);
 inline constexpr char kGroupMetaTag = 'G';
 inline constexpr char kGroupOffsetTag = 'O';
 
+// dedup: topic u32 | deduplication id -> where the record went and when the id expires.
+// [TopicPrefix(t), TopicRangeEnd(t)) holds one topic's ids.
+std::string DedupKey(std::uint32_t topic, std::string_view id);
+
 // queue_state: one queue subscription's progress on one partition.
 //   subscription u32 | partition u32 | 0x00                -> ack floor u64 (all below: done)
 //   subscription u32 | partition u32 | 0x01 | offset u64   -> that message's state

@@ -249,7 +249,8 @@ TEST_F(BrokerQueueTest, SendValidatesAndAppliesDelays) {
   EXPECT_EQ(Send("f.fifo", {"x"}).error().code, ErrorCode::kInvalidArgument) << "no group id";
   EXPECT_EQ(Send("f.fifo", {"x"}, 5, "g").error().code, ErrorCode::kInvalidArgument)
       << "a per-message delay on a FIFO queue";
-  EXPECT_TRUE(Send("f.fifo", {"x"}, std::nullopt, "g"));
+  EXPECT_EQ(Send("f.fifo", {"x"}, std::nullopt, "g").error().code, ErrorCode::kInvalidArgument)
+      << "no deduplication id, and content-based deduplication is off";
   EXPECT_EQ(Receive("slow", 0).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(Receive("slow", 1001).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(Receive("slow", 1, 12LL * 3600 * 1000 + 1).error().code, ErrorCode::kInvalidArgument);
@@ -258,6 +259,7 @@ TEST_F(BrokerQueueTest, SendValidatesAndAppliesDelays) {
 TEST_F(BrokerQueueTest, FifoGroupsStayInOrder) {
   QueueAttributes fifo;
   fifo.fifo = true;
+  fifo.content_based_deduplication = true;
   fifo.partitions = 2;
   ASSERT_TRUE(CreateQueue("orders.fifo", fifo));
   ASSERT_TRUE(Send("orders.fifo", {"a1", "a2", "a3"}, std::nullopt, "A"));
@@ -402,6 +404,41 @@ TEST_F(BrokerQueueTest, WithoutItsDeadLetterQueueAMessageStaysReceivable) {
     ASSERT_EQ(got->size(), 1u) << "receive " << i;
     clock_.Advance(milliseconds(1'000));
   }
+}
+
+TEST_F(BrokerQueueTest, FifoSendsAreDeduplicatedByIdOrBody) {
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  fifo.content_based_deduplication = true;
+  ASSERT_TRUE(CreateQueue("d.fifo", fifo));
+  auto first = Send("d.fifo", {"same body"}, std::nullopt, "g");
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_FALSE(first->at(0).duplicate);
+  auto again = Send("d.fifo", {"same body"}, std::nullopt, "g");
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->at(0).duplicate) << "the body's hash did not deduplicate";
+  EXPECT_EQ(again->at(0).offset, first->at(0).offset);
+  std::vector<QueueSend> by_id(2);
+  for (auto& m : by_id) {
+    m.record.value = "different bodies";
+    m.record.message_group_id = "g";
+    m.record.dedup_id = "order-17";
+  }
+  by_id[1].record.value = "another body";
+  Waiter<std::vector<ProducedRecord>> w;
+  broker_->SendMessages("d.fifo", std::move(by_id), w.Callback());
+  auto sent = w.Get();
+  ASSERT_TRUE(sent) << sent.error().ToString();
+  EXPECT_FALSE(sent->at(0).duplicate);
+  EXPECT_TRUE(sent->at(1).duplicate) << "an explicit id repeated in one batch";
+  EXPECT_EQ(ReceiveAll("d.fifo", 10).size(), 2u) << "duplicates were delivered";
+  // A purge forgets the history: the same body is new again.
+  Waiter<std::uint64_t> purged;
+  broker_->PurgeQueue("d.fifo", purged.Callback());
+  ASSERT_TRUE(purged.Get());
+  auto after = Send("d.fifo", {"same body"}, std::nullopt, "g");
+  ASSERT_TRUE(after);
+  EXPECT_FALSE(after->at(0).duplicate);
 }
 
 // A receive that may park: the test can check whether it has answered yet.

@@ -455,6 +455,65 @@ TEST_F(BrokerTest, ConcurrentProducersGetUniqueContiguousOffsets) {
   }
 }
 
+Record WithId(std::string value, std::string dedup_id) {
+  Record r = Value(std::move(value));
+  r.dedup_id = std::move(dedup_id);
+  return r;
+}
+
+TEST_F(BrokerTest, ARecordWhoseIdWasAppendedWithinFiveMinutesIsNotAppendedAgain) {
+  ASSERT_TRUE(Create("d", 2));
+  auto first = Produce("d", 1, {WithId("a", "id-1"), WithId("b", "id-2")});
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_FALSE(first->at(0).duplicate);
+  // A retry, to another partition even: the original's place comes back.
+  auto retry =
+      Produce("d", 0, {WithId("a again", "id-1"), WithId("c", "id-3"), WithId("c twice", "id-3")});
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(retry->at(0), (ProducedRecord{1, 0, true}));
+  EXPECT_EQ(retry->at(1), (ProducedRecord{0, 0, false}));
+  EXPECT_EQ(retry->at(2), (ProducedRecord{0, 0, true})) << "repeated in one batch";
+  EXPECT_EQ(broker_->DescribeTopic("d")->partitions[0].end_offset, 1u);
+  EXPECT_EQ(broker_->DescribeTopic("d")->partitions[1].end_offset, 2u);
+  // The ids survive a restart; the window is five minutes of the broker's clock.
+  Reopen();
+  EXPECT_TRUE(Produce("d", 0, {WithId("x", "id-2")})->at(0).duplicate);
+  clock_.Advance(std::chrono::minutes(5));
+  auto later = Produce("d", 0, {WithId("x", "id-2")});
+  ASSERT_TRUE(later);
+  EXPECT_FALSE(later->at(0).duplicate) << "the id outlived its window";
+  EXPECT_EQ(later->at(0).offset, 1u);
+}
+
+TEST_F(BrokerTest, RacingPublishesOfOneIdAppendItOnce) {
+  ASSERT_TRUE(Create("race", 4));
+  constexpr int kThreads = 8;
+  std::vector<std::thread> threads;
+  std::vector<Result<std::vector<ProducedRecord>>> results(kThreads, Error{});
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      results[t] = Produce("race", std::nullopt, {WithId("v" + std::to_string(t), "the-id")});
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  int appended = 0;
+  std::set<std::pair<std::uint32_t, std::uint64_t>> places;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r) << r.error().ToString();
+    if (!r->at(0).duplicate) ++appended;
+    places.insert({r->at(0).partition, r->at(0).offset});
+  }
+  EXPECT_EQ(appended, 1);
+  EXPECT_EQ(places.size(), 1u) << "duplicates reported different originals";
+  std::uint64_t total = 0;
+  auto described = broker_->DescribeTopic("race");
+  ASSERT_TRUE(described);
+  for (const auto& p : described->partitions)
+    total += p.end_offset;
+  EXPECT_EQ(total, 1u);
+}
+
 TEST_F(BrokerTest, CallsAfterShutdownAreUnavailable) {
   ASSERT_TRUE(Create("t", 1));
   broker_->Shutdown();
