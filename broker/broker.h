@@ -258,6 +258,10 @@ class Broker {
   // Sorted by name, after `after` (exclusive), at most `limit`.
   std::vector<std::string> ListQueues(const std::string& prefix, const std::string& after,
                                       std::size_t limit) const;
+  // Non-blocking read of the queue table; null if there is no such queue.
+  std::shared_ptr<const QueueMetadata> FindQueueMetadata(const std::string& name) const {
+    return FindQueue(name);
+  }
   // Removes the queue and its progress, and the topic if the queue owns it.
   void DeleteQueue(std::string name, StatusCallback done);
   // Acknowledges everything sent so far; answers about how many messages that removed.

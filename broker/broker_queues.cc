@@ -82,6 +82,7 @@ struct Broker::ReceiveOp {
   std::vector<QueueMessage> messages;
   std::optional<std::int64_t> next_visible_ms;
   std::vector<DeadLetter> dead;
+  bool in_flight_limit = false;  // a partition leased nothing for its in-flight limit
   // Set when a partition failed; what earlier partitions leased is still written.
   std::optional<Error> error;
 };
@@ -413,6 +414,7 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   op->messages.clear();
   op->next_visible_ms.reset();
   op->dead.clear();
+  op->in_flight_limit = false;
   op->error.reset();
   // Start where the last receive of this topic's partitions did not, so every partition is
   // served in turn.
@@ -485,6 +487,7 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
         d.message = std::move(m);
         op->dead.push_back(std::move(d));
       }
+      if (got->in_flight_limit) op->in_flight_limit = true;
       if (got->next_visible_ms &&
           (!op->next_visible_ms || *got->next_visible_ms < *op->next_visible_ms)) {
         op->next_visible_ms = got->next_visible_ms;
@@ -502,6 +505,12 @@ void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
     auto done = std::move(op->done);
     if (op->error) {
       done(*op->error);
+    } else if (op->messages.empty() && op->in_flight_limit &&
+               op->request.wait_ms.value_or(op->queue->attributes.receive_wait_ms) == 0) {
+      // Without a wait the limit is an error; a long poll just ends empty.
+      done(ResourceExhausted("queue '" + op->queue->name + "' has " +
+                             std::to_string(op->queue->attributes.max_in_flight) +
+                             " messages in flight, its limit"));
     } else {
       done(std::move(op->messages));
     }

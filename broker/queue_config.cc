@@ -77,7 +77,9 @@ Status ValidateQueueAttributes(std::string_view name, const QueueAttributes& a) 
     if (p.dead_letter_queue == name) {
       return InvalidArgument("a queue cannot be its own dead-letter queue");
     }
-    if (Status s = ValidateQueueName(p.dead_letter_queue, a.fifo); !s) {
+    // Its type is checked against the queue's when it is found (FailedPrecondition).
+    if (Status s = ValidateQueueName(p.dead_letter_queue, p.dead_letter_queue.ends_with(".fifo"));
+        !s) {
       return InvalidArgument("dead-letter queue: " + s.error().message);
     }
     if (Status s = InRange("max_receive_count", p.max_receive_count, 1, kMaxMaxReceiveCount); !s) {

@@ -149,6 +149,7 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   m.receive_count = state.receive_count;
   m.generation = state.generation;
   m.first_receive_ms = state.first_receive_ms;
+  m.visibility_deadline_ms = state.visible_at_ms;
   result.messages.push_back(std::move(m));
   return Ok();
 }

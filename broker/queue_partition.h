@@ -57,6 +57,7 @@ struct ReceivedMessage {
   std::uint32_t receive_count = 0;
   std::uint32_t generation = 0;
   std::int64_t first_receive_ms = 0;
+  std::int64_t visibility_deadline_ms = 0;  // when this lease ends
 };
 
 struct QueueReceiveOptions {

@@ -33,6 +33,7 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(broker::Broker& broker,
       std::make_unique<PublishServiceImpl>(broker, options.max_stream_in_flight, server->calls_);
   server->stream_ = std::make_unique<StreamServiceImpl>(broker, server->calls_);
   server->groups_ = std::make_unique<GroupServiceImpl>(broker, server->calls_);
+  server->queues_ = std::make_unique<QueueServiceImpl>(broker, server->calls_);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
@@ -44,6 +45,7 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(broker::Broker& broker,
   builder.RegisterService(server->publish_.get());
   builder.RegisterService(server->stream_.get());
   builder.RegisterService(server->groups_.get());
+  builder.RegisterService(server->queues_.get());
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
     return Unavailable("cannot listen for gRPC on " + options.listen +

@@ -52,6 +52,7 @@ class GrpcServer {
   std::unique_ptr<PublishServiceImpl> publish_;
   std::unique_ptr<StreamServiceImpl> stream_;
   std::unique_ptr<GroupServiceImpl> groups_;
+  std::unique_ptr<QueueServiceImpl> queues_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };

@@ -1,8 +1,12 @@
 #include "protocol/grpc_services.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <set>
+
+#include <fmt/format.h>
 
 #include "protocol/convert.h"
 #include "protocol/status_mapping.h"
@@ -256,10 +260,36 @@ class PublishStreamReactor final
 }  // namespace
 
 CallCounter::CallCounter() {
-  for (const char* method :
-       {"CreateTopic", "GetTopic", "ListTopics", "UpdateTopic", "DeleteTopic", "GetBrokerInfo",
-        "Publish", "Fetch", "ListOffsets", "Heartbeat", "LeaveGroup", "CommitOffsets",
-        "FetchOffsets", "ListGroups", "DescribeGroup", "DeleteGroup", "ResetOffsets"}) {
+  for (const char* method : {"CreateTopic",
+                             "GetTopic",
+                             "ListTopics",
+                             "UpdateTopic",
+                             "DeleteTopic",
+                             "GetBrokerInfo",
+                             "Publish",
+                             "Fetch",
+                             "ListOffsets",
+                             "Heartbeat",
+                             "LeaveGroup",
+                             "CommitOffsets",
+                             "FetchOffsets",
+                             "ListGroups",
+                             "DescribeGroup",
+                             "DeleteGroup",
+                             "ResetOffsets",
+                             "CreateQueue",
+                             "GetQueueAttributes",
+                             "ListQueues",
+                             "DeleteQueue",
+                             "PurgeQueue",
+                             "SendMessage",
+                             "SendMessageBatch",
+                             "ReceiveMessages",
+                             "DeleteMessage",
+                             "DeleteMessageBatch",
+                             "ChangeMessageVisibility",
+                             "ChangeMessageVisibilityBatch",
+                             "NackMessage"}) {
     latency_.emplace(method, std::make_unique<Histogram>(Histogram::LatencyBounds()));
   }
 }
@@ -783,6 +813,579 @@ grpc::ServerUnaryReactor* GroupServiceImpl::ResetOffsets(grpc::CallbackServerCon
         response->set_applied(outcome->applied);
         reactor->Finish(grpc::Status::OK);
       });
+  return reactor;
+}
+
+// ---- QueueService -----------------------------------------------------------------------
+
+namespace {
+
+constexpr std::int64_t kMsPerSecond = 1000;
+constexpr std::size_t kMaxQueueBatch = 1000;
+constexpr std::uint32_t kDefaultQueuePage = 1000;
+constexpr std::uint8_t kReceiptVersion = 1;
+
+// A message id: the record's place in its topic, shaped like a UUID (as SQS clients expect).
+std::string MessageId(std::uint32_t topic_id, std::uint32_t partition, std::uint64_t offset) {
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", topic_id, partition >> 16,
+                     partition & 0xffff, offset >> 48, offset & 0xffffffffffffULL);
+}
+
+// Receipt handles: version, subscription, partition, offset and generation, in hex. They
+// name one receive; the broker checks the generation, so a forged handle can do no more
+// than a stale one.
+std::string EncodeReceipt(std::uint32_t subscription, const broker::QueueReceipt& r) {
+  return fmt::format("{:02x}{:08x}{:08x}{:016x}{:08x}", kReceiptVersion, subscription, r.partition,
+                     r.offset, r.generation);
+}
+
+Result<broker::QueueReceipt> DecodeReceipt(const std::string& handle, std::uint32_t subscription) {
+  auto bad = [] { return InvalidArgument("the receipt handle is malformed"); };
+  if (handle.size() != 42) return bad();
+  auto field = [&](std::size_t at, std::size_t len, std::uint64_t* out) {
+    *out = 0;
+    for (std::size_t i = at; i < at + len; ++i) {
+      const char c = handle[i];
+      int v = 0;
+      if (c >= '0' && c <= '9') {
+        v = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        v = c - 'a' + 10;
+      } else {
+        return false;
+      }
+      *out = (*out << 4) | static_cast<std::uint64_t>(v);
+    }
+    return true;
+  };
+  std::uint64_t version = 0, sub = 0, partition = 0, offset = 0, generation = 0;
+  if (!field(0, 2, &version) || !field(2, 8, &sub) || !field(10, 8, &partition) ||
+      !field(18, 16, &offset) || !field(34, 8, &generation) || version != kReceiptVersion) {
+    return bad();
+  }
+  if (sub != subscription) {
+    return InvalidArgument("the receipt handle belongs to another queue");
+  }
+  return broker::QueueReceipt{static_cast<std::uint32_t>(partition), offset,
+                              static_cast<std::uint32_t>(generation)};
+}
+
+Result<broker::QueueAttributes> AttributesFromProto(const v1::QueueAttributes& in,
+                                                    broker::QueueAttributes base) {
+  if (in.has_visibility_timeout_seconds()) {
+    base.visibility_timeout_ms = in.visibility_timeout_seconds() * kMsPerSecond;
+  }
+  if (in.has_delivery_delay_seconds()) {
+    base.delivery_delay_ms = in.delivery_delay_seconds() * kMsPerSecond;
+  }
+  if (in.has_retention_seconds()) {
+    base.retention_ms = in.retention_seconds() == -1 ? -1 : in.retention_seconds() * kMsPerSecond;
+  }
+  if (in.has_max_message_bytes()) base.max_message_bytes = in.max_message_bytes();
+  if (in.has_receive_wait_seconds()) {
+    base.receive_wait_ms = in.receive_wait_seconds() * kMsPerSecond;
+  }
+  if (in.has_fifo()) base.fifo = in.fifo();
+  if (in.has_content_based_deduplication()) {
+    base.content_based_deduplication = in.content_based_deduplication();
+  }
+  if (in.has_redrive_policy()) {
+    base.redrive_policy = broker::RedrivePolicy{in.redrive_policy().dead_letter_queue(),
+                                                in.redrive_policy().max_receive_count()};
+  }
+  if (in.has_redrive_allow_policy()) {
+    const auto& a = in.redrive_allow_policy();
+    switch (a.permission()) {
+      case v1::REDRIVE_PERMISSION_ALLOW_ALL:
+        base.redrive_allow_policy.permission = broker::RedrivePermission::kAllowAll;
+        break;
+      case v1::REDRIVE_PERMISSION_DENY_ALL:
+        base.redrive_allow_policy.permission = broker::RedrivePermission::kDenyAll;
+        break;
+      case v1::REDRIVE_PERMISSION_BY_QUEUE:
+        base.redrive_allow_policy.permission = broker::RedrivePermission::kByQueue;
+        break;
+      default:
+        return InvalidArgument("redrive_allow_policy.permission is not set");
+    }
+    base.redrive_allow_policy.source_queues.assign(a.source_queues().begin(),
+                                                   a.source_queues().end());
+  }
+  if (in.has_max_in_flight()) base.max_in_flight = in.max_in_flight();
+  if (in.has_partitions()) base.partitions = in.partitions();
+  return base;
+}
+
+void QueueToProto(const broker::QueueInfo& in, v1::Queue* out) {
+  const broker::QueueAttributes& a = in.metadata.attributes;
+  out->set_name(in.metadata.name);
+  out->set_topic(in.metadata.topic);
+  out->set_owns_topic(in.metadata.owns_topic);
+  out->set_created_timestamp_ms(in.metadata.created_ms);
+  out->set_last_modified_timestamp_ms(in.metadata.modified_ms);
+  v1::QueueAttributes* attrs = out->mutable_attributes();
+  attrs->set_visibility_timeout_seconds(static_cast<std::uint32_t>(a.visibility_timeout_ms / 1000));
+  attrs->set_delivery_delay_seconds(static_cast<std::uint32_t>(a.delivery_delay_ms / 1000));
+  attrs->set_retention_seconds(a.retention_ms == -1 ? -1 : a.retention_ms / 1000);
+  attrs->set_max_message_bytes(static_cast<std::uint32_t>(a.max_message_bytes));
+  attrs->set_receive_wait_seconds(static_cast<std::uint32_t>(a.receive_wait_ms / 1000));
+  attrs->set_fifo(a.fifo);
+  attrs->set_content_based_deduplication(a.content_based_deduplication);
+  if (a.redrive_policy) {
+    attrs->mutable_redrive_policy()->set_dead_letter_queue(a.redrive_policy->dead_letter_queue);
+    attrs->mutable_redrive_policy()->set_max_receive_count(a.redrive_policy->max_receive_count);
+  }
+  v1::RedriveAllowPolicy* allow = attrs->mutable_redrive_allow_policy();
+  switch (a.redrive_allow_policy.permission) {
+    case broker::RedrivePermission::kAllowAll:
+      allow->set_permission(v1::REDRIVE_PERMISSION_ALLOW_ALL);
+      break;
+    case broker::RedrivePermission::kDenyAll:
+      allow->set_permission(v1::REDRIVE_PERMISSION_DENY_ALL);
+      break;
+    case broker::RedrivePermission::kByQueue:
+      allow->set_permission(v1::REDRIVE_PERMISSION_BY_QUEUE);
+      break;
+  }
+  for (const auto& q : a.redrive_allow_policy.source_queues)
+    allow->add_source_queues(q);
+  attrs->set_max_in_flight(a.max_in_flight);
+  attrs->set_partitions(a.partitions);
+  out->mutable_stats()->set_approximate_visible(in.counts.visible);
+  out->mutable_stats()->set_approximate_in_flight(in.counts.in_flight);
+  out->mutable_stats()->set_approximate_delayed(in.counts.delayed);
+}
+
+// A send entry as a record, validated like a published one (ids, reserved headers).
+template <class Entry>
+Result<broker::QueueSend> SendFromProto(const Entry& in, std::size_t index, std::int64_t now_ms) {
+  v1::Record record;
+  record.set_value(in.body());
+  *record.mutable_headers() = in.headers();
+  if (in.has_message_group_id()) record.set_message_group_id(in.message_group_id());
+  if (in.has_deduplication_id()) record.set_deduplication_id(in.deduplication_id());
+  auto converted = RecordFromProto(record, index, now_ms);
+  if (!converted) return converted.error();
+  broker::QueueSend send;
+  send.record = std::move(*converted);
+  if (in.has_delay_seconds()) {
+    send.delay_ms = static_cast<std::int64_t>(in.delay_seconds()) * kMsPerSecond;
+  }
+  return send;
+}
+
+void SentToProto(const broker::ProducedRecord& p, std::uint32_t topic_id, bool fifo,
+                 v1::SendMessageResult* out) {
+  out->set_message_id(MessageId(topic_id, p.partition, p.offset));
+  out->set_partition(p.partition);
+  out->set_offset(p.offset);
+  if (fifo) out->set_sequence_number(p.offset);
+  out->set_duplicate(p.duplicate);
+}
+
+void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
+                    std::uint32_t subscription, bool fifo, v1::QueueMessage* out) {
+  const broker::ReceivedMessage& m = in.message;
+  const storage::Record& r = m.record;
+  out->set_message_id(MessageId(topic_id, in.partition, m.offset));
+  out->set_receipt_handle(EncodeReceipt(subscription, {in.partition, m.offset, m.generation}));
+  out->set_body(r.value);
+  std::uint32_t earlier_receives = 0;  // in the source queue, for a dead letter
+  std::int64_t sent_ms = r.append_timestamp_ms;
+  for (const auto& [key, value] : r.headers) {
+    if (key == "spool.dlq.source_queue") {
+      out->set_dead_letter_source_queue(value);
+      continue;
+    }
+    if (key == "spool.dlq.receive_count") {
+      earlier_receives = static_cast<std::uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
+      continue;
+    }
+    if (key == "spool.dlq.sent_timestamp_ms") {
+      sent_ms = std::strtoll(value.c_str(), nullptr, 10);
+      continue;
+    }
+    if (key.rfind("spool.", 0) == 0) continue;
+    v1::Header* h = out->add_headers();
+    h->set_key(key);
+    h->set_value(value);
+  }
+  if (r.key) out->set_key(*r.key);
+  out->set_receive_count(earlier_receives + m.receive_count);
+  out->set_first_receive_timestamp_ms(m.first_receive_ms);
+  out->set_sent_timestamp_ms(sent_ms);
+  out->set_producer_timestamp_ms(r.producer_timestamp_ms);
+  if (r.message_group_id) out->set_message_group_id(*r.message_group_id);
+  if (r.dedup_id) out->set_deduplication_id(*r.dedup_id);
+  if (fifo) out->set_sequence_number(m.offset);
+  out->set_partition(in.partition);
+  out->set_offset(m.offset);
+  out->set_visibility_deadline_ms(m.visibility_deadline_ms);
+}
+
+// The queue's subscription and topic id, for handles and message ids.
+struct QueueIds {
+  std::uint32_t subscription = 0;
+  std::uint32_t topic_id = 0;
+  bool fifo = false;
+};
+
+Result<QueueIds> IdsOf(broker::Broker& broker, const std::string& queue) {
+  auto q = broker.FindQueueMetadata(queue);
+  if (!q) return NotFound("queue '" + queue + "' does not exist");
+  auto topic = broker.DescribeTopic(q->topic);
+  if (!topic) return topic.error();
+  return QueueIds{q->subscription, topic->metadata.id, q->attributes.fifo};
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* QueueServiceImpl::CreateQueue(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::CreateQueueRequest* request,
+                                                        v1::CreateQueueResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  const v1::QueueAttributes& in = request->attributes();
+  if (!request->topic().empty() &&
+      (in.has_partitions() || in.has_retention_seconds() || in.has_max_message_bytes())) {
+    return FinishWith(calls_, __func__,
+                      InvalidArgumentStatus("partitions, retention_seconds and max_message_bytes "
+                                            "belong to the topic; they cannot be set on a queue "
+                                            "that subscribes to an existing topic"));
+  }
+  broker::QueueAttributes defaults;
+  // A FIFO queue's type follows its name unless the request says otherwise.
+  defaults.fifo = request->name().ends_with(".fifo");
+  auto attributes = AttributesFromProto(in, defaults);
+  if (!attributes) return FinishWith(calls_, __func__, ToGrpcStatus(attributes.error()));
+  broker::QueueMetadata queue;
+  queue.name = request->name();
+  queue.topic = request->topic();
+  queue.owns_topic = request->topic().empty();
+  queue.attributes = std::move(*attributes);
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.CreateQueue(std::move(queue),
+                      [reactor, response](Result<broker::CreateQueueResult> created) {
+                        if (!created) return reactor->Finish(ToGrpcStatus(created.error()));
+                        QueueToProto(created->queue, response->mutable_queue());
+                        response->set_created(created->created);
+                        reactor->Finish(grpc::Status::OK);
+                      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::GetQueueAttributes(
+    grpc::CallbackServerContext* /*context*/, const v1::GetQueueAttributesRequest* request,
+    v1::GetQueueAttributesResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.DescribeQueue(request->queue(), [reactor, response](Result<broker::QueueInfo> info) {
+    if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
+    QueueToProto(*info, response->mutable_queue());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::ListQueues(grpc::CallbackServerContext* /*context*/,
+                                                       const v1::ListQueuesRequest* request,
+                                                       v1::ListQueuesResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = CheckPageToken(request->prefix(), request->page_token())) {
+    return FinishWith(calls_, __func__, *bad);
+  }
+  const std::uint32_t size = std::min(
+      request->page_size() == 0 ? kDefaultQueuePage : request->page_size(), kDefaultQueuePage);
+  auto names = broker_.ListQueues(request->prefix(), request->page_token(), size + 1);
+  const bool more = names.size() > size;
+  if (more) names.pop_back();
+  for (const auto& n : names)
+    response->add_queues(n);
+  if (more) response->set_next_page_token(names.back());
+  return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::DeleteQueue(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::DeleteQueueRequest* request,
+                                                        v1::DeleteQueueResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.DeleteQueue(request->queue(), [reactor](Status s) {
+    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::PurgeQueue(grpc::CallbackServerContext* /*context*/,
+                                                       const v1::PurgeQueueRequest* request,
+                                                       v1::PurgeQueueResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.PurgeQueue(request->queue(), [reactor, response](Result<std::uint64_t> purged) {
+    if (!purged) return reactor->Finish(ToGrpcStatus(purged.error()));
+    response->set_approximate_messages_purged(*purged);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::SendMessage(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::SendMessageRequest* request,
+                                                        v1::SendMessageResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  auto send = SendFromProto(*request, 0, broker_.clock().WallMillis());
+  if (!send) return FinishWith(calls_, __func__, ToGrpcStatus(send.error()));
+  std::vector<broker::QueueSend> sends;
+  sends.push_back(std::move(*send));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.SendMessages(
+      request->queue(), std::move(sends),
+      [reactor, response, ids = *ids](Result<std::vector<broker::ProducedRecord>> sent) {
+        if (!sent) return reactor->Finish(ToGrpcStatus(sent.error()));
+        SentToProto(sent->at(0), ids.topic_id, ids.fifo, response->mutable_result());
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::SendMessageBatch(
+    grpc::CallbackServerContext* /*context*/, const v1::SendMessageBatchRequest* request,
+    v1::SendMessageBatchResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  const int n = request->entries_size();
+  if (n == 0) return FinishWith(calls_, __func__, InvalidArgumentStatus("no entries"));
+  if (static_cast<std::size_t>(n) > kMaxQueueBatch) {
+    return FinishWith(calls_, __func__,
+                      {grpc::StatusCode::RESOURCE_EXHAUSTED, "more than 1000 entries"});
+  }
+  std::set<std::string> entry_ids;
+  for (const auto& e : request->entries()) {
+    if (!e.id().empty() && !entry_ids.insert(e.id()).second) {
+      return FinishWith(calls_, __func__,
+                        InvalidArgumentStatus("entry id '" + e.id() + "' is used twice"));
+    }
+  }
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  // Entries that fail validation get their own error; the rest are sent together.
+  std::vector<broker::QueueSend> sends;
+  std::vector<int> sent_index;
+  const std::int64_t now = broker_.clock().WallMillis();
+  for (int i = 0; i < n; ++i) {
+    v1::SendMessageBatchResult* result = response->add_results();
+    result->set_id(request->entries(i).id());
+    auto send = SendFromProto(request->entries(i), static_cast<std::size_t>(i), now);
+    if (!send) {
+      ToProtoError(send.error(), result->mutable_error());
+      continue;
+    }
+    sends.push_back(std::move(*send));
+    sent_index.push_back(i);
+  }
+  if (sends.empty()) return FinishWith(calls_, __func__, grpc::Status::OK);
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.SendMessages(
+      request->queue(), std::move(sends),
+      [reactor, response, ids = *ids,
+       sent_index = std::move(sent_index)](Result<std::vector<broker::ProducedRecord>> sent) {
+        for (std::size_t k = 0; k < sent_index.size(); ++k) {
+          v1::SendMessageBatchResult* result = response->mutable_results(sent_index[k]);
+          if (!sent) {
+            ToProtoError(sent.error(), result->mutable_error());
+          } else {
+            SentToProto(sent->at(k), ids.topic_id, ids.fifo, result->mutable_sent());
+          }
+        }
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::ReceiveMessages(
+    grpc::CallbackServerContext* context, const v1::ReceiveMessagesRequest* request,
+    v1::ReceiveMessagesResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  broker::QueueReceive receive;
+  receive.queue = request->queue();
+  receive.max_messages = request->max_messages() == 0 ? 1 : request->max_messages();
+  if (request->has_visibility_timeout_seconds()) {
+    receive.visibility_ms =
+        static_cast<std::int64_t>(request->visibility_timeout_seconds()) * kMsPerSecond;
+  }
+  if (request->has_wait_time_seconds()) {
+    receive.wait_ms = static_cast<std::int64_t>(request->wait_time_seconds()) * kMsPerSecond;
+  }
+  // End the wait shortly before the caller's deadline, with what there is.
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        context->deadline() - std::chrono::system_clock::now())
+                        .count();
+  if (receive.wait_ms && left - 500 < *receive.wait_ms) {
+    receive.wait_ms = std::max<std::int64_t>(0, left - 500);
+  }
+  const std::uint64_t max_bytes = request->max_bytes() == 0 ? 3 << 20 : request->max_bytes();
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.ReceiveMessages(std::move(receive), [this, reactor, response, ids = *ids, max_bytes,
+                                               queue = request->queue()](
+                                                  Result<std::vector<broker::QueueMessage>> got) {
+    if (!got) return reactor->Finish(ToGrpcStatus(got.error()));
+    // All of them are leased; those beyond max_bytes are released at once for others.
+    std::uint64_t bytes = 0;
+    for (const auto& m : *got) {
+      bytes += m.message.record.value.size();
+      if (response->messages_size() > 0 && bytes > max_bytes) {
+        broker_.ChangeMessageVisibility(
+            queue, {m.partition, m.message.offset, m.message.generation}, 0, [](Status) {});
+        continue;
+      }
+      MessageToProto(m, ids.topic_id, ids.subscription, ids.fifo, response->add_messages());
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::DeleteMessage(grpc::CallbackServerContext* /*context*/,
+                                                          const v1::DeleteMessageRequest* request,
+                                                          v1::DeleteMessageResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  auto receipt = DecodeReceipt(request->receipt_handle(), ids->subscription);
+  if (!receipt) return FinishWith(calls_, __func__, ToGrpcStatus(receipt.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.DeleteMessage(request->queue(), *receipt, [reactor](Status s) {
+    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
+  });
+  return reactor;
+}
+
+namespace {
+
+// Answers a batch of per-receipt operations once every entry has its outcome.
+class BatchAnswer {
+ public:
+  BatchAnswer(grpc::ServerUnaryReactor* reactor,
+              google::protobuf::RepeatedPtrField<v1::BatchEntryResult>* results, int pending)
+      : reactor_(reactor), results_(results), pending_(pending) {}
+  void Done(int index, const Status& s) {
+    if (!s) ToProtoError(s.error(), results_->Mutable(index)->mutable_error());
+    if (pending_.fetch_sub(1) == 1) {
+      reactor_->Finish(grpc::Status::OK);
+      delete this;
+    }
+  }
+
+ private:
+  grpc::ServerUnaryReactor* reactor_;
+  google::protobuf::RepeatedPtrField<v1::BatchEntryResult>* results_;
+  std::atomic<int> pending_;
+};
+
+// Checks a batch's shape: entries present, at most 1,000, ids unique.
+template <class Entries>
+std::optional<grpc::Status> CheckBatch(const Entries& entries) {
+  if (entries.empty()) return InvalidArgumentStatus("no entries");
+  if (static_cast<std::size_t>(entries.size()) > kMaxQueueBatch) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "more than 1000 entries");
+  }
+  std::set<std::string> seen;
+  for (const auto& e : entries) {
+    if (!e.id().empty() && !seen.insert(e.id()).second) {
+      return InvalidArgumentStatus("entry id '" + e.id() + "' is used twice");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* QueueServiceImpl::DeleteMessageBatch(
+    grpc::CallbackServerContext* /*context*/, const v1::DeleteMessageBatchRequest* request,
+    v1::DeleteMessageBatchResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = CheckBatch(request->entries())) return FinishWith(calls_, __func__, *bad);
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  for (const auto& e : request->entries())
+    response->add_results()->set_id(e.id());
+  auto* answer = new BatchAnswer(reactor, response->mutable_results(), request->entries_size());
+  for (int i = 0; i < request->entries_size(); ++i) {
+    auto receipt = DecodeReceipt(request->entries(i).receipt_handle(), ids->subscription);
+    if (!receipt) {
+      answer->Done(i, receipt.error());
+      continue;
+    }
+    broker_.DeleteMessage(request->queue(), *receipt,
+                          [answer, i](Status s) { answer->Done(i, s); });
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::ChangeMessageVisibility(
+    grpc::CallbackServerContext* /*context*/, const v1::ChangeMessageVisibilityRequest* request,
+    v1::ChangeMessageVisibilityResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  auto receipt = DecodeReceipt(request->receipt_handle(), ids->subscription);
+  if (!receipt) return FinishWith(calls_, __func__, ToGrpcStatus(receipt.error()));
+  const std::int64_t in_ms =
+      static_cast<std::int64_t>(request->visibility_timeout_seconds()) * kMsPerSecond;
+  const std::int64_t deadline = broker_.clock().WallMillis() + in_ms;
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.ChangeMessageVisibility(request->queue(), *receipt, in_ms,
+                                  [reactor, response, deadline](Status s) {
+                                    if (!s) return reactor->Finish(ToGrpcStatus(s.error()));
+                                    response->set_visibility_deadline_ms(deadline);
+                                    reactor->Finish(grpc::Status::OK);
+                                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::ChangeMessageVisibilityBatch(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::ChangeMessageVisibilityBatchRequest* request,
+    v1::ChangeMessageVisibilityBatchResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = CheckBatch(request->entries())) return FinishWith(calls_, __func__, *bad);
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  for (const auto& e : request->entries())
+    response->add_results()->set_id(e.id());
+  auto* answer = new BatchAnswer(reactor, response->mutable_results(), request->entries_size());
+  for (int i = 0; i < request->entries_size(); ++i) {
+    const auto& e = request->entries(i);
+    auto receipt = DecodeReceipt(e.receipt_handle(), ids->subscription);
+    if (!receipt) {
+      answer->Done(i, receipt.error());
+      continue;
+    }
+    broker_.ChangeMessageVisibility(
+        request->queue(), *receipt,
+        static_cast<std::int64_t>(e.visibility_timeout_seconds()) * kMsPerSecond,
+        [answer, i](Status s) { answer->Done(i, s); });
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::NackMessage(grpc::CallbackServerContext* /*context*/,
+                                                        const v1::NackMessageRequest* request,
+                                                        v1::NackMessageResponse* /*response*/) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto ids = IdsOf(broker_, request->queue());
+  if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  auto receipt = DecodeReceipt(request->receipt_handle(), ids->subscription);
+  if (!receipt) return FinishWith(calls_, __func__, ToGrpcStatus(receipt.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.ChangeMessageVisibility(
+      request->queue(), *receipt,
+      static_cast<std::int64_t>(request->delay_seconds()) * kMsPerSecond,
+      [reactor](Status s) { reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error())); });
   return reactor;
 }
 

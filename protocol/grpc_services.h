@@ -1,7 +1,8 @@
 #pragma once
 
 // The gRPC services of spool.v1 implemented so far: AdminService (topics), PublishService
-// (unary and streaming) and StreamService (Fetch with long polling, ListOffsets).
+// (unary and streaming), StreamService (Fetch with long polling, ListOffsets), GroupService
+// (consumer groups) and most of QueueService.
 //
 // Threads: every handler is a gRPC callback reaction. Reactions never block: each hands the
 // request to the Broker and finishes the RPC from the broker's completion callback, which
@@ -22,6 +23,7 @@
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
+#include "spool/v1/queue.grpc.pb.h"
 
 namespace spool::protocol {
 
@@ -130,6 +132,57 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
 };
 
 // Consumer groups (proto/spool/v1/groups.proto); the protocol is in broker::GroupCoordinator.
+// QueueService: queues, sends, receives (with long polling), deletes and visibility. Not
+// yet: SetQueueAttributes, StreamingReceive and redrive tasks (they answer UNIMPLEMENTED).
+class QueueServiceImpl final : public v1::QueueService::CallbackService {
+ public:
+  QueueServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
+
+  grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* context,
+                                        const v1::CreateQueueRequest* request,
+                                        v1::CreateQueueResponse* response) override;
+  grpc::ServerUnaryReactor* GetQueueAttributes(grpc::CallbackServerContext* context,
+                                               const v1::GetQueueAttributesRequest* request,
+                                               v1::GetQueueAttributesResponse* response) override;
+  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* context,
+                                       const v1::ListQueuesRequest* request,
+                                       v1::ListQueuesResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteQueue(grpc::CallbackServerContext* context,
+                                        const v1::DeleteQueueRequest* request,
+                                        v1::DeleteQueueResponse* response) override;
+  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* context,
+                                       const v1::PurgeQueueRequest* request,
+                                       v1::PurgeQueueResponse* response) override;
+  grpc::ServerUnaryReactor* SendMessage(grpc::CallbackServerContext* context,
+                                        const v1::SendMessageRequest* request,
+                                        v1::SendMessageResponse* response) override;
+  grpc::ServerUnaryReactor* SendMessageBatch(grpc::CallbackServerContext* context,
+                                             const v1::SendMessageBatchRequest* request,
+                                             v1::SendMessageBatchResponse* response) override;
+  grpc::ServerUnaryReactor* ReceiveMessages(grpc::CallbackServerContext* context,
+                                            const v1::ReceiveMessagesRequest* request,
+                                            v1::ReceiveMessagesResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteMessage(grpc::CallbackServerContext* context,
+                                          const v1::DeleteMessageRequest* request,
+                                          v1::DeleteMessageResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteMessageBatch(grpc::CallbackServerContext* context,
+                                               const v1::DeleteMessageBatchRequest* request,
+                                               v1::DeleteMessageBatchResponse* response) override;
+  grpc::ServerUnaryReactor* ChangeMessageVisibility(
+      grpc::CallbackServerContext* context, const v1::ChangeMessageVisibilityRequest* request,
+      v1::ChangeMessageVisibilityResponse* response) override;
+  grpc::ServerUnaryReactor* ChangeMessageVisibilityBatch(
+      grpc::CallbackServerContext* context, const v1::ChangeMessageVisibilityBatchRequest* request,
+      v1::ChangeMessageVisibilityBatchResponse* response) override;
+  grpc::ServerUnaryReactor* NackMessage(grpc::CallbackServerContext* context,
+                                        const v1::NackMessageRequest* request,
+                                        v1::NackMessageResponse* response) override;
+
+ private:
+  broker::Broker& broker_;
+  CallCounter& calls_;
+};
+
 class GroupServiceImpl final : public v1::GroupService::CallbackService {
  public:
   GroupServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}

@@ -164,7 +164,7 @@ TEST_F(BrokerQueueTest, DeadLetterQueuesMustExistMatchAndAllow) {
   ASSERT_TRUE(CreateQueue("dlq.fifo", fifo));
   QueueAttributes to_fifo;
   to_fifo.redrive_policy = RedrivePolicy{"dlq.fifo", 3};
-  EXPECT_EQ(CreateQueue("src", to_fifo).error().code, ErrorCode::kInvalidArgument)
+  EXPECT_EQ(CreateQueue("src", to_fifo).error().code, ErrorCode::kFailedPrecondition)
       << "a standard queue named a FIFO dead-letter queue";
   QueueAttributes deny;
   deny.redrive_allow_policy.permission = RedrivePermission::kDenyAll;
@@ -254,6 +254,20 @@ TEST_F(BrokerQueueTest, SendValidatesAndAppliesDelays) {
   EXPECT_EQ(Receive("slow", 0).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(Receive("slow", 1001).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(Receive("slow", 1, 12LL * 3600 * 1000 + 1).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(BrokerQueueTest, TheInFlightLimitIsAnErrorWithoutAWaitAndEmptyWithOne) {
+  QueueAttributes a;
+  a.max_in_flight = 1;
+  ASSERT_TRUE(CreateQueue("narrow", a));
+  ASSERT_TRUE(Send("narrow", {"1", "2"}));
+  ASSERT_EQ(Receive("narrow", 10)->size(), 1u);
+  EXPECT_EQ(Receive("narrow", 10).error().code, ErrorCode::kResourceExhausted);
+  Waiter<std::vector<QueueMessage>> w;
+  broker_->ReceiveMessages({"narrow", 1, std::nullopt, 200}, w.Callback());
+  auto waited = w.Get();
+  ASSERT_TRUE(waited) << waited.error().ToString();
+  EXPECT_TRUE(waited->empty());
 }
 
 TEST_F(BrokerQueueTest, FifoGroupsStayInOrder) {

@@ -67,7 +67,7 @@ TEST(QueueConfigTest, DefaultsAreValidAndEveryRangeIsChecked) {
       "max_receive_count");
   rejects(
       [](QueueAttributes& a) {
-        a.redrive_policy = RedrivePolicy{"dlq.fifo", 3};
+        a.redrive_policy = RedrivePolicy{"bad name", 3};
       },
       "dead-letter queue");
   rejects(

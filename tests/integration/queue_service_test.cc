@@ -1,0 +1,334 @@
+// The gRPC QueueService against an in-process server (real store, broker and gRPC on
+// 127.0.0.1 port 0): queue administration, sends and batches with per-entry errors, receives
+// with leases and long polls, deletes, visibility changes and nacks by receipt handle, FIFO
+// deduplication, dead letters, and the status code of each bad input.
+
+#include <chrono>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "broker/broker.h"
+#include "common/clock.h"
+#include "protocol/grpc_server.h"
+#include "spool/v1/queue.grpc.pb.h"
+#include "storage/store.h"
+#include "tests/testing/temp_dir.h"
+
+namespace spool {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class QueueServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = storage::Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store) << store.error().ToString();
+    store_ = std::move(*store);
+    broker::BrokerOptions options;
+    options.worker_threads = 2;
+    auto broker = broker::Broker::Open(*store_, SystemClock::Instance(), options);
+    ASSERT_TRUE(broker) << broker.error().ToString();
+    broker_ = std::move(*broker);
+    protocol::GrpcServerOptions server_options;
+    server_options.listen = "127.0.0.1:0";
+    auto server = protocol::GrpcServer::Start(*broker_, server_options, {});
+    ASSERT_TRUE(server) << server.error().ToString();
+    server_ = std::move(*server);
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                       grpc::InsecureChannelCredentials());
+    stub_ = v1::QueueService::NewStub(channel);
+  }
+  void TearDown() override {
+    stub_.reset();
+    if (broker_) broker_->ReleaseWaiters();
+    if (server_) server_->Shutdown(milliseconds(10'000));
+    server_.reset();
+    if (broker_) broker_->Shutdown();
+    broker_.reset();
+    store_.reset();
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Context(seconds timeout = seconds(30)) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + timeout);
+    return context;
+  }
+
+  grpc::Status Create(const std::string& name, v1::QueueAttributes attributes = {}) {
+    v1::CreateQueueRequest request;
+    request.set_name(name);
+    *request.mutable_attributes() = std::move(attributes);
+    v1::CreateQueueResponse response;
+    return stub_->CreateQueue(Context().get(), request, &response);
+  }
+
+  v1::SendMessageResponse Send(const std::string& queue, const std::string& body,
+                               std::optional<std::string> group = {},
+                               std::optional<std::string> dedup = {}) {
+    v1::SendMessageRequest request;
+    request.set_queue(queue);
+    request.set_body(body);
+    if (group) request.set_message_group_id(*group);
+    if (dedup) request.set_deduplication_id(*dedup);
+    v1::SendMessageResponse response;
+    grpc::Status s = stub_->SendMessage(Context().get(), request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response;
+  }
+
+  v1::ReceiveMessagesResponse Receive(const std::string& queue, std::uint32_t max,
+                                      std::optional<std::uint32_t> wait_seconds = {}) {
+    v1::ReceiveMessagesRequest request;
+    request.set_queue(queue);
+    request.set_max_messages(max);
+    if (wait_seconds) request.set_wait_time_seconds(*wait_seconds);
+    v1::ReceiveMessagesResponse response;
+    grpc::Status s = stub_->ReceiveMessages(Context().get(), request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response;
+  }
+
+  grpc::Status Delete(const std::string& queue, const std::string& handle) {
+    v1::DeleteMessageRequest request;
+    request.set_queue(queue);
+    request.set_receipt_handle(handle);
+    v1::DeleteMessageResponse response;
+    return stub_->DeleteMessage(Context().get(), request, &response);
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<broker::Broker> broker_;
+  std::unique_ptr<protocol::GrpcServer> server_;
+  std::unique_ptr<v1::QueueService::Stub> stub_;
+};
+
+TEST_F(QueueServiceTest, AQueueIsCreatedDescribedListedPurgedAndDeleted) {
+  v1::QueueAttributes a;
+  a.set_visibility_timeout_seconds(45);
+  a.set_partitions(2);
+  ASSERT_TRUE(Create("jobs", a).ok());
+  ASSERT_TRUE(Create("jobs", a).ok()) << "the same settings again";
+  v1::QueueAttributes other;
+  other.set_visibility_timeout_seconds(5);
+  EXPECT_EQ(Create("jobs", other).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  Send("jobs", "one");
+  v1::GetQueueAttributesRequest get;
+  get.set_queue("jobs");
+  v1::GetQueueAttributesResponse got;
+  ASSERT_TRUE(stub_->GetQueueAttributes(Context().get(), get, &got).ok());
+  EXPECT_EQ(got.queue().attributes().visibility_timeout_seconds(), 45u);
+  EXPECT_EQ(got.queue().attributes().partitions(), 2u);
+  EXPECT_EQ(got.queue().attributes().receive_wait_seconds(), 0u);
+  EXPECT_TRUE(got.queue().owns_topic());
+  EXPECT_EQ(got.queue().stats().approximate_visible(), 1u);
+  ASSERT_TRUE(Create("jobs-2").ok());
+  v1::ListQueuesRequest list;
+  list.set_page_size(1);
+  v1::ListQueuesResponse page;
+  ASSERT_TRUE(stub_->ListQueues(Context().get(), list, &page).ok());
+  ASSERT_EQ(page.queues_size(), 1);
+  EXPECT_EQ(page.queues(0), "jobs");
+  list.set_page_token(page.next_page_token());
+  ASSERT_TRUE(stub_->ListQueues(Context().get(), list, &page).ok());
+  EXPECT_EQ(page.queues(0), "jobs-2");
+  EXPECT_TRUE(page.next_page_token().empty());
+  v1::PurgeQueueRequest purge;
+  purge.set_queue("jobs");
+  v1::PurgeQueueResponse purged;
+  ASSERT_TRUE(stub_->PurgeQueue(Context().get(), purge, &purged).ok());
+  EXPECT_EQ(purged.approximate_messages_purged(), 1u);
+  EXPECT_EQ(Receive("jobs", 10).messages_size(), 0);
+  v1::DeleteQueueRequest del;
+  del.set_queue("jobs");
+  v1::DeleteQueueResponse deleted;
+  ASSERT_TRUE(stub_->DeleteQueue(Context().get(), del, &deleted).ok());
+  EXPECT_EQ(stub_->GetQueueAttributes(Context().get(), get, &got).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(QueueServiceTest, MessagesAreReceivedDeletedReleasedAndNacked) {
+  ASSERT_TRUE(Create("work").ok());
+  v1::SendMessageRequest send;
+  send.set_queue("work");
+  send.set_body("payload");
+  auto* h = send.add_headers();
+  h->set_key("trace");
+  h->set_value("abc");
+  v1::SendMessageResponse sent;
+  ASSERT_TRUE(stub_->SendMessage(Context().get(), send, &sent).ok());
+  EXPECT_EQ(sent.result().message_id().size(), 36u) << "shaped like a UUID";
+  auto first = Receive("work", 10);
+  ASSERT_EQ(first.messages_size(), 1);
+  const v1::QueueMessage& m = first.messages(0);
+  EXPECT_EQ(m.body(), "payload");
+  EXPECT_EQ(m.message_id(), sent.result().message_id());
+  EXPECT_EQ(m.receive_count(), 1u);
+  ASSERT_EQ(m.headers_size(), 1);
+  EXPECT_EQ(m.headers(0).key(), "trace");
+  EXPECT_GT(m.visibility_deadline_ms(), m.first_receive_timestamp_ms());
+  EXPECT_EQ(Receive("work", 10).messages_size(), 0) << "leased, yet received again";
+  // Nack: back at once, counted.
+  v1::NackMessageRequest nack;
+  nack.set_queue("work");
+  nack.set_receipt_handle(m.receipt_handle());
+  v1::NackMessageResponse nacked;
+  ASSERT_TRUE(stub_->NackMessage(Context().get(), nack, &nacked).ok());
+  auto second = Receive("work", 10);
+  ASSERT_EQ(second.messages_size(), 1);
+  EXPECT_EQ(second.messages(0).receive_count(), 2u);
+  EXPECT_EQ(Delete("work", m.receipt_handle()).error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << "the first receipt is stale";
+  v1::ChangeMessageVisibilityRequest change;
+  change.set_queue("work");
+  change.set_receipt_handle(second.messages(0).receipt_handle());
+  change.set_visibility_timeout_seconds(60);
+  v1::ChangeMessageVisibilityResponse changed;
+  ASSERT_TRUE(stub_->ChangeMessageVisibility(Context().get(), change, &changed).ok());
+  EXPECT_GT(changed.visibility_deadline_ms(), 0);
+  ASSERT_TRUE(Delete("work", second.messages(0).receipt_handle()).ok());
+  EXPECT_TRUE(Delete("work", second.messages(0).receipt_handle()).ok()) << "idempotent";
+  EXPECT_EQ(Receive("work", 10).messages_size(), 0);
+}
+
+TEST_F(QueueServiceTest, BatchesReportEachEntry) {
+  ASSERT_TRUE(Create("b").ok());
+  v1::SendMessageBatchRequest batch;
+  batch.set_queue("b");
+  for (int i = 0; i < 3; ++i) {
+    auto* e = batch.add_entries();
+    e->set_id("e" + std::to_string(i));
+    e->set_body("m" + std::to_string(i));
+  }
+  batch.mutable_entries(1)->add_headers()->set_key("spool.reserved");
+  v1::SendMessageBatchResponse sent;
+  ASSERT_TRUE(stub_->SendMessageBatch(Context().get(), batch, &sent).ok());
+  ASSERT_EQ(sent.results_size(), 3);
+  EXPECT_TRUE(sent.results(0).has_sent());
+  EXPECT_TRUE(sent.results(1).has_error()) << "a reserved header";
+  EXPECT_EQ(sent.results(1).error().code(), v1::ERROR_CODE_INVALID_ARGUMENT);
+  EXPECT_TRUE(sent.results(2).has_sent());
+  auto got = Receive("b", 10);
+  ASSERT_EQ(got.messages_size(), 2);
+  v1::DeleteMessageBatchRequest del;
+  del.set_queue("b");
+  for (int i = 0; i < 2; ++i) {
+    auto* e = del.add_entries();
+    e->set_id("d" + std::to_string(i));
+    e->set_receipt_handle(got.messages(i).receipt_handle());
+  }
+  auto* bad = del.add_entries();
+  bad->set_id("bad");
+  bad->set_receipt_handle("not a handle");
+  v1::DeleteMessageBatchResponse deleted;
+  ASSERT_TRUE(stub_->DeleteMessageBatch(Context().get(), del, &deleted).ok());
+  ASSERT_EQ(deleted.results_size(), 3);
+  EXPECT_FALSE(deleted.results(0).has_error());
+  EXPECT_FALSE(deleted.results(1).has_error());
+  EXPECT_EQ(deleted.results(2).error().code(), v1::ERROR_CODE_INVALID_ARGUMENT);
+  batch.mutable_entries(2)->set_id("e0");
+  EXPECT_EQ(stub_->SendMessageBatch(Context().get(), batch, &sent).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT)
+      << "two entries with one id";
+}
+
+TEST_F(QueueServiceTest, ALongPollReturnsAsSoonAsAMessageArrives) {
+  ASSERT_TRUE(Create("lp").ok());
+  std::thread sender([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    Send("lp", "late");
+  });
+  auto got = Receive("lp", 1, 10);
+  sender.join();
+  ASSERT_EQ(got.messages_size(), 1) << "the long poll ended without the message";
+  EXPECT_EQ(got.messages(0).body(), "late");
+}
+
+TEST_F(QueueServiceTest, FifoQueuesDeduplicateAndDeadLettersArriveWithTheirSource) {
+  v1::QueueAttributes fifo;
+  fifo.set_fifo(true);
+  ASSERT_TRUE(Create("dlq.fifo", fifo).ok());
+  fifo.mutable_redrive_policy()->set_dead_letter_queue("dlq.fifo");
+  fifo.mutable_redrive_policy()->set_max_receive_count(1);
+  fifo.set_visibility_timeout_seconds(0);
+  ASSERT_TRUE(Create("orders.fifo", fifo).ok());
+  auto a = Send("orders.fifo", "a", "g", "id-1");
+  auto again = Send("orders.fifo", "a", "g", "id-1");
+  EXPECT_FALSE(a.result().duplicate());
+  EXPECT_TRUE(again.result().duplicate());
+  EXPECT_EQ(again.result().message_id(), a.result().message_id());
+  EXPECT_TRUE(a.result().has_sequence_number());
+  auto first = Receive("orders.fifo", 10);
+  ASSERT_EQ(first.messages_size(), 1);
+  EXPECT_EQ(first.messages(0).message_group_id(), "g");
+  // Visibility 0: the next receive would be the second; it moves the message instead.
+  EXPECT_EQ(Receive("orders.fifo", 10).messages_size(), 0);
+  v1::QueueMessage moved;
+  for (int i = 0; i < 100 && moved.body().empty(); ++i) {
+    auto got = Receive("dlq.fifo", 1);
+    if (got.messages_size() == 1)
+      moved = got.messages(0);
+    else
+      std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_EQ(moved.body(), "a");
+  EXPECT_EQ(moved.dead_letter_source_queue(), "orders.fifo");
+  EXPECT_EQ(moved.receive_count(), 2u) << "the count continues from the source queue";
+  EXPECT_EQ(moved.sent_timestamp_ms(), first.messages(0).sent_timestamp_ms())
+      << "the send time is the original's";
+  for (const auto& header : moved.headers())
+    EXPECT_NE(header.key().rfind("spool.", 0), 0u) << "a reserved header leaked";
+}
+
+TEST_F(QueueServiceTest, BadInputsGetDistinctStatuses) {
+  ASSERT_TRUE(Create("q").ok());
+  v1::QueueAttributes fifo;
+  fifo.set_fifo(true);
+  ASSERT_TRUE(Create("f.fifo", fifo).ok());
+  EXPECT_EQ(Create("bad name").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::QueueAttributes too_long;
+  too_long.set_visibility_timeout_seconds(43'201);
+  EXPECT_EQ(Create("x", too_long).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::QueueAttributes mismatch;
+  mismatch.set_fifo(false);
+  EXPECT_EQ(Create("y.fifo", mismatch).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::SendMessageRequest send;
+  send.set_queue("nope");
+  send.set_body("x");
+  v1::SendMessageResponse sent;
+  EXPECT_EQ(stub_->SendMessage(Context().get(), send, &sent).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  send.set_queue("f.fifo");
+  EXPECT_EQ(stub_->SendMessage(Context().get(), send, &sent).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT)
+      << "FIFO without a group";
+  send.set_queue("q");
+  send.set_delay_seconds(901);
+  EXPECT_EQ(stub_->SendMessage(Context().get(), send, &sent).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ReceiveMessagesRequest receive;
+  receive.set_queue("q");
+  receive.set_max_messages(1001);
+  v1::ReceiveMessagesResponse received;
+  EXPECT_EQ(stub_->ReceiveMessages(Context().get(), receive, &received).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  receive.set_max_messages(1);
+  receive.set_wait_time_seconds(21);
+  EXPECT_EQ(stub_->ReceiveMessages(Context().get(), receive, &received).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Delete("q", "zz").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A handle from another queue.
+  Send("f.fifo", "m", "g", "d");
+  auto other = Receive("f.fifo", 1);
+  ASSERT_EQ(other.messages_size(), 1);
+  grpc::Status foreign = Delete("q", other.messages(0).receipt_handle());
+  EXPECT_EQ(foreign.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(foreign.error_message().find("another queue"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace spool
