@@ -84,19 +84,10 @@ Broker::~Broker() {
 }
 
 Status Broker::Load() {
-  auto counter = store_.Get(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextTopicIdCounter));
-  if (!counter) return counter.error();
-  if (*counter) {
-    std::string_view in(**counter);
-    std::uint64_t next = 0;
-    if (!GetFixed64BE(in, &next)) return DataLoss("corrupt topic id counter");
-    next_topic_id_ = static_cast<std::uint32_t>(next);
-  }
-
-  const std::string prefix = MetaKey(MetaTag::kTopic, "");
-  std::string prefix_end = prefix;
-  prefix_end.back() = static_cast<char>(prefix_end.back() + 1);
-  auto it = store_.NewIterator(ColumnFamily::kMeta, prefix, prefix_end);
+  auto next_id = LoadCounter(store_, kNextTopicIdCounter, next_topic_id_);
+  if (!next_id) return next_id.error();
+  next_topic_id_ = *next_id;
+  auto it = MetaEntries(store_, MetaTag::kTopic);
   std::map<std::string, std::shared_ptr<const Topic>> loaded;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     auto metadata = DecodeTopicMetadata(it->value());

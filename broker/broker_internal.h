@@ -16,7 +16,9 @@
 
 #include "broker/broker.h"
 #include "broker/queue_partition.h"
+#include "common/coding.h"
 #include "common/logging.h"
+#include "storage/keys.h"
 
 namespace spool::broker {
 namespace internal {
@@ -89,6 +91,28 @@ class Gather {
   std::mutex mu_;
   std::optional<Error> error_;
 };
+
+// Reads an id counter from `meta` ('C' | name): the next id to hand out, or `fallback`.
+inline Result<std::uint32_t> LoadCounter(const storage::Store& store, const std::string& name,
+                                         std::uint32_t fallback) {
+  auto counter =
+      store.Get(storage::ColumnFamily::kMeta, storage::MetaKey(storage::MetaTag::kCounter, name));
+  if (!counter) return counter.error();
+  if (!*counter) return fallback;
+  std::string_view in(**counter);
+  std::uint64_t next = 0;
+  if (!GetFixed64BE(in, &next)) return DataLoss("corrupt id counter '" + name + "'");
+  return static_cast<std::uint32_t>(next);
+}
+
+// Every `meta` entry of one tag, in key order.
+inline std::unique_ptr<storage::Iterator> MetaEntries(const storage::Store& store,
+                                                      storage::MetaTag tag) {
+  const std::string prefix = storage::MetaKey(tag, "");
+  std::string end = prefix;
+  end.back() = static_cast<char>(end.back() + 1);
+  return store.NewIterator(storage::ColumnFamily::kMeta, prefix, end);
+}
 
 }  // namespace internal
 

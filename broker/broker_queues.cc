@@ -88,19 +88,10 @@ struct Broker::ReceiveOp {
 };
 
 Status Broker::LoadQueues() {
-  auto counter =
-      store_.Get(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kNextSubscriptionIdCounter));
-  if (!counter) return counter.error();
-  if (*counter) {
-    std::string_view in(**counter);
-    std::uint64_t next = 0;
-    if (!GetFixed64BE(in, &next)) return DataLoss("corrupt subscription id counter");
-    next_subscription_id_ = static_cast<std::uint32_t>(next);
-  }
-  const std::string prefix = MetaKey(MetaTag::kQueue, "");
-  std::string prefix_end = prefix;
-  prefix_end.back() = static_cast<char>(prefix_end.back() + 1);
-  auto it = store_.NewIterator(ColumnFamily::kMeta, prefix, prefix_end);
+  auto next_id = LoadCounter(store_, kNextSubscriptionIdCounter, next_subscription_id_);
+  if (!next_id) return next_id.error();
+  next_subscription_id_ = *next_id;
+  auto it = MetaEntries(store_, MetaTag::kQueue);
   std::map<std::string, std::shared_ptr<const QueueMetadata>> loaded;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     auto queue = DecodeQueueMetadata(it->value());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <set>
 
@@ -50,6 +51,11 @@ grpc::ServerUnaryReactor* FinishWith(CallCounter& calls, std::string_view method
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls, method);
   reactor->Finish(std::move(status));
   return reactor;
+}
+
+// A broker callback that finishes `reactor` with its status.
+std::function<void(Status)> FinishOnStatus(grpc::ServerUnaryReactor* reactor) {
+  return [reactor](Status s) { reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error())); };
 }
 
 grpc::Status ShuttingDownStatus() {
@@ -395,9 +401,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::DeleteTopic(grpc::CallbackServerCont
                                                         v1::DeleteTopicResponse* /*response*/) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.DeleteTopic(request->name(), request->force(), [reactor](Status s) {
-    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
-  });
+  broker_.DeleteTopic(request->name(), request->force(), FinishOnStatus(reactor));
   return reactor;
 }
 
@@ -660,9 +664,8 @@ grpc::ServerUnaryReactor* GroupServiceImpl::CommitOffsets(grpc::CallbackServerCo
   for (const auto& o : request->offsets())
     offsets.push_back({o.topic(), o.partition(), o.offset(), o.metadata()});
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.CommitOffsets(
-      request->group_id(), request->member_id(), request->member_epoch(), std::move(offsets),
-      [reactor](Status s) { reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error())); });
+  broker_.CommitOffsets(request->group_id(), request->member_id(), request->member_epoch(),
+                        std::move(offsets), FinishOnStatus(reactor));
   return reactor;
 }
 
@@ -760,9 +763,7 @@ grpc::ServerUnaryReactor* GroupServiceImpl::DeleteGroup(grpc::CallbackServerCont
                                                         v1::DeleteGroupResponse* /*response*/) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.DeleteGroup(request->group_id(), [reactor](Status s) {
-    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
-  });
+  broker_.DeleteGroup(request->group_id(), FinishOnStatus(reactor));
   return reactor;
 }
 
@@ -1109,9 +1110,7 @@ grpc::ServerUnaryReactor* QueueServiceImpl::DeleteQueue(grpc::CallbackServerCont
                                                         v1::DeleteQueueResponse* /*response*/) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.DeleteQueue(request->queue(), [reactor](Status s) {
-    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
-  });
+  broker_.DeleteQueue(request->queue(), FinishOnStatus(reactor));
   return reactor;
 }
 
@@ -1256,9 +1255,7 @@ grpc::ServerUnaryReactor* QueueServiceImpl::DeleteMessage(grpc::CallbackServerCo
   auto receipt = DecodeReceipt(request->receipt_handle(), ids->subscription);
   if (!receipt) return FinishWith(calls_, __func__, ToGrpcStatus(receipt.error()));
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.DeleteMessage(request->queue(), *receipt, [reactor](Status s) {
-    reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error()));
-  });
+  broker_.DeleteMessage(request->queue(), *receipt, FinishOnStatus(reactor));
   return reactor;
 }
 
@@ -1384,8 +1381,7 @@ grpc::ServerUnaryReactor* QueueServiceImpl::NackMessage(grpc::CallbackServerCont
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.ChangeMessageVisibility(
       request->queue(), *receipt,
-      static_cast<std::int64_t>(request->delay_seconds()) * kMsPerSecond,
-      [reactor](Status s) { reactor->Finish(s ? grpc::Status::OK : ToGrpcStatus(s.error())); });
+      static_cast<std::int64_t>(request->delay_seconds()) * kMsPerSecond, FinishOnStatus(reactor));
   return reactor;
 }
 
