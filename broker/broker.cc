@@ -444,6 +444,7 @@ void Broker::DeleteOnAdminStrand(const std::string& name, bool force, StatusCall
     for (const auto& q : readers)
       queues_.erase(q->name);
   }
+  topic->receivers->Wake();  // receives parked on its queues answer NotFound now
   // The name is free (and durable) as soon as this batch lands; the topic's data goes with it,
   // and so do the queues that read it.
   storage::WriteBatch batch;

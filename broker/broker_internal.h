@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -232,6 +233,7 @@ struct Broker::PartitionSlot {
   Result<QueuePartition*> Queue(const storage::Store& store, std::uint32_t subscription) {
     auto it = queues.find(subscription);
     if (it != queues.end()) return it->second.get();
+    if (deleted_queues.count(subscription)) return NotFound("the queue was deleted");
     auto loaded = QueuePartition::Load(store, subscription, log);
     if (!loaded) return loaded.error();
     auto state = std::make_unique<QueuePartition>(std::move(*loaded));
@@ -244,6 +246,7 @@ struct Broker::PartitionSlot {
   std::shared_ptr<DedupTable> dedup;           // the topic's
   // Queue subscriptions reading this partition, by id; they point into `log`.
   std::map<std::uint32_t, std::unique_ptr<QueuePartition>> queues;  // strand only
+  std::set<std::uint32_t> deleted_queues;                           // strand only
   bool deleted = false;                                             // strand only
   std::list<std::shared_ptr<FetchWaiter>> waiters;                  // strand only
   std::atomic<std::uint64_t> start{0};

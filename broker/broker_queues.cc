@@ -83,6 +83,7 @@ struct Broker::ReceiveOp {
   std::optional<std::int64_t> next_visible_ms;
   std::vector<DeadLetter> dead;
   bool in_flight_limit = false;  // a partition leased nothing for its in-flight limit
+  bool more_to_scan = false;     // a partition stopped at its scan budget
   // Set when a partition failed; what earlier partitions leased is still written.
   std::optional<Error> error;
 };
@@ -259,8 +260,10 @@ void Broker::DeleteQueueOnAdminStrand(const std::string& name, StatusCallback do
   if (auto topic = FindTopic(queue->topic)) {
     topic->receivers->Wake();  // parked receives answer NotFound
     for (const auto& slot : topic->partitions) {
-      boost::asio::post(slot->strand,
-                        [slot, sub = queue->subscription] { slot->queues.erase(sub); });
+      boost::asio::post(slot->strand, [slot, sub = queue->subscription] {
+        slot->queues.erase(sub);
+        slot->deleted_queues.insert(sub);  // a late receive must not load it again
+      });
     }
   }
   if (!queue->owns_topic) {
@@ -406,6 +409,7 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   op->next_visible_ms.reset();
   op->dead.clear();
   op->in_flight_limit = false;
+  op->more_to_scan = false;
   op->error.reset();
   // Start where the last receive of this topic's partitions did not, so every partition is
   // served in turn.
@@ -479,6 +483,7 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
         op->dead.push_back(std::move(d));
       }
       if (got->in_flight_limit) op->in_flight_limit = true;
+      if (got->more_to_scan) op->more_to_scan = true;
       if (got->next_visible_ms &&
           (!op->next_visible_ms || *got->next_visible_ms < *op->next_visible_ms)) {
         op->next_visible_ms = got->next_visible_ms;
@@ -491,10 +496,22 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
 // Answers, or parks the receive until a wake or the next time something becomes visible.
 void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
   const std::int64_t now = clock_.WallMillis();
+  if (op->error && !op->messages.empty()) {
+    // What other partitions leased is answered; the failing one is retried by later receives.
+    Log().error("queue '{}': {}", op->queue->name, op->error->ToString());
+    op->error.reset();
+  }
+  if (!op->error && op->messages.empty() && op->more_to_scan && op->may_park &&
+      now < op->deadline_ms && !no_parking_.load()) {
+    // A partition stopped at its scan budget before finding anything: go on at once.
+    boost::asio::post(pool_,
+                      [this, op = std::move(op)]() mutable { ReceiveAttempt(std::move(op)); });
+    return;
+  }
   if (op->error || !op->messages.empty() || !op->may_park || now >= op->deadline_ms ||
       no_parking_.load()) {
     auto done = std::move(op->done);
-    if (op->error) {
+    if (op->error && op->messages.empty()) {
       done(*op->error);
     } else if (op->messages.empty() && op->in_flight_limit &&
                op->request.wait_ms.value_or(op->queue->attributes.receive_wait_ms) == 0) {
@@ -566,6 +583,8 @@ void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
     for (auto& d : part) {
       storage::Record r = std::move(d.message.record);
       r.deliver_after_ms.reset();
+      // Not a publish: it must not touch the dead-letter topic's deduplication claims.
+      r.dedup_id.reset();
       r.headers.emplace_back("spool.dlq.source_queue", source->name);
       r.headers.emplace_back("spool.dlq.receive_count", std::to_string(d.message.receive_count));
       r.headers.emplace_back("spool.dlq.sent_timestamp_ms", std::to_string(r.append_timestamp_ms));

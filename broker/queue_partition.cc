@@ -293,6 +293,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     result.error = std::move(failed);
   }
 
+  result.more_to_scan = scan_budget == 0 && scanned_ < log_->end_offset();
   // When does something become receivable?
   for (const Index* index : {&leases_, &waiting_}) {
     auto it = index->lower_bound({now_ms + 1, 0});

@@ -80,6 +80,8 @@ struct QueueReceiveResult {
   // a delay ending), for long polls.
   std::optional<std::int64_t> next_visible_ms;
   bool in_flight_limit = false;  // nothing leased because max_in_flight messages are leased
+  // The receive stopped at its scan budget with records left to examine.
+  bool more_to_scan = false;
   // A message could not be read (e.g. a checksum failure): what was taken before it is in
   // `messages` (and leased); the rest of this receive was not attempted.
   std::optional<Error> error;

@@ -1029,14 +1029,17 @@ struct QueueIds {
   std::uint32_t subscription = 0;
   std::uint32_t topic_id = 0;
   bool fifo = false;
+  std::int64_t receive_wait_ms = 0;
 };
 
 Result<QueueIds> IdsOf(broker::Broker& broker, const std::string& queue) {
+  if (Status s = broker::ValidateQueueName(queue, queue.ends_with(".fifo")); !s) return s.error();
   auto q = broker.FindQueueMetadata(queue);
   if (!q) return NotFound("queue '" + queue + "' does not exist");
   auto topic = broker.DescribeTopic(q->topic);
   if (!topic) return topic.error();
-  return QueueIds{q->subscription, topic->metadata.id, q->attributes.fifo};
+  return QueueIds{q->subscription, topic->metadata.id, q->attributes.fifo,
+                  q->attributes.receive_wait_ms};
 }
 
 }  // namespace
@@ -1056,7 +1059,9 @@ grpc::ServerUnaryReactor* QueueServiceImpl::CreateQueue(grpc::CallbackServerCont
   broker::QueueAttributes defaults;
   // A FIFO queue's type follows its name unless the request says otherwise.
   defaults.fifo = request->name().ends_with(".fifo");
-  auto attributes = AttributesFromProto(in, defaults);
+  // Creating an existing queue again compares only the attributes given (as SQS does).
+  auto existing = broker_.FindQueueMetadata(request->name());
+  auto attributes = AttributesFromProto(in, existing ? existing->attributes : defaults);
   if (!attributes) return FinishWith(calls_, __func__, ToGrpcStatus(attributes.error()));
   broker::QueueMetadata queue;
   queue.name = request->name();
@@ -1214,14 +1219,15 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ReceiveMessages(
     receive.visibility_ms =
         static_cast<std::int64_t>(request->visibility_timeout_seconds()) * kMsPerSecond;
   }
-  if (request->has_wait_time_seconds()) {
-    receive.wait_ms = static_cast<std::int64_t>(request->wait_time_seconds()) * kMsPerSecond;
-  }
-  // End the wait shortly before the caller's deadline, with what there is.
+  receive.wait_ms = request->has_wait_time_seconds()
+                        ? static_cast<std::int64_t>(request->wait_time_seconds()) * kMsPerSecond
+                        : ids->receive_wait_ms;
+  // End the wait (the request's or the queue's) shortly before the caller's deadline, with
+  // what there is, so nothing is leased to a caller that has gone.
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                         context->deadline() - std::chrono::system_clock::now())
                         .count();
-  if (receive.wait_ms && left - 500 < *receive.wait_ms) {
+  if (*receive.wait_ms <= broker::kMaxReceiveWaitMs && left - 500 < *receive.wait_ms) {
     receive.wait_ms = std::max<std::int64_t>(0, left - 500);
   }
   const std::uint64_t max_bytes = request->max_bytes() == 0 ? 3 << 20 : request->max_bytes();
@@ -1309,15 +1315,21 @@ grpc::ServerUnaryReactor* QueueServiceImpl::DeleteMessageBatch(
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   for (const auto& e : request->entries())
     response->add_results()->set_id(e.id());
-  auto* answer = new BatchAnswer(reactor, response->mutable_results(), request->entries_size());
-  for (int i = 0; i < request->entries_size(); ++i) {
-    auto receipt = DecodeReceipt(request->entries(i).receipt_handle(), ids->subscription);
+  // The last callback may finish the call (and free `request`) while this loop still runs:
+  // everything it needs is read first.
+  const int n = request->entries_size();
+  std::vector<Result<broker::QueueReceipt>> receipts;
+  for (int i = 0; i < n; ++i)
+    receipts.push_back(DecodeReceipt(request->entries(i).receipt_handle(), ids->subscription));
+  const std::string queue = request->queue();
+  auto* answer = new BatchAnswer(reactor, response->mutable_results(), n);
+  for (int i = 0; i < n; ++i) {
+    auto& receipt = receipts[static_cast<std::size_t>(i)];
     if (!receipt) {
       answer->Done(i, receipt.error());
       continue;
     }
-    broker_.DeleteMessage(request->queue(), *receipt,
-                          [answer, i](Status s) { answer->Done(i, s); });
+    broker_.DeleteMessage(queue, *receipt, [answer, i](Status s) { answer->Done(i, s); });
   }
   return reactor;
 }
@@ -1354,18 +1366,24 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ChangeMessageVisibilityBatch(
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   for (const auto& e : request->entries())
     response->add_results()->set_id(e.id());
-  auto* answer = new BatchAnswer(reactor, response->mutable_results(), request->entries_size());
-  for (int i = 0; i < request->entries_size(); ++i) {
+  // As in DeleteMessageBatch: nothing of `request` is read once the first call is made.
+  const int n = request->entries_size();
+  std::vector<std::pair<Result<broker::QueueReceipt>, std::int64_t>> changes;
+  for (int i = 0; i < n; ++i) {
     const auto& e = request->entries(i);
-    auto receipt = DecodeReceipt(e.receipt_handle(), ids->subscription);
+    changes.emplace_back(DecodeReceipt(e.receipt_handle(), ids->subscription),
+                         static_cast<std::int64_t>(e.visibility_timeout_seconds()) * kMsPerSecond);
+  }
+  const std::string queue = request->queue();
+  auto* answer = new BatchAnswer(reactor, response->mutable_results(), n);
+  for (int i = 0; i < n; ++i) {
+    auto& [receipt, in_ms] = changes[static_cast<std::size_t>(i)];
     if (!receipt) {
       answer->Done(i, receipt.error());
       continue;
     }
-    broker_.ChangeMessageVisibility(
-        request->queue(), *receipt,
-        static_cast<std::int64_t>(e.visibility_timeout_seconds()) * kMsPerSecond,
-        [answer, i](Status s) { answer->Done(i, s); });
+    broker_.ChangeMessageVisibility(queue, *receipt, in_ms,
+                                    [answer, i](Status s) { answer->Done(i, s); });
   }
   return reactor;
 }

@@ -537,6 +537,20 @@ TEST_F(BrokerQueueTest, ParkedReceivesAnswerOnReleaseWaitersAndQueueDeletion) {
   ASSERT_TRUE(deleted.Get());
   EXPECT_EQ(on_a.Get().error().code, ErrorCode::kNotFound);
   EXPECT_FALSE(on_b.Answered(milliseconds(100)));
+  // Deleting a topic with force answers the receives parked on its queues.
+  TopicConfig shared;
+  shared.name = "shared";
+  Waiter<TopicInfo> t;
+  broker_->CreateTopic(shared, t.Callback());
+  ASSERT_TRUE(t.Get());
+  ASSERT_TRUE(CreateQueue("sub", {}, "shared"));
+  PendingReceive on_sub(*broker_, {"sub", 1, std::nullopt, 20'000});
+  EXPECT_FALSE(on_sub.Answered(milliseconds(100)));
+  StatusWaiter forced;
+  broker_->DeleteTopic("shared", true, forced.Callback());
+  ASSERT_TRUE(forced.Get());
+  ASSERT_TRUE(on_sub.Answered(milliseconds(5'000))) << "the parked receive was not woken";
+  EXPECT_EQ(on_sub.Get().error().code, ErrorCode::kNotFound);
   broker_->ReleaseWaiters();  // as spoold does before it drains
   auto b = on_b.Get();
   ASSERT_TRUE(b);

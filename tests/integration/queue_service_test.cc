@@ -284,6 +284,34 @@ TEST_F(QueueServiceTest, FifoQueuesDeduplicateAndDeadLettersArriveWithTheirSourc
     EXPECT_NE(header.key().rfind("spool.", 0), 0u) << "a reserved header leaked";
 }
 
+TEST_F(QueueServiceTest, CreatingAgainComparesOnlyTheAttributesGiven) {
+  v1::QueueAttributes custom;
+  custom.set_visibility_timeout_seconds(90);
+  custom.set_receive_wait_seconds(5);
+  ASSERT_TRUE(Create("c", custom).ok());
+  v1::CreateQueueRequest bare;
+  bare.set_name("c");
+  v1::CreateQueueResponse again;
+  ASSERT_TRUE(stub_->CreateQueue(Context().get(), bare, &again).ok());
+  EXPECT_FALSE(again.created());
+  EXPECT_EQ(again.queue().attributes().visibility_timeout_seconds(), 90u);
+  custom.set_visibility_timeout_seconds(91);
+  EXPECT_EQ(Create("c", custom).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(QueueServiceTest, TheQueuesDefaultWaitEndsBeforeTheCallersDeadline) {
+  v1::QueueAttributes waits;
+  waits.set_receive_wait_seconds(20);
+  ASSERT_TRUE(Create("w", waits).ok());
+  v1::ReceiveMessagesRequest request;
+  request.set_queue("w");
+  v1::ReceiveMessagesResponse response;
+  // The caller allows 2 s; the queue would wait 20 s.
+  grpc::Status s = stub_->ReceiveMessages(Context(seconds(2)).get(), request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.messages_size(), 0);
+}
+
 TEST_F(QueueServiceTest, BadInputsGetDistinctStatuses) {
   ASSERT_TRUE(Create("q").ok());
   v1::QueueAttributes fifo;
@@ -302,6 +330,10 @@ TEST_F(QueueServiceTest, BadInputsGetDistinctStatuses) {
   v1::SendMessageResponse sent;
   EXPECT_EQ(stub_->SendMessage(Context().get(), send, &sent).error_code(),
             grpc::StatusCode::NOT_FOUND);
+  send.set_queue("bad name");
+  EXPECT_EQ(stub_->SendMessage(Context().get(), send, &sent).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT)
+      << "a malformed name is not an unknown queue";
   send.set_queue("f.fifo");
   EXPECT_EQ(stub_->SendMessage(Context().get(), send, &sent).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT)
