@@ -373,7 +373,7 @@ void Broker::UpdateTopic(std::string name, TopicUpdate update, Callback<TopicInf
 }
 
 void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
-                                 Callback<TopicInfo> done) {
+                                 Callback<TopicInfo> done, storage::WriteBatch extra) {
   auto old = FindTopic(name);
   if (!old) return done(UnknownTopic(name));
   auto topic = std::make_shared<Topic>(*old);
@@ -384,6 +384,17 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
                                   " partitions; the count can grow but not shrink to " +
                                   std::to_string(*update.partitions)));
     }
+    if (*update.partitions > config.partitions) {
+      // A message group's partition follows the partition count: more partitions would
+      // split a group and break its order.
+      std::shared_lock lock(topics_mu_);
+      for (const auto& [queue_name, queue] : queues_) {
+        if (queue->topic == name && queue->attributes.fifo) {
+          return done(FailedPrecondition("FIFO queue '" + queue_name + "' reads topic '" + name +
+                                         "'; its partition count cannot change"));
+        }
+      }
+    }
     config.partitions = *update.partitions;
   }
   if (update.retention_ms) config.retention_ms = *update.retention_ms;
@@ -391,7 +402,7 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
   if (update.max_message_bytes) config.max_message_bytes = *update.max_message_bytes;
   if (Status s = ValidateTopicConfig(config); !s) return done(s.error());
 
-  storage::WriteBatch batch;
+  storage::WriteBatch batch = std::move(extra);
   batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, name),
             EncodeTopicMetadata(topic->metadata));
   if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());

@@ -255,6 +255,18 @@ class Broker {
   // settings; AlreadyExists with others.
   void CreateQueue(QueueMetadata queue, Callback<CreateQueueResult> done);
   void DescribeQueue(const std::string& name, Callback<QueueInfo> done);
+  // Changes a queue's attributes: `change` maps the current ones (topic-level ones as the
+  // topic has them) to the new ones, on the admin strand so that concurrent changes do not
+  // lose each other. Topic-level changes (partitions, retention, max message bytes) and the
+  // queue are written in one batch. Answers the queue as changed, once durable.
+  void SetQueueAttributes(std::string name,
+                          std::function<Result<QueueAttributes>(const QueueAttributes&)> change,
+                          Callback<QueueInfo> done);
+  // The queues whose redrive policy names `dead_letter_queue`, sorted, after `after`
+  // (exclusive), at most `limit`. NotFound if `dead_letter_queue` is not a queue.
+  Result<std::vector<std::string>> DeadLetterSourceQueues(const std::string& dead_letter_queue,
+                                                          const std::string& after,
+                                                          std::size_t limit) const;
   // Sorted by name, after `after` (exclusive), at most `limit`.
   std::vector<std::string> ListQueues(const std::string& prefix, const std::string& after,
                                       std::size_t limit) const;
@@ -316,6 +328,12 @@ class Broker {
   std::shared_ptr<const QueueMetadata> FindQueue(const std::string& name) const;
   void CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueResult> done);
   void DeleteQueueOnAdminStrand(const std::string& name, StatusCallback done);
+  void SetQueueAttributesOnAdminStrand(
+      const std::string& name,
+      const std::function<Result<QueueAttributes>(const QueueAttributes&)>& change,
+      Callback<QueueInfo> done);
+  // Whether `queue` may use the dead-letter queue its redrive policy names.
+  Status CheckDeadLetterQueue(const std::string& queue, const QueueAttributes& attributes) const;
   // One receive over every partition; `op` says whether it may park when empty.
   void ReceiveAttempt(std::shared_ptr<ReceiveOp> op);
   void ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step);
@@ -326,8 +344,9 @@ class Broker {
   void OnQueuePartition(const std::string& queue, std::uint32_t partition,
                         std::function<Status(QueuePartition&, storage::WriteBatch&)> fn,
                         StatusCallback done);
+  // `extra` is written in the same batch as the topic's new metadata.
   void UpdateOnAdminStrand(const std::string& name, const TopicUpdate& update,
-                           Callback<TopicInfo> done);
+                           Callback<TopicInfo> done, storage::WriteBatch extra = {});
   void DeleteOnAdminStrand(const std::string& name, bool force, StatusCallback done);
   // On the slot's strand: appends `records`, writing `extra` in the same batch.
   void AppendOnStrand(std::shared_ptr<PartitionSlot> slot, std::vector<storage::Record> records,

@@ -149,19 +149,7 @@ void Broker::CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueR
       done(CreateQueueResult{std::move(*info), false});
     });
   }
-  if (a.redrive_policy) {
-    auto dlq = FindQueue(a.redrive_policy->dead_letter_queue);
-    if (!dlq) return done(UnknownQueue(a.redrive_policy->dead_letter_queue));
-    if (dlq->attributes.fifo != a.fifo) {
-      return done(FailedPrecondition("the dead-letter queue of a " +
-                                     std::string(a.fifo ? "FIFO" : "standard") + " queue must be " +
-                                     (a.fifo ? "FIFO" : "standard") + " too"));
-    }
-    if (!RedriveAllows(dlq->attributes.redrive_allow_policy, queue.name)) {
-      return done(FailedPrecondition("the redrive allow policy of '" + dlq->name +
-                                     "' does not admit '" + queue.name + "'"));
-    }
-  }
+  if (Status s = CheckDeadLetterQueue(queue.name, a); !s) return done(s.error());
   if (next_subscription_id_ == UINT32_MAX) {
     return done(ResourceExhausted("subscription ids are exhausted"));
   }
@@ -206,13 +194,37 @@ void Broker::CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueR
   done(CreateQueueResult{std::move(info), true});
 }
 
+Status Broker::CheckDeadLetterQueue(const std::string& queue,
+                                    const QueueAttributes& attributes) const {
+  if (!attributes.redrive_policy) return Ok();
+  auto dlq = FindQueue(attributes.redrive_policy->dead_letter_queue);
+  if (!dlq) return UnknownQueue(attributes.redrive_policy->dead_letter_queue);
+  if (dlq->attributes.fifo != attributes.fifo) {
+    const std::string type = attributes.fifo ? "FIFO" : "standard";
+    return FailedPrecondition("the dead-letter queue of a " + type + " queue must be " + type +
+                              " too");
+  }
+  if (!RedriveAllows(dlq->attributes.redrive_allow_policy, queue)) {
+    return FailedPrecondition("the redrive allow policy of '" + dlq->name + "' does not admit '" +
+                              queue + "'");
+  }
+  return Ok();
+}
+
 void Broker::DescribeQueue(const std::string& name, Callback<QueueInfo> done) {
   auto queue = FindQueue(name);
   if (!queue) return done(UnknownQueue(name));
   auto topic = FindTopic(queue->topic);
   if (!topic) return done(UnknownTopic(queue->topic));
   if (!Enter()) return done(ShuttingDown());
-  auto gather = std::make_shared<Gather<QueueInfo>>(topic->partitions.size(), QueueInfo{*queue, {}},
+  QueueInfo described{*queue, {}};
+  // Topic-level attributes as the topic has them (it may have been updated as a topic, or
+  // belong to another owner).
+  QueueAttributes& a = described.metadata.attributes;
+  a.partitions = topic->metadata.config.partitions;
+  a.retention_ms = topic->metadata.config.retention_ms;
+  a.max_message_bytes = topic->metadata.config.max_message_bytes;
+  auto gather = std::make_shared<Gather<QueueInfo>>(topic->partitions.size(), std::move(described),
                                                     std::move(done), [this] { Leave(); });
   const std::int64_t now = clock_.WallMillis();
   for (const auto& slot : topic->partitions) {
@@ -228,6 +240,112 @@ void Broker::DescribeQueue(const std::string& name, Callback<QueueInfo> done) {
       gather->Finish();
     });
   }
+}
+
+void Broker::SetQueueAttributes(
+    std::string name, std::function<Result<QueueAttributes>(const QueueAttributes&)> change,
+    Callback<QueueInfo> done) {
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, name = std::move(name), change = std::move(change),
+                                    done = std::move(done)] {
+    SetQueueAttributesOnAdminStrand(name, change, done);
+    Leave();
+  });
+}
+
+void Broker::SetQueueAttributesOnAdminStrand(
+    const std::string& name,
+    const std::function<Result<QueueAttributes>(const QueueAttributes&)>& change,
+    Callback<QueueInfo> done) {
+  auto queue = FindQueue(name);
+  if (!queue) return done(UnknownQueue(name));
+  auto topic = FindTopic(queue->topic);
+  if (!topic) return done(UnknownTopic(queue->topic));
+  QueueAttributes current = queue->attributes;
+  const TopicConfig& config = topic->metadata.config;
+  current.partitions = config.partitions;
+  current.retention_ms = config.retention_ms;
+  current.max_message_bytes = config.max_message_bytes;
+  auto next = change(current);
+  if (!next) return done(next.error());
+  if (next->fifo != current.fifo) {
+    return done(InvalidArgument("queue '" + name + "' is " + (current.fifo ? "FIFO" : "standard") +
+                                "; a queue's type is fixed at creation"));
+  }
+  TopicUpdate update;
+  // Unchanged topic-level values are kept as the queue was given them: the topic's own may
+  // lie outside the queue ranges (set as a topic) and are not this call's to judge.
+  QueueAttributes stored = *next;
+  if (next->partitions != current.partitions) {
+    update.partitions = next->partitions;
+  } else {
+    stored.partitions = queue->attributes.partitions;
+  }
+  if (next->retention_ms != current.retention_ms) {
+    update.retention_ms = next->retention_ms;
+  } else {
+    stored.retention_ms = queue->attributes.retention_ms;
+  }
+  if (next->max_message_bytes != current.max_message_bytes) {
+    update.max_message_bytes = next->max_message_bytes;
+  } else {
+    stored.max_message_bytes = queue->attributes.max_message_bytes;
+  }
+  if (Status s = ValidateQueueAttributes(name, stored); !s) return done(s.error());
+  const bool topic_changes = update.partitions || update.retention_ms || update.max_message_bytes;
+  if (topic_changes && !queue->owns_topic) {
+    return done(FailedPrecondition("queue '" + name + "' subscribes to topic '" + queue->topic +
+                                   "': partitions, retention and max message bytes belong to "
+                                   "the topic; change them there"));
+  }
+  if (next->partitions < current.partitions) {
+    return done(InvalidArgument("queue '" + name + "' has " + std::to_string(current.partitions) +
+                                " partitions; the count can grow but not shrink to " +
+                                std::to_string(next->partitions)));
+  }
+  if (next->redrive_policy != current.redrive_policy) {
+    if (Status s = CheckDeadLetterQueue(name, *next); !s) return done(s.error());
+  }
+  auto changed = std::make_shared<QueueMetadata>(*queue);
+  changed->attributes = stored;
+  changed->modified_ms = clock_.WallMillis();
+  storage::WriteBatch batch;
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, name), EncodeQueueMetadata(*changed));
+  auto install = [this, changed, done] {
+    {
+      std::unique_lock lock(topics_mu_);
+      queues_[changed->name] = changed;
+    }
+    Log().info("changed the attributes of queue '{}'", changed->name);
+    // A longer wait, a higher in-flight limit or a removed redrive policy may let parked
+    // receives take something.
+    if (auto t = FindTopic(changed->topic)) t->receivers->Wake();
+    DescribeQueue(changed->name, done);
+  };
+  if (topic_changes) {
+    // The topic's update refuses more partitions for a FIFO queue's topic.
+    return UpdateOnAdminStrand(
+        queue->topic, update,
+        [install, done](Result<TopicInfo> updated) {
+          if (!updated) return done(updated.error());
+          install();
+        },
+        std::move(batch));
+  }
+  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
+  install();
+}
+
+Result<std::vector<std::string>> Broker::DeadLetterSourceQueues(
+    const std::string& dead_letter_queue, const std::string& after, std::size_t limit) const {
+  std::shared_lock lock(topics_mu_);
+  if (!queues_.contains(dead_letter_queue)) return UnknownQueue(dead_letter_queue);
+  std::vector<std::string> out;
+  for (auto it = queues_.upper_bound(after); it != queues_.end() && out.size() < limit; ++it) {
+    const auto& policy = it->second->attributes.redrive_policy;
+    if (policy && policy->dead_letter_queue == dead_letter_queue) out.push_back(it->first);
+  }
+  return out;
 }
 
 void Broker::DeleteQueue(std::string name, StatusCallback done) {

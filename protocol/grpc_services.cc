@@ -1092,6 +1092,63 @@ grpc::ServerUnaryReactor* QueueServiceImpl::GetQueueAttributes(
   return reactor;
 }
 
+grpc::ServerUnaryReactor* QueueServiceImpl::SetQueueAttributes(
+    grpc::CallbackServerContext* /*context*/, const v1::SetQueueAttributesRequest* request,
+    v1::SetQueueAttributesResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  const std::string& name = request->queue();
+  if (Status s = broker::ValidateQueueName(name, name.ends_with(".fifo")); !s) {
+    return FinishWith(calls_, __func__, ToGrpcStatus(s.error()));
+  }
+  // The broker applies the change to the attributes current on its admin strand, so two
+  // calls changing different attributes both take effect.
+  const v1::QueueAttributes given = request->attributes();
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.SetQueueAttributes(
+      name,
+      [given](const broker::QueueAttributes& current) -> Result<broker::QueueAttributes> {
+        auto next = AttributesFromProto(given, current);
+        // An empty dead-letter queue removes the policy.
+        if (next && given.has_redrive_policy() &&
+            given.redrive_policy().dead_letter_queue().empty()) {
+          next->redrive_policy.reset();
+        }
+        return next;
+      },
+      [reactor, response](Result<broker::QueueInfo> info) {
+        if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
+        QueueToProto(*info, response->mutable_queue());
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::ListDeadLetterSourceQueues(
+    grpc::CallbackServerContext* /*context*/, const v1::ListDeadLetterSourceQueuesRequest* request,
+    v1::ListDeadLetterSourceQueuesResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  const std::string& name = request->queue();
+  if (Status s = broker::ValidateQueueName(name, name.ends_with(".fifo")); !s) {
+    return FinishWith(calls_, __func__, ToGrpcStatus(s.error()));
+  }
+  // Tokens are the last name of the previous page, so they are queue names themselves.
+  const std::string& token = request->page_token();
+  if (!token.empty() && !broker::ValidateQueueName(token, token.ends_with(".fifo"))) {
+    return FinishWith(calls_, __func__,
+                      InvalidArgumentStatus("page_token was not produced by this call"));
+  }
+  const std::uint32_t size = std::min(
+      request->page_size() == 0 ? kDefaultQueuePage : request->page_size(), kDefaultQueuePage);
+  auto names = broker_.DeadLetterSourceQueues(name, token, size + 1);
+  if (!names) return FinishWith(calls_, __func__, ToGrpcStatus(names.error()));
+  const bool more = names->size() > size;
+  if (more) names->pop_back();
+  for (const auto& n : *names)
+    response->add_queues(n);
+  if (more) response->set_next_page_token(names->back());
+  return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
 grpc::ServerUnaryReactor* QueueServiceImpl::ListQueues(grpc::CallbackServerContext* /*context*/,
                                                        const v1::ListQueuesRequest* request,
                                                        v1::ListQueuesResponse* response) {

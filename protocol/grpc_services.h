@@ -133,7 +133,7 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
 
 // Consumer groups (proto/spool/v1/groups.proto); the protocol is in broker::GroupCoordinator.
 // QueueService: queues, sends, receives (with long polling), deletes and visibility. Not
-// yet: SetQueueAttributes, StreamingReceive and redrive tasks (they answer UNIMPLEMENTED).
+// yet: StreamingReceive and redrive tasks (they answer UNIMPLEMENTED).
 class QueueServiceImpl final : public v1::QueueService::CallbackService {
  public:
   QueueServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
@@ -144,9 +144,15 @@ class QueueServiceImpl final : public v1::QueueService::CallbackService {
   grpc::ServerUnaryReactor* GetQueueAttributes(grpc::CallbackServerContext* context,
                                                const v1::GetQueueAttributesRequest* request,
                                                v1::GetQueueAttributesResponse* response) override;
+  grpc::ServerUnaryReactor* SetQueueAttributes(grpc::CallbackServerContext* context,
+                                               const v1::SetQueueAttributesRequest* request,
+                                               v1::SetQueueAttributesResponse* response) override;
   grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* context,
                                        const v1::ListQueuesRequest* request,
                                        v1::ListQueuesResponse* response) override;
+  grpc::ServerUnaryReactor* ListDeadLetterSourceQueues(
+      grpc::CallbackServerContext* context, const v1::ListDeadLetterSourceQueuesRequest* request,
+      v1::ListDeadLetterSourceQueuesResponse* response) override;
   grpc::ServerUnaryReactor* DeleteQueue(grpc::CallbackServerContext* context,
                                         const v1::DeleteQueueRequest* request,
                                         v1::DeleteQueueResponse* response) override;

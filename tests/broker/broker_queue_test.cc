@@ -111,6 +111,20 @@ class BrokerQueueTest : public ::testing::Test {
     return w.Get();
   }
 
+  Result<QueueInfo> SetAttributes(const std::string& queue,
+                                  std::function<void(QueueAttributes&)> change) {
+    Waiter<QueueInfo> w;
+    broker_->SetQueueAttributes(
+        queue,
+        [change](const QueueAttributes& current) -> Result<QueueAttributes> {
+          QueueAttributes next = current;
+          change(next);
+          return next;
+        },
+        w.Callback());
+    return w.Get();
+  }
+
   Result<QueueInfo> Describe(const std::string& queue) {
     Waiter<QueueInfo> w;
     broker_->DescribeQueue(queue, w.Callback());
@@ -175,6 +189,118 @@ TEST_F(BrokerQueueTest, DeadLetterQueuesMustExistMatchAndAllow) {
   ASSERT_TRUE(CreateQueue("dlq2", allow));
   with_dlq.redrive_policy->dead_letter_queue = "dlq2";
   EXPECT_TRUE(CreateQueue("src", with_dlq));
+}
+
+TEST_F(BrokerQueueTest, SetAttributesChangesTheQueueAndItsTopicDurably) {
+  ASSERT_TRUE(CreateQueue("jobs"));
+  auto changed = SetAttributes("jobs", [](QueueAttributes& a) {
+    a.visibility_timeout_ms = 5'000;
+    a.receive_wait_ms = 2'000;
+    a.partitions = 3;
+    a.retention_ms = 3'600'000;
+  });
+  ASSERT_TRUE(changed) << changed.error().ToString();
+  EXPECT_EQ(changed->metadata.attributes.visibility_timeout_ms, 5'000);
+  EXPECT_EQ(changed->metadata.attributes.partitions, 3u);
+  auto topic = broker_->DescribeTopic("jobs");
+  ASSERT_TRUE(topic);
+  EXPECT_EQ(topic->metadata.config.partitions, 3u);
+  EXPECT_EQ(topic->metadata.config.retention_ms, 3'600'000);
+  // The new visibility timeout applies to the next receive.
+  ASSERT_TRUE(Send("jobs", {"a"}));
+  auto got = Receive("jobs", 1);
+  ASSERT_TRUE(got && got->size() == 1);
+  EXPECT_EQ(got->front().message.visibility_deadline_ms, clock_.WallMillis() + 5'000);
+
+  // Bad changes leave everything as it was.
+  EXPECT_EQ(SetAttributes("jobs", [](QueueAttributes& a) { a.partitions = 2; }).error().code,
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(SetAttributes("jobs", [](QueueAttributes& a) { a.fifo = true; }).error().code,
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(
+      SetAttributes("jobs", [](QueueAttributes& a) { a.visibility_timeout_ms = -1; }).error().code,
+      ErrorCode::kInvalidArgument);
+  EXPECT_EQ(SetAttributes("jobs",
+                          [](QueueAttributes& a) {
+                            a.redrive_policy = {"nope", 3};
+                          })
+                .error()
+                .code,
+            ErrorCode::kNotFound);
+  EXPECT_EQ(SetAttributes("missing", [](QueueAttributes&) {}).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(Describe("jobs")->metadata.attributes.visibility_timeout_ms, 5'000);
+
+  // FIFO queues keep their partition count; so does their topic through the topic API.
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  ASSERT_TRUE(CreateQueue("orders.fifo", fifo));
+  EXPECT_EQ(SetAttributes("orders.fifo", [](QueueAttributes& a) { a.partitions = 2; }).error().code,
+            ErrorCode::kFailedPrecondition);
+  TopicUpdate grow;
+  grow.partitions = 2;
+  Waiter<TopicInfo> grown;
+  broker_->UpdateTopic("orders.fifo", grow, grown.Callback());
+  EXPECT_EQ(grown.Get().error().code, ErrorCode::kFailedPrecondition);
+
+  // A queue on a shared topic may not change the topic, but may set what it has.
+  TopicConfig shared;
+  shared.name = "events";
+  shared.retention_ms = 1'000;  // below the queue range: set as a topic
+  Waiter<TopicInfo> t;
+  broker_->CreateTopic(shared, t.Callback());
+  ASSERT_TRUE(t.Get());
+  ASSERT_TRUE(CreateQueue("audit", {}, "events"));
+  EXPECT_EQ(Describe("audit")->metadata.attributes.retention_ms, 1'000);
+  EXPECT_EQ(SetAttributes("audit", [](QueueAttributes& a) { a.partitions = 4; }).error().code,
+            ErrorCode::kFailedPrecondition);
+  auto audit = SetAttributes("audit", [](QueueAttributes& a) { a.delivery_delay_ms = 1'000; });
+  ASSERT_TRUE(audit) << audit.error().ToString();
+  EXPECT_EQ(audit->metadata.attributes.delivery_delay_ms, 1'000);
+
+  // The change is durable.
+  Close();
+  Open();
+  auto reopened = Describe("jobs");
+  ASSERT_TRUE(reopened);
+  EXPECT_EQ(reopened->metadata.attributes.visibility_timeout_ms, 5'000);
+  EXPECT_EQ(reopened->metadata.attributes.receive_wait_ms, 2'000);
+  EXPECT_EQ(reopened->metadata.attributes.partitions, 3u);
+  EXPECT_EQ(Describe("audit")->metadata.attributes.delivery_delay_ms, 1'000);
+}
+
+TEST_F(BrokerQueueTest, RedrivePoliciesAreCheckedWhenSetAndListedByTheirDeadLetterQueue) {
+  QueueAttributes deny;
+  deny.redrive_allow_policy.permission = RedrivePermission::kDenyAll;
+  ASSERT_TRUE(CreateQueue("closed-dlq", deny));
+  ASSERT_TRUE(CreateQueue("dlq"));
+  for (const char* name : {"c", "a", "b"})
+    ASSERT_TRUE(CreateQueue(name));
+  EXPECT_EQ(SetAttributes("a",
+                          [](QueueAttributes& q) {
+                            q.redrive_policy = {"closed-dlq", 2};
+                          })
+                .error()
+                .code,
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(SetAttributes("a",
+                          [](QueueAttributes& q) {
+                            q.redrive_policy = {"a", 2};
+                          })
+                .error()
+                .code,
+            ErrorCode::kInvalidArgument);
+  for (const char* name : {"c", "a", "b"}) {
+    ASSERT_TRUE(SetAttributes(name, [](QueueAttributes& q) { q.redrive_policy = {"dlq", 2}; }));
+  }
+  auto sources = broker_->DeadLetterSourceQueues("dlq", "", 10);
+  ASSERT_TRUE(sources);
+  EXPECT_EQ(*sources, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(*broker_->DeadLetterSourceQueues("dlq", "a", 1), std::vector<std::string>{"b"});
+  EXPECT_TRUE(broker_->DeadLetterSourceQueues("closed-dlq", "", 10)->empty());
+  EXPECT_EQ(broker_->DeadLetterSourceQueues("nope", "", 10).error().code, ErrorCode::kNotFound);
+  // Removing the policy takes the queue off the list.
+  ASSERT_TRUE(SetAttributes("b", [](QueueAttributes& q) { q.redrive_policy.reset(); }));
+  EXPECT_EQ(*broker_->DeadLetterSourceQueues("dlq", "", 10), (std::vector<std::string>{"a", "c"}));
 }
 
 TEST_F(BrokerQueueTest, MessagesAreLeasedDeletedAndReleasedAcrossPartitions) {

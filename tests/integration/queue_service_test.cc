@@ -299,6 +299,70 @@ TEST_F(QueueServiceTest, CreatingAgainComparesOnlyTheAttributesGiven) {
   EXPECT_EQ(Create("c", custom).error_code(), grpc::StatusCode::ALREADY_EXISTS);
 }
 
+TEST_F(QueueServiceTest, SetAttributesChangesOnlyWhatIsGivenAndRemovesPolicies) {
+  ASSERT_TRUE(Create("dlq").ok());
+  v1::QueueAttributes initial;
+  initial.set_visibility_timeout_seconds(90);
+  initial.mutable_redrive_policy()->set_dead_letter_queue("dlq");
+  initial.mutable_redrive_policy()->set_max_receive_count(4);
+  ASSERT_TRUE(Create("src", initial).ok());
+  v1::SetQueueAttributesRequest set;
+  set.set_queue("src");
+  set.mutable_attributes()->set_delivery_delay_seconds(7);
+  set.mutable_attributes()->set_partitions(2);
+  v1::SetQueueAttributesResponse changed;
+  grpc::Status s = stub_->SetQueueAttributes(Context().get(), set, &changed);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(changed.queue().attributes().delivery_delay_seconds(), 7u);
+  EXPECT_EQ(changed.queue().attributes().partitions(), 2u);
+  EXPECT_EQ(changed.queue().attributes().visibility_timeout_seconds(), 90u) << "kept";
+  EXPECT_EQ(changed.queue().attributes().redrive_policy().dead_letter_queue(), "dlq");
+  EXPECT_GE(changed.queue().last_modified_timestamp_ms(), changed.queue().created_timestamp_ms());
+
+  v1::ListDeadLetterSourceQueuesRequest list;
+  list.set_queue("dlq");
+  v1::ListDeadLetterSourceQueuesResponse sources;
+  ASSERT_TRUE(stub_->ListDeadLetterSourceQueues(Context().get(), list, &sources).ok());
+  ASSERT_EQ(sources.queues_size(), 1);
+  EXPECT_EQ(sources.queues(0), "src");
+
+  // An empty dead-letter queue removes the policy.
+  set.clear_attributes();
+  set.mutable_attributes()->mutable_redrive_policy();
+  ASSERT_TRUE(stub_->SetQueueAttributes(Context().get(), set, &changed).ok());
+  EXPECT_FALSE(changed.queue().attributes().has_redrive_policy());
+  sources.Clear();
+  ASSERT_TRUE(stub_->ListDeadLetterSourceQueues(Context().get(), list, &sources).ok());
+  EXPECT_EQ(sources.queues_size(), 0);
+
+  // Bad changes: the type, a shrink, a value out of range, an unknown queue or page token.
+  set.clear_attributes();
+  set.mutable_attributes()->set_fifo(true);
+  EXPECT_EQ(stub_->SetQueueAttributes(Context().get(), set, &changed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  set.clear_attributes();
+  set.mutable_attributes()->set_partitions(1);
+  EXPECT_EQ(stub_->SetQueueAttributes(Context().get(), set, &changed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  set.clear_attributes();
+  set.mutable_attributes()->set_receive_wait_seconds(21);
+  EXPECT_EQ(stub_->SetQueueAttributes(Context().get(), set, &changed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  set.set_queue("missing");
+  EXPECT_EQ(stub_->SetQueueAttributes(Context().get(), set, &changed).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  set.set_queue("bad name");
+  EXPECT_EQ(stub_->SetQueueAttributes(Context().get(), set, &changed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  list.set_page_token("not a name!");
+  EXPECT_EQ(stub_->ListDeadLetterSourceQueues(Context().get(), list, &sources).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  list.set_page_token("");
+  list.set_queue("missing");
+  EXPECT_EQ(stub_->ListDeadLetterSourceQueues(Context().get(), list, &sources).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(QueueServiceTest, TheQueuesDefaultWaitEndsBeforeTheCallersDeadline) {
   v1::QueueAttributes waits;
   waits.set_receive_wait_seconds(20);
