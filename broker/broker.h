@@ -128,10 +128,22 @@ struct TopicUpdate {
 
 enum class OffsetQuery { kEarliest, kLatest, kTimestamp };
 
+// What happened on a queue since the broker started.
+struct QueueActivity {
+  std::uint64_t sent = 0;           // messages appended by SendMessages (duplicates not)
+  std::uint64_t received = 0;       // messages returned by receives
+  std::uint64_t redelivered = 0;    // ... of which had been received before
+  std::uint64_t deleted = 0;        // successful deletes by receipt
+  std::uint64_t dead_lettered = 0;  // messages moved to the dead-letter queue
+};
+
 // A queue and its approximate message counts.
 struct QueueInfo {
   QueueMetadata metadata;
-  QueueCounts counts;
+  QueueCounts counts;  // over all partitions; counts.oldest_visible is not set
+  // Append time of the oldest message a receive could return now, if there is one.
+  std::optional<std::int64_t> oldest_visible_sent_ms;
+  QueueActivity activity;
 };
 
 struct CreateQueueResult {
@@ -372,7 +384,12 @@ class Broker {
   std::map<std::string, std::shared_ptr<const Topic>> topics_;          // guarded by topics_mu_
   std::uint32_t next_topic_id_ = 1;                                     // admin strand only
   std::map<std::string, std::shared_ptr<const QueueMetadata>> queues_;  // guarded by topics_mu_
-  std::uint32_t next_subscription_id_ = 1;                              // admin strand only
+  // Activity counters by subscription, created on first use.
+  struct QueueCounters;
+  std::shared_ptr<QueueCounters> CountersOf(std::uint32_t subscription);
+  std::mutex counters_mu_;
+  std::map<std::uint32_t, std::shared_ptr<QueueCounters>> queue_counters_;  // counters_mu_
+  std::uint32_t next_subscription_id_ = 1;                                  // admin strand only
 
   std::mutex inflight_mu_;
   std::condition_variable inflight_cv_;

@@ -51,6 +51,27 @@ bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
 
 }  // namespace
 
+struct Broker::QueueCounters {
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> redelivered{0};
+  std::atomic<std::uint64_t> deleted{0};
+  std::atomic<std::uint64_t> dead_lettered{0};
+
+  QueueActivity Snapshot() const {
+    return {sent.load(std::memory_order_relaxed), received.load(std::memory_order_relaxed),
+            redelivered.load(std::memory_order_relaxed), deleted.load(std::memory_order_relaxed),
+            dead_lettered.load(std::memory_order_relaxed)};
+  }
+};
+
+std::shared_ptr<Broker::QueueCounters> Broker::CountersOf(std::uint32_t subscription) {
+  std::lock_guard lock(counters_mu_);
+  auto& counters = queue_counters_[subscription];
+  if (!counters) counters = std::make_shared<QueueCounters>();
+  return counters;
+}
+
 // A message past its queue's max receive count, on its way to the dead-letter queue.
 struct Broker::DeadLetter {
   std::uint32_t partition = 0;  // in the source topic
@@ -190,7 +211,8 @@ void Broker::CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueR
   }
   Log().info("created queue '{}' (subscription {}) on topic '{}'", queue.name, queue.subscription,
              queue.topic);
-  QueueInfo info{std::move(queue), {}};
+  QueueInfo info;
+  info.metadata = std::move(queue);
   done(CreateQueueResult{std::move(info), true});
 }
 
@@ -217,7 +239,7 @@ void Broker::DescribeQueue(const std::string& name, Callback<QueueInfo> done) {
   auto topic = FindTopic(queue->topic);
   if (!topic) return done(UnknownTopic(queue->topic));
   if (!Enter()) return done(ShuttingDown());
-  QueueInfo described{*queue, {}};
+  QueueInfo described{*queue, {}, std::nullopt, CountersOf(queue->subscription)->Snapshot()};
   // Topic-level attributes as the topic has them (it may have been updated as a topic, or
   // belong to another owner).
   QueueAttributes& a = described.metadata.attributes;
@@ -232,10 +254,20 @@ void Broker::DescribeQueue(const std::string& name, Callback<QueueInfo> done) {
       auto state = slot->Queue(store_, sub);
       if (!state) return gather->Fail(state.error());
       const QueueCounts c = (*state)->Counts(now);
+      std::optional<std::int64_t> oldest_sent_ms;
+      if (c.oldest_visible) {
+        // Best effort: a record retention just removed has no age to report.
+        auto read = slot->log.Read(*c.oldest_visible, 1, 1);
+        if (read && !read->empty()) oldest_sent_ms = read->front().record.append_timestamp_ms;
+      }
       gather->Update([&](QueueInfo& info) {
         info.counts.visible += c.visible;
         info.counts.in_flight += c.in_flight;
         info.counts.delayed += c.delayed;
+        if (oldest_sent_ms &&
+            (!info.oldest_visible_sent_ms || *oldest_sent_ms < *info.oldest_visible_sent_ms)) {
+          info.oldest_visible_sent_ms = oldest_sent_ms;
+        }
       });
       gather->Finish();
     });
@@ -375,6 +407,10 @@ void Broker::DeleteQueueOnAdminStrand(const std::string& name, StatusCallback do
     return Leave();
   }
   Log().info("deleted queue '{}' (subscription {})", name, queue->subscription);
+  {
+    std::lock_guard lock(counters_mu_);
+    queue_counters_.erase(queue->subscription);
+  }
   if (auto topic = FindTopic(queue->topic)) {
     topic->receivers->Wake();  // parked receives answer NotFound
     for (const auto& slot : topic->partitions) {
@@ -484,7 +520,17 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
     if (delay > 0) m.record.deliver_after_ms = now + delay;
     records.push_back(std::move(m.record));
   }
-  Produce(queue->topic, std::nullopt, std::move(records), std::move(done));
+  Produce(queue->topic, std::nullopt, std::move(records),
+          [counters = CountersOf(queue->subscription),
+           done = std::move(done)](Result<std::vector<ProducedRecord>> sent) {
+            if (sent) {
+              counters->sent.fetch_add(
+                  static_cast<std::uint64_t>(std::count_if(
+                      sent->begin(), sent->end(), [](const auto& r) { return !r.duplicate; })),
+                  std::memory_order_relaxed);
+            }
+            done(std::move(sent));
+          });
 }
 
 void Broker::ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done) {
@@ -638,6 +684,15 @@ void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
                              std::to_string(op->queue->attributes.max_in_flight) +
                              " messages in flight, its limit"));
     } else {
+      if (!op->messages.empty()) {
+        auto counters = CountersOf(op->queue->subscription);
+        counters->received.fetch_add(op->messages.size(), std::memory_order_relaxed);
+        counters->redelivered.fetch_add(
+            static_cast<std::uint64_t>(
+                std::count_if(op->messages.begin(), op->messages.end(),
+                              [](const QueueMessage& m) { return m.message.receive_count > 1; })),
+            std::memory_order_relaxed);
+      }
       done(std::move(op->messages));
     }
     return Leave();
@@ -723,6 +778,8 @@ void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
                         receipts.size(), dlq_name, moved.error().ToString());
             return;
           }
+          CountersOf(source->subscription)
+              ->dead_lettered.fetch_add(receipts.size(), std::memory_order_relaxed);
           for (const QueueReceipt& r : receipts) {
             if (!Enter()) return;
             auto slot = source_topic->partitions[r.partition];
@@ -782,12 +839,17 @@ void Broker::OnQueuePartition(const std::string& queue_name, std::uint32_t parti
 }
 
 void Broker::DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done) {
+  auto q = FindQueue(queue);
+  auto counters = q ? CountersOf(q->subscription) : nullptr;
   OnQueuePartition(
       queue, receipt.partition,
       [receipt](QueuePartition& state, storage::WriteBatch& batch) {
         return state.Delete(receipt.offset, receipt.generation, batch);
       },
-      std::move(done));
+      [counters, done = std::move(done)](Status s) {
+        if (s && counters) counters->deleted.fetch_add(1, std::memory_order_relaxed);
+        done(std::move(s));
+      });
 }
 
 void Broker::ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,

@@ -397,23 +397,38 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
 }
 
 QueueCounts QueuePartition::Counts(std::int64_t now_ms) const {
+  // The index sizes are maintained; only entries that are due now are walked (leases that
+  // ended, and examined messages not taken yet).
   QueueCounts c;
-  const auto future_leases = leases_.lower_bound({now_ms + 1, 0});
-  c.in_flight = static_cast<std::uint64_t>(std::distance(future_leases, leases_.end()));
-  const auto future_waiting = waiting_.lower_bound({now_ms + 1, 0});
-  c.delayed = static_cast<std::uint64_t>(std::distance(future_waiting, waiting_.end()));
-  for (const Index* index : {&leases_, &waiting_}) {
+  auto consider = [&c](std::uint64_t offset) {
+    if (!c.oldest_visible || offset < *c.oldest_visible) c.oldest_visible = offset;
+  };
+  std::uint64_t due_leases = 0;
+  std::uint64_t due_waiting = 0;
+  for (auto [index, due] : {std::pair{&leases_, &due_leases}, std::pair{&waiting_, &due_waiting}}) {
     for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
-      if (it->second < scanned_) ++c.visible;
+      ++*due;
+      if (it->second < scanned_) {
+        ++c.visible;
+        consider(it->second);
+      }
     }
   }
+  c.in_flight = leases_.size() - due_leases;
+  c.delayed = waiting_.size() - due_waiting;
   // Not examined yet: visible, except what loaded states say is done or leased.
   const std::uint64_t from = std::max(scanned_, log_->start_offset());
-  std::uint64_t unexamined = log_->end_offset() > from ? log_->end_offset() - from : 0;
-  for (auto it = states_.lower_bound(from); it != states_.end() && unexamined > 0; ++it) {
-    if (it->second.acked || it->second.visible_at_ms > now_ms) --unexamined;
+  const std::uint64_t end = log_->end_offset();
+  std::uint64_t unexamined = end > from ? end - from : 0;
+  std::uint64_t first_free = from;  // the first unexamined offset without a blocking state
+  for (auto it = states_.lower_bound(from); it != states_.end() && it->first < end; ++it) {
+    if (it->second.acked || it->second.visible_at_ms > now_ms) {
+      --unexamined;
+      if (it->first == first_free) ++first_free;
+    }
   }
   c.visible += unexamined;
+  if (first_free < end) consider(first_free);
   return c;
 }
 

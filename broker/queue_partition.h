@@ -91,6 +91,8 @@ struct QueueCounts {
   std::uint64_t visible = 0;    // approximate: log messages not yet examined count as visible
   std::uint64_t in_flight = 0;  // leased
   std::uint64_t delayed = 0;    // examined and waiting for their delivery time
+  // The lowest offset that a receive could return now.
+  std::optional<std::uint64_t> oldest_visible;
 };
 
 class QueuePartition {

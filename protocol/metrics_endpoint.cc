@@ -1,6 +1,10 @@
 #include "protocol/metrics_endpoint.h"
 
+#include <algorithm>
+#include <condition_variable>
 #include <functional>
+#include <map>
+#include <mutex>
 
 #include "common/metrics.h"
 
@@ -14,10 +18,34 @@ struct PartitionSeries {
   std::function<std::uint64_t(const broker::PartitionInfo&)> value;
 };
 
+// Every queue's description, gathered in parallel; those not answered in time are left out.
+std::map<std::string, broker::QueueInfo> DescribeQueues(broker::Broker& broker,
+                                                        std::chrono::milliseconds timeout) {
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::size_t pending = 0;
+    std::map<std::string, broker::QueueInfo> described;
+  };
+  auto shared = std::make_shared<Shared>();
+  const auto names = broker.ListQueues("", "", SIZE_MAX);
+  shared->pending = names.size();
+  for (const std::string& name : names) {
+    broker.DescribeQueue(name, [shared, name](Result<broker::QueueInfo> info) {
+      std::lock_guard lock(shared->mu);
+      if (info) shared->described.emplace(name, std::move(*info));
+      if (--shared->pending == 0) shared->cv.notify_all();
+    });
+  }
+  std::unique_lock lock(shared->mu);
+  shared->cv.wait_for(lock, timeout, [&] { return shared->pending == 0; });
+  return shared->described;
+}
+
 }  // namespace
 
-std::string RenderMetrics(const broker::Broker& broker, const storage::Store& store,
-                          const CallCounter& calls) {
+std::string RenderMetrics(broker::Broker& broker, const storage::Store& store,
+                          const CallCounter& calls, std::chrono::milliseconds queue_timeout) {
   MetricsWriter out;
 
   std::vector<broker::TopicInfo> topics;
@@ -109,6 +137,68 @@ std::string RenderMetrics(const broker::Broker& broker, const storage::Store& st
                     {"partition", std::to_string(p.tp.partition)}},
                    series.value(p));
       }
+    }
+  }
+
+  // Queues.
+  const auto queues = DescribeQueues(broker, queue_timeout);
+  out.Family("spool_queue_messages", "gauge",
+             "Approximate messages of a queue by state: visible (receivable now), in_flight "
+             "(leased) or delayed.");
+  for (const auto& [name, q] : queues) {
+    out.Sample("spool_queue_messages", {{"queue", name}, {"state", "visible"}},
+               static_cast<double>(q.counts.visible));
+    out.Sample("spool_queue_messages", {{"queue", name}, {"state", "in_flight"}},
+               static_cast<double>(q.counts.in_flight));
+    out.Sample("spool_queue_messages", {{"queue", name}, {"state", "delayed"}},
+               static_cast<double>(q.counts.delayed));
+  }
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  out.Family("spool_queue_oldest_visible_age_seconds", "gauge",
+             "Age of the oldest message a receive could return now; 0 when there is none.");
+  for (const auto& [name, q] : queues) {
+    const double age = q.oldest_visible_sent_ms
+                           ? std::max<double>(0, (now_ms - *q.oldest_visible_sent_ms) / 1e3)
+                           : 0;
+    out.Sample("spool_queue_oldest_visible_age_seconds", {{"queue", name}}, age);
+  }
+  out.Family("spool_queue_dead_letter_messages", "gauge",
+             "Messages in the dead-letter queue of a queue with a redrive policy, in every "
+             "state.");
+  for (const auto& [name, q] : queues) {
+    const auto& policy = q.metadata.attributes.redrive_policy;
+    if (!policy) continue;
+    auto dlq = queues.find(policy->dead_letter_queue);
+    if (dlq == queues.end()) continue;
+    const broker::QueueCounts& c = dlq->second.counts;
+    out.Sample("spool_queue_dead_letter_messages",
+               {{"queue", name}, {"dead_letter_queue", policy->dead_letter_queue}},
+               static_cast<double>(c.visible + c.in_flight + c.delayed));
+  }
+  const struct {
+    const char* name;
+    const char* help;
+    std::uint64_t broker::QueueActivity::*field;
+  } activity_series[] = {
+      {"spool_queue_sent_messages_total", "Messages sent to a queue (duplicates not) since start.",
+       &broker::QueueActivity::sent},
+      {"spool_queue_received_messages_total", "Messages returned by receives since start.",
+       &broker::QueueActivity::received},
+      {"spool_queue_redelivered_messages_total",
+       "Received messages that had been received before, since start.",
+       &broker::QueueActivity::redelivered},
+      {"spool_queue_deleted_messages_total", "Messages deleted by receipt handle since start.",
+       &broker::QueueActivity::deleted},
+      {"spool_queue_dead_lettered_messages_total",
+       "Messages moved to the dead-letter queue since start.",
+       &broker::QueueActivity::dead_lettered},
+  };
+  for (const auto& series : activity_series) {
+    out.Family(series.name, "counter", series.help);
+    for (const auto& [name, q] : queues) {
+      out.Sample(series.name, {{"queue", name}}, static_cast<double>(q.activity.*series.field));
     }
   }
 

@@ -2,10 +2,15 @@
 
 // Renders everything /metrics shows, in the Prometheus text format: per topic and
 // partition the log bounds, size and publish/fetch counters; the store's group commit and
-// RocksDB health; gRPC latency per method.
+// RocksDB health; consumer groups; per queue its message counts, the age of its oldest
+// visible message, its dead-letter queue's depth and its activity counters; gRPC latency per
+// method.
 //
-// Thread-safety: reads atomics and thread-safe stats only; call from any thread.
+// Thread-safety: call from any thread but the broker's workers: the queue counts are
+// gathered on the partitions' strands, and this waits for them (at most `queue_timeout`;
+// queues that did not answer by then are left out).
 
+#include <chrono>
 #include <string>
 
 #include "broker/broker.h"
@@ -14,7 +19,8 @@
 
 namespace spool::protocol {
 
-std::string RenderMetrics(const broker::Broker& broker, const storage::Store& store,
-                          const CallCounter& calls);
+std::string RenderMetrics(broker::Broker& broker, const storage::Store& store,
+                          const CallCounter& calls,
+                          std::chrono::milliseconds queue_timeout = std::chrono::seconds(2));
 
 }  // namespace spool::protocol

@@ -340,6 +340,27 @@ TEST_F(QueuePartitionTest, PurgeAndRetentionMoveTheFloor) {
   EXPECT_EQ(queue_->floor(), 7u);
 }
 
+TEST_F(QueuePartitionTest, CountsFindTheOldestVisibleMessage) {
+  EXPECT_FALSE(queue_->Counts(kT0).oldest_visible);
+  Send(4);
+  EXPECT_EQ(queue_->Counts(kT0).oldest_visible, 0u) << "unexamined messages are visible";
+  auto got = Receive(kT0, 2).messages;  // m0, m1 leased until kT0 + 30 s
+  auto counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.oldest_visible, 2u);
+  EXPECT_EQ(counts.in_flight, 2u);
+  EXPECT_EQ(counts.visible, 2u);
+  ASSERT_TRUE(ChangeVisibility(got[1], kT0, 0));  // m1 visible again
+  EXPECT_EQ(queue_->Counts(kT0).oldest_visible, 1u);
+  // After a restart the loaded leases are skipped over in the unexamined part.
+  Reload();
+  counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.oldest_visible, 1u);
+  EXPECT_EQ(counts.visible, 3u);
+  EXPECT_EQ(queue_->Counts(kT0 + 30'000).oldest_visible, 0u) << "m0's lease ended";
+  Receive(kT0, 10);
+  EXPECT_FALSE(queue_->Counts(kT0).oldest_visible) << "everything is in flight";
+}
+
 TEST_F(QueuePartitionTest, StateSurvivesARestart) {
   Send(4);
   auto got = Receive(kT0, 3).messages;  // m0, m1, m2 leased until kT0 + 30 s

@@ -20,6 +20,7 @@
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
+#include "spool/v1/queue.grpc.pb.h"
 #include "tests/testing/spoold_process.h"
 #include "tests/testing/temp_dir.h"
 
@@ -284,6 +285,65 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
     v1::HeartbeatResponse joined;
     ASSERT_TRUE(groups->Heartbeat(Context().get(), join, &joined).ok());
   }
+  // Queue series: "work" dead-letters one message after one receive, has one deleted and
+  // one visible; "again" redelivers one.
+  auto queues = v1::QueueService::NewStub(channel_);
+  {
+    auto create = [&](const std::string& name, std::optional<std::string> dlq) {
+      v1::CreateQueueRequest request;
+      request.set_name(name);
+      if (dlq) {
+        request.mutable_attributes()->mutable_redrive_policy()->set_dead_letter_queue(*dlq);
+        request.mutable_attributes()->mutable_redrive_policy()->set_max_receive_count(1);
+      }
+      v1::CreateQueueResponse response;
+      ASSERT_TRUE(queues->CreateQueue(Context().get(), request, &response).ok());
+    };
+    auto send = [&](const std::string& queue, const std::string& body) {
+      v1::SendMessageRequest request;
+      request.set_queue(queue);
+      request.set_body(body);
+      v1::SendMessageResponse response;
+      ASSERT_TRUE(queues->SendMessage(Context().get(), request, &response).ok());
+    };
+    auto receive = [&](const std::string& queue, std::optional<std::uint32_t> visibility) {
+      v1::ReceiveMessagesRequest request;
+      request.set_queue(queue);
+      if (visibility) request.set_visibility_timeout_seconds(*visibility);
+      v1::ReceiveMessagesResponse response;
+      EXPECT_TRUE(queues->ReceiveMessages(Context().get(), request, &response).ok());
+      return response;
+    };
+    create("work-dlq", std::nullopt);
+    create("work", "work-dlq");
+    create("again", std::nullopt);
+    send("work", "a");
+    ASSERT_EQ(receive("work", 0).messages_size(), 1);
+    EXPECT_EQ(receive("work", std::nullopt).messages_size(), 0) << "moved instead";
+    // The move is written after the receive answers.
+    bool moved = false;
+    for (int i = 0; i < 200 && !moved; ++i) {
+      v1::GetQueueAttributesRequest get;
+      get.set_queue("work-dlq");
+      v1::GetQueueAttributesResponse got;
+      ASSERT_TRUE(queues->GetQueueAttributes(Context().get(), get, &got).ok());
+      moved = got.queue().stats().approximate_visible() == 1;
+      if (!moved) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(moved);
+    send("work", "b");
+    auto b = receive("work", std::nullopt);
+    ASSERT_EQ(b.messages_size(), 1);
+    v1::DeleteMessageRequest del;
+    del.set_queue("work");
+    del.set_receipt_handle(b.messages(0).receipt_handle());
+    v1::DeleteMessageResponse deleted;
+    ASSERT_TRUE(queues->DeleteMessage(Context().get(), del, &deleted).ok());
+    send("work", "c");
+    send("again", "x");
+    ASSERT_EQ(receive("again", 0).messages_size(), 1);
+    ASSERT_EQ(receive("again", std::nullopt).messages_size(), 1);
+  }
 
   const std::string health = HttpRequest(daemon_.http_address(), "GET", "/healthz");
   const std::string ready = HttpRequest(daemon_.http_address(), "GET", "/readyz");
@@ -316,6 +376,24 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
             std::string::npos);
   EXPECT_NE(body.find("spool_group_members{group=\"live\"} 1"), std::string::npos);
   EXPECT_NE(body.find("spool_group_rebalances_total{group=\"live\"} 1"), std::string::npos);
+  for (const char* sample : {
+           "spool_queue_sent_messages_total{queue=\"work\"} 3",
+           "spool_queue_received_messages_total{queue=\"work\"} 2",
+           "spool_queue_deleted_messages_total{queue=\"work\"} 1",
+           "spool_queue_dead_lettered_messages_total{queue=\"work\"} 1",
+           "spool_queue_redelivered_messages_total{queue=\"work\"} 0",
+           "spool_queue_redelivered_messages_total{queue=\"again\"} 1",
+           "spool_queue_messages{queue=\"work\",state=\"visible\"} 1",
+           "spool_queue_messages{queue=\"work\",state=\"in_flight\"} 0",
+           "spool_queue_messages{queue=\"again\",state=\"in_flight\"} 1",
+           "spool_queue_messages{queue=\"work-dlq\",state=\"visible\"} 1",
+           "spool_queue_dead_letter_messages{queue=\"work\",dead_letter_queue=\"work-dlq\"} 1",
+           "spool_queue_oldest_visible_age_seconds{queue=\"again\"} 0",
+       }) {
+    EXPECT_NE(body.find(sample), std::string::npos) << "missing: " << sample;
+  }
+  EXPECT_NE(body.find("spool_queue_oldest_visible_age_seconds{queue=\"work\"} "),
+            std::string::npos);
 
   // promtool (Debian's prometheus package) is the reference parser of the format.
   const std::string file = dir_.Sub("metrics.txt");
