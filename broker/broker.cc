@@ -64,6 +64,7 @@ Result<std::unique_ptr<Broker>> Broker::Open(storage::Store& store, const Clock&
   }
   broker->ScheduleRetention();
   broker->ScheduleGroupChecks();
+  broker->ResumeRedriveTasks();
   return broker;
 }
 
@@ -116,6 +117,7 @@ Status Broker::Load() {
     topics_ = std::move(loaded);
   }
   if (Status s = LoadQueues(); !s) return s;
+  if (Status s = LoadRedriveTasks(); !s) return s;
   return groups_->Load();
 }
 
@@ -193,6 +195,9 @@ void Broker::Shutdown() {
   boost::asio::post(admin_strand_, [this] {
     retention_timer_.cancel();
     group_timer_.cancel();
+    std::lock_guard lock(redrive_mu_);
+    for (const auto& [id, run] : redrive_runs_)
+      run->timer.cancel();
   });
   pool_.join();
 }

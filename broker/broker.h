@@ -36,6 +36,7 @@
 #include "broker/group_coordinator.h"
 #include "broker/queue_config.h"
 #include "broker/queue_partition.h"
+#include "broker/redrive_task.h"
 #include "broker/topic.h"
 #include "common/clock.h"
 #include "common/error.h"
@@ -135,6 +136,7 @@ struct QueueActivity {
   std::uint64_t redelivered = 0;    // ... of which had been received before
   std::uint64_t deleted = 0;        // successful deletes by receipt
   std::uint64_t dead_lettered = 0;  // messages moved to the dead-letter queue
+  std::uint64_t redriven = 0;       // messages a redrive task moved out of this queue
 };
 
 // A queue and its approximate message counts.
@@ -175,6 +177,12 @@ struct QueueReceipt {
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
   std::uint32_t generation = 0;
+};
+
+struct RedriveRequest {
+  std::string source;       // a dead-letter queue
+  std::string destination;  // empty: each message's source queue
+  std::uint32_t max_per_second = kDefaultRedriveRate;
 };
 
 template <class T>
@@ -304,6 +312,17 @@ class Broker {
   void ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
                                std::int64_t visible_in_ms, StatusCallback done);
 
+  // --- redrive tasks (broker_redrive.cc; semantics in proto/spool/v1/queue.proto) --------
+  // Starts moving the messages now in a dead-letter queue back, a batch per step at the
+  // task's rate, each batch in one write per destination partition. Answers the new task.
+  void StartRedrive(RedriveRequest request, Callback<RedriveTask> done);
+  // The source's tasks, most recent first, at most `max`. NotFound if no such queue.
+  Result<std::vector<RedriveTask>> ListRedriveTasks(const std::string& source,
+                                                    std::size_t max) const;
+  // Stops a running task: CANCELLED at once between steps, else CANCELLING until its step
+  // ends.
+  void CancelRedrive(std::uint64_t id, Callback<RedriveTask> done);
+
  private:
   using Strand = boost::asio::strand<boost::asio::thread_pool::executor_type>;
   struct PartitionSlot;
@@ -369,6 +388,34 @@ class Broker {
   // write per dead-letter partition; answers nobody (the receive that found them has).
   void MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
                        std::shared_ptr<const Topic> source_topic, std::vector<DeadLetter> letters);
+  // Appends locked dead letters of `source` to `destination`'s topic and deletes them from
+  // the source, one write per destination partition (FIFO: a group keeps to one partition).
+  // `rewrite` prepares each record. `done` gets how many moved once every write ended, or
+  // the first error; the letters of a failed write are receivable again.
+  void MoveLocked(std::shared_ptr<const QueueMetadata> source,
+                  std::shared_ptr<const Topic> source_topic,
+                  std::shared_ptr<const Topic> destination, std::vector<DeadLetter> letters,
+                  const std::function<void(storage::Record&, const DeadLetter&)>& rewrite,
+                  Callback<std::uint64_t> done);
+  void UnlockDeadLetters(std::shared_ptr<const Topic> topic, std::uint32_t subscription,
+                         std::vector<QueueReceipt> receipts);
+
+  // Redrive tasks (broker_redrive.cc); their control runs on the admin strand.
+  struct RedriveRun;
+  struct RedriveStepOp;
+  Status LoadRedriveTasks();
+  void ResumeRedriveTasks();
+  void StartRedriveOnAdminStrand(const RedriveRequest& request, std::uint64_t to_move,
+                                 Callback<RedriveTask> done);
+  void ScheduleRedriveStep(std::shared_ptr<RedriveRun> run, std::chrono::milliseconds after);
+  void RedriveStep(std::shared_ptr<RedriveRun> run);
+  void RedriveTake(std::shared_ptr<RedriveStepOp> step, std::size_t index);
+  void RedriveMove(std::shared_ptr<RedriveStepOp> step);
+  void FinishRedriveStep(std::shared_ptr<RedriveRun> run, std::uint64_t moved, bool exhausted,
+                         std::optional<std::string> failure);
+  // Sets a final status and stores the task; returns it as it is now.
+  RedriveTask EndRedrive(RedriveRun& run, RedriveStatus status, std::string failure = {});
+  Status StoreRedriveTask(const RedriveTask& task, storage::WriteBatch batch = {});
 
   storage::Store& store_;
   const Clock& clock_;
@@ -390,6 +437,9 @@ class Broker {
   std::mutex counters_mu_;
   std::map<std::uint32_t, std::shared_ptr<QueueCounters>> queue_counters_;  // counters_mu_
   std::uint32_t next_subscription_id_ = 1;                                  // admin strand only
+  mutable std::mutex redrive_mu_;
+  std::map<std::uint64_t, std::shared_ptr<RedriveRun>> redrive_runs_;  // guarded by redrive_mu_
+  std::uint64_t next_redrive_id_ = 1;                                  // admin strand only
 
   std::mutex inflight_mu_;
   std::condition_variable inflight_cv_;

@@ -273,4 +273,36 @@ struct Broker::ProduceOp : internal::Gather<std::vector<ProducedRecord>> {
   using Gather::Gather;
 };
 
+struct Broker::QueueCounters {
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> redelivered{0};
+  std::atomic<std::uint64_t> deleted{0};
+  std::atomic<std::uint64_t> dead_lettered{0};
+  std::atomic<std::uint64_t> redriven{0};
+
+  QueueActivity Snapshot() const {
+    return {
+        sent.load(std::memory_order_relaxed),          received.load(std::memory_order_relaxed),
+        redelivered.load(std::memory_order_relaxed),   deleted.load(std::memory_order_relaxed),
+        dead_lettered.load(std::memory_order_relaxed), redriven.load(std::memory_order_relaxed)};
+  }
+};
+
+// A redrive task and what runs it.
+struct Broker::RedriveRun {
+  RedriveRun(Strand strand, RedriveTask t) : timer(std::move(strand)), task(std::move(t)) {}
+  boost::asio::steady_timer timer;  // admin strand
+  RedriveTask task;                 // guarded by redrive_mu_
+  bool stepping = false;            // admin strand
+  std::size_t next_partition = 0;   // admin strand
+};
+
+// A message past its queue's max receive count, on its way to the dead-letter queue.
+struct Broker::DeadLetter {
+  std::uint32_t partition = 0;  // in the source topic
+  ReceivedMessage message;
+  storage::WriteBatch source_delete;  // its deletion from the source, prepared on its strand
+};
+
 }  // namespace spool::broker

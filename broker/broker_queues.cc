@@ -51,33 +51,12 @@ bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
 
 }  // namespace
 
-struct Broker::QueueCounters {
-  std::atomic<std::uint64_t> sent{0};
-  std::atomic<std::uint64_t> received{0};
-  std::atomic<std::uint64_t> redelivered{0};
-  std::atomic<std::uint64_t> deleted{0};
-  std::atomic<std::uint64_t> dead_lettered{0};
-
-  QueueActivity Snapshot() const {
-    return {sent.load(std::memory_order_relaxed), received.load(std::memory_order_relaxed),
-            redelivered.load(std::memory_order_relaxed), deleted.load(std::memory_order_relaxed),
-            dead_lettered.load(std::memory_order_relaxed)};
-  }
-};
-
 std::shared_ptr<Broker::QueueCounters> Broker::CountersOf(std::uint32_t subscription) {
   std::lock_guard lock(counters_mu_);
   auto& counters = queue_counters_[subscription];
   if (!counters) counters = std::make_shared<QueueCounters>();
   return counters;
 }
-
-// A message past its queue's max receive count, on its way to the dead-letter queue.
-struct Broker::DeadLetter {
-  std::uint32_t partition = 0;  // in the source topic
-  ReceivedMessage message;
-  storage::WriteBatch source_delete;  // its deletion from the source, prepared on its strand
-};
 
 // A receive waiting for a wake or its timer, whichever comes first.
 struct Broker::ParkedReceive {
@@ -734,36 +713,69 @@ void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
   auto dlq = policy ? FindQueue(policy->dead_letter_queue) : nullptr;
   auto dlq_topic = dlq ? FindTopic(dlq->topic) : nullptr;
   if (!dlq_topic) {
-    // Gone since the receive started: the messages stay locked here until the next restart,
-    // which makes them receivable again.
+    // Gone since the receive started: the messages stay here, receivable again.
     Log().warn("queue '{}': {} messages could not move; the dead-letter queue is gone",
                source->name, letters.size());
-    return;
+    std::vector<QueueReceipt> receipts;
+    for (const DeadLetter& d : letters)
+      receipts.push_back({d.partition, d.message.offset, d.message.generation});
+    return UnlockDeadLetters(source_topic, source->subscription, std::move(receipts));
   }
-  const auto n = static_cast<std::uint32_t>(dlq_topic->partitions.size());
-  const std::uint32_t sticky = dlq_topic->next_sticky->fetch_add(1, std::memory_order_relaxed) % n;
+  const std::size_t count = letters.size();
+  MoveLocked(
+      source, source_topic, dlq_topic, std::move(letters),
+      [&source](storage::Record& r, const DeadLetter& d) {
+        r.headers.emplace_back("spool.dlq.source_queue", source->name);
+        r.headers.emplace_back("spool.dlq.receive_count", std::to_string(d.message.receive_count));
+        r.headers.emplace_back("spool.dlq.sent_timestamp_ms",
+                               std::to_string(r.append_timestamp_ms));
+      },
+      [this, source, count, dlq_name = dlq->name](Result<std::uint64_t> moved) {
+        if (!moved) {
+          Log().error("queue '{}': moving {} messages to '{}' failed: {}", source->name, count,
+                      dlq_name, moved.error().ToString());
+          return;
+        }
+        CountersOf(source->subscription)
+            ->dead_lettered.fetch_add(*moved, std::memory_order_relaxed);
+      });
+}
+
+void Broker::MoveLocked(std::shared_ptr<const QueueMetadata> source,
+                        std::shared_ptr<const Topic> source_topic,
+                        std::shared_ptr<const Topic> destination, std::vector<DeadLetter> letters,
+                        const std::function<void(storage::Record&, const DeadLetter&)>& rewrite,
+                        Callback<std::uint64_t> done) {
+  if (letters.empty()) return done(std::uint64_t{0});
+  const auto n = static_cast<std::uint32_t>(destination->partitions.size());
+  const std::uint32_t sticky =
+      destination->next_sticky->fetch_add(1, std::memory_order_relaxed) % n;
   std::map<std::uint32_t, std::vector<DeadLetter>> by_partition;
   for (auto& d : letters) {
-    // FIFO: each group keeps to one partition of the dead-letter queue too.
+    // FIFO: each group keeps to one partition of the destination too.
     const auto& group = d.message.record.message_group_id;
     by_partition[group ? PartitionForKey(*group, n) : sticky].push_back(std::move(d));
   }
+  auto total =
+      std::make_shared<Gather<std::uint64_t>>(by_partition.size(), 0, std::move(done), [] {});
   for (auto& [p, part] : by_partition) {
-    if (!Enter()) return;  // shutting down: still locked, receivable again after the restart
     std::vector<storage::Record> records;
     storage::WriteBatch deletes;
     std::vector<QueueReceipt> receipts;
     for (auto& d : part) {
       storage::Record r = std::move(d.message.record);
       r.deliver_after_ms.reset();
-      // Not a publish: it must not touch the dead-letter topic's deduplication claims.
+      // Not a publish: it must not touch the destination's deduplication claims.
       r.dedup_id.reset();
-      r.headers.emplace_back("spool.dlq.source_queue", source->name);
-      r.headers.emplace_back("spool.dlq.receive_count", std::to_string(d.message.receive_count));
-      r.headers.emplace_back("spool.dlq.sent_timestamp_ms", std::to_string(r.append_timestamp_ms));
+      rewrite(r, d);
       records.push_back(std::move(r));
       deletes.Append(std::move(d.source_delete));
       receipts.push_back({d.partition, d.message.offset, d.message.generation});
+    }
+    // Shutting down: the letters stay locked, and are receivable again after the restart.
+    if (!Enter()) {
+      total->Fail(ShuttingDown());
+      continue;
     }
     std::vector<std::size_t> indexes(records.size());
     std::iota(indexes.begin(), indexes.end(), 0);
@@ -771,17 +783,13 @@ void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
     // Once the move is durable, the source's memory learns of the deletes its write carried.
     auto op = std::make_shared<ProduceOp>(
         1, std::vector<ProducedRecord>(count),
-        [this, source, source_topic, receipts,
-         dlq_name = dlq->name](Result<std::vector<ProducedRecord>> moved) {
+        [this, source, source_topic, receipts, total](Result<std::vector<ProducedRecord>> moved) {
           if (!moved) {
-            Log().error("queue '{}': moving {} messages to '{}' failed: {}", source->name,
-                        receipts.size(), dlq_name, moved.error().ToString());
-            return;
+            UnlockDeadLetters(source_topic, source->subscription, receipts);
+            return total->Fail(moved.error());
           }
-          CountersOf(source->subscription)
-              ->dead_lettered.fetch_add(receipts.size(), std::memory_order_relaxed);
           for (const QueueReceipt& r : receipts) {
-            if (!Enter()) return;
+            if (!Enter()) break;
             auto slot = source_topic->partitions[r.partition];
             boost::asio::post(slot->strand, [this, slot, r, sub = source->subscription] {
               auto state = slot->Queue(store_, sub);
@@ -791,15 +799,32 @@ void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
             });
           }
           source_topic->receivers->Wake();  // FIFO groups and in-flight room are free
+          total->Update([&](std::uint64_t& moved_count) { moved_count += receipts.size(); });
+          total->Finish();
         },
         [this] { Leave(); });
-    auto slot = dlq_topic->partitions[p];
+    auto slot = destination->partitions[p];
     boost::asio::post(slot->strand,
                       [this, slot, records = std::move(records), indexes = std::move(indexes),
                        op = std::move(op), deletes = std::move(deletes)]() mutable {
                         AppendOnStrand(slot, std::move(records), std::move(indexes), std::move(op),
                                        std::move(deletes));
                       });
+  }
+}
+
+void Broker::UnlockDeadLetters(std::shared_ptr<const Topic> topic, std::uint32_t subscription,
+                               std::vector<QueueReceipt> receipts) {
+  for (const QueueReceipt& r : receipts) {
+    if (!Enter()) return;  // the locks end with the restart anyway
+    auto slot = topic->partitions[r.partition];
+    boost::asio::post(slot->strand, [this, slot, r, subscription] {
+      if (auto state = slot->Queue(store_, subscription)) {
+        (void)(*state)->UnlockDeadLetter(r.offset, r.generation, clock_.WallMillis());
+      }
+      slot->receivers->Wake();
+      Leave();
+    });
   }
 }
 

@@ -167,8 +167,8 @@ Status QueuePartition::LearnGroup(std::uint64_t offset, QueueMessageState& state
 }
 
 Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
-    std::int64_t now_ms, bool fifo, std::size_t want, std::set<std::string>& locked,
-    std::size_t& scan_budget) {
+    std::int64_t now_ms, bool fifo, std::size_t want, std::uint64_t end,
+    std::set<std::string>& locked, std::size_t& scan_budget) {
   std::vector<Candidate> out;
   auto blocked = [&](const QueueMessageState& s) {
     return fifo && s.group && locked.count(*s.group) > 0;
@@ -179,7 +179,7 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   // 1. Messages examined before, oldest first.
   if (fifo) {
     for (auto& [offset, s] : states_) {
-      if (offset >= scanned_ || out.size() >= want) break;
+      if (offset >= scanned_ || offset >= end || out.size() >= want) break;
       if (s.acked || blocked(s)) continue;
       if (s.visible_at_ms > now_ms) {
         lock_group(s);  // nothing of the group after it, in order
@@ -190,7 +190,7 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   } else {
     for (const Index* index : {&leases_, &waiting_}) {
       for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
-        if (it->second < scanned_) out.push_back({it->second, std::nullopt});
+        if (it->second < scanned_ && it->second < end) out.push_back({it->second, std::nullopt});
       }
     }
     std::sort(out.begin(), out.end(),
@@ -199,8 +199,9 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   }
   // 2. Messages not examined yet, from the log; a bounded number per receive, so one call
   // cannot hold the strand for a whole backlog of delayed or locked messages.
-  while (out.size() < want && scanned_ < log_->end_offset() && scan_budget > 0) {
-    auto records = Scan(std::min(kScanChunk, scan_budget));
+  const std::uint64_t scan_end = std::min(end, log_->end_offset());
+  while (out.size() < want && scanned_ < scan_end && scan_budget > 0) {
+    auto records = Scan(std::min({kScanChunk, scan_budget, scan_end - scanned_}));
     if (!records) return records.error();
     if (records->empty()) break;
     scan_budget -= std::min(scan_budget, records->size());
@@ -234,7 +235,9 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   }
   const std::size_t room = std::min(options.max_messages, options.max_in_flight - in_flight);
   // A dead letter takes no room but costs a read; bound them per call.
-  const std::size_t dead_room = std::max<std::size_t>(options.max_messages, 10) * 10;
+  const std::size_t dead_room = options.max_dead_letters > 0
+                                    ? options.max_dead_letters
+                                    : std::max<std::size_t>(options.max_messages, 10) * 10;
 
   // FIFO: no message of a group is delivered while another of it is in flight.
   std::set<std::string> locked;
@@ -252,7 +255,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     const std::size_t need = room - result.messages.size();
     // FIFO looks further ahead, to fill the answer from one group before taking the next.
     const std::size_t want = options.fifo ? need + std::min<std::size_t>(need, 100) * 3 : need;
-    auto candidates = Collect(now_ms, options.fifo, want, locked, scan_budget);
+    auto candidates = Collect(now_ms, options.fifo, want, options.end_offset, locked, scan_budget);
     if (!candidates) {
       failed = candidates.error();
       break;
@@ -282,7 +285,9 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
         break;
       }
       // The group waits for the move: nothing after a dead letter before it is gone.
-      if (result.dead_letters.size() > dead && options.fifo && s.group) locked.insert(*s.group);
+      if (result.dead_letters.size() > dead && options.fifo && s.group && !options.redrive) {
+        locked.insert(*s.group);
+      }
     }
     // Another round only if dead letters used up candidates meant to fill the answer.
     if (result.dead_letters.size() == dead_before) break;
@@ -293,7 +298,8 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     result.error = std::move(failed);
   }
 
-  result.more_to_scan = scan_budget == 0 && scanned_ < log_->end_offset();
+  result.more_to_scan =
+      scan_budget == 0 && scanned_ < std::min(options.end_offset, log_->end_offset());
   // When does something become receivable?
   for (const Index* index : {&leases_, &waiting_}) {
     auto it = index->lower_bound({now_ms + 1, 0});
@@ -338,6 +344,21 @@ Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint32
   batch.Put(storage::ColumnFamily::kQueueState,
             storage::QueueMessageKey(subscription_, log_->partition(), offset),
             EncodeQueueMessageState(done));
+  return Ok();
+}
+
+Status QueuePartition::UnlockDeadLetter(std::uint64_t offset, std::uint32_t generation,
+                                        std::int64_t now_ms) {
+  auto it = states_.find(offset);
+  if (it == states_.end() || it->second.acked || it->second.visible_at_ms != kLocked ||
+      it->second.generation != generation) {
+    return FailedPrecondition("message " + std::to_string(offset) +
+                              " is not a dead letter waiting to be moved");
+  }
+  // The lock was never stored, so neither is its end.
+  Unindex(offset, it->second);
+  it->second.visible_at_ms = now_ms;
+  AddToIndex(offset, it->second);
   return Ok();
 }
 

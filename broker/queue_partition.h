@@ -68,6 +68,13 @@ struct QueueReceiveOptions {
   std::optional<std::uint32_t> max_receive_count;
   bool fifo = false;
   std::size_t max_in_flight = 120'000;
+  // Only messages below this offset (a redrive covers what was there when it started).
+  std::uint64_t end_offset = UINT64_MAX;
+  // The most dead letters one call hands back; 0: ten times max_messages, at least 100.
+  std::size_t max_dead_letters = 0;
+  // A redrive: every receivable message is a dead letter (max_receive_count 0), and a FIFO
+  // group gives several at once, in order, since they move together.
+  bool redrive = false;
 };
 
 struct QueueReceiveResult {
@@ -116,6 +123,9 @@ class QueuePartition {
   // message is a dead letter locked with `generation`.
   Status PrepareDeadLetterDelete(std::uint64_t offset, std::uint32_t generation,
                                  storage::WriteBatch& batch) const;
+  // Gives a dead letter that could not be moved back: receivable at once. FailedPrecondition
+  // unless it is locked with `generation`.
+  Status UnlockDeadLetter(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms);
   // Ends the lease of `generation` `visible_in_ms` from now (0: receivable at once), at most
   // `max_lease_ms` after that receive. FailedPrecondition if the message is done or was
   // received again; InvalidArgument past the lease limit.
@@ -144,7 +154,8 @@ class QueuePartition {
   // Receivable messages, up to `want`, in offset order; FIFO skips and extends `locked`.
   // Reads at most `scan_budget` new records (and lowers it).
   Result<std::vector<Candidate>> Collect(std::int64_t now_ms, bool fifo, std::size_t want,
-                                         std::set<std::string>& locked, std::size_t& scan_budget);
+                                         std::uint64_t end, std::set<std::string>& locked,
+                                         std::size_t& scan_budget);
   // Reads a loaded state's record for its FIFO group.
   Status LearnGroup(std::uint64_t offset, QueueMessageState& state);
   // Examines up to `max` log records from scanned_, creating their states.

@@ -1024,6 +1024,57 @@ void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
   out->set_visibility_deadline_ms(m.visibility_deadline_ms);
 }
 
+// Redrive task ids: the broker's number, as 16 hex digits.
+std::string TaskId(std::uint64_t id) {
+  return fmt::format("{:016x}", id);
+}
+
+Result<std::uint64_t> ParseTaskId(const std::string& id) {
+  std::uint64_t out = 0;
+  if (id.size() != 16) return InvalidArgument("task_id '" + id + "' is malformed");
+  for (char c : id) {
+    int v = 0;
+    if (c >= '0' && c <= '9') {
+      v = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      v = c - 'a' + 10;
+    } else {
+      return InvalidArgument("task_id '" + id + "' is malformed");
+    }
+    out = (out << 4) | static_cast<std::uint64_t>(v);
+  }
+  return out;
+}
+
+void RedriveTaskToProto(const broker::RedriveTask& in, v1::RedriveTask* out) {
+  out->set_task_id(TaskId(in.id));
+  switch (in.status) {
+    case broker::RedriveStatus::kRunning:
+      out->set_status(v1::REDRIVE_TASK_STATUS_RUNNING);
+      break;
+    case broker::RedriveStatus::kCompleted:
+      out->set_status(v1::REDRIVE_TASK_STATUS_COMPLETED);
+      break;
+    case broker::RedriveStatus::kCancelling:
+      out->set_status(v1::REDRIVE_TASK_STATUS_CANCELLING);
+      break;
+    case broker::RedriveStatus::kCancelled:
+      out->set_status(v1::REDRIVE_TASK_STATUS_CANCELLED);
+      break;
+    case broker::RedriveStatus::kFailed:
+      out->set_status(v1::REDRIVE_TASK_STATUS_FAILED);
+      break;
+  }
+  out->set_source_queue(in.source);
+  out->set_destination_queue(in.destination);
+  out->set_max_messages_per_second(in.max_per_second);
+  out->set_approximate_messages_moved(in.moved);
+  out->set_approximate_messages_to_move(in.to_move);
+  out->set_failure_reason(in.failure);
+  out->set_started_timestamp_ms(in.started_ms);
+  out->set_finished_timestamp_ms(in.finished_ms);
+}
+
 // The queue's subscription and topic id, for handles and message ids.
 struct QueueIds {
   std::uint32_t subscription = 0;
@@ -1147,6 +1198,61 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ListDeadLetterSourceQueues(
     response->add_queues(n);
   if (more) response->set_next_page_token(names->back());
   return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::StartRedrive(grpc::CallbackServerContext* /*context*/,
+                                                         const v1::StartRedriveRequest* request,
+                                                         v1::StartRedriveResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  broker::RedriveRequest redrive;
+  redrive.source = request->source_queue();
+  redrive.destination = request->destination_queue();
+  if (request->has_max_messages_per_second()) {
+    redrive.max_per_second = request->max_messages_per_second();
+  }
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.StartRedrive(std::move(redrive), [reactor, response](Result<broker::RedriveTask> task) {
+    if (!task) return reactor->Finish(ToGrpcStatus(task.error()));
+    RedriveTaskToProto(*task, response->mutable_task());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::ListRedriveTasks(
+    grpc::CallbackServerContext* /*context*/, const v1::ListRedriveTasksRequest* request,
+    v1::ListRedriveTasksResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  const std::string& name = request->source_queue();
+  if (Status s = broker::ValidateQueueName(name, name.ends_with(".fifo")); !s) {
+    return FinishWith(calls_, __func__, ToGrpcStatus(s.error()));
+  }
+  if (request->max_results() > broker::kRedriveTasksKept) {
+    return FinishWith(calls_, __func__,
+                      InvalidArgumentStatus("max_results must be at most " +
+                                            std::to_string(broker::kRedriveTasksKept)));
+  }
+  auto tasks =
+      broker_.ListRedriveTasks(name, request->max_results() == 0 ? 1 : request->max_results());
+  if (!tasks) return FinishWith(calls_, __func__, ToGrpcStatus(tasks.error()));
+  for (const auto& t : *tasks)
+    RedriveTaskToProto(t, response->add_tasks());
+  return FinishWith(calls_, __func__, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* QueueServiceImpl::CancelRedrive(grpc::CallbackServerContext* /*context*/,
+                                                          const v1::CancelRedriveRequest* request,
+                                                          v1::CancelRedriveResponse* response) {
+  if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  auto id = ParseTaskId(request->task_id());
+  if (!id) return FinishWith(calls_, __func__, ToGrpcStatus(id.error()));
+  grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
+  broker_.CancelRedrive(*id, [reactor, response](Result<broker::RedriveTask> task) {
+    if (!task) return reactor->Finish(ToGrpcStatus(task.error()));
+    RedriveTaskToProto(*task, response->mutable_task());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* QueueServiceImpl::ListQueues(grpc::CallbackServerContext* /*context*/,

@@ -132,8 +132,8 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
 };
 
 // Consumer groups (proto/spool/v1/groups.proto); the protocol is in broker::GroupCoordinator.
-// QueueService: queues, sends, receives (with long polling), deletes and visibility. Not
-// yet: StreamingReceive and redrive tasks (they answer UNIMPLEMENTED).
+// QueueService: queues, sends, receives (with long polling), deletes, visibility and
+// redrive tasks. Not yet: StreamingReceive (it answers UNIMPLEMENTED).
 class QueueServiceImpl final : public v1::QueueService::CallbackService {
  public:
   QueueServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
@@ -183,6 +183,15 @@ class QueueServiceImpl final : public v1::QueueService::CallbackService {
   grpc::ServerUnaryReactor* NackMessage(grpc::CallbackServerContext* context,
                                         const v1::NackMessageRequest* request,
                                         v1::NackMessageResponse* response) override;
+  grpc::ServerUnaryReactor* StartRedrive(grpc::CallbackServerContext* context,
+                                         const v1::StartRedriveRequest* request,
+                                         v1::StartRedriveResponse* response) override;
+  grpc::ServerUnaryReactor* ListRedriveTasks(grpc::CallbackServerContext* context,
+                                             const v1::ListRedriveTasksRequest* request,
+                                             v1::ListRedriveTasksResponse* response) override;
+  grpc::ServerUnaryReactor* CancelRedrive(grpc::CallbackServerContext* context,
+                                          const v1::CancelRedriveRequest* request,
+                                          v1::CancelRedriveResponse* response) override;
 
  private:
   broker::Broker& broker_;

@@ -194,6 +194,9 @@ std::string RenderMetrics(broker::Broker& broker, const storage::Store& store,
       {"spool_queue_dead_lettered_messages_total",
        "Messages moved to the dead-letter queue since start.",
        &broker::QueueActivity::dead_lettered},
+      {"spool_queue_redriven_messages_total",
+       "Messages redrive tasks moved out of a queue (a dead-letter queue) since start.",
+       &broker::QueueActivity::redriven},
   };
   for (const auto& series : activity_series) {
     out.Family(series.name, "counter", series.help);

@@ -49,6 +49,7 @@ enum class MetaTag : char {
   kLogStart = 'S',  // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
   kCounter = 'C',   // 'C' | name                      -> u64 (e.g. the next topic id)
   kQueue = 'Q',     // 'Q' | name                      -> queue metadata (broker)
+  kRedriveTask = 'R',  // 'R' | id u64                  -> redrive task (broker)
 };
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);

@@ -125,6 +125,54 @@ class BrokerQueueTest : public ::testing::Test {
     return w.Get();
   }
 
+  // Receives every message of `source` twice (its redrive policy allows one receive) and
+  // waits until `dlq` holds `expected` messages.
+  void DeadLetterAll(const std::string& source, const std::string& dlq, std::uint64_t expected) {
+    for (int round = 0; round < 2; ++round) {
+      for (int i = 0; i < 20; ++i) {
+        auto got = Receive(source, 100, 0);
+        ASSERT_TRUE(got) << got.error().ToString();
+        if (got->empty()) break;
+      }
+    }
+    for (int i = 0; i < 500; ++i) {
+      auto info = Describe(dlq);
+      ASSERT_TRUE(info);
+      if (info->counts.visible == expected) return;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    FAIL() << "the dead letters did not arrive in '" << dlq << "'";
+  }
+
+  Result<RedriveTask> StartRedrive(const std::string& source, const std::string& destination = "",
+                                   std::uint32_t rate = 10'000) {
+    Waiter<RedriveTask> w;
+    broker_->StartRedrive({source, destination, rate}, w.Callback());
+    return w.Get();
+  }
+
+  // The task once it is no longer active (bounded wait).
+  RedriveTask AwaitRedrive(const std::string& source, std::uint64_t id) {
+    for (int i = 0; i < 1000; ++i) {
+      auto tasks = broker_->ListRedriveTasks(source, 10);
+      EXPECT_TRUE(tasks);
+      if (!tasks) break;
+      for (const auto& t : *tasks) {
+        if (t.id == id && !t.active()) return t;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    ADD_FAILURE() << "redrive task " << id << " did not end";
+    return {};
+  }
+
+  static std::set<std::string> Bodies(const std::vector<QueueMessage>& messages) {
+    std::set<std::string> out;
+    for (const auto& m : messages)
+      out.insert(m.message.record.value);
+    return out;
+  }
+
   Result<QueueInfo> Describe(const std::string& queue) {
     Waiter<QueueInfo> w;
     broker_->DescribeQueue(queue, w.Callback());
@@ -301,6 +349,146 @@ TEST_F(BrokerQueueTest, RedrivePoliciesAreCheckedWhenSetAndListedByTheirDeadLett
   // Removing the policy takes the queue off the list.
   ASSERT_TRUE(SetAttributes("b", [](QueueAttributes& q) { q.redrive_policy.reset(); }));
   EXPECT_EQ(*broker_->DeadLetterSourceQueues("dlq", "", 10), (std::vector<std::string>{"a", "c"}));
+}
+
+TEST_F(BrokerQueueTest, ARedriveMovesDeadLettersBackToTheirSourcesOnce) {
+  ASSERT_TRUE(CreateQueue("dlq"));
+  QueueAttributes policy;
+  policy.redrive_policy = RedrivePolicy{"dlq", 1};
+  policy.partitions = 2;
+  ASSERT_TRUE(CreateQueue("src1", policy));
+  ASSERT_TRUE(CreateQueue("src2", policy));
+  ASSERT_TRUE(Send("src1", {"a0", "a1", "a2"}));
+  ASSERT_TRUE(Send("src2", {"b0"}));
+  DeadLetterAll("src1", "dlq", 3);
+  DeadLetterAll("src2", "dlq", 4);
+
+  auto started = StartRedrive("dlq");
+  ASSERT_TRUE(started) << started.error().ToString();
+  EXPECT_EQ(started->status, RedriveStatus::kRunning);
+  EXPECT_EQ(started->to_move, 4u);
+  const RedriveTask done = AwaitRedrive("dlq", started->id);
+  EXPECT_EQ(done.status, RedriveStatus::kCompleted) << done.failure;
+  EXPECT_EQ(done.moved, 4u);
+  EXPECT_GE(done.finished_ms, done.started_ms);
+
+  auto back1 = ReceiveAll("src1", 3);
+  EXPECT_EQ(Bodies(back1), (std::set<std::string>{"a0", "a1", "a2"}));
+  for (const auto& m : back1) {
+    EXPECT_EQ(m.message.receive_count, 1u) << "a new message at its source";
+    for (const auto& [key, value] : m.message.record.headers)
+      EXPECT_NE(key.rfind("spool.dlq.", 0), 0u) << key;
+  }
+  EXPECT_EQ(Bodies(ReceiveAll("src2", 1)), std::set<std::string>{"b0"});
+  auto dlq = Describe("dlq");
+  ASSERT_TRUE(dlq);
+  EXPECT_EQ(dlq->counts.visible + dlq->counts.in_flight + dlq->counts.delayed, 0u);
+  EXPECT_EQ(dlq->activity.redriven, 4u);
+  EXPECT_EQ(Describe("src1")->activity.dead_lettered, 3u);
+}
+
+TEST_F(BrokerQueueTest, ARedriveWithoutASourceFailsAndOneWithADestinationMovesIt) {
+  ASSERT_TRUE(CreateQueue("dlq"));
+  QueueAttributes policy;
+  policy.redrive_policy = RedrivePolicy{"dlq", 1};
+  ASSERT_TRUE(CreateQueue("src", policy));
+  ASSERT_TRUE(CreateQueue("other"));
+  ASSERT_TRUE(Send("dlq", {"orphan"}));  // sent to the dead-letter queue directly
+  auto failing = StartRedrive("dlq");
+  ASSERT_TRUE(failing);
+  const RedriveTask failed = AwaitRedrive("dlq", failing->id);
+  EXPECT_EQ(failed.status, RedriveStatus::kFailed);
+  EXPECT_NE(failed.failure.find("no source queue"), std::string::npos) << failed.failure;
+  EXPECT_EQ(Describe("dlq")->counts.visible, 1u) << "the message stays, receivable";
+
+  auto moving = StartRedrive("dlq", "other");
+  ASSERT_TRUE(moving);
+  const RedriveTask moved = AwaitRedrive("dlq", moving->id);
+  EXPECT_EQ(moved.status, RedriveStatus::kCompleted) << moved.failure;
+  EXPECT_EQ(moved.moved, 1u);
+  EXPECT_EQ(Bodies(ReceiveAll("other", 1)), std::set<std::string>{"orphan"});
+  auto listed = broker_->ListRedriveTasks("dlq", 10);
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ(listed->at(0).id, moving->id) << "most recent first";
+  EXPECT_EQ(broker_->ListRedriveTasks("dlq", 1)->size(), 1u);
+}
+
+TEST_F(BrokerQueueTest, RedriveRequestsAreCheckedAndRunningTasksCancelled) {
+  ASSERT_TRUE(CreateQueue("dlq"));
+  QueueAttributes policy;
+  policy.redrive_policy = RedrivePolicy{"dlq", 1};
+  ASSERT_TRUE(CreateQueue("src", policy));
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  ASSERT_TRUE(CreateQueue("f.fifo", fifo));
+  EXPECT_EQ(StartRedrive("dlq", "", 0).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(StartRedrive("dlq", "", 10'001).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(StartRedrive("dlq", "dlq").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(StartRedrive("bad name").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(StartRedrive("nope").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(StartRedrive("dlq", "nope").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(StartRedrive("src").error().code, ErrorCode::kFailedPrecondition)
+      << "not a dead-letter queue";
+  EXPECT_EQ(StartRedrive("dlq", "f.fifo").error().code, ErrorCode::kFailedPrecondition)
+      << "a standard dead-letter queue into a FIFO queue";
+  EXPECT_EQ(broker_->ListRedriveTasks("nope", 1).error().code, ErrorCode::kNotFound);
+
+  ASSERT_TRUE(Send("src", {"1", "2", "3", "4", "5"}));
+  DeadLetterAll("src", "dlq", 5);
+  auto slow = StartRedrive("dlq", "", 1);  // one message a second
+  ASSERT_TRUE(slow);
+  EXPECT_EQ(StartRedrive("dlq").error().code, ErrorCode::kFailedPrecondition) << "one at a time";
+  Waiter<RedriveTask> cancel;
+  broker_->CancelRedrive(slow->id, cancel.Callback());
+  auto cancelling = cancel.Get();
+  ASSERT_TRUE(cancelling) << cancelling.error().ToString();
+  EXPECT_TRUE(cancelling->status == RedriveStatus::kCancelling ||
+              cancelling->status == RedriveStatus::kCancelled);
+  const RedriveTask cancelled = AwaitRedrive("dlq", slow->id);
+  EXPECT_EQ(cancelled.status, RedriveStatus::kCancelled);
+  EXPECT_LT(cancelled.moved, 5u);
+  // Nothing lost, nothing twice.
+  EXPECT_EQ(Describe("dlq")->counts.visible + Describe("src")->counts.visible, 5u);
+  Waiter<RedriveTask> again;
+  broker_->CancelRedrive(slow->id, again.Callback());
+  EXPECT_EQ(again.Get().error().code, ErrorCode::kFailedPrecondition);
+  Waiter<RedriveTask> unknown;
+  broker_->CancelRedrive(12345, unknown.Callback());
+  EXPECT_EQ(unknown.Get().error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(BrokerQueueTest, ARedriveResumesAfterARestartWithoutDuplicates) {
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  fifo.content_based_deduplication = true;
+  ASSERT_TRUE(CreateQueue("dlq.fifo", fifo));
+  QueueAttributes policy = fifo;
+  policy.redrive_policy = RedrivePolicy{"dlq.fifo", 1};
+  ASSERT_TRUE(CreateQueue("src.fifo", policy));
+  ASSERT_TRUE(Send("src.fifo", {"m0", "m1", "m2", "m3"}, std::nullopt, "G"));
+  // FIFO dead-letters one message per receive pair: the group waits for each move.
+  for (int i = 0; i < 4; ++i)
+    DeadLetterAll("src.fifo", "dlq.fifo", static_cast<std::uint64_t>(i + 1));
+  auto task = StartRedrive("dlq.fifo", "", 5);  // one message per 200 ms
+  ASSERT_TRUE(task);
+  Close();
+  Open();
+  const RedriveTask done = AwaitRedrive("dlq.fifo", task->id);
+  EXPECT_EQ(done.status, RedriveStatus::kCompleted) << done.failure;
+  std::vector<std::string> order;
+  for (int i = 0; i < 10 && order.size() < 5; ++i) {
+    auto got = Receive("src.fifo", 10);
+    ASSERT_TRUE(got);
+    if (got->empty()) break;
+    for (const auto& m : *got) {
+      order.push_back(m.message.record.value);
+      ASSERT_TRUE(Delete("src.fifo", m));
+    }
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"m0", "m1", "m2", "m3"})) << "in order, once each";
+  auto dlq = Describe("dlq.fifo");
+  EXPECT_EQ(dlq->counts.visible + dlq->counts.in_flight, 0u);
 }
 
 TEST_F(BrokerQueueTest, MessagesAreLeasedDeletedAndReleasedAcrossPartitions) {

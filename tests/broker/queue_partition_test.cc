@@ -361,6 +361,43 @@ TEST_F(QueuePartitionTest, CountsFindTheOldestVisibleMessage) {
   EXPECT_FALSE(queue_->Counts(kT0).oldest_visible) << "everything is in flight";
 }
 
+TEST_F(QueuePartitionTest, ARedriveTakesVisibleMessagesBelowItsEndAsDeadLetters) {
+  Send(3, "g", std::string("A"));
+  Send(2, "late");
+  auto leased = Receive(kT0, 1).messages;  // g0 in flight: skipped by the redrive
+  ASSERT_EQ(leased.size(), 1u);
+  QueueReceiveOptions o;
+  o.max_receive_count = 0;
+  o.redrive = true;
+  o.max_in_flight = SIZE_MAX;
+  o.end_offset = 3;  // what was there when the redrive started
+  auto took = Receive(kT0, 10, o);
+  EXPECT_TRUE(took.messages.empty());
+  ASSERT_EQ(Values(took.dead_letters), (std::vector<std::string>{"g1", "g2"}));
+  // Locked: neither a receive nor the redrive takes them again.
+  EXPECT_TRUE(Receive(kT0, 10, o).dead_letters.empty());
+  EXPECT_EQ(Values(Receive(kT0, 10).messages), (std::vector<std::string>{"late0", "late1"}));
+  // One is given back (its move failed): receivable at once, and by the redrive again.
+  const ReceivedMessage& g2 = took.dead_letters[1];
+  EXPECT_FALSE(queue_->UnlockDeadLetter(g2.offset, g2.generation + 1, kT0)) << "stale";
+  ASSERT_TRUE(queue_->UnlockDeadLetter(g2.offset, g2.generation, kT0));
+  EXPECT_EQ(Values(Receive(kT0, 10, o).dead_letters), std::vector<std::string>{"g2"});
+}
+
+TEST_F(QueuePartitionTest, FifoRedrivesTakeAGroupInOrderButNotOneInFlight) {
+  Send(2, "a", std::string("A"));
+  Send(2, "b", std::string("B"));
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  ASSERT_EQ(Values(Receive(kT0, 1, fifo).messages), std::vector<std::string>{"a0"});
+  QueueReceiveOptions o = fifo;
+  o.max_receive_count = 0;
+  o.redrive = true;
+  o.max_in_flight = SIZE_MAX;
+  EXPECT_EQ(Values(Receive(kT0, 10, o).dead_letters), (std::vector<std::string>{"b0", "b1"}))
+      << "group A is in flight; group B moves whole, in order";
+}
+
 TEST_F(QueuePartitionTest, StateSurvivesARestart) {
   Send(4);
   auto got = Receive(kT0, 3).messages;  // m0, m1, m2 leased until kT0 + 30 s

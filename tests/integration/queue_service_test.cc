@@ -363,6 +363,94 @@ TEST_F(QueueServiceTest, SetAttributesChangesOnlyWhatIsGivenAndRemovesPolicies) 
             grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(QueueServiceTest, RedriveTasksMoveDeadLettersBackAndReportProgress) {
+  ASSERT_TRUE(Create("dlq").ok());
+  v1::QueueAttributes policy;
+  policy.mutable_redrive_policy()->set_dead_letter_queue("dlq");
+  policy.mutable_redrive_policy()->set_max_receive_count(1);
+  policy.set_visibility_timeout_seconds(0);
+  ASSERT_TRUE(Create("src", policy).ok());
+  Send("src", "one");
+  Send("src", "two");
+  ASSERT_EQ(Receive("src", 10).messages_size(), 2);
+  EXPECT_EQ(Receive("src", 10).messages_size(), 0) << "moved instead";
+  bool arrived = false;
+  for (int i = 0; i < 500 && !arrived; ++i) {
+    v1::GetQueueAttributesRequest get;
+    get.set_queue("dlq");
+    v1::GetQueueAttributesResponse got;
+    ASSERT_TRUE(stub_->GetQueueAttributes(Context().get(), get, &got).ok());
+    arrived = got.queue().stats().approximate_visible() == 2;
+    if (!arrived) std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_TRUE(arrived);
+
+  v1::StartRedriveRequest start;
+  start.set_source_queue("dlq");
+  v1::StartRedriveResponse started;
+  grpc::Status s = stub_->StartRedrive(Context().get(), start, &started);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(started.task().status(), v1::REDRIVE_TASK_STATUS_RUNNING);
+  EXPECT_EQ(started.task().task_id().size(), 16u);
+  EXPECT_EQ(started.task().max_messages_per_second(), 500u) << "the default rate";
+  EXPECT_EQ(started.task().approximate_messages_to_move(), 2u);
+  v1::RedriveTask last;
+  for (int i = 0; i < 500; ++i) {
+    v1::ListRedriveTasksRequest list;
+    list.set_source_queue("dlq");
+    v1::ListRedriveTasksResponse listed;
+    ASSERT_TRUE(stub_->ListRedriveTasks(Context().get(), list, &listed).ok());
+    ASSERT_EQ(listed.tasks_size(), 1);
+    last = listed.tasks(0);
+    if (last.status() != v1::REDRIVE_TASK_STATUS_RUNNING) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(last.status(), v1::REDRIVE_TASK_STATUS_COMPLETED) << last.failure_reason();
+  EXPECT_EQ(last.task_id(), started.task().task_id());
+  EXPECT_EQ(last.approximate_messages_moved(), 2u);
+  EXPECT_GT(last.finished_timestamp_ms(), 0);
+  auto back = Receive("src", 10);
+  ASSERT_EQ(back.messages_size(), 2);
+  EXPECT_EQ(back.messages(0).receive_count(), 1u);
+  EXPECT_TRUE(back.messages(0).dead_letter_source_queue().empty());
+
+  // Bad inputs.
+  start.set_max_messages_per_second(0);
+  EXPECT_EQ(stub_->StartRedrive(Context().get(), start, &started).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  start.set_max_messages_per_second(100);
+  start.set_source_queue("src");
+  EXPECT_EQ(stub_->StartRedrive(Context().get(), start, &started).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION)
+      << "src is no dead-letter queue";
+  start.set_source_queue("dlq");
+  start.set_destination_queue("missing");
+  EXPECT_EQ(stub_->StartRedrive(Context().get(), start, &started).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  v1::CancelRedriveRequest cancel;
+  v1::CancelRedriveResponse cancelled;
+  cancel.set_task_id("xyz");
+  EXPECT_EQ(stub_->CancelRedrive(Context().get(), cancel, &cancelled).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  cancel.set_task_id("00000000000000ff");
+  EXPECT_EQ(stub_->CancelRedrive(Context().get(), cancel, &cancelled).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  cancel.set_task_id(last.task_id());
+  EXPECT_EQ(stub_->CancelRedrive(Context().get(), cancel, &cancelled).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION)
+      << "the task completed";
+  v1::ListRedriveTasksRequest list;
+  list.set_source_queue("dlq");
+  list.set_max_results(11);
+  v1::ListRedriveTasksResponse listed;
+  EXPECT_EQ(stub_->ListRedriveTasks(Context().get(), list, &listed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  list.set_max_results(1);
+  list.set_source_queue("missing");
+  EXPECT_EQ(stub_->ListRedriveTasks(Context().get(), list, &listed).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(QueueServiceTest, TheQueuesDefaultWaitEndsBeforeTheCallersDeadline) {
   v1::QueueAttributes waits;
   waits.set_receive_wait_seconds(20);
