@@ -307,6 +307,9 @@ class Broker {
   // queue's topic, a release, a delete (FIFO), or the time a lease or delay ends. It answers
   // empty at the end of the wait, and at once after ReleaseWaiters().
   void ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done);
+  // True once ReleaseWaiters() ran: receives answer at once from then on, so a caller that
+  // loops on long polls (a receive stream) must stop.
+  bool waiters_released() const { return no_parking_.load(); }
   void DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done);
   // The receipt's lease ends `visible_in_ms` from now (0: receivable at once).
   void ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,

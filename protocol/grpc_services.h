@@ -132,8 +132,8 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
 };
 
 // Consumer groups (proto/spool/v1/groups.proto); the protocol is in broker::GroupCoordinator.
-// QueueService: queues, sends, receives (with long polling), deletes, visibility and
-// redrive tasks. Not yet: StreamingReceive (it answers UNIMPLEMENTED).
+// QueueService: queues, sends, receives (with long polling and as a stream), deletes,
+// visibility and redrive tasks.
 class QueueServiceImpl final : public v1::QueueService::CallbackService {
  public:
   QueueServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
@@ -183,6 +183,8 @@ class QueueServiceImpl final : public v1::QueueService::CallbackService {
   grpc::ServerUnaryReactor* NackMessage(grpc::CallbackServerContext* context,
                                         const v1::NackMessageRequest* request,
                                         v1::NackMessageResponse* response) override;
+  grpc::ServerBidiReactor<v1::StreamingReceiveRequest, v1::StreamingReceiveResponse>*
+  StreamingReceive(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* StartRedrive(grpc::CallbackServerContext* context,
                                          const v1::StartRedriveRequest* request,
                                          v1::StartRedriveResponse* response) override;

@@ -451,6 +451,159 @@ TEST_F(QueueServiceTest, RedriveTasksMoveDeadLettersBackAndReportProgress) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+// Reads stream responses until `enough` says so or the stream ends (the context bounds it).
+template <class Stream, class Pred>
+std::vector<v1::StreamingReceiveResponse> ReadUntil(Stream& stream, Pred enough) {
+  std::vector<v1::StreamingReceiveResponse> got;
+  v1::StreamingReceiveResponse response;
+  for (int i = 0; i < 1000 && !enough(got) && stream.Read(&response); ++i)
+    got.push_back(response);
+  return got;
+}
+
+std::size_t MessagesIn(const std::vector<v1::StreamingReceiveResponse>& responses) {
+  std::size_t n = 0;
+  for (const auto& r : responses)
+    n += static_cast<std::size_t>(r.messages_size());
+  return n;
+}
+
+TEST_F(QueueServiceTest, AReceiveStreamKeepsItsWindowAndConfirmsAcks) {
+  ASSERT_TRUE(Create("s").ok());
+  for (int i = 0; i < 5; ++i)
+    Send("s", "m" + std::to_string(i));
+  auto context = Context(seconds(20));
+  auto stream = stub_->StreamingReceive(context.get());
+  v1::StreamingReceiveRequest open;
+  open.set_queue("s");
+  open.set_max_outstanding_messages(2);
+  ASSERT_TRUE(stream->Write(open));
+  auto first = ReadUntil(*stream, [](const auto& got) { return MessagesIn(got) >= 2; });
+  ASSERT_EQ(MessagesIn(first), 2u);
+  std::vector<v1::QueueMessage> delivered;
+  for (const auto& r : first)
+    for (const auto& m : r.messages())
+      delivered.push_back(m);
+  EXPECT_EQ(delivered[0].body(), "m0");
+
+  // One ack (and a garbage handle) opens one place: a confirmation and one more message.
+  v1::StreamingReceiveRequest ack;
+  ack.set_sequence(7);
+  ack.add_deletes(delivered[0].receipt_handle());
+  ack.add_deletes("garbage");
+  ASSERT_TRUE(stream->Write(ack));
+  std::optional<v1::StreamingReceiveConfirmation> confirmation;
+  auto second = ReadUntil(*stream, [&](const auto& got) {
+    for (const auto& r : got)
+      if (r.has_confirmation()) confirmation = r.confirmation();
+    return confirmation && MessagesIn(got) >= 1;
+  });
+  ASSERT_TRUE(confirmation);
+  EXPECT_EQ(confirmation->sequence(), 7u);
+  ASSERT_EQ(confirmation->failures_size(), 1);
+  EXPECT_EQ(confirmation->failures(0).receipt_handle(), "garbage");
+  EXPECT_EQ(confirmation->failures(0).action(), v1::RECEIPT_ACTION_DELETE);
+  EXPECT_EQ(confirmation->failures(0).error().code(), v1::ERROR_CODE_INVALID_ARGUMENT);
+  ASSERT_EQ(MessagesIn(second), 1u);
+  for (const auto& r : second)
+    for (const auto& m : r.messages())
+      delivered.push_back(m);
+  // The window holds: two in flight, two still visible, one deleted.
+  v1::GetQueueAttributesRequest get;
+  get.set_queue("s");
+  v1::GetQueueAttributesResponse attributes;
+  ASSERT_TRUE(stub_->GetQueueAttributes(Context().get(), get, &attributes).ok());
+  EXPECT_EQ(attributes.queue().stats().approximate_in_flight(), 2u);
+  EXPECT_EQ(attributes.queue().stats().approximate_visible(), 2u);
+
+  // A nack gives a message back; the window takes the next one.
+  v1::StreamingReceiveRequest nack;
+  nack.set_sequence(8);
+  nack.add_nacks()->set_receipt_handle(delivered[1].receipt_handle());
+  ASSERT_TRUE(stream->Write(nack));
+  confirmation.reset();
+  auto third = ReadUntil(*stream, [&](const auto& got) {
+    for (const auto& r : got)
+      if (r.has_confirmation()) confirmation = r.confirmation();
+    return confirmation && MessagesIn(got) >= 1;
+  });
+  ASSERT_TRUE(confirmation);
+  EXPECT_EQ(confirmation->sequence(), 8u);
+  EXPECT_EQ(confirmation->failures_size(), 0);
+  EXPECT_EQ(MessagesIn(third), 1u);
+
+  ASSERT_TRUE(stream->WritesDone());
+  auto rest = ReadUntil(*stream, [](const auto&) { return false; });
+  grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(MessagesIn(rest), 0u) << "nothing is delivered after the client half-closed";
+}
+
+TEST_F(QueueServiceTest, AReceiveStreamWakesForSendsAndReopensWhenLeasesEnd) {
+  ASSERT_TRUE(Create("w").ok());
+  auto context = Context(seconds(20));
+  auto stream = stub_->StreamingReceive(context.get());
+  v1::StreamingReceiveRequest open;
+  open.set_queue("w");
+  open.set_max_outstanding_messages(1);
+  open.set_visibility_timeout_seconds(1);
+  ASSERT_TRUE(stream->Write(open));
+  std::thread sender([this] {
+    std::this_thread::sleep_for(milliseconds(200));
+    Send("w", "late");
+    Send("w", "later");
+  });
+  auto woken = ReadUntil(*stream, [](const auto& got) { return MessagesIn(got) >= 1; });
+  sender.join();
+  ASSERT_EQ(MessagesIn(woken), 1u) << "the stream did not wake for the send";
+  // Not acknowledged: when its 1 s lease ends, the window takes another message.
+  const auto before = std::chrono::steady_clock::now();
+  auto next = ReadUntil(*stream, [](const auto& got) { return MessagesIn(got) >= 1; });
+  ASSERT_EQ(MessagesIn(next), 1u);
+  EXPECT_GE(std::chrono::steady_clock::now() - before, milliseconds(500))
+      << "the window reopened before the lease ended";
+  context->TryCancel();
+  stream->Finish();
+}
+
+TEST_F(QueueServiceTest, AReceiveStreamRefusesBadRequestsAndEndsWithItsQueue) {
+  ASSERT_TRUE(Create("e").ok());
+  auto status_of = [this](std::vector<v1::StreamingReceiveRequest> requests) {
+    auto context = Context(seconds(10));
+    auto stream = stub_->StreamingReceive(context.get());
+    for (const auto& r : requests)
+      stream->Write(r);
+    ReadUntil(*stream, [](const auto&) { return false; });
+    return stream->Finish();
+  };
+  v1::StreamingReceiveRequest no_queue;
+  EXPECT_EQ(status_of({no_queue}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::StreamingReceiveRequest unknown;
+  unknown.set_queue("nope");
+  EXPECT_EQ(status_of({unknown}).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::StreamingReceiveRequest too_wide;
+  too_wide.set_queue("e");
+  too_wide.set_max_outstanding_messages(120'001);
+  EXPECT_EQ(status_of({too_wide}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::StreamingReceiveRequest good;
+  good.set_queue("e");
+  v1::StreamingReceiveRequest other = good;
+  other.set_queue("other");
+  EXPECT_EQ(status_of({good, other}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Deleting the queue ends the stream parked on it.
+  auto context = Context(seconds(10));
+  auto stream = stub_->StreamingReceive(context.get());
+  ASSERT_TRUE(stream->Write(good));
+  std::this_thread::sleep_for(milliseconds(100));
+  v1::DeleteQueueRequest del;
+  del.set_queue("e");
+  v1::DeleteQueueResponse deleted;
+  ASSERT_TRUE(stub_->DeleteQueue(Context().get(), del, &deleted).ok());
+  ReadUntil(*stream, [](const auto&) { return false; });
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(QueueServiceTest, TheQueuesDefaultWaitEndsBeforeTheCallersDeadline) {
   v1::QueueAttributes waits;
   waits.set_receive_wait_seconds(20);
