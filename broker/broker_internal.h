@@ -281,6 +281,22 @@ struct Broker::QueueCounters {
   std::atomic<std::uint64_t> dead_lettered{0};
   std::atomic<std::uint64_t> redriven{0};
 
+  // The queue's in-flight limit holds across partitions: each partition's count as last
+  // seen by its strand (after a receive, delete or visibility change there).
+  std::size_t OthersInFlight(std::uint32_t partition) {
+    std::lock_guard lock(in_flight_mu);
+    std::size_t sum = 0;
+    for (const auto& [p, n] : in_flight)
+      if (p != partition) sum += n;
+    return sum;
+  }
+  void SetInFlight(std::uint32_t partition, std::size_t n) {
+    std::lock_guard lock(in_flight_mu);
+    in_flight[partition] = n;
+  }
+  std::mutex in_flight_mu;
+  std::map<std::uint32_t, std::size_t> in_flight;  // guarded by in_flight_mu
+
   QueueActivity Snapshot() const {
     return {
         sent.load(std::memory_order_relaxed),          received.load(std::memory_order_relaxed),

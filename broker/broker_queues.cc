@@ -83,7 +83,8 @@ struct Broker::ReceiveOp {
   std::optional<std::int64_t> next_visible_ms;
   std::vector<DeadLetter> dead;
   bool in_flight_limit = false;  // a partition leased nothing for its in-flight limit
-  bool more_to_scan = false;     // a partition stopped at its scan budget
+  std::shared_ptr<QueueCounters> counters;
+  bool more_to_scan = false;  // a partition stopped at its scan budget
   // Set when a partition failed; what earlier partitions leased is still written.
   std::optional<Error> error;
 };
@@ -562,8 +563,8 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   op->options.visibility_ms =
       op->request.visibility_ms.value_or(queue->attributes.visibility_timeout_ms);
   op->options.fifo = queue->attributes.fifo;
-  // Every partition applies the whole limit; together they may lease up to partitions x it.
   op->options.max_in_flight = queue->attributes.max_in_flight;
+  op->counters = CountersOf(queue->subscription);
   // Messages past the max receive count move only while the dead-letter queue exists;
   // otherwise they stay receivable.
   op->options.max_receive_count.reset();
@@ -602,7 +603,11 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
     }
     QueueReceiveOptions options = op->options;
     options.max_messages -= op->messages.size();
+    // The limit is the queue's: what the other partitions hold counts against it.
+    const std::size_t others = op->counters->OthersInFlight(slot->log.partition());
+    options.max_in_flight = others >= options.max_in_flight ? 0 : options.max_in_flight - others;
     auto got = (*state)->Receive(clock_.WallMillis(), options, op->batch);
+    if (got) op->counters->SetInFlight(slot->log.partition(), got->in_flight);
     if (!got) {
       op->error = got.error();
     } else {
@@ -841,26 +846,28 @@ void Broker::OnQueuePartition(const std::string& queue_name, std::uint32_t parti
   }
   if (!Enter()) return done(ShuttingDown());
   auto slot = topic->partitions[partition];
-  boost::asio::post(slot->strand, [this, slot, sub = queue->subscription, fn = std::move(fn),
-                                   done = std::move(done)] {
-    auto finish = [this, done](Status s) {
-      done(std::move(s));
-      Leave();
-    };
-    if (slot->deleted) return finish(NotFound("the topic was deleted"));
-    auto state = slot->Queue(store_, sub);
-    if (!state) return finish(state.error());
-    storage::WriteBatch batch;
-    Status applied = fn(**state, batch);
-    // Written even when empty: the answer then also waits for earlier writes of this state
-    // (a repeated delete must not be acknowledged before the first one is durable).
-    store_.Write(std::move(batch), [applied, finish, receivers = slot->receivers](Status s) {
-      // A release, or a delete that unlocks a FIFO group or frees in-flight room: parked
-      // receives may find something now.
-      if (s && applied) receivers->Wake();
-      finish(s ? applied : s);
-    });
-  });
+  boost::asio::post(
+      slot->strand, [this, slot, sub = queue->subscription, fn = std::move(fn),
+                     counters = CountersOf(queue->subscription), done = std::move(done)] {
+        auto finish = [this, done](Status s) {
+          done(std::move(s));
+          Leave();
+        };
+        if (slot->deleted) return finish(NotFound("the topic was deleted"));
+        auto state = slot->Queue(store_, sub);
+        if (!state) return finish(state.error());
+        storage::WriteBatch batch;
+        Status applied = fn(**state, batch);
+        counters->SetInFlight(slot->log.partition(), (*state)->InFlight(clock_.WallMillis()));
+        // Written even when empty: the answer then also waits for earlier writes of this state
+        // (a repeated delete must not be acknowledged before the first one is durable).
+        store_.Write(std::move(batch), [applied, finish, receivers = slot->receivers](Status s) {
+          // A release, or a delete that unlocks a FIFO group or frees in-flight room: parked
+          // receives may find something now.
+          if (s && applied) receivers->Wake();
+          finish(s ? applied : s);
+        });
+      });
 }
 
 void Broker::DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done) {

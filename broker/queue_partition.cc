@@ -225,7 +225,8 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   AdvanceFloor(batch);
   // Leases that have not ended are in flight.
   const auto first_future = leases_.lower_bound({now_ms + 1, 0});
-  const auto in_flight = static_cast<std::size_t>(std::distance(first_future, leases_.end()));
+  const std::size_t in_flight = InFlight(now_ms);
+  result.in_flight = in_flight;
   if (in_flight >= options.max_in_flight) {
     result.in_flight_limit = true;
     if (first_future != leases_.end() && first_future->first != kLocked) {
@@ -298,6 +299,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     result.error = std::move(failed);
   }
 
+  result.in_flight = in_flight + result.messages.size() + result.dead_letters.size();
   result.more_to_scan =
       scan_budget == 0 && scanned_ < std::min(options.end_offset, log_->end_offset());
   // When does something become receivable?
@@ -451,6 +453,13 @@ QueueCounts QueuePartition::Counts(std::int64_t now_ms) const {
   c.visible += unexamined;
   if (first_free < end) consider(first_free);
   return c;
+}
+
+std::size_t QueuePartition::InFlight(std::int64_t now_ms) const {
+  std::size_t ended = 0;
+  for (auto it = leases_.begin(); it != leases_.end() && it->first <= now_ms; ++it)
+    ++ended;
+  return leases_.size() - ended;
 }
 
 std::optional<QueueMessageState> QueuePartition::State(std::uint64_t offset) const {

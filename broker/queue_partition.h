@@ -87,6 +87,7 @@ struct QueueReceiveResult {
   // a delay ending), for long polls.
   std::optional<std::int64_t> next_visible_ms;
   bool in_flight_limit = false;  // nothing leased because max_in_flight messages are leased
+  std::size_t in_flight = 0;     // leases that have not ended, after this receive
   // The receive stopped at its scan budget with records left to examine.
   bool more_to_scan = false;
   // A message could not be read (e.g. a checksum failure): what was taken before it is in
@@ -137,6 +138,9 @@ class QueuePartition {
   void AckBelow(std::uint64_t end, storage::WriteBatch& batch);
 
   QueueCounts Counts(std::int64_t now_ms) const;
+  // Leases that have not ended (dead letters waiting to move included); walks only the
+  // leases that ended.
+  std::size_t InFlight(std::int64_t now_ms) const;
   std::uint64_t floor() const { return floor_; }
   // The state of a message above the floor that has one (tests, descriptions).
   std::optional<QueueMessageState> State(std::uint64_t offset) const;

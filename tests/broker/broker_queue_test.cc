@@ -584,6 +584,27 @@ TEST_F(BrokerQueueTest, TheInFlightLimitIsAnErrorWithoutAWaitAndEmptyWithOne) {
   EXPECT_TRUE(waited->empty());
 }
 
+TEST_F(BrokerQueueTest, TheInFlightLimitHoldsAcrossPartitions) {
+  QueueAttributes a;
+  a.max_in_flight = 2;
+  a.partitions = 3;
+  ASSERT_TRUE(CreateQueue("wide", a));
+  ASSERT_TRUE(Send("wide", {"1", "2", "3", "4", "5", "6"}));
+  auto first = Receive("wide", 10);
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_EQ(first->size(), 2u) << "each partition applied the whole limit";
+  EXPECT_EQ(Receive("wide", 10).error().code, ErrorCode::kResourceExhausted);
+  ASSERT_TRUE(Delete("wide", first->at(0)));
+  auto more = Receive("wide", 10);
+  ASSERT_TRUE(more) << more.error().ToString();
+  EXPECT_EQ(more->size(), 1u);
+  // Ended leases leave the count.
+  clock_.Advance(milliseconds(30'000));
+  auto after = Receive("wide", 10);
+  ASSERT_TRUE(after) << after.error().ToString();
+  EXPECT_EQ(after->size(), 2u);
+}
+
 TEST_F(BrokerQueueTest, FifoGroupsStayInOrder) {
   QueueAttributes fifo;
   fifo.fifo = true;
