@@ -3,6 +3,7 @@
 // with leases and long polls, deletes, visibility changes and nacks by receipt handle, FIFO
 // deduplication, dead letters, and the status code of each bad input.
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -602,6 +603,33 @@ TEST_F(QueueServiceTest, AReceiveStreamRefusesBadRequestsAndEndsWithItsQueue) {
   ASSERT_TRUE(stub_->DeleteQueue(Context().get(), del, &deleted).ok());
   ReadUntil(*stream, [](const auto&) { return false; });
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(QueueServiceTest, ALongPollWhoseCallerCancelledGivesItsMessagesBack) {
+  ASSERT_TRUE(Create("c").ok());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(30));
+  v1::ReceiveMessagesRequest request;
+  request.set_queue("c");
+  request.set_wait_time_seconds(10);
+  v1::ReceiveMessagesResponse abandoned;
+  grpc::Status abandoned_status;
+  std::atomic<bool> answered{false};
+  stub_->async()->ReceiveMessages(&context, &request, &abandoned, [&](grpc::Status s) {
+    abandoned_status = std::move(s);
+    answered = true;
+  });
+  std::this_thread::sleep_for(milliseconds(200));  // parked in the broker
+  context.TryCancel();
+  std::this_thread::sleep_for(milliseconds(100));
+  Send("c", "wanted");  // wakes the parked receive, which leases it for a caller that left
+  auto got = Receive("c", 1, 5);
+  ASSERT_EQ(got.messages_size(), 1) << "the message stayed leased to the cancelled call";
+  EXPECT_EQ(got.messages(0).body(), "wanted");
+  for (int i = 0; i < 500 && !answered; ++i)
+    std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(abandoned.messages_size(), 0);
 }
 
 TEST_F(QueueServiceTest, TheQueuesDefaultWaitEndsBeforeTheCallersDeadline) {
