@@ -421,6 +421,11 @@ void Broker::RedriveMove(std::shared_ptr<RedriveStepOp> step) {
             CountersOf(step->queue->subscription)
                 ->redriven.fetch_add(*moved, std::memory_order_relaxed);
           }
+          if (!moved && moved.error().code == ErrorCode::kUnavailable) {
+            // Shutting down: the task stays RUNNING, stored so, and resumes after the restart.
+            step->run->stepping = false;
+            return Leave();
+          }
           // What moved before a failure stays moved; the count is of the writes that ended well.
           FinishRedriveStep(
               step->run, moved ? *moved : 0, exhausted,
