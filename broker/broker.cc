@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <list>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -762,15 +763,29 @@ void Broker::ListOffset(const std::string& topic, std::uint32_t partition, Offse
 
 void Broker::EnforceRetention(Callback<std::uint64_t> done) {
   if (!Enter()) return done(ShuttingDown());
-  std::vector<std::pair<std::shared_ptr<PartitionSlot>, storage::RetentionLimits>> work;
+  struct Work {
+    std::shared_ptr<PartitionSlot> slot;
+    storage::RetentionLimits limits;
+    // The queues reading a topic that a queue owns: what they all acknowledged is dropped.
+    std::vector<std::uint32_t> trimming_queues;
+  };
+  std::vector<Work> work;
   {
     std::shared_lock lock(topics_mu_);
+    std::map<std::string, std::vector<std::uint32_t>> readers;
+    std::set<std::string> owned;
+    for (const auto& [name, queue] : queues_) {
+      readers[queue->topic].push_back(queue->subscription);
+      if (queue->owns_topic) owned.insert(queue->topic);
+    }
     for (const auto& [name, topic] : topics_) {
       const storage::RetentionLimits limits{topic->metadata.config.retention_ms,
                                             topic->metadata.config.retention_bytes};
-      if (limits.retention_ms < 0 && limits.retention_bytes < 0) continue;
-      for (const auto& slot : topic->partitions)
-        work.emplace_back(slot, limits);
+      const bool trims = owned.contains(name);
+      if (limits.retention_ms < 0 && limits.retention_bytes < 0 && !trims) continue;
+      for (const auto& slot : topic->partitions) {
+        work.push_back({slot, limits, trims ? readers[name] : std::vector<std::uint32_t>{}});
+      }
     }
   }
   if (work.empty()) {
@@ -779,9 +794,20 @@ void Broker::EnforceRetention(Callback<std::uint64_t> done) {
   }
   auto gather =
       std::make_shared<Gather<std::uint64_t>>(work.size(), 0, std::move(done), [this] { Leave(); });
-  for (auto& [slot, limits] : work) {
-    boost::asio::post(slot->strand, [this, slot, limits, gather] {
+  for (auto& [slot, limits_for_topic, trimming_queues] : work) {
+    boost::asio::post(slot->strand, [this, slot, limits = limits_for_topic,
+                                     queues = trimming_queues, gather]() mutable {
       if (slot->deleted) return gather->Finish();
+      if (!queues.empty()) {
+        std::uint64_t floor = UINT64_MAX;
+        for (std::uint32_t sub : queues) {
+          auto state = slot->Queue(store_, sub);
+          if (!state && state.error().code == ErrorCode::kNotFound) continue;  // deleted since
+          if (!state) return gather->Fail(state.error());
+          floor = std::min(floor, (*state)->floor());
+        }
+        if (floor != UINT64_MAX) limits.drop_below = floor;
+      }
       storage::WriteBatch batch;
       auto dropped = slot->log.PrepareRetention(limits, clock_.WallMillis(), batch);
       if (!dropped) return gather->Fail(dropped.error());

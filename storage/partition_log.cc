@@ -162,7 +162,7 @@ Result<std::vector<StoredRecord>> PartitionLog::Read(std::uint64_t from, std::si
 }
 
 Result<LogPosition> PartitionLog::ScanForward(LogPosition from, std::int64_t timestamp_ms,
-                                              std::uint64_t position) const {
+                                              std::uint64_t position, std::uint64_t offset) const {
   if (from.offset < start_.offset) from = start_;
   auto it = store_->NewIterator(ColumnFamily::kLog, LogKey(topic_, partition_, from.offset),
                                 LogKey(topic_, partition_, durable_.offset));
@@ -172,7 +172,7 @@ Result<LogPosition> PartitionLog::ScanForward(LogPosition from, std::int64_t tim
     if (!ParseLogKey(it->key(), &parts))
       return DataLoss("corrupt log key in " + Where(topic_, partition_));
     at.offset = parts.offset;
-    if (at.position >= position) return at;
+    if (at.position >= position || at.offset >= offset) return at;
     if (timestamp_ms != INT64_MAX) {
       auto ts = DecodeAppendTimestamp(it->value());
       if (!ts) {
@@ -250,6 +250,13 @@ Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limi
     // Keep the newest records whose total size fits; drop whole records before them.
     auto at =
         LocatePosition(durable_.position - static_cast<std::uint64_t>(limits.retention_bytes));
+    if (!at) return at.error();
+    if (at->offset > new_start.offset) new_start = *at;
+  }
+  if (limits.drop_below > new_start.offset) {
+    // Positions are byte counts, so the walk from the start sums the sizes of what it drops.
+    auto at =
+        ScanForward(new_start, INT64_MAX, UINT64_MAX, std::min(limits.drop_below, durable_.offset));
     if (!at) return at.error();
     if (at->offset > new_start.offset) new_start = *at;
   }

@@ -50,6 +50,8 @@ struct PreparedAppend {
 struct RetentionLimits {
   std::int64_t retention_ms = -1;     // -1: keep forever
   std::int64_t retention_bytes = -1;  // -1: no size limit
+  // Also drop every record below this offset (what the topic's queues have all acknowledged).
+  std::uint64_t drop_below = 0;
 };
 
 class PartitionLog {
@@ -105,10 +107,11 @@ class PartitionLog {
       : store_(&store), topic_(topic), partition_(partition) {}
 
   // First durable record at or after `from` whose append timestamp is >= `timestamp_ms`
-  // (or whose position is >= `position`); the durable end if there is none. INT64_MAX as
-  // `timestamp_ms` turns the time condition off, and then no record body is read.
+  // (or whose position is >= `position`, or whose offset is >= `offset`); the durable end if
+  // there is none. INT64_MAX as `timestamp_ms` turns the time condition off, and then no
+  // record body is read.
   Result<LogPosition> ScanForward(LogPosition from, std::int64_t timestamp_ms,
-                                  std::uint64_t position) const;
+                                  std::uint64_t position, std::uint64_t offset = UINT64_MAX) const;
   Result<LogPosition> LocateTimestamp(std::int64_t timestamp_ms) const;
   Result<LogPosition> LocatePosition(std::uint64_t position) const;
 

@@ -605,6 +605,44 @@ TEST_F(BrokerQueueTest, TheInFlightLimitHoldsAcrossPartitions) {
   EXPECT_EQ(after->size(), 2u);
 }
 
+TEST_F(BrokerQueueTest, WhatEveryQueueOfAnOwnedTopicAcknowledgedIsTrimmed) {
+  ASSERT_TRUE(CreateQueue("jobs"));
+  ASSERT_TRUE(CreateQueue("audit", {}, "jobs"));  // a second subscription on the same topic
+  ASSERT_TRUE(Send("jobs", {"1", "2", "3", "4", "5"}));
+  auto trim = [&] {
+    Waiter<std::uint64_t> w;
+    broker_->EnforceRetention(w.Callback());
+    auto dropped = w.Get();
+    EXPECT_TRUE(dropped) << dropped.error().ToString();
+    return broker_->DescribeTopic("jobs")->partitions.at(0).start_offset;
+  };
+  auto jobs = Receive("jobs", 3);
+  ASSERT_TRUE(jobs && jobs->size() == 3);
+  for (const auto& m : *jobs)
+    ASSERT_TRUE(Delete("jobs", m));
+  EXPECT_EQ(trim(), 0u) << "audit has acknowledged nothing yet";
+  auto audit = Receive("audit", 2);
+  ASSERT_EQ(audit->size(), 2u);
+  for (const auto& m : *audit)
+    ASSERT_TRUE(Delete("audit", m));
+  EXPECT_EQ(trim(), 2u) << "the lowest ack floor of the topic's queues";
+  EXPECT_EQ(Bodies(ReceiveAll("jobs", 2)), (std::set<std::string>{"4", "5"}));
+  EXPECT_EQ(Bodies(ReceiveAll("audit", 3)), (std::set<std::string>{"3", "4", "5"}));
+  // A topic no queue owns keeps what its queues acknowledged: streams may read it.
+  TopicConfig shared;
+  shared.name = "events";
+  Waiter<TopicInfo> t;
+  broker_->CreateTopic(shared, t.Callback());
+  ASSERT_TRUE(t.Get());
+  ASSERT_TRUE(CreateQueue("events-q", {}, "events"));
+  ASSERT_TRUE(Send("events-q", {"e"}));
+  auto events = Receive("events-q", 1);
+  ASSERT_TRUE(events && events->size() == 1);
+  ASSERT_TRUE(Delete("events-q", events->front()));
+  trim();
+  EXPECT_EQ(broker_->DescribeTopic("events")->partitions.at(0).start_offset, 0u);
+}
+
 TEST_F(BrokerQueueTest, FifoGroupsStayInOrder) {
   QueueAttributes fifo;
   fifo.fifo = true;

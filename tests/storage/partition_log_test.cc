@@ -252,6 +252,22 @@ TEST_F(PartitionLogTest, SizeRetentionKeepsTheNewestRecordsThatFit) {
   EXPECT_LE(log_->size_bytes(), limit);
 }
 
+TEST_F(PartitionLogTest, RecordsBelowAnAcknowledgedOffsetAreDropped) {
+  Append(MakeRecords(10, 100), kT0);
+  const std::uint64_t size = log_->size_bytes();
+  EXPECT_EQ(Retain({.drop_below = 4}, kT0), 4u);
+  EXPECT_EQ(log_->start_offset(), 4u);
+  // The ten records are stored alike, so six of them take six tenths of the bytes.
+  EXPECT_EQ(log_->size_bytes() * 10, size * 6) << "the start position moved with it";
+  EXPECT_EQ(log_->Read(3, 1, 1 << 20).error().code, ErrorCode::kOutOfRange);
+  EXPECT_EQ(Retain({.drop_below = 2}, kT0), 0u) << "never backwards";
+  EXPECT_EQ(Retain({.drop_below = 1000}, kT0), 6u) << "at most up to the end";
+  EXPECT_EQ(log_->start_offset(), 10u);
+  Reopen();
+  EXPECT_EQ(log_->start_offset(), 10u);
+  EXPECT_EQ(log_->size_bytes(), 0u);
+}
+
 TEST_F(PartitionLogTest, ExpiringEverythingKeepsOffsetsGoingAfterReopen) {
   Append(MakeRecords(5, 10), kT0);
 
