@@ -15,6 +15,12 @@
 // produce-to-consume latency, and how long the group takes to own every partition again
 // after one member leaves.
 //   spool-bench --duration 10 group --consumers 3 --partitions 6 --rate 10000
+// queue-send: --producers threads each keep one SendMessageBatch of --batch messages going.
+// queue-cycle: fills a queue with --messages, then --consumers threads receive up to --batch
+// and delete them with one DeleteMessageBatch, until it is empty; reports the cycle rate.
+// queue-latency: sends single messages at a fixed --rate while --consumers receive and
+// delete; reports send-to-deleted percentiles.
+//   spool-bench queue-cycle --consumers 8 --batch 10 --messages 200000
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +44,7 @@
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
+#include "spool/v1/queue.grpc.pb.h"
 
 namespace {
 
@@ -56,6 +63,7 @@ struct Options {
   bool unary = false;
   double rate = 10'000;
   std::size_t consumers = 3;
+  std::size_t messages = 100'000;
 };
 
 bool EnsureTopic(const std::shared_ptr<grpc::Channel>& channel, const Options& o) {
@@ -419,6 +427,242 @@ int RunGroup(Options o) {
   return got >= produced && settled ? 0 : 1;
 }
 
+// ---- queues -----------------------------------------------------------------------------
+
+std::unique_ptr<grpc::ClientContext> QueueContext(std::chrono::seconds timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + timeout);
+  return context;
+}
+
+// A fresh queue per run, so earlier runs' messages do not count.
+std::string NewQueue(v1::QueueService::Stub& stub, const Options& o, const std::string& kind) {
+  const std::string name = o.topic + "-" + kind + "-" + std::to_string(::getpid());
+  v1::CreateQueueRequest request;
+  request.set_name(name);
+  request.mutable_attributes()->set_partitions(o.partitions);
+  v1::CreateQueueResponse response;
+  grpc::Status s =
+      stub.CreateQueue(QueueContext(std::chrono::seconds(20)).get(), request, &response);
+  if (!s.ok()) {
+    std::fprintf(stderr, "cannot create queue %s: %s\n", name.c_str(), s.error_message().c_str());
+    return "";
+  }
+  return name;
+}
+
+void DeleteQueue(v1::QueueService::Stub& stub, const std::string& name) {
+  v1::DeleteQueueRequest request;
+  request.set_queue(name);
+  v1::DeleteQueueResponse response;
+  stub.DeleteQueue(QueueContext(std::chrono::seconds(60)).get(), request, &response);
+}
+
+// Sends batches of `o.batch` from `threads` threads until `end` or `limit` messages.
+std::uint64_t SendFor(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
+                      const std::string& queue, std::size_t threads, Clock::time_point end,
+                      std::uint64_t limit) {
+  std::atomic<std::uint64_t> sent{0};
+  std::vector<std::thread> senders;
+  for (std::size_t t = 0; t < threads; ++t) {
+    senders.emplace_back([&] {
+      auto stub = v1::QueueService::NewStub(channel);
+      v1::SendMessageBatchRequest request;
+      request.set_queue(queue);
+      for (std::size_t i = 0; i < o.batch; ++i) {
+        auto* entry = request.add_entries();
+        entry->set_id(std::to_string(i));
+        entry->set_body(std::string(o.record_size, 'q'));
+      }
+      while (Clock::now() < end && sent.load() < limit) {
+        v1::SendMessageBatchResponse response;
+        grpc::Status s = stub->SendMessageBatch(QueueContext(std::chrono::seconds(30)).get(),
+                                                request, &response);
+        if (!s.ok()) {
+          std::fprintf(stderr, "send failed: %s\n", s.error_message().c_str());
+          return;
+        }
+        sent += static_cast<std::uint64_t>(response.results_size());
+      }
+    });
+  }
+  for (auto& t : senders)
+    t.join();
+  return sent.load();
+}
+
+int RunQueueSend(const Options& o) {
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  auto stub = v1::QueueService::NewStub(channel);
+  const std::string queue = NewQueue(*stub, o, "send");
+  if (queue.empty()) return 1;
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(o.duration_s));
+  const std::uint64_t sent = SendFor(channel, o, queue, o.producers, end, UINT64_MAX);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf(
+      "queue send: message %zu B, batch %zu, senders %zu, %u partitions: %llu in %.1f s = %.0f "
+      "msgs/s\n",
+      o.record_size, o.batch, o.producers, o.partitions, static_cast<unsigned long long>(sent),
+      seconds, static_cast<double>(sent) / seconds);
+  DeleteQueue(*stub, queue);
+  return sent > 0 ? 0 : 1;
+}
+
+// One consumer: receive up to `batch`, delete them in one call; `on_deleted` gets each body.
+void ConsumeQueue(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
+                  const std::string& queue, const std::atomic<bool>& stop,
+                  const std::function<bool(const v1::QueueMessage&)>& on_deleted,
+                  std::atomic<std::uint64_t>& deleted) {
+  auto stub = v1::QueueService::NewStub(channel);
+  while (!stop) {
+    v1::ReceiveMessagesRequest receive;
+    receive.set_queue(queue);
+    receive.set_max_messages(static_cast<std::uint32_t>(o.batch));
+    receive.set_wait_time_seconds(1);
+    v1::ReceiveMessagesResponse received;
+    if (!stub->ReceiveMessages(QueueContext(std::chrono::seconds(10)).get(), receive, &received)
+             .ok() ||
+        received.messages_size() == 0) {
+      continue;
+    }
+    v1::DeleteMessageBatchRequest del;
+    del.set_queue(queue);
+    for (int i = 0; i < received.messages_size(); ++i) {
+      auto* entry = del.add_entries();
+      entry->set_id(std::to_string(i));
+      entry->set_receipt_handle(received.messages(i).receipt_handle());
+    }
+    v1::DeleteMessageBatchResponse response;
+    if (!stub->DeleteMessageBatch(QueueContext(std::chrono::seconds(10)).get(), del, &response)
+             .ok()) {
+      continue;
+    }
+    for (const auto& m : received.messages())
+      if (!on_deleted(m)) return;
+    deleted += static_cast<std::uint64_t>(received.messages_size());
+  }
+}
+
+int RunQueueCycle(const Options& o) {
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  auto stub = v1::QueueService::NewStub(channel);
+  const std::string queue = NewQueue(*stub, o, "cycle");
+  if (queue.empty()) return 1;
+  Options fill = o;
+  fill.batch = std::max<std::size_t>(o.batch, 100);
+  const std::uint64_t filled =
+      SendFor(channel, fill, queue, 4, Clock::now() + std::chrono::minutes(10), o.messages);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> deleted{0};
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(o.duration_s));
+  std::vector<std::thread> consumers;
+  for (std::size_t c = 0; c < o.consumers; ++c) {
+    consumers.emplace_back([&, c] {
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", static_cast<int>(c));
+      auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
+      ConsumeQueue(
+          own, o, queue, stop, [](const v1::QueueMessage&) { return true; }, deleted);
+    });
+  }
+  while (deleted.load() < filled && Clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::uint64_t done = deleted.load();
+  stop = true;
+  for (auto& t : consumers)
+    t.join();
+  std::printf(
+      "queue cycle (receive + delete batch): message %zu B, batch %zu, consumers %zu, %u "
+      "partitions: %llu of %llu in %.1f s = %.0f msgs/s\n",
+      o.record_size, o.batch, o.consumers, o.partitions, static_cast<unsigned long long>(done),
+      static_cast<unsigned long long>(filled), seconds, static_cast<double>(done) / seconds);
+  DeleteQueue(*stub, queue);
+  return done > 0 ? 0 : 1;
+}
+
+int RunQueueLatency(const Options& o) {
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  auto stub = v1::QueueService::NewStub(channel);
+  const std::string queue = NewQueue(*stub, o, "latency");
+  if (queue.empty()) return 1;
+  const auto expected = static_cast<std::uint64_t>(o.rate * o.duration_s);
+  // Set once the consumers are polling, so their connecting does not count as latency.
+  std::atomic<Clock::rep> base_ticks{0};
+  std::mutex mu;
+  std::vector<double> latencies_us;
+  latencies_us.reserve(expected);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> deleted{0};
+  std::vector<std::thread> consumers;
+  for (std::size_t c = 0; c < o.consumers; ++c) {
+    consumers.emplace_back([&] {
+      std::vector<double> mine;
+      ConsumeQueue(
+          channel, o, queue, stop,
+          [&](const v1::QueueMessage& m) {
+            std::int64_t sent_ns = 0;
+            std::memcpy(&sent_ns, m.body().data(), sizeof sent_ns);
+            const Clock::time_point base{Clock::duration(base_ticks.load())};
+            mine.push_back(std::chrono::duration<double, std::micro>(
+                               Clock::now() - (base + std::chrono::nanoseconds(sent_ns)))
+                               .count());
+            return true;
+          },
+          deleted);
+      std::lock_guard lock(mu);
+      latencies_us.insert(latencies_us.end(), mine.begin(), mine.end());
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto base = Clock::now();
+  base_ticks = base.time_since_epoch().count();
+  std::atomic<std::size_t> outstanding{0};
+  const auto interval = std::chrono::duration<double>(1.0 / o.rate);
+  for (std::uint64_t i = 0; i < expected; ++i) {
+    std::this_thread::sleep_until(base + std::chrono::duration_cast<Clock::duration>(interval * i));
+    struct Call {
+      grpc::ClientContext context;
+      v1::SendMessageRequest request;
+      v1::SendMessageResponse response;
+    };
+    auto call = std::make_shared<Call>();
+    call->request.set_queue(queue);
+    std::string body(std::max<std::size_t>(o.record_size, 8), '\0');
+    const std::int64_t sent_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - base).count();
+    std::memcpy(body.data(), &sent_ns, sizeof sent_ns);
+    call->request.set_body(std::move(body));
+    ++outstanding;
+    stub->async()->SendMessage(&call->context, &call->request, &call->response,
+                               [call, &outstanding](grpc::Status) { --outstanding; });
+  }
+  for (int i = 0; i < 1000 && deleted.load() < expected; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  stop = true;
+  for (auto& t : consumers)
+    t.join();
+  while (outstanding > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  DeleteQueue(*stub, queue);
+  if (latencies_us.empty()) return 1;
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at = [&](double q) {
+    return latencies_us[std::min(latencies_us.size() - 1,
+                                 static_cast<std::size_t>(q * latencies_us.size()))];
+  };
+  std::printf(
+      "queue latency send->deleted at %.0f msgs/s, message %zu B, %zu consumers, batch %zu: %zu "
+      "samples, p50 %.0f us, p99 %.0f us, p999 %.0f us, max %.0f us\n",
+      o.rate, o.record_size, o.consumers, o.batch, latencies_us.size(), at(0.5), at(0.99),
+      at(0.999), latencies_us.back());
+  return latencies_us.size() == expected ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -442,8 +686,27 @@ int main(int argc, char** argv) {
   group->add_option("--consumers", o.consumers, "Members of the group")->capture_default_str();
   group->add_option("--partitions", o.partitions, "Partitions of the topic")->capture_default_str();
   group->add_option("--rate", o.rate, "Records per second produced (0: as fast as it goes)");
+  auto* queue_send = app.add_subcommand("queue-send", "Durable queue send throughput (batches)");
+  auto* queue_cycle =
+      app.add_subcommand("queue-cycle", "Queue receive + delete throughput with N consumers");
+  auto* queue_latency =
+      app.add_subcommand("queue-latency", "Queue send-to-deleted latency at a fixed rate");
+  for (auto* sub : {queue_send, queue_cycle, queue_latency}) {
+    sub->add_option("--partitions", o.partitions, "Partitions of the queue")->capture_default_str();
+    sub->add_option("--batch", o.batch, "Messages per send batch, or per receive")
+        ->capture_default_str();
+  }
+  queue_send->add_option("--producers", o.producers, "Sender threads")->capture_default_str();
+  queue_cycle->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
+  queue_cycle->add_option("--messages", o.messages, "Messages to fill the queue with")
+      ->capture_default_str();
+  queue_latency->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
+  queue_latency->add_option("--rate", o.rate, "Messages per second")->capture_default_str();
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
   if (group->parsed()) return RunGroup(o);
+  if (queue_send->parsed()) return RunQueueSend(o);
+  if (queue_cycle->parsed()) return RunQueueCycle(o);
+  if (queue_latency->parsed()) return RunQueueLatency(o);
   return produce->parsed() ? RunProduce(o) : RunLatency(o);
 }

@@ -154,6 +154,39 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   return Ok();
 }
 
+void QueuePartition::FillRecords(std::vector<Candidate>& candidates) const {
+  // A run spans at most this many offsets, so gaps (messages done or leased) cost little.
+  constexpr std::uint64_t kMaxRun = 256;
+  constexpr std::size_t kMaxRunBytes = 8 << 20;
+  std::vector<Candidate*> missing;
+  for (Candidate& c : candidates)
+    if (!c.record) missing.push_back(&c);
+  std::sort(missing.begin(), missing.end(),
+            [](const Candidate* a, const Candidate* b) { return a->offset < b->offset; });
+  for (std::size_t i = 0; i < missing.size();) {
+    std::size_t j = i + 1;
+    while (j < missing.size() && missing[j]->offset - missing[i]->offset < kMaxRun)
+      ++j;
+    if (j - i > 1) {
+      const std::uint64_t from = missing[i]->offset;
+      auto read = log_->Read(from, missing[j - 1]->offset - from + 1, kMaxRunBytes);
+      if (!read) {
+        // Take reads them one by one and stops at the one that fails.
+        i = j;
+        continue;
+      }
+      std::size_t k = i;
+      for (auto& r : *read) {
+        while (k < j && missing[k]->offset < r.offset)
+          ++k;
+        if (k == j) break;
+        if (missing[k]->offset == r.offset) missing[k]->record = std::move(r.record);
+      }
+    }
+    i = j;
+  }
+}
+
 Status QueuePartition::LearnGroup(std::uint64_t offset, QueueMessageState& state) {
   if (state.group_known) return Ok();
   auto read = log_->Read(offset, 1, 1);
@@ -262,6 +295,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
       break;
     }
     if (candidates->empty()) break;
+    FillRecords(*candidates);
     if (options.fifo) {
       // Group by group, in order of each group's first candidate; offset order within one.
       std::map<std::string, std::size_t> rank;

@@ -160,6 +160,9 @@ class QueuePartition {
   Result<std::vector<Candidate>> Collect(std::int64_t now_ms, bool fifo, std::size_t want,
                                          std::uint64_t end, std::set<std::string>& locked,
                                          std::size_t& scan_budget);
+  // Reads the records of candidates that have none (examined before) in runs, one log read
+  // per run instead of one per message; those it cannot fill Take reads alone.
+  void FillRecords(std::vector<Candidate>& candidates) const;
   // Reads a loaded state's record for its FIFO group.
   Status LearnGroup(std::uint64_t offset, QueueMessageState& state);
   // Examines up to `max` log records from scanned_, creating their states.
