@@ -313,7 +313,17 @@ class Broker {
   void DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done);
   // The receipt's lease ends `visible_in_ms` from now (0: receivable at once).
   void ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
-                               std::int64_t visible_in_ms, StatusCallback done);
+                               std::int64_t visible_in_ms, StatusCallback done) {
+    ChangeMessageVisibility(queue, receipt, visible_in_ms, false, std::move(done));
+  }
+  // Gives the message back, receivable `delay_ms` from now; until then it counts as delayed
+  // rather than in flight.
+  void NackMessage(const std::string& queue, QueueReceipt receipt, std::int64_t delay_ms,
+                   StatusCallback done) {
+    ChangeMessageVisibility(queue, receipt, delay_ms, true, std::move(done));
+  }
+  void ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
+                               std::int64_t visible_in_ms, bool release, StatusCallback done);
 
   // --- redrive tasks (broker_redrive.cc; semantics in proto/spool/v1/queue.proto) --------
   // Starts moving the messages now in a dead-letter queue back, a batch per step at the

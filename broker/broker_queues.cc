@@ -25,6 +25,7 @@ using storage::MetaTag;
 const std::string kNextSubscriptionIdCounter = "next_subscription_id";
 constexpr std::size_t kMaxReceiveMessages = 1'000;
 constexpr std::size_t kMaxSendMessages = 1'000;
+constexpr std::size_t kDescribeExamineLimit = 10'000;
 
 // Content-based deduplication ids: the SHA-256 of the body, in lower-case hex.
 std::string Sha256Hex(std::string_view data) {
@@ -233,6 +234,10 @@ void Broker::DescribeQueue(const std::string& name, Callback<QueueInfo> done) {
     boost::asio::post(slot->strand, [this, slot, gather, sub = queue->subscription, now] {
       auto state = slot->Queue(store_, sub);
       if (!state) return gather->Fail(state.error());
+      // Delayed messages count as delayed once examined; a short unexamined tail is.
+      if (Status examined = (*state)->Examine(kDescribeExamineLimit); !examined) {
+        return gather->Fail(examined.error());
+      }
       const QueueCounts c = (*state)->Counts(now);
       std::optional<std::int64_t> oldest_sent_ms;
       if (c.oldest_visible) {
@@ -477,9 +482,8 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
         }
         m.record.dedup_id = Sha256Hex(m.record.value);
       }
-    } else if (m.record.message_group_id) {
-      return done(InvalidArgument(which + "message group ids are for FIFO queues"));
     }
+    // On a standard queue a message group only chooses the partition (Produce hashes it).
     const std::int64_t delay = m.delay_ms.value_or(a.delivery_delay_ms);
     if (delay < 0 || delay > kMaxDeliveryDelayMs) {
       return done(InvalidArgument(which + "delay " + std::to_string(delay) +
@@ -885,16 +889,17 @@ void Broker::DeleteMessage(const std::string& queue, QueueReceipt receipt, Statu
 }
 
 void Broker::ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
-                                     std::int64_t visible_in_ms, StatusCallback done) {
+                                     std::int64_t visible_in_ms, bool release,
+                                     StatusCallback done) {
   if (visible_in_ms < 0 || visible_in_ms > kMaxVisibilityTimeoutMs) {
     return done(InvalidArgument("the visibility timeout must be within 0-" +
                                 std::to_string(kMaxVisibilityTimeoutMs / 1000) + " s"));
   }
   OnQueuePartition(
       queue, receipt.partition,
-      [this, receipt, visible_in_ms](QueuePartition& state, storage::WriteBatch& batch) {
+      [this, receipt, visible_in_ms, release](QueuePartition& state, storage::WriteBatch& batch) {
         return state.ChangeVisibility(receipt.offset, receipt.generation, clock_.WallMillis(),
-                                      visible_in_ms, kMaxVisibilityTimeoutMs, batch);
+                                      visible_in_ms, kMaxVisibilityTimeoutMs, batch, release);
       },
       std::move(done));
 }

@@ -124,6 +124,7 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   }
   QueueMessageState& state = states_.at(offset);
   Unindex(offset, state);
+  state.released = false;
   ReceivedMessage m;
   m.offset = offset;
   if (options.max_receive_count && state.receive_count >= *options.max_receive_count) {
@@ -400,7 +401,8 @@ Status QueuePartition::UnlockDeadLetter(std::uint64_t offset, std::uint32_t gene
 
 Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t generation,
                                         std::int64_t now_ms, std::int64_t visible_in_ms,
-                                        std::int64_t max_lease_ms, storage::WriteBatch& batch) {
+                                        std::int64_t max_lease_ms, storage::WriteBatch& batch,
+                                        bool release) {
   if (visible_in_ms < 0) return InvalidArgument("the visibility timeout must not be negative");
   auto it = states_.find(offset);
   if (offset < floor_ || offset < log_->start_offset() || it == states_.end() || it->second.acked) {
@@ -421,6 +423,7 @@ Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t gene
   }
   Unindex(offset, state);
   state.visible_at_ms = at;
+  state.released = release;
   AddToIndex(offset, state);
   Persist(offset, state, batch);
   return Ok();
@@ -451,6 +454,17 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
                     storage::QueueMessageKey(subscription_, partition, to));
   floor_ = to;
   scanned_ = std::max(scanned_, floor_);
+}
+
+Status QueuePartition::Examine(std::size_t max) {
+  const std::uint64_t from = std::max(scanned_, log_->start_offset());
+  if (log_->end_offset() <= from || log_->end_offset() - from > max) return Ok();
+  while (scanned_ < log_->end_offset()) {
+    auto records = Scan(kScanChunk);
+    if (!records) return records.error();
+    if (records->empty()) break;
+  }
+  return Ok();
 }
 
 QueueCounts QueuePartition::Counts(std::int64_t now_ms) const {

@@ -41,6 +41,8 @@ struct QueueMessageState {
   std::int64_t first_receive_ms = 0;
   std::int64_t last_receive_ms = 0;
   bool acked = false;
+  // Nacked (memory only): waiting out its nack delay, counted as delayed, not in flight.
+  bool released = false;
   // FIFO message group (memory only): known once the record was read after a (re)load.
   std::optional<std::string> group;
   bool group_known = false;
@@ -130,13 +132,18 @@ class QueuePartition {
   // Ends the lease of `generation` `visible_in_ms` from now (0: receivable at once), at most
   // `max_lease_ms` after that receive. FailedPrecondition if the message is done or was
   // received again; InvalidArgument past the lease limit.
+  // With `release` (a nack) the message leaves the in-flight count and waits out the delay
+  // as delayed.
   Status ChangeVisibility(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms,
                           std::int64_t visible_in_ms, std::int64_t max_lease_ms,
-                          storage::WriteBatch& batch);
+                          storage::WriteBatch& batch, bool release = false);
 
   // Everything below `end` (at most the log end) is done: a purge.
   void AckBelow(std::uint64_t end, storage::WriteBatch& batch);
 
+  // Examines the messages no receive has looked at yet, when there are at most `max` of
+  // them, so that Counts sees which are delayed (it counts unexamined ones as visible).
+  Status Examine(std::size_t max);
   QueueCounts Counts(std::int64_t now_ms) const;
   // Leases that have not ended (dead letters waiting to move included); walks only the
   // leases that ended.
@@ -172,7 +179,7 @@ class QueuePartition {
               const QueueReceiveOptions& options, QueueReceiveResult& result,
               storage::WriteBatch& batch);
   Index& IndexOf(const QueueMessageState& state) {
-    return state.receive_count == 0 ? waiting_ : leases_;
+    return state.receive_count == 0 || state.released ? waiting_ : leases_;
   }
   void Unindex(std::uint64_t offset, const QueueMessageState& state);
   void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
@@ -187,8 +194,8 @@ class QueuePartition {
   // are those loaded at startup, whose records have not been examined again yet.
   std::uint64_t scanned_ = 0;
   std::map<std::uint64_t, QueueMessageState> states_;
-  Index leases_;   // received at least once, not acknowledged
-  Index waiting_;  // examined, never received (delayed, or not taken yet)
+  Index leases_;   // received at least once, not acknowledged, not nacked
+  Index waiting_;  // examined and never received (delayed, or not taken yet), or nacked
 };
 
 }  // namespace spool::broker

@@ -853,6 +853,14 @@ void SentToProto(const broker::ProducedRecord& p, std::uint32_t topic_id, bool f
   out->set_duplicate(p.duplicate);
 }
 
+// A malformed queue name is INVALID_ARGUMENT, not an unknown queue.
+std::optional<grpc::Status> BadQueueName(const std::string& name) {
+  if (Status s = broker::ValidateQueueName(name, name.ends_with(".fifo")); !s) {
+    return ToGrpcStatus(s.error());
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* QueueServiceImpl::CreateQueue(grpc::CallbackServerContext* /*context*/,
@@ -894,6 +902,7 @@ grpc::ServerUnaryReactor* QueueServiceImpl::GetQueueAttributes(
     grpc::CallbackServerContext* /*context*/, const v1::GetQueueAttributesRequest* request,
     v1::GetQueueAttributesResponse* response) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = BadQueueName(request->queue())) return FinishWith(calls_, __func__, *bad);
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.DescribeQueue(request->queue(), [reactor, response](Result<broker::QueueInfo> info) {
     if (!info) return reactor->Finish(ToGrpcStatus(info.error()));
@@ -1051,6 +1060,7 @@ grpc::ServerUnaryReactor* QueueServiceImpl::DeleteQueue(grpc::CallbackServerCont
                                                         const v1::DeleteQueueRequest* request,
                                                         v1::DeleteQueueResponse* /*response*/) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = BadQueueName(request->queue())) return FinishWith(calls_, __func__, *bad);
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.DeleteQueue(request->queue(), FinishOnStatus(reactor));
   return reactor;
@@ -1060,6 +1070,7 @@ grpc::ServerUnaryReactor* QueueServiceImpl::PurgeQueue(grpc::CallbackServerConte
                                                        const v1::PurgeQueueRequest* request,
                                                        v1::PurgeQueueResponse* response) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = BadQueueName(request->queue())) return FinishWith(calls_, __func__, *bad);
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.PurgeQueue(request->queue(), [reactor, response](Result<std::uint64_t> purged) {
     if (!purged) return reactor->Finish(ToGrpcStatus(purged.error()));
@@ -1336,9 +1347,9 @@ grpc::ServerUnaryReactor* QueueServiceImpl::NackMessage(grpc::CallbackServerCont
   auto receipt = DecodeReceipt(request->receipt_handle(), ids->subscription);
   if (!receipt) return FinishWith(calls_, __func__, ToGrpcStatus(receipt.error()));
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.ChangeMessageVisibility(
-      request->queue(), *receipt,
-      static_cast<std::int64_t>(request->delay_seconds()) * kMsPerSecond, FinishOnStatus(reactor));
+  broker_.NackMessage(request->queue(), *receipt,
+                      static_cast<std::int64_t>(request->delay_seconds()) * kMsPerSecond,
+                      FinishOnStatus(reactor));
   return reactor;
 }
 

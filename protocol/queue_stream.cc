@@ -242,6 +242,8 @@ class Stream : public std::enable_shared_from_this<Stream> {
       };
       if (op.kind == Kind::kDelete) {
         broker_.DeleteMessage(queue_, *receipt, applied);
+      } else if (op.kind == Kind::kNack) {
+        broker_.NackMessage(queue_, *receipt, op.ms, applied);
       } else {
         broker_.ChangeMessageVisibility(queue_, *receipt, op.ms, applied);
       }

@@ -398,6 +398,36 @@ TEST_F(QueuePartitionTest, FifoRedrivesTakeAGroupInOrderButNotOneInFlight) {
       << "group A is in flight; group B moves whole, in order";
 }
 
+TEST_F(QueuePartitionTest, ANackedMessageIsDelayedNotInFlight) {
+  Send(2);
+  auto got = Receive(kT0, 2).messages;
+  ASSERT_EQ(got.size(), 2u);
+  storage::WriteBatch batch;
+  ASSERT_TRUE(queue_->ChangeVisibility(got[0].offset, got[0].generation, kT0, 5'000, 12 * 3'600'000,
+                                       batch, /*release=*/true));
+  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  auto counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.delayed, 1u);
+  EXPECT_EQ(counts.in_flight, 1u);
+  EXPECT_EQ(queue_->InFlight(kT0), 1u) << "a nack frees its in-flight place";
+  EXPECT_TRUE(Receive(kT0 + 4'999, 10).messages.empty());
+  auto again = Receive(kT0 + 5'000, 10).messages;
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].receive_count, 2u);
+  EXPECT_EQ(queue_->Counts(kT0 + 5'000).in_flight, 2u) << "received again: in flight";
+  EXPECT_EQ(queue_->Counts(kT0 + 5'000).delayed, 0u);
+}
+
+TEST_F(QueuePartitionTest, ExamineFindsDelayedMessagesInAShortTail) {
+  Send(2, "later", std::nullopt, kT0 + 60'000);
+  EXPECT_EQ(queue_->Counts(kT0).visible, 2u) << "unexamined messages count as visible";
+  ASSERT_TRUE(queue_->Examine(1));
+  EXPECT_EQ(queue_->Counts(kT0).visible, 2u) << "a tail longer than the limit stays unexamined";
+  ASSERT_TRUE(queue_->Examine(10));
+  EXPECT_EQ(queue_->Counts(kT0).delayed, 2u);
+  EXPECT_EQ(queue_->Counts(kT0).visible, 0u);
+}
+
 TEST_F(QueuePartitionTest, StateSurvivesARestart) {
   Send(4);
   auto got = Receive(kT0, 3).messages;  // m0, m1, m2 leased until kT0 + 30 s
