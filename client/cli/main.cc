@@ -3,16 +3,20 @@
 //   spool topic create orders --partitions 6 --retention 7d
 //   spool produce orders --key-separator : < lines.txt
 //   spool consume orders --from -15m --follow
+//   spool queue send jobs 'hello' && spool queue receive jobs --wait 20 --delete
 //
 // Exit codes: 0 ok, 1 the server refused or could not be reached, 2 bad usage. Errors go to
 // stderr; results to stdout, as aligned tables or (--json) JSON.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -21,7 +25,6 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include "client/cli/output.h"
@@ -29,9 +32,11 @@
 #include "spool/client.h"
 #include "spool/consumer.h"
 #include "spool/producer.h"
+#include "spool/queue.h"
 
 namespace {
 
+using spool::cli::ProtoJson;
 using spool::cli::StatusCodeName;
 using Json = nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
@@ -202,14 +207,20 @@ struct ProduceArgs {
   bool quiet = false;
 };
 
-int Produce(const Global& global, const ProduceArgs& args) {
+std::vector<std::pair<std::string, std::string>> HeadersOrThrow(
+    const std::vector<std::string>& texts) {
   std::vector<std::pair<std::string, std::string>> headers;
-  for (const auto& header : args.headers) {
+  for (const auto& header : texts) {
     const auto eq = header.find('=');
     if (eq == std::string::npos || eq == 0)
       throw UsageError{"--header: '" + header + "' is not KEY=VALUE"};
     headers.emplace_back(header.substr(0, eq), header.substr(eq + 1));
   }
+  return headers;
+}
+
+int Produce(const Global& global, const ProduceArgs& args) {
+  const auto headers = HeadersOrThrow(args.headers);
   if (args.key && !args.key_separator.empty())
     throw UsageError{"--key and --key-separator cannot be used together"};
   const std::int64_t linger = DurationOrThrow("--linger", args.linger);
@@ -540,15 +551,6 @@ std::string PartitionList(
   return out.empty() ? "-" : out;
 }
 
-Json ProtoJson(const google::protobuf::Message& message) {
-  std::string text;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
-  return Json::parse(text);
-}
-
 int GroupList(const Global& global, const GroupArgs& args) {
   spool::Admin admin(Connect(global));
   auto groups = admin.ListGroups(args.prefix);
@@ -680,6 +682,394 @@ int GroupResetOffsets(const Global& global, const GroupArgs& args) {
   return kExitOk;
 }
 
+// ---- queue ------------------------------------------------------------------------------
+
+struct QueueArgs {
+  std::string name;
+  std::string topic;
+  std::string prefix;
+  // Attributes (create, set): only the flags given go into the request.
+  bool fifo = false;
+  std::string visibility_timeout, delay, retention, max_message_bytes, receive_wait;
+  bool content_based_dedup = false;
+  bool no_content_based_dedup = false;
+  std::string dlq;
+  std::optional<std::uint32_t> max_receives;
+  bool no_dlq = false;
+  std::optional<std::uint32_t> partitions, max_in_flight;
+  // send (also --delay)
+  std::vector<std::string> bodies;
+  std::optional<std::string> group, dedup_id;
+  std::vector<std::string> headers;
+  // receive
+  std::optional<std::uint32_t> max;
+  std::string wait, visibility;
+  bool delete_received = false;
+  // delete-message, change-visibility
+  std::string handle, seconds;
+  // redrive
+  std::string task_id, to;
+  std::optional<std::uint32_t> rate;
+};
+
+// The queue API counts whole seconds, so a bare number is seconds here (the topic flags'
+// bare numbers are milliseconds).
+std::uint32_t SecondsOrThrow(const std::string& flag, const std::string& text) {
+  const auto seconds = spool::cli::ParseSeconds(text);
+  if (!seconds || *seconds < 0 || *seconds > std::numeric_limits<std::uint32_t>::max()) {
+    throw UsageError{flag + ": '" + text + "' is not a number of seconds (like 30, 90s, 15m, 12h)"};
+  }
+  return static_cast<std::uint32_t>(*seconds);
+}
+
+// The attribute flags of `queue create` and `queue set`.
+spool::v1::QueueAttributes QueueAttributesOrThrow(const QueueArgs& args) {
+  spool::v1::QueueAttributes a;
+  if (!args.visibility_timeout.empty()) {
+    a.set_visibility_timeout_seconds(
+        SecondsOrThrow("--visibility-timeout", args.visibility_timeout));
+  }
+  if (!args.delay.empty()) a.set_delivery_delay_seconds(SecondsOrThrow("--delay", args.delay));
+  if (!args.retention.empty()) {
+    const auto seconds = spool::cli::ParseSeconds(args.retention);
+    if (!seconds) {
+      throw UsageError{"--retention: '" + args.retention +
+                       "' is not a number of seconds (like 3600, 12h, 4d) or forever"};
+    }
+    a.set_retention_seconds(*seconds);
+  }
+  if (!args.max_message_bytes.empty()) {
+    const std::int64_t bytes = BytesOrThrow("--max-message-bytes", args.max_message_bytes);
+    if (bytes <= 0 || bytes > std::numeric_limits<std::uint32_t>::max())
+      throw UsageError{"--max-message-bytes must be a positive size (like 256KiB)"};
+    a.set_max_message_bytes(static_cast<std::uint32_t>(bytes));
+  }
+  if (!args.receive_wait.empty())
+    a.set_receive_wait_seconds(SecondsOrThrow("--receive-wait", args.receive_wait));
+  if (args.content_based_dedup && args.no_content_based_dedup)
+    throw UsageError{"give --content-based-dedup or --no-content-based-dedup, not both"};
+  if (args.content_based_dedup) a.set_content_based_deduplication(true);
+  if (args.no_content_based_dedup) a.set_content_based_deduplication(false);
+  if (args.partitions) a.set_partitions(*args.partitions);
+  if (args.max_in_flight) a.set_max_in_flight(*args.max_in_flight);
+  if (args.no_dlq) {
+    if (!args.dlq.empty() || args.max_receives)
+      throw UsageError{"--no-dlq cannot be used with --dlq or --max-receives"};
+    a.mutable_redrive_policy();  // an empty dead-letter queue removes the policy
+  } else if (!args.dlq.empty() || args.max_receives) {
+    if (args.dlq.empty() || !args.max_receives)
+      throw UsageError{
+          "--dlq and --max-receives go together (the queue and after how many "
+          "receives a message moves there)"};
+    a.mutable_redrive_policy()->set_dead_letter_queue(args.dlq);
+    a.mutable_redrive_policy()->set_max_receive_count(*args.max_receives);
+  }
+  return a;
+}
+
+// Create and describe print the same object; create adds whether it was new.
+int PrintQueue(const Global& global, const spool::v1::Queue& queue,
+               std::optional<bool> created = std::nullopt) {
+  if (global.json) {
+    Json out = ProtoJson(queue);
+    if (created) out["created"] = *created;
+    PrintJson(out);
+    return kExitOk;
+  }
+  if (created && !*created)
+    std::cout << "queue " << queue.name() << " already exists with these settings\n\n";
+  std::cout << spool::cli::FormatQueue(queue);
+  return kExitOk;
+}
+
+// Prints names one per row (JSON: an array of strings).
+int PrintNames(const Global& global, const std::string& header,
+               const std::vector<std::string>& names) {
+  if (global.json) {
+    PrintJson(Json(names));
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& name : names)
+    rows.push_back({name});
+  std::cout << spool::cli::FormatTable({header}, rows);
+  return kExitOk;
+}
+
+// Per-entry errors of the batch calls carry the gRPC code's number.
+grpc::Status EntryStatus(const spool::v1::Error& error) {
+  return grpc::Status(static_cast<grpc::StatusCode>(error.code()), error.message());
+}
+
+int QueueCreate(const Global& global, const QueueArgs& args) {
+  spool::v1::QueueAttributes attributes = QueueAttributesOrThrow(args);
+  if (args.fifo) attributes.set_fifo(true);
+  spool::QueueClient queues(Connect(global));
+  auto created = queues.CreateQueue(args.name, attributes, args.topic);
+  if (!created.ok()) return Fail(created.status, "cannot create queue " + args.name);
+  return PrintQueue(global, created->queue(), created->created());
+}
+
+int QueueList(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  auto names = queues.ListQueues(args.prefix);
+  if (!names.ok()) return Fail(names.status, "cannot list queues");
+  return PrintNames(global, "NAME", *names);
+}
+
+int QueueDescribe(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  auto queue = queues.GetQueueAttributes(args.name);
+  if (!queue.ok()) return Fail(queue.status, "cannot describe queue " + args.name);
+  return PrintQueue(global, *queue);
+}
+
+int QueueSet(const Global& global, const QueueArgs& args) {
+  const spool::v1::QueueAttributes attributes = QueueAttributesOrThrow(args);
+  if (attributes.ByteSizeLong() == 0) {
+    throw UsageError{
+        "queue set: nothing to change (give --visibility-timeout, --delay, --retention, "
+        "--max-message-bytes, --receive-wait, --[no-]content-based-dedup, --dlq with "
+        "--max-receives, --no-dlq, --partitions or --max-in-flight)"};
+  }
+  spool::QueueClient queues(Connect(global));
+  auto queue = queues.SetQueueAttributes(args.name, attributes);
+  if (!queue.ok()) return Fail(queue.status, "cannot change queue " + args.name);
+  return PrintQueue(global, *queue);
+}
+
+int QueueDelete(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  grpc::Status status = queues.DeleteQueue(args.name);
+  if (!status.ok()) return Fail(status, "cannot delete queue " + args.name);
+  if (global.json) {
+    PrintJson({{"deleted", args.name}});
+  } else {
+    std::cout << "deleted queue " << args.name << "\n";
+  }
+  return kExitOk;
+}
+
+int QueuePurge(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  auto purged = queues.PurgeQueue(args.name);
+  if (!purged.ok()) return Fail(purged.status, "cannot purge queue " + args.name);
+  if (global.json) {
+    PrintJson({{"queue", args.name}, {"approximate_messages_purged", *purged}});
+  } else {
+    std::cout << "purged queue " << args.name << " (about " << *purged << " messages)\n";
+  }
+  return kExitOk;
+}
+
+int QueueSend(const Global& global, const QueueArgs& args) {
+  spool::SendOptions options;
+  options.headers = HeadersOrThrow(args.headers);
+  options.message_group_id = args.group;
+  options.deduplication_id = args.dedup_id;
+  if (!args.delay.empty()) options.delay_seconds = SecondsOrThrow("--delay", args.delay);
+  if (std::count(args.bodies.begin(), args.bodies.end(), "-") > 1)
+    throw UsageError{"BODY '-' (stdin) can be given only once"};
+  if (args.dedup_id && args.bodies.size() > 1) {
+    throw UsageError{
+        "--dedup-id with several BODY arguments would make all but the first a duplicate; "
+        "send them one at a time"};
+  }
+  std::vector<std::string> bodies = args.bodies;
+  for (auto& body : bodies) {
+    if (body == "-")
+      body.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+
+  spool::QueueClient queues(Connect(global));
+  // One result per body: sent, or the entry's own error.
+  std::vector<spool::v1::SendMessageBatchResult> results;
+  if (bodies.size() == 1) {
+    auto sent = queues.SendMessage(args.name, std::move(bodies[0]), options);
+    if (!sent.ok()) return Fail(sent.status, "cannot send to queue " + args.name);
+    *results.emplace_back().mutable_sent() = std::move(sent.value);
+  } else {
+    // The API takes up to 1,000 entries per batch; batches go one after the other, so a FIFO
+    // group keeps the command line's order.
+    constexpr std::size_t kBatch = 1000;
+    for (std::size_t first = 0; first < bodies.size(); first += kBatch) {
+      std::vector<spool::SendEntry> entries;
+      for (std::size_t i = first; i < std::min(bodies.size(), first + kBatch); ++i)
+        entries.push_back({"", std::move(bodies[i]), options});
+      auto sent = queues.SendMessageBatch(args.name, std::move(entries));
+      if (!sent.ok()) {
+        return Fail(sent.status, "cannot send to queue " + args.name + " (" +
+                                     std::to_string(first) + " of " +
+                                     std::to_string(bodies.size()) + " messages were sent)");
+      }
+      results.insert(results.end(), sent->begin(), sent->end());
+    }
+  }
+
+  int exit_code = kExitOk;
+  Json out = Json::array();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    if (r.has_error()) {
+      Fail(EntryStatus(r.error()), "message " + std::to_string(i + 1) + " of " +
+                                       std::to_string(results.size()) + " was not sent");
+      exit_code = kExitServer;
+      if (global.json) out.push_back({{"error", ProtoJson(r.error())}});
+      continue;
+    }
+    if (global.json) {
+      out.push_back(ProtoJson(r.sent()));
+      continue;
+    }
+    std::cout << (r.sent().duplicate() ? "duplicate of " : "sent ") << r.sent().message_id()
+              << " (partition " << r.sent().partition() << ", offset " << r.sent().offset()
+              << ")\n";
+  }
+  if (global.json) PrintJson(out);
+  return exit_code;
+}
+
+int QueueReceive(const Global& global, const QueueArgs& args) {
+  spool::ReceiveOptions options;
+  if (args.max) {
+    if (*args.max < 1 || *args.max > 1000) throw UsageError{"--max must be within 1..1000"};
+    options.max_messages = *args.max;
+  }
+  if (!args.wait.empty()) options.wait_time_seconds = SecondsOrThrow("--wait", args.wait);
+  if (!args.visibility.empty())
+    options.visibility_timeout_seconds = SecondsOrThrow("--visibility", args.visibility);
+  spool::QueueClient queues(Connect(global));
+  auto messages = queues.ReceiveMessages(args.name, options);
+  if (!messages.ok()) return Fail(messages.status, "cannot receive from queue " + args.name);
+  if (global.json) {
+    Json out = Json::array();
+    for (const auto& m : *messages)
+      out.push_back(spool::cli::QueueMessageJson(m));
+    PrintJson(out);
+  } else {
+    for (const auto& m : *messages)
+      std::cout << spool::cli::FormatQueueMessageLine(m) << "\n";
+  }
+  std::cout.flush();
+  if (!args.delete_received || messages->empty()) return kExitOk;
+  // Deleted only once printed: a failure here leaves them to be received again, never lost.
+  std::vector<std::string> handles;
+  for (const auto& m : *messages)
+    handles.push_back(m.receipt_handle());
+  auto deleted = queues.DeleteMessageBatch(args.name, handles);
+  if (!deleted.ok()) {
+    return Fail(deleted.status, "the messages were received but not deleted from " + args.name);
+  }
+  int exit_code = kExitOk;
+  for (std::size_t i = 0; i < deleted->size(); ++i) {
+    const auto& r = (*deleted)[i];
+    if (!r.has_error()) continue;
+    exit_code = Fail(EntryStatus(r.error()),
+                     "message " + (*messages)[i].message_id() + " was received but not deleted");
+  }
+  return exit_code;
+}
+
+int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  grpc::Status status = queues.DeleteMessage(args.name, args.handle);
+  if (!status.ok()) return Fail(status, "cannot delete the message from " + args.name);
+  if (global.json) {
+    PrintJson({{"queue", args.name}, {"deleted", args.handle}});
+  } else {
+    std::cout << "deleted the message from " << args.name << "\n";
+  }
+  return kExitOk;
+}
+
+int QueueChangeVisibility(const Global& global, const QueueArgs& args) {
+  const std::uint32_t seconds = SecondsOrThrow("seconds", args.seconds);
+  spool::QueueClient queues(Connect(global));
+  auto deadline = queues.ChangeMessageVisibility(args.name, args.handle, seconds);
+  if (!deadline.ok())
+    return Fail(deadline.status, "cannot change the message's visibility in " + args.name);
+  if (global.json) {
+    PrintJson({{"queue", args.name},
+               {"visibility_deadline_ms", *deadline},
+               {"visibility_deadline", spool::cli::FormatTimestampMs(*deadline)}});
+  } else if (seconds == 0) {
+    std::cout << "the message is visible again\n";
+  } else {
+    std::cout << "the message is hidden until " << spool::cli::FormatTimestampMs(*deadline) << "\n";
+  }
+  return kExitOk;
+}
+
+int QueueDlqSources(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  auto sources = queues.ListDeadLetterSourceQueues(args.name);
+  if (!sources.ok())
+    return Fail(sources.status, "cannot list the dead-letter sources of " + args.name);
+  return PrintNames(global, "SOURCE QUEUE", *sources);
+}
+
+std::string_view RedriveStatusName(spool::v1::RedriveTaskStatus status) {
+  switch (status) {
+    case spool::v1::REDRIVE_TASK_STATUS_RUNNING:
+      return "running";
+    case spool::v1::REDRIVE_TASK_STATUS_COMPLETED:
+      return "completed";
+    case spool::v1::REDRIVE_TASK_STATUS_CANCELLING:
+      return "cancelling";
+    case spool::v1::REDRIVE_TASK_STATUS_CANCELLED:
+      return "cancelled";
+    case spool::v1::REDRIVE_TASK_STATUS_FAILED:
+      return "failed";
+    default:
+      return "unknown";
+  }
+}
+
+int PrintRedriveTasks(const Global& global, const std::vector<spool::v1::RedriveTask>& tasks) {
+  if (global.json) {
+    Json out = Json::array();
+    for (const auto& t : tasks)
+      out.push_back(ProtoJson(t));
+    PrintJson(out);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : tasks) {
+    rows.push_back({t.task_id(), std::string(RedriveStatusName(t.status())), t.source_queue(),
+                    t.destination_queue().empty() ? "(original queues)" : t.destination_queue(),
+                    std::to_string(t.approximate_messages_moved()) + "/" +
+                        std::to_string(t.approximate_messages_to_move()),
+                    std::to_string(t.max_messages_per_second()) + "/s",
+                    spool::cli::FormatTimestampMs(t.started_timestamp_ms()),
+                    t.failure_reason().empty() ? "-" : t.failure_reason()});
+  }
+  std::cout << spool::cli::FormatTable(
+      {"TASK", "STATUS", "SOURCE", "DESTINATION", "MOVED", "RATE", "STARTED", "FAILURE"}, rows);
+  return kExitOk;
+}
+
+int RedriveStart(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  auto task = queues.StartRedrive(args.name, args.to, args.rate);
+  if (!task.ok()) return Fail(task.status, "cannot start a redrive of " + args.name);
+  return PrintRedriveTasks(global, {*task});
+}
+
+int RedriveList(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  // 10: every task the broker keeps for a source.
+  auto tasks = queues.ListRedriveTasks(args.name, 10);
+  if (!tasks.ok()) return Fail(tasks.status, "cannot list the redrive tasks of " + args.name);
+  return PrintRedriveTasks(global, *tasks);
+}
+
+int RedriveCancel(const Global& global, const QueueArgs& args) {
+  spool::QueueClient queues(Connect(global));
+  auto task = queues.CancelRedrive(args.task_id);
+  if (!task.ok()) return Fail(task.status, "cannot cancel redrive task " + args.task_id);
+  return PrintRedriveTasks(global, {*task});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -794,6 +1184,120 @@ int main(int argc, char** argv) {
   CLI::App* gdelete = group->add_subcommand("delete", "Delete a group without members");
   gdelete->add_option("group", group_args.group, "Group id")->required();
   gdelete->callback([&] { run = [&] { return GroupDelete(global, group_args); }; });
+
+  QueueArgs queue_args;
+  CLI::App* queue = app.add_subcommand(
+      "queue", "Administer queues; send, receive and delete their messages; redrive dead letters");
+  queue->require_subcommand(1);
+  auto attribute_options = [&](CLI::App* command) {
+    command->add_option("--visibility-timeout", queue_args.visibility_timeout,
+                        "Lease of a received message, in seconds (30, 5m, 12h)");
+    command->add_option("--delay", queue_args.delay,
+                        "Hide each new message this long, in seconds (at most 15m)");
+    command->add_option("--retention", queue_args.retention,
+                        "Keep messages this long, in seconds (3600, 4d, forever)");
+    command->add_option("--max-message-bytes", queue_args.max_message_bytes,
+                        "Largest message accepted (256KiB, at most 1MiB)");
+    command->add_option("--receive-wait", queue_args.receive_wait,
+                        "Default long-poll wait of a receive, in seconds (at most 20)");
+    command->add_flag("--content-based-dedup", queue_args.content_based_dedup,
+                      "FIFO: a message without a deduplication id is deduplicated by its body");
+    command->add_option("--dlq", queue_args.dlq, "Dead-letter queue (with --max-receives)");
+    command->add_option("--max-receives", queue_args.max_receives,
+                        "Receives after which a message moves to the dead-letter queue");
+    command->add_option("--partitions,-p", queue_args.partitions,
+                        "Partitions of the queue's own topic");
+    command->add_option("--max-in-flight", queue_args.max_in_flight,
+                        "Most messages leased at once");
+  };
+  CLI::App* qcreate = queue->add_subcommand("create", "Create a queue");
+  qcreate->add_option("name", queue_args.name, "Queue name (a FIFO queue's ends in .fifo)")
+      ->required();
+  qcreate->add_flag("--fifo", queue_args.fifo, "A FIFO queue (the name must end in .fifo)");
+  qcreate->add_option("--topic", queue_args.topic,
+                      "Subscribe to this existing topic instead of owning one");
+  attribute_options(qcreate);
+  qcreate->callback([&] { run = [&] { return QueueCreate(global, queue_args); }; });
+
+  CLI::App* qlist = queue->add_subcommand("list", "List queues");
+  qlist->add_option("--prefix", queue_args.prefix, "Only names starting with this");
+  qlist->callback([&] { run = [&] { return QueueList(global, queue_args); }; });
+
+  CLI::App* qdescribe =
+      queue->add_subcommand("describe", "Show a queue's attributes and approximate counts");
+  qdescribe->add_option("name", queue_args.name, "Queue name")->required();
+  qdescribe->callback([&] { run = [&] { return QueueDescribe(global, queue_args); }; });
+
+  CLI::App* qset = queue->add_subcommand("set", "Change a queue's attributes");
+  qset->add_option("name", queue_args.name, "Queue name")->required();
+  attribute_options(qset);
+  qset->add_flag("--no-content-based-dedup", queue_args.no_content_based_dedup,
+                 "FIFO: require a deduplication id again");
+  qset->add_flag("--no-dlq", queue_args.no_dlq, "Remove the dead-letter queue");
+  qset->callback([&] { run = [&] { return QueueSet(global, queue_args); }; });
+
+  CLI::App* qdelete =
+      queue->add_subcommand("delete", "Delete a queue (and its own topic with its messages)");
+  qdelete->add_option("name", queue_args.name, "Queue name")->required();
+  qdelete->callback([&] { run = [&] { return QueueDelete(global, queue_args); }; });
+
+  CLI::App* qpurge = queue->add_subcommand("purge", "Delete every message of a queue");
+  qpurge->add_option("name", queue_args.name, "Queue name")->required();
+  qpurge->callback([&] { run = [&] { return QueuePurge(global, queue_args); }; });
+
+  CLI::App* qsend = queue->add_subcommand("send", "Send messages, one per BODY");
+  qsend->add_option("name", queue_args.name, "Queue name")->required();
+  qsend->add_option("body", queue_args.bodies, "Message bodies ('-': all of stdin)")->required();
+  qsend->add_option("--group,-g", queue_args.group, "Message group (required by FIFO queues)");
+  qsend->add_option("--dedup-id", queue_args.dedup_id, "Deduplication id");
+  qsend->add_option("--delay", queue_args.delay, "Hide the messages this long, in seconds");
+  qsend->add_option("--header,-H", queue_args.headers, "KEY=VALUE attribute (repeatable)");
+  qsend->callback([&] { run = [&] { return QueueSend(global, queue_args); }; });
+
+  CLI::App* qreceive = queue->add_subcommand("receive", "Receive (lease) messages and print them");
+  qreceive->add_option("name", queue_args.name, "Queue name")->required();
+  qreceive->add_option("--max,-n", queue_args.max, "Receive up to this many, 1-1000 (default 1)");
+  qreceive->add_option("--wait", queue_args.wait,
+                       "Long-poll this long for a message, in seconds (default: the queue's)");
+  qreceive->add_option("--visibility", queue_args.visibility,
+                       "Lease them this long, in seconds (default: the queue's)");
+  qreceive->add_flag("--delete", queue_args.delete_received, "Delete them once printed");
+  qreceive->callback([&] { run = [&] { return QueueReceive(global, queue_args); }; });
+
+  CLI::App* qdelmsg =
+      queue->add_subcommand("delete-message", "Delete (acknowledge) a received message");
+  qdelmsg->add_option("name", queue_args.name, "Queue name")->required();
+  qdelmsg->add_option("handle", queue_args.handle, "Receipt handle from the receive")->required();
+  qdelmsg->callback([&] { run = [&] { return QueueDeleteMessage(global, queue_args); }; });
+
+  CLI::App* qvisibility = queue->add_subcommand(
+      "change-visibility", "End a received message's lease SECONDS from now (0: at once)");
+  qvisibility->add_option("name", queue_args.name, "Queue name")->required();
+  qvisibility->add_option("handle", queue_args.handle, "Receipt handle from the receive")
+      ->required();
+  qvisibility->add_option("seconds", queue_args.seconds, "New lease (30, 5m)")->required();
+  qvisibility->callback([&] { run = [&] { return QueueChangeVisibility(global, queue_args); }; });
+
+  CLI::App* qsources = queue->add_subcommand(
+      "dlq-sources", "List the queues that use this one as their dead-letter queue");
+  qsources->add_option("name", queue_args.name, "Dead-letter queue")->required();
+  qsources->callback([&] { run = [&] { return QueueDlqSources(global, queue_args); }; });
+
+  CLI::App* redrive = queue->add_subcommand("redrive", "Move messages out of a dead-letter queue");
+  redrive->require_subcommand(1);
+  CLI::App* rstart =
+      redrive->add_subcommand("start", "Start moving a dead-letter queue's messages");
+  rstart->add_option("source", queue_args.name, "Dead-letter queue")->required();
+  rstart->add_option("--to", queue_args.to,
+                     "Move them here (default: back to the queues they came from)");
+  rstart->add_option("--rate", queue_args.rate, "Messages per second, 1-10000 (default 500)");
+  rstart->callback([&] { run = [&] { return RedriveStart(global, queue_args); }; });
+  CLI::App* rlist = redrive->add_subcommand("list", "Show a dead-letter queue's redrive tasks");
+  rlist->add_option("source", queue_args.name, "Dead-letter queue")->required();
+  rlist->callback([&] { run = [&] { return RedriveList(global, queue_args); }; });
+  CLI::App* rcancel = redrive->add_subcommand("cancel", "Stop a running redrive task");
+  rcancel->add_option("task_id", queue_args.task_id, "Task id (from start or list)")->required();
+  rcancel->callback([&] { run = [&] { return RedriveCancel(global, queue_args); }; });
 
   try {
     app.parse(argc, argv);

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include <google/protobuf/util/json_util.h>
+
 namespace spool::cli {
 
 std::string FormatTable(const std::vector<std::string>& header,
@@ -195,6 +197,26 @@ void PutBytes(nlohmann::json& out, const std::string& name, const std::string& b
   }
 }
 
+// Text as it is, other bytes as "base64:...", so that a line stays one line of text.
+std::string Printable(const std::string& bytes) {
+  return IsValidUtf8(bytes) ? bytes : "base64:" + Base64(bytes);
+}
+
+std::string RedrivePermissionText(const v1::RedriveAllowPolicy& policy) {
+  switch (policy.permission()) {
+    case v1::REDRIVE_PERMISSION_DENY_ALL:
+      return "no queue";
+    case v1::REDRIVE_PERMISSION_BY_QUEUE: {
+      std::string queues;
+      for (const auto& q : policy.source_queues())
+        queues += (queues.empty() ? "" : ", ") + q;
+      return queues;
+    }
+    default:
+      return "any queue";
+  }
+}
+
 }  // namespace
 
 nlohmann::json TopicConfigJson(const v1::TopicConfig& config) {
@@ -284,6 +306,72 @@ nlohmann::json RecordJson(std::string_view topic, const v1::Record& record) {
     }
     out["headers"] = std::move(headers);
   }
+  return out;
+}
+
+nlohmann::json ProtoJson(const google::protobuf::Message& message) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  return nlohmann::json::parse(text);
+}
+
+std::string FormatQueue(const v1::Queue& queue) {
+  const v1::QueueAttributes& a = queue.attributes();
+  auto seconds = [](std::int64_t s) {
+    return s == 0 ? "0s" : FormatDurationMs(s < 0 ? -1 : s * 1000);
+  };
+  std::string type = a.fifo() ? "FIFO" : "standard";
+  if (a.content_based_deduplication()) type += ", content-based deduplication";
+  std::string out;
+  out += "Queue:              " + queue.name() + "\n";
+  out += "Type:               " + type + "\n";
+  out += "Topic:              " + queue.topic() +
+         (queue.owns_topic() ? " (its own)" : " (shared subscription)") + "\n";
+  out += "Partitions:         " + std::to_string(a.partitions()) + "\n";
+  out += "Visibility timeout: " + seconds(a.visibility_timeout_seconds()) + "\n";
+  out += "Delivery delay:     " + seconds(a.delivery_delay_seconds()) + "\n";
+  out += "Receive wait:       " + seconds(a.receive_wait_seconds()) + "\n";
+  out += "Retention:          " + seconds(a.retention_seconds()) + "\n";
+  out += "Max message bytes:  " + FormatBytes(a.max_message_bytes()) + "\n";
+  out += "Max in flight:      " + std::to_string(a.max_in_flight()) + "\n";
+  if (a.has_redrive_policy()) {
+    out += "Dead-letter queue:  " + a.redrive_policy().dead_letter_queue() + " after " +
+           std::to_string(a.redrive_policy().max_receive_count()) + " receives\n";
+  } else {
+    out += "Dead-letter queue:  -\n";
+  }
+  out += "Dead letters from:  " + RedrivePermissionText(a.redrive_allow_policy()) + "\n";
+  out += "Created:            " + FormatTimestampMs(queue.created_timestamp_ms()) + "\n";
+  out += "Modified:           " + FormatTimestampMs(queue.last_modified_timestamp_ms()) + "\n";
+  out += "Messages:           " + std::to_string(queue.stats().approximate_visible()) +
+         " visible, " + std::to_string(queue.stats().approximate_in_flight()) + " in flight, " +
+         std::to_string(queue.stats().approximate_delayed()) + " delayed (approximate)\n";
+  return out;
+}
+
+std::string FormatQueueMessageLine(const v1::QueueMessage& message) {
+  return message.message_id() + "\t" + std::to_string(message.receive_count()) + "\t" +
+         message.receipt_handle() + "\t" + Printable(message.body());
+}
+
+nlohmann::json QueueMessageJson(const v1::QueueMessage& message) {
+  nlohmann::json out = ProtoJson(message);
+  out.erase("body");
+  PutBytes(out, "body", message.body());
+  if (message.has_key()) {
+    out.erase("key");
+    PutBytes(out, "key", message.key());
+  }
+  nlohmann::json headers = nlohmann::json::array();
+  for (const auto& h : message.headers()) {
+    nlohmann::json header = {{"key", h.key()}};
+    PutBytes(header, "value", h.value());
+    headers.push_back(std::move(header));
+  }
+  out["headers"] = std::move(headers);
   return out;
 }
 

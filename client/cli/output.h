@@ -7,11 +7,13 @@
 #include <string_view>
 #include <vector>
 
+#include <google/protobuf/message.h>
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
 #include "spool/v1/admin.pb.h"
 #include "spool/v1/common.pb.h"
+#include "spool/v1/queue.pb.h"
 
 namespace spool::cli {
 
@@ -41,5 +43,17 @@ nlohmann::json TopicConfigJson(const v1::TopicConfig& config);
 // object whose key and value are strings when they are UTF-8, else *_base64.
 std::string FormatRecordLine(const v1::Record& record);
 nlohmann::json RecordJson(std::string_view topic, const v1::Record& record);
+
+// Any API message in proto3 JSON with the .proto field names and every field (64-bit numbers
+// are strings, bytes base64), for the commands whose --json output is the API's own message.
+nlohmann::json ProtoJson(const google::protobuf::Message& message);
+
+// A queue as people read it (describe, create, set).
+std::string FormatQueue(const v1::Queue& queue);
+
+// One received message: "MESSAGE-ID  RECEIVES  RECEIPT-HANDLE  BODY" (tab-separated, like a
+// consumed record), or its proto3 JSON with the body, key and header values as in RecordJson.
+std::string FormatQueueMessageLine(const v1::QueueMessage& message);
+nlohmann::json QueueMessageJson(const v1::QueueMessage& message);
 
 }  // namespace spool::cli

@@ -49,6 +49,16 @@ std::optional<std::int64_t> ParseDurationMs(std::string_view text) {
   return std::nullopt;
 }
 
+std::optional<std::int64_t> ParseSeconds(std::string_view text) {
+  std::string_view rest = text;
+  if (auto seconds = TakeNumber(rest); seconds && rest.empty()) return seconds;
+  const auto ms = ParseDurationMs(text);
+  if (!ms) return std::nullopt;
+  if (*ms == -1) return -1;
+  if (*ms % 1000 != 0) return std::nullopt;
+  return *ms / 1000;
+}
+
 std::optional<std::int64_t> ParseBytes(std::string_view text) {
   if (text == "unlimited" || text == "-1") return -1;
   auto value = TakeNumber(text);

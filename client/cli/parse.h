@@ -16,6 +16,11 @@ namespace spool::cli {
 // "-1" is -1 (keep forever).
 std::optional<std::int64_t> ParseDurationMs(std::string_view text);
 
+// A queue duration in whole seconds, the queue API's unit: a bare number is seconds ("30"),
+// a number with a unit is read as ParseDurationMs reads it ("90s", "15m", "4d") and must come
+// to whole seconds; "forever" or "-1" is -1.
+std::optional<std::int64_t> ParseSeconds(std::string_view text);
+
 // "512", "64KiB", "10GiB", "1MB" (decimal units are powers of 1000, binary of 1024);
 // "unlimited" or "-1" is -1.
 std::optional<std::int64_t> ParseBytes(std::string_view text);

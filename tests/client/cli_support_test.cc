@@ -24,6 +24,20 @@ TEST(ParseTest, Durations) {
   }
 }
 
+TEST(ParseTest, QueueSeconds) {
+  EXPECT_EQ(ParseSeconds("0"), 0);
+  EXPECT_EQ(ParseSeconds("30"), 30) << "a bare number is seconds";
+  EXPECT_EQ(ParseSeconds("90s"), 90);
+  EXPECT_EQ(ParseSeconds("15m"), 900);
+  EXPECT_EQ(ParseSeconds("12h"), 43'200);
+  EXPECT_EQ(ParseSeconds("4d"), 345'600);
+  EXPECT_EQ(ParseSeconds("2000ms"), 2);
+  EXPECT_EQ(ParseSeconds("forever"), -1);
+  EXPECT_EQ(ParseSeconds("-1"), -1);
+  for (const char* bad : {"", "s", "1500ms", "1.5", "-5", "soon", "7 d"})
+    EXPECT_EQ(ParseSeconds(bad), std::nullopt) << bad;
+}
+
 TEST(ParseTest, Sizes) {
   EXPECT_EQ(ParseBytes("512"), 512);
   EXPECT_EQ(ParseBytes("512B"), 512);
@@ -125,6 +139,57 @@ TEST(OutputTest, RecordsAsJsonKeepBinaryValuesIntact) {
   record.clear_key();
   record.set_value("text");
   EXPECT_EQ(FormatRecordLine(record), "2/7\t1970-01-01T00:00:01.000Z\t-\ttext");
+}
+
+TEST(OutputTest, QueuesAndQueueMessages) {
+  v1::Queue queue;
+  queue.set_name("jobs.fifo");
+  queue.set_topic("jobs.fifo");
+  queue.set_owns_topic(true);
+  v1::QueueAttributes* a = queue.mutable_attributes();
+  a->set_fifo(true);
+  a->set_visibility_timeout_seconds(90);
+  a->set_delivery_delay_seconds(0);
+  a->set_retention_seconds(-1);
+  a->set_max_message_bytes(256 << 10);
+  a->mutable_redrive_policy()->set_dead_letter_queue("dlq.fifo");
+  a->mutable_redrive_policy()->set_max_receive_count(5);
+  a->mutable_redrive_allow_policy()->set_permission(v1::REDRIVE_PERMISSION_BY_QUEUE);
+  a->mutable_redrive_allow_policy()->add_source_queues("a.fifo");
+  a->mutable_redrive_allow_policy()->add_source_queues("b.fifo");
+  queue.mutable_stats()->set_approximate_visible(3);
+  queue.mutable_stats()->set_approximate_in_flight(1);
+  const std::string text = FormatQueue(queue);
+  EXPECT_NE(text.find("Type:               FIFO\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("Topic:              jobs.fifo (its own)\n"), std::string::npos);
+  EXPECT_NE(text.find("Visibility timeout: 90s\n"), std::string::npos);
+  EXPECT_NE(text.find("Delivery delay:     0s\n"), std::string::npos);
+  EXPECT_NE(text.find("Retention:          forever\n"), std::string::npos);
+  EXPECT_NE(text.find("Max message bytes:  256KiB\n"), std::string::npos);
+  EXPECT_NE(text.find("Dead-letter queue:  dlq.fifo after 5 receives\n"), std::string::npos);
+  EXPECT_NE(text.find("Dead letters from:  a.fifo, b.fifo\n"), std::string::npos);
+  EXPECT_NE(text.find("Messages:           3 visible, 1 in flight, 0 delayed"), std::string::npos);
+
+  v1::QueueMessage m;
+  m.set_message_id("id");
+  m.set_receipt_handle("rh");
+  m.set_receive_count(2);
+  m.set_body(std::string("\x00\xff", 2));
+  auto* h = m.add_headers();
+  h->set_key("trace");
+  h->set_value("abc");
+  m.set_offset(7);
+  EXPECT_EQ(FormatQueueMessageLine(m), "id\t2\trh\tbase64:AP8=");
+  auto json = QueueMessageJson(m);
+  EXPECT_EQ(json["message_id"], "id");
+  EXPECT_EQ(json["receipt_handle"], "rh");
+  EXPECT_EQ(json["receive_count"], 2);
+  EXPECT_EQ(json["offset"], "7") << "proto3 JSON: 64-bit numbers are strings";
+  EXPECT_EQ(json["body_base64"], "AP8=");
+  EXPECT_FALSE(json.contains("body"));
+  EXPECT_EQ(json["headers"], nlohmann::json::parse(R"([{"key": "trace", "value": "abc"}])"));
+  m.set_body("text");
+  EXPECT_EQ(QueueMessageJson(m)["body"], "text");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// The `spool` command line against a real spoold: topic administration, produce and consume
-// in tables and JSON, and the exit codes (0 ok, 1 server-side error, 2 usage error).
+// The `spool` command line against a real spoold: topic administration, produce and consume,
+// queue administration, send and receive in tables and JSON, and the exit codes (0 ok, 1
+// server-side error, 2 usage error).
 
 #include <cstdlib>
 #include <fstream>
@@ -348,6 +349,243 @@ TEST_F(CliTest, ServerSideErrorsExitWithOne) {
 
   daemon_.Stop();
   CliResult down = Run({"topic", "list", "--timeout", "5s"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_THAT(down.err, HasSubstr("UNAVAILABLE"));
+}
+
+TEST_F(CliTest, QueueCommandsInTablesAndJson) {
+  ASSERT_EQ(Run({"queue", "create", "dlq"}).exit_code, 0);
+  const std::vector<std::string> create = {"queue", "create",       "jobs", "--visibility-timeout",
+                                           "45",    "--dlq",        "dlq",  "--max-receives",
+                                           "3",     "--partitions", "2",    "--retention",
+                                           "1d"};
+  CliResult created = Run(create);
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_THAT(created.out, HasSubstr("Queue:              jobs"));
+  EXPECT_THAT(created.out, HasSubstr("Type:               standard"));
+  EXPECT_THAT(created.out, HasSubstr("Visibility timeout: 45s"));
+  EXPECT_THAT(created.out, HasSubstr("Retention:          1d"));
+  EXPECT_THAT(created.out, HasSubstr("Dead-letter queue:  dlq after 3 receives"));
+  EXPECT_TRUE(created.err.empty()) << created.err;
+  std::vector<std::string> again = create;
+  again.push_back("--json");
+  CliResult same = Run(again);
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(Json::parse(same.out)["created"], false) << "created again with the same settings";
+  CliResult different = Run({"queue", "create", "jobs", "--visibility-timeout", "5"});
+  EXPECT_EQ(different.exit_code, 1);
+  EXPECT_THAT(different.err, HasSubstr("ALREADY_EXISTS"));
+
+  CliResult table = Run({"queue", "list"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_EQ(Lines(table.out), (std::vector<std::string>{"NAME", "dlq", "jobs"}));
+  CliResult listed = Run({"--json", "queue", "list", "--prefix", "j"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_EQ(Json::parse(listed.out), Json::array({"jobs"}));
+  EXPECT_EQ(Json::parse(Run({"queue", "dlq-sources", "dlq", "--json"}).out), Json::array({"jobs"}));
+
+  CliResult described = Run({"queue", "describe", "jobs", "--json"});
+  ASSERT_EQ(described.exit_code, 0) << described.err;
+  Json queue = Json::parse(described.out);
+  EXPECT_EQ(queue["name"], "jobs");
+  EXPECT_EQ(queue["owns_topic"], true);
+  EXPECT_EQ(queue["attributes"]["visibility_timeout_seconds"], 45);
+  EXPECT_EQ(queue["attributes"]["partitions"], 2);
+  EXPECT_EQ(queue["attributes"]["retention_seconds"], "86400") << "int64 in proto3 JSON";
+  EXPECT_EQ(queue["attributes"]["redrive_policy"]["dead_letter_queue"], "dlq");
+  EXPECT_EQ(queue["stats"]["approximate_visible"], "0");
+
+  // set: only what is given changes; --no-dlq removes the policy.
+  CliResult set = Run({"--json", "queue", "set", "jobs", "--visibility-timeout", "2m",
+                       "--receive-wait", "1", "--no-dlq"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  Json changed = Json::parse(set.out);
+  EXPECT_EQ(changed["attributes"]["visibility_timeout_seconds"], 120);
+  EXPECT_EQ(changed["attributes"]["receive_wait_seconds"], 1);
+  EXPECT_EQ(changed["attributes"]["partitions"], 2);
+  EXPECT_FALSE(changed["attributes"].contains("redrive_policy"));
+  EXPECT_EQ(Json::parse(Run({"queue", "dlq-sources", "dlq", "--json"}).out), Json::array());
+
+  // send: one message per BODY, '-' reads stdin; receive --delete acknowledges them.
+  CliResult sent = Run({"queue", "send", "jobs", "one", "two", "--header", "origin=cli"});
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  auto sent_lines = Lines(sent.out);
+  ASSERT_EQ(sent_lines.size(), 2u) << sent.out;
+  EXPECT_THAT(sent_lines[0],
+              ::testing::MatchesRegex("sent [0-9a-f-]{36} \\(partition [01], offset [0-9]+\\)"));
+  CliResult piped = Run({"--json", "queue", "send", "jobs", "-"}, "three\nlines\n");
+  ASSERT_EQ(piped.exit_code, 0) << piped.err;
+  Json piped_json = Json::parse(piped.out);
+  ASSERT_EQ(piped_json.size(), 1u);
+  EXPECT_EQ(piped_json[0]["message_id"].get<std::string>().size(), 36u);
+  EXPECT_EQ(piped_json[0]["duplicate"], false);
+
+  std::map<std::string, Json> received;
+  for (int i = 0; i < 5 && received.size() < 3; ++i) {
+    CliResult got = Run({"--json", "queue", "receive", "jobs", "--max", "10", "--delete"});
+    ASSERT_EQ(got.exit_code, 0) << got.err;
+    for (const auto& m : Json::parse(got.out))
+      received[m["body"].get<std::string>()] = m;
+  }
+  ASSERT_EQ(received.size(), 3u);
+  ASSERT_TRUE(received.contains("three\nlines\n")) << "stdin is one message, byte for byte";
+  const Json& one = received["one"];
+  EXPECT_EQ(one["receive_count"], 1);
+  EXPECT_EQ(one["receipt_handle"].get<std::string>().size(), 42u);
+  EXPECT_EQ(one["headers"], Json::parse(R"([{"key": "origin", "value": "cli"}])"));
+  CliResult empty = Run({"--json", "queue", "receive", "jobs", "--wait", "0"});
+  ASSERT_EQ(empty.exit_code, 0) << empty.err;
+  EXPECT_EQ(Json::parse(empty.out), Json::array()) << "--delete deleted them";
+
+  // The table form of receive, and the receipt-handle commands.
+  ASSERT_EQ(Run({"queue", "send", "jobs", "hello"}).exit_code, 0);
+  CliResult line = Run({"queue", "receive", "jobs", "--wait", "1", "--visibility", "60"});
+  ASSERT_EQ(line.exit_code, 0) << line.err;
+  EXPECT_THAT(line.out, ::testing::MatchesRegex("[0-9a-f-]{36}\t1\t[0-9a-f]{42}\thello\n"));
+  const std::string handle = Lines(line.out).at(0).substr(39, 42);
+  CliResult visible = Run({"queue", "change-visibility", "jobs", handle, "0"});
+  ASSERT_EQ(visible.exit_code, 0) << visible.err;
+  EXPECT_THAT(visible.out, HasSubstr("visible again"));
+  CliResult second = Run({"queue", "receive", "jobs", "--wait", "1"});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_THAT(second.out, HasSubstr("\t2\t")) << "received a second time";
+  const std::string second_handle = Lines(second.out).at(0).substr(39, 42);
+  CliResult stale = Run({"queue", "delete-message", "jobs", handle});
+  EXPECT_EQ(stale.exit_code, 1);
+  EXPECT_THAT(stale.err, HasSubstr("FAILED_PRECONDITION"));
+  CliResult acked = Run({"queue", "delete-message", "jobs", second_handle});
+  ASSERT_EQ(acked.exit_code, 0) << acked.err;
+  EXPECT_THAT(acked.out, HasSubstr("deleted the message from jobs"));
+
+  // FIFO: one group comes back in send order.
+  ASSERT_EQ(Run({"queue", "create", "orders.fifo", "--fifo", "--content-based-dedup"}).exit_code,
+            0);
+  ASSERT_EQ(Run({"queue", "send", "orders.fifo", "a", "b", "c", "--group", "g"}).exit_code, 0);
+  CliResult fifo = Run({"queue", "receive", "orders.fifo", "--max", "10"});
+  ASSERT_EQ(fifo.exit_code, 0) << fifo.err;
+  auto fifo_lines = Lines(fifo.out);
+  ASSERT_EQ(fifo_lines.size(), 3u) << fifo.out;
+  EXPECT_THAT(fifo_lines[0], ::testing::EndsWith("\ta"));
+  EXPECT_THAT(fifo_lines[1], ::testing::EndsWith("\tb"));
+  EXPECT_THAT(fifo_lines[2], ::testing::EndsWith("\tc"));
+  CliResult ungrouped = Run({"queue", "send", "orders.fifo", "x", "y"});
+  EXPECT_EQ(ungrouped.exit_code, 1);
+  EXPECT_THAT(ungrouped.err, HasSubstr("message 2 of 2 was not sent: INVALID_ARGUMENT"));
+
+  // purge and delete.
+  ASSERT_EQ(Run({"queue", "send", "jobs", "p1", "p2"}).exit_code, 0);
+  CliResult purged = Run({"--json", "queue", "purge", "jobs"});
+  ASSERT_EQ(purged.exit_code, 0) << purged.err;
+  EXPECT_EQ(Json::parse(purged.out)["approximate_messages_purged"], 2);
+  EXPECT_EQ(Run({"queue", "receive", "jobs", "--wait", "0"}).out, "");
+  CliResult deleted = Run({"queue", "delete", "jobs"});
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
+  EXPECT_THAT(deleted.out, HasSubstr("deleted queue jobs"));
+  CliResult gone = Run({"queue", "describe", "jobs"});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_THAT(gone.err, HasSubstr("NOT_FOUND"));
+  EXPECT_TRUE(gone.out.empty());
+}
+
+TEST_F(CliTest, QueueRedriveStartsListsAndRefusesToCancelAFinishedTask) {
+  ASSERT_EQ(Run({"queue", "create", "dlq"}).exit_code, 0);
+  ASSERT_EQ(Run({"queue", "create", "src", "--dlq", "dlq", "--max-receives", "1"}).exit_code, 0);
+  ASSERT_EQ(Run({"queue", "send", "src", "poison"}).exit_code, 0);
+  ASSERT_EQ(Run({"queue", "receive", "src", "--visibility", "0"}).exit_code, 0);
+  ASSERT_EQ(Run({"queue", "receive", "src", "--wait", "0"}).out, "") << "moved instead";
+  bool arrived = false;
+  for (int i = 0; i < 100 && !arrived; ++i) {
+    CliResult d = Run({"--json", "queue", "describe", "dlq"});
+    arrived = d.exit_code == 0 && Json::parse(d.out)["stats"]["approximate_visible"] == "1";
+    if (!arrived) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(arrived);
+
+  CliResult started = Run({"--json", "queue", "redrive", "start", "dlq", "--rate", "1000"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  const std::string task_id = Json::parse(started.out).at(0)["task_id"];  // as list prints it
+  EXPECT_EQ(task_id.size(), 16u);
+  std::string status;
+  for (int i = 0; i < 100; ++i) {
+    CliResult listed = Run({"--json", "queue", "redrive", "list", "dlq"});
+    ASSERT_EQ(listed.exit_code, 0) << listed.err;
+    Json tasks = Json::parse(listed.out);
+    ASSERT_EQ(tasks.size(), 1u) << listed.out;
+    status = tasks[0]["status"];
+    if (status.find("RUNNING") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_THAT(status, HasSubstr("COMPLETED"));
+  CliResult table = Run({"queue", "redrive", "list", "dlq"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr(task_id));
+  CliResult back = Run({"queue", "receive", "src", "--wait", "1", "--delete"});
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_THAT(back.out, HasSubstr("poison"));
+  CliResult cancel = Run({"queue", "redrive", "cancel", task_id});
+  EXPECT_EQ(cancel.exit_code, 1);
+  EXPECT_THAT(cancel.err, HasSubstr("FAILED_PRECONDITION"));
+}
+
+TEST_F(CliTest, QueueBadInputsExitWithTwoAndServerRefusalsWithOne) {
+  ASSERT_EQ(Run({"queue", "create", "q"}).exit_code, 0);
+  // Usage: the message names what is wrong; nothing is sent.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> usage = {
+      {{"queue"}, "A subcommand is required"},
+      {{"queue", "create"}, "name is required"},
+      {{"queue", "create", "x", "--visibility-timeout", "soon"},
+       "--visibility-timeout: 'soon' is not a number of seconds"},
+      {{"queue", "create", "x", "--delay", "1500ms"}, "--delay: '1500ms' is not a number"},
+      {{"queue", "create", "x", "--dlq", "q"}, "--dlq and --max-receives go together"},
+      {{"queue", "create", "x", "--max-message-bytes", "lots"}, "--max-message-bytes: 'lots'"},
+      {{"queue", "create", "x", "--partitions", "many"}, "--partitions"},
+      {{"queue", "set", "q"}, "nothing to change"},
+      {{"queue", "set", "q", "--no-dlq", "--dlq", "q", "--max-receives", "2"},
+       "--no-dlq cannot be used with --dlq"},
+      {{"queue", "send", "q"}, "body is required"},
+      {{"queue", "send", "q", "a", "b", "--dedup-id", "d"}, "--dedup-id with several BODY"},
+      {{"queue", "send", "q", "-", "-"}, "BODY '-' (stdin) can be given only once"},
+      {{"queue", "send", "q", "x", "--header", "novalue"}, "'novalue' is not KEY=VALUE"},
+      {{"queue", "receive", "q", "--max", "0"}, "--max must be within 1..1000"},
+      {{"queue", "receive", "q", "--wait", "forever"}, "--wait: 'forever'"},
+      {{"queue", "change-visibility", "q", "h", "later"}, "seconds: 'later'"},
+      {{"queue", "redrive"}, "A subcommand is required"},
+  };
+  for (const auto& [args, message] : usage) {
+    CliResult result = Run(args);
+    std::string joined;
+    for (const auto& a : args)
+      joined += a + " ";
+    EXPECT_EQ(result.exit_code, 2) << joined << "\n" << result.err;
+    EXPECT_THAT(result.err, HasSubstr(message)) << joined;
+    EXPECT_TRUE(result.out.empty()) << joined << ": " << result.out;
+  }
+  EXPECT_EQ(Json::parse(Run({"--json", "queue", "list"}).out), Json::array({"q"}));
+  EXPECT_EQ(Run({"queue", "receive", "q", "--wait", "0"}).out, "") << "nothing was sent";
+
+  // The server's refusals: its status on one line.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+      {{"queue", "send", "nope", "x"}, "cannot send to queue nope: NOT_FOUND: "},
+      {{"queue", "create", "bad name"}, "cannot create queue bad name: INVALID_ARGUMENT: "},
+      {{"queue", "create", "x", "--fifo"}, "INVALID_ARGUMENT"},
+      {{"queue", "receive", "q", "--wait", "21"}, "INVALID_ARGUMENT"},
+      {{"queue", "delete-message", "q", "garbage"}, "INVALID_ARGUMENT"},
+      {{"queue", "send", "q", "x", "--header", "spool.x=1"}, "INVALID_ARGUMENT"},
+      {{"queue", "purge", "nope"}, "NOT_FOUND"},
+      {{"queue", "dlq-sources", "nope"}, "NOT_FOUND"},
+  };
+  for (const auto& [args, message] : refused) {
+    CliResult result = Run(args);
+    std::string joined;
+    for (const auto& a : args)
+      joined += a + " ";
+    EXPECT_EQ(result.exit_code, 1) << joined << "\n" << result.err;
+    EXPECT_THAT(result.err, HasSubstr(message)) << joined;
+    EXPECT_EQ(Lines(result.err).size(), 1u) << joined << ": " << result.err;
+  }
+
+  daemon_.Stop();
+  CliResult down = Run({"queue", "list", "--timeout", "5s"});
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_THAT(down.err, HasSubstr("UNAVAILABLE"));
 }

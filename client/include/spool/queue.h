@@ -1,0 +1,129 @@
+#pragma once
+
+// spool::QueueClient: the queue API (SQS-style queues with leases, FIFO groups, dead-letter
+// queues and redrive) as one call per QueueService rpc. proto/spool/v1/queue.proto documents
+// every rpc, its defaults and its errors; this layer adds deadlines and paging, nothing else.
+//
+// Results are the API's own messages (v1::Queue, v1::QueueMessage, v1::SendMessageResult,
+// ...). Every call returns a grpc::Status (or a CallResult holding one); none throws. Not
+// retried: a send whose answer was lost may have been appended, which only a deduplication
+// id makes safe to repeat.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "spool/client.h"
+#include "spool/v1/queue.grpc.pb.h"
+
+namespace spool {
+
+struct SendOptions {
+  // Unset: the queue's delivery_delay_seconds. FIFO queues accept only 0.
+  std::optional<std::uint32_t> delay_seconds;
+  // Required by FIFO queues; on standard queues it only picks the partition.
+  std::optional<std::string> message_group_id;
+  // FIFO: required unless the queue has content_based_deduplication.
+  std::optional<std::string> deduplication_id;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// One message of SendMessageBatch.
+struct SendEntry {
+  // Echoed in the result; may stay empty, since results come back in entry order.
+  std::string id;
+  std::string body;
+  SendOptions options;
+};
+
+struct ReceiveOptions {
+  std::uint32_t max_messages = 1;  // at most 1,000
+  std::uint64_t max_bytes = 0;     // 0: the server's default (3 MiB)
+  // Unset: the queue's visibility_timeout_seconds.
+  std::optional<std::uint32_t> visibility_timeout_seconds;
+  // Unset: the queue's receive_wait_seconds. The call's deadline is call_timeout plus this
+  // wait, or plus the longest wait a queue may have (20 s) when unset, because the client
+  // does not know the queue's.
+  std::optional<std::uint32_t> wait_time_seconds;
+};
+
+// One entry of ChangeMessageVisibilityBatch.
+struct VisibilityChange {
+  std::string receipt_handle;
+  std::uint32_t visibility_timeout_seconds = 0;
+};
+
+class QueueClient {
+ public:
+  explicit QueueClient(const Client& client);
+
+  // Queues. An empty `topic` creates a queue that owns a topic of its name; otherwise the
+  // queue subscribes to that existing topic. `created` in the answer is false when the queue
+  // already existed with these settings.
+  CallResult<v1::CreateQueueResponse> CreateQueue(std::string_view name,
+                                                  const v1::QueueAttributes& attributes = {},
+                                                  std::string_view topic = {});
+  // The attributes, topic, timestamps and approximate counts.
+  CallResult<v1::Queue> GetQueueAttributes(std::string_view queue);
+  // Only the attributes that are set change; a redrive_policy with an empty
+  // dead_letter_queue removes the policy.
+  CallResult<v1::Queue> SetQueueAttributes(std::string_view queue,
+                                           const v1::QueueAttributes& attributes);
+  // Every queue whose name starts with `prefix`, following the pages to the end.
+  CallResult<std::vector<std::string>> ListQueues(std::string_view prefix = {});
+  CallResult<v1::ListQueuesResponse> ListQueuesPage(std::string_view prefix,
+                                                    std::uint32_t page_size,
+                                                    std::string_view page_token);
+  // Also deletes the queue's own topic with its messages.
+  grpc::Status DeleteQueue(std::string_view queue);
+  // About how many messages were deleted.
+  CallResult<std::uint64_t> PurgeQueue(std::string_view queue);
+
+  // Messages.
+  CallResult<v1::SendMessageResult> SendMessage(std::string_view queue, std::string body,
+                                                const SendOptions& options = {});
+  // One result per entry, in entry order; an entry that failed has `error` set while the
+  // others are sent. The status fails only for the batch as a whole.
+  CallResult<std::vector<v1::SendMessageBatchResult>> SendMessageBatch(
+      std::string_view queue, std::vector<SendEntry> entries);
+  // The messages now leased to the caller; empty (and ok) when the wait ended without any.
+  CallResult<std::vector<v1::QueueMessage>> ReceiveMessages(std::string_view queue,
+                                                            const ReceiveOptions& options = {});
+  grpc::Status DeleteMessage(std::string_view queue, std::string_view receipt_handle);
+  // One result per handle, in order; `error` is set on those that failed.
+  CallResult<std::vector<v1::BatchEntryResult>> DeleteMessageBatch(
+      std::string_view queue, const std::vector<std::string>& receipt_handles);
+  // The new end of the lease, ms since the epoch.
+  CallResult<std::int64_t> ChangeMessageVisibility(std::string_view queue,
+                                                   std::string_view receipt_handle,
+                                                   std::uint32_t visibility_timeout_seconds);
+  CallResult<std::vector<v1::BatchEntryResult>> ChangeMessageVisibilityBatch(
+      std::string_view queue, const std::vector<VisibilityChange>& changes);
+  // Gives a received message back, visible again after `delay_seconds`.
+  grpc::Status NackMessage(std::string_view queue, std::string_view receipt_handle,
+                           std::uint32_t delay_seconds = 0);
+
+  // Dead letters and redrive. An empty destination sends each message back to the queue it
+  // was dead-lettered from; unset max_messages_per_second is the server's default (500).
+  CallResult<v1::RedriveTask> StartRedrive(
+      std::string_view source_queue, std::string_view destination_queue = {},
+      std::optional<std::uint32_t> max_messages_per_second = std::nullopt);
+  // Most recent first; max_results 0 returns the latest only, at most 10.
+  CallResult<std::vector<v1::RedriveTask>> ListRedriveTasks(std::string_view source_queue,
+                                                            std::uint32_t max_results = 0);
+  CallResult<v1::RedriveTask> CancelRedrive(std::string_view task_id);
+  // The queues whose redrive policy names `queue`, following the pages to the end.
+  CallResult<std::vector<std::string>> ListDeadLetterSourceQueues(std::string_view queue);
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<v1::QueueService::Stub> stub_;
+};
+
+}  // namespace spool
