@@ -66,6 +66,12 @@ struct Options {
   std::size_t messages = 100'000;
 };
 
+// The q-quantile of sorted samples (0 when there are none).
+double Percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  return sorted[std::min(sorted.size() - 1, static_cast<std::size_t>(q * sorted.size()))];
+}
+
 bool EnsureTopic(const std::shared_ptr<grpc::Channel>& channel, const Options& o) {
   auto admin = v1::AdminService::NewStub(channel);
   v1::CreateTopicRequest request;
@@ -286,10 +292,7 @@ int RunLatency(Options o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (latencies_us.empty()) return 1;
   std::sort(latencies_us.begin(), latencies_us.end());
-  auto at = [&](double q) {
-    return latencies_us[std::min(latencies_us.size() - 1,
-                                 static_cast<std::size_t>(q * latencies_us.size()))];
-  };
+  auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
       "latency publish->fetch at %.0f msgs/s, record %zu B: %zu samples, p50 %.0f us, p99 %.0f "
       "us, p999 %.0f us, max %.0f us\n",
@@ -409,12 +412,7 @@ int RunGroup(Options o) {
   admin.DeleteTopic(o.topic);
 
   std::sort(latencies_us.begin(), latencies_us.end());
-  auto at = [&](double q) {
-    return latencies_us.empty()
-               ? 0.0
-               : latencies_us[std::min(latencies_us.size() - 1,
-                                       static_cast<std::size_t>(q * latencies_us.size()))];
-  };
+  auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
       "group: %zu consumers, %u partitions, record %zu B, produce rate %s: consumed %llu of %llu "
       "in %.1f s = %.0f records/s; latency p50 %.0f us, p99 %.0f us, p999 %.0f us; rebalance "
@@ -651,10 +649,7 @@ int RunQueueLatency(const Options& o) {
   DeleteQueue(*stub, queue);
   if (latencies_us.empty()) return 1;
   std::sort(latencies_us.begin(), latencies_us.end());
-  auto at = [&](double q) {
-    return latencies_us[std::min(latencies_us.size() - 1,
-                                 static_cast<std::size_t>(q * latencies_us.size()))];
-  };
+  auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
       "queue latency send->deleted at %.0f msgs/s, message %zu B, %zu consumers, batch %zu: %zu "
       "samples, p50 %.0f us, p99 %.0f us, p999 %.0f us, max %.0f us\n",

@@ -185,6 +185,11 @@ struct RedriveRequest {
   std::uint32_t max_per_second = kDefaultRedriveRate;
 };
 
+// Whether `message` may be sent to a queue with `attributes` (FIFO group and deduplication
+// ids, delays, body, reserved headers, size). SendMessages checks every message with it and
+// refuses the whole call on the first failure; a batch front end checks each entry first.
+Status CheckQueueSend(const QueueAttributes& attributes, const QueueSend& message);
+
 template <class T>
 using Callback = std::function<void(Result<T>)>;
 using StatusCallback = std::function<void(Status)>;

@@ -451,6 +451,38 @@ void Broker::PurgeQueue(std::string name, Callback<std::uint64_t> done) {
   }
 }
 
+Status CheckQueueSend(const QueueAttributes& a, const QueueSend& m) {
+  if (a.fifo) {
+    if (!m.record.message_group_id || m.record.message_group_id->empty()) {
+      return InvalidArgument("a FIFO queue needs a message group id");
+    }
+    if (m.delay_ms && *m.delay_ms != 0) {
+      return InvalidArgument("FIFO queues take no per-message delay");
+    }
+    if (!m.record.dedup_id && !a.content_based_deduplication) {
+      return InvalidArgument(
+          "a FIFO queue needs a deduplication id (or content-based deduplication turned on)");
+    }
+  }
+  // On a standard queue a message group only chooses the partition (Produce hashes it).
+  const std::int64_t delay = m.delay_ms.value_or(a.delivery_delay_ms);
+  if (delay < 0 || delay > kMaxDeliveryDelayMs) {
+    return InvalidArgument("delay " + std::to_string(delay) + " ms is out of range 0-" +
+                           std::to_string(kMaxDeliveryDelayMs));
+  }
+  if (m.record.value.empty()) return InvalidArgument("the message body is empty");
+  for (const auto& [key, value] : m.record.headers) {
+    if (key.rfind("spool.", 0) == 0) {
+      return InvalidArgument("header '" + key + "': names starting with \"spool.\" are reserved");
+    }
+  }
+  if (static_cast<std::int64_t>(storage::EncodedRecordSize(m.record)) > a.max_message_bytes) {
+    return ResourceExhausted("the message is above the queue's " +
+                             std::to_string(a.max_message_bytes) + " bytes");
+  }
+  return Ok();
+}
+
 void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> messages,
                           Callback<std::vector<ProducedRecord>> done) {
   auto queue = FindQueue(queue_name);
@@ -466,40 +498,12 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
   records.reserve(messages.size());
   for (std::size_t i = 0; i < messages.size(); ++i) {
     QueueSend& m = messages[i];
-    const std::string which = messages.size() == 1 ? "" : "message " + std::to_string(i) + ": ";
-    if (a.fifo) {
-      if (!m.record.message_group_id || m.record.message_group_id->empty()) {
-        return done(InvalidArgument(which + "a FIFO queue needs a message group id"));
-      }
-      if (m.delay_ms && *m.delay_ms != 0) {
-        return done(InvalidArgument(which + "FIFO queues take no per-message delay"));
-      }
-      if (!m.record.dedup_id) {
-        if (!a.content_based_deduplication) {
-          return done(InvalidArgument(which +
-                                      "a FIFO queue needs a deduplication id (or content-based "
-                                      "deduplication turned on)"));
-        }
-        m.record.dedup_id = Sha256Hex(m.record.value);
-      }
+    if (Status s = CheckQueueSend(a, m); !s) {
+      if (messages.size() == 1) return done(s.error());
+      return done(Error{s.error().code, "message " + std::to_string(i) + ": " + s.error().message});
     }
-    // On a standard queue a message group only chooses the partition (Produce hashes it).
+    if (a.fifo && !m.record.dedup_id) m.record.dedup_id = Sha256Hex(m.record.value);
     const std::int64_t delay = m.delay_ms.value_or(a.delivery_delay_ms);
-    if (delay < 0 || delay > kMaxDeliveryDelayMs) {
-      return done(InvalidArgument(which + "delay " + std::to_string(delay) +
-                                  " ms is out of range 0-" + std::to_string(kMaxDeliveryDelayMs)));
-    }
-    if (m.record.value.empty()) return done(InvalidArgument(which + "the message body is empty"));
-    for (const auto& [key, value] : m.record.headers) {
-      if (key.rfind("spool.", 0) == 0) {
-        return done(InvalidArgument(which + "header '" + key +
-                                    "': names starting with \"spool.\" are reserved"));
-      }
-    }
-    if (static_cast<std::int64_t>(storage::EncodedRecordSize(m.record)) > a.max_message_bytes) {
-      return done(ResourceExhausted(which + "the message is above the queue's " +
-                                    std::to_string(a.max_message_bytes) + " bytes"));
-    }
     m.record.deliver_after_ms.reset();
     if (delay > 0) m.record.deliver_after_ms = now + delay;
     records.push_back(std::move(m.record));

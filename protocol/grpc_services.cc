@@ -1120,6 +1120,10 @@ grpc::ServerUnaryReactor* QueueServiceImpl::SendMessageBatch(
   }
   auto ids = IdsOf(broker_, request->queue());
   if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
+  auto queue = broker_.FindQueueMetadata(request->queue());
+  if (!queue)
+    return FinishWith(calls_, __func__,
+                      ToGrpcStatus(NotFound("queue '" + request->queue() + "' does not exist")));
   // Entries that fail validation get their own error; the rest are sent together.
   std::vector<broker::QueueSend> sends;
   std::vector<int> sent_index;
@@ -1130,6 +1134,10 @@ grpc::ServerUnaryReactor* QueueServiceImpl::SendMessageBatch(
     auto send = SendFromProto(request->entries(i), static_cast<std::size_t>(i), now);
     if (!send) {
       ToProtoError(send.error(), result->mutable_error());
+      continue;
+    }
+    if (Status valid = broker::CheckQueueSend(queue->attributes, *send); !valid) {
+      ToProtoError(valid.error(), result->mutable_error());
       continue;
     }
     sends.push_back(std::move(*send));

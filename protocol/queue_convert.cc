@@ -1,6 +1,7 @@
 #include "protocol/queue_convert.h"
 
 #include <cstdlib>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -8,6 +9,23 @@ namespace spool::protocol {
 namespace {
 
 constexpr std::uint8_t kReceiptVersion = 1;
+
+// Lower-case hex digits, as the encoders write them; false on anything else.
+bool ParseHex(std::string_view digits, std::uint64_t* out) {
+  *out = 0;
+  for (char c : digits) {
+    int v = 0;
+    if (c >= '0' && c <= '9') {
+      v = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      v = c - 'a' + 10;
+    } else {
+      return false;
+    }
+    *out = (*out << 4) | static_cast<std::uint64_t>(v);
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -28,20 +46,7 @@ Result<broker::QueueReceipt> DecodeReceipt(const std::string& handle, std::uint3
   auto bad = [] { return InvalidArgument("the receipt handle is malformed"); };
   if (handle.size() != 42) return bad();
   auto field = [&](std::size_t at, std::size_t len, std::uint64_t* out) {
-    *out = 0;
-    for (std::size_t i = at; i < at + len; ++i) {
-      const char c = handle[i];
-      int v = 0;
-      if (c >= '0' && c <= '9') {
-        v = c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        v = c - 'a' + 10;
-      } else {
-        return false;
-      }
-      *out = (*out << 4) | static_cast<std::uint64_t>(v);
-    }
-    return true;
+    return ParseHex(std::string_view(handle).substr(at, len), out);
   };
   std::uint64_t version = 0, sub = 0, partition = 0, offset = 0, generation = 0;
   if (!field(0, 2, &version) || !field(2, 8, &sub) || !field(10, 8, &partition) ||
@@ -187,17 +192,8 @@ std::string TaskId(std::uint64_t id) {
 
 Result<std::uint64_t> ParseTaskId(const std::string& id) {
   std::uint64_t out = 0;
-  if (id.size() != 16) return InvalidArgument("task_id '" + id + "' is malformed");
-  for (char c : id) {
-    int v = 0;
-    if (c >= '0' && c <= '9') {
-      v = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      v = c - 'a' + 10;
-    } else {
-      return InvalidArgument("task_id '" + id + "' is malformed");
-    }
-    out = (out << 4) | static_cast<std::uint64_t>(v);
+  if (id.size() != 16 || !ParseHex(id, &out)) {
+    return InvalidArgument("task_id '" + id + "' is malformed");
   }
   return out;
 }

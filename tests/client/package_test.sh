@@ -16,6 +16,8 @@ trap cleanup EXIT
 cmake --install "$build_dir" --prefix "$tmp/prefix" --component client >/dev/null
 test -f "$tmp/prefix/lib/cmake/spool/spoolConfig.cmake" || { echo "FAIL: no package config"; exit 1; }
 test -f "$tmp/prefix/include/spool/producer.h" || { echo "FAIL: client headers missing"; exit 1; }
+test -f "$tmp/prefix/include/spool/queue.h" || { echo "FAIL: queue client header missing"; exit 1; }
+test -f "$tmp/prefix/include/spool/v1/queue.grpc.pb.h" || { echo "FAIL: queue API headers missing"; exit 1; }
 test -f "$tmp/prefix/include/spool/v1/publish.grpc.pb.h" || { echo "FAIL: API headers missing"; exit 1; }
 
 launcher=()

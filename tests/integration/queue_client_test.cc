@@ -2,10 +2,8 @@
 // set, paged listing, purge, delete, subscriptions on an existing topic), sends and batches
 // with per-entry failures, long polls that return as soon as a message arrives and whose
 // wait is added to the call deadline, delete / change visibility / nack by receipt handle,
-// FIFO order and deduplication, dead letters, and the status of each bad input.
-//
-// Not covered: StartRedrive, ListRedriveTasks and CancelRedrive (the server does not serve
-// them yet) and StreamingReceive (not in the client).
+// FIFO order and deduplication, dead letters and a redrive back to their source, and the
+// status of each bad input. StreamingReceive has no wrapper in the client.
 
 #include <chrono>
 #include <string>

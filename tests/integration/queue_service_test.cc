@@ -235,6 +235,33 @@ TEST_F(QueueServiceTest, BatchesReportEachEntry) {
   EXPECT_EQ(stub_->SendMessageBatch(Context().get(), batch, &sent).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT)
       << "two entries with one id";
+
+  // Queue rules fail their entry alone too: the others of the batch are sent.
+  v1::QueueAttributes fifo;
+  fifo.set_fifo(true);
+  ASSERT_TRUE(Create("b.fifo", fifo).ok());
+  v1::SendMessageBatchRequest mixed;
+  mixed.set_queue("b.fifo");
+  for (int i = 0; i < 3; ++i) {
+    auto* e = mixed.add_entries();
+    e->set_id("f" + std::to_string(i));
+    e->set_body("fifo" + std::to_string(i));
+    e->set_message_group_id("g");
+    e->set_deduplication_id("d" + std::to_string(i));
+  }
+  mixed.mutable_entries(1)->clear_message_group_id();
+  mixed.mutable_entries(2)->set_delay_seconds(5);
+  v1::SendMessageBatchResponse partly;
+  ASSERT_TRUE(stub_->SendMessageBatch(Context().get(), mixed, &partly).ok());
+  ASSERT_EQ(partly.results_size(), 3);
+  EXPECT_TRUE(partly.results(0).has_sent()) << partly.results(0).error().message();
+  EXPECT_NE(partly.results(1).error().message().find("message group"), std::string::npos)
+      << partly.results(1).error().message();
+  EXPECT_NE(partly.results(2).error().message().find("delay"), std::string::npos)
+      << partly.results(2).error().message();
+  auto fifo_got = Receive("b.fifo", 10);
+  ASSERT_EQ(fifo_got.messages_size(), 1);
+  EXPECT_EQ(fifo_got.messages(0).body(), "fifo0");
 }
 
 TEST_F(QueueServiceTest, ALongPollReturnsAsSoonAsAMessageArrives) {
