@@ -520,13 +520,13 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
   const auto max_message = static_cast<std::size_t>(topic->metadata.config.max_message_bytes);
   std::size_t total = 0;
   for (std::size_t i = 0; i < records.size(); ++i) {
-    const std::size_t size = storage::EncodedRecordSize(records[i]);
+    const std::size_t size = storage::MessageBytes(records[i]);
     if (size > max_message) {
       return done(ResourceExhausted("record " + std::to_string(i) + " is " + std::to_string(size) +
                                     " bytes; topic '" + topic_name + "' allows at most " +
                                     std::to_string(max_message)));
     }
-    total += size;
+    total += storage::EncodedRecordSize(records[i]);
   }
   if (total > options_.max_batch_bytes) {
     return done(ResourceExhausted("the batch is " + std::to_string(total) +

@@ -185,6 +185,12 @@ struct RedriveRequest {
   std::uint32_t max_per_second = kDefaultRedriveRate;
 };
 
+// Reserved headers a queue message may carry: a header's data type (`spool.type.<name>`:
+// String, Number or Binary, with an optional `.suffix`) and a tracing header, as the SQS API
+// stores message attributes and AWSTraceHeader. Other `spool.` names are refused.
+inline constexpr std::string_view kHeaderTypePrefix = "spool.type.";
+inline constexpr std::string_view kTraceHeader = "spool.trace_header";
+
 // Whether `message` may be sent to a queue with `attributes` (FIFO group and deduplication
 // ids, delays, body, reserved headers, size). SendMessages checks every message with it and
 // refuses the whole call on the first failure; a batch front end checks each entry first.
@@ -287,6 +293,9 @@ class Broker {
   void SetQueueAttributes(std::string name,
                           std::function<Result<QueueAttributes>(const QueueAttributes&)> change,
                           Callback<QueueInfo> done);
+  // Replaces a queue's tags with what `change` makes of them (validated, then stored).
+  void SetQueueTags(std::string name, std::function<Result<QueueTags>(const QueueTags&)> change,
+                    Callback<QueueInfo> done);
   // The queues whose redrive policy names `dead_letter_queue`, sorted, after `after`
   // (exclusive), at most `limit`. NotFound if `dead_letter_queue` is not a queue.
   Result<std::vector<std::string>> DeadLetterSourceQueues(const std::string& dead_letter_queue,
@@ -377,6 +386,9 @@ class Broker {
   std::shared_ptr<const QueueMetadata> FindQueue(const std::string& name) const;
   void CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueResult> done);
   void DeleteQueueOnAdminStrand(const std::string& name, StatusCallback done);
+  void SetQueueTagsOnAdminStrand(const std::string& name,
+                                 const std::function<Result<QueueTags>(const QueueTags&)>& change,
+                                 const Callback<QueueInfo>& done);
   void SetQueueAttributesOnAdminStrand(
       const std::string& name,
       const std::function<Result<QueueAttributes>(const QueueAttributes&)>& change,

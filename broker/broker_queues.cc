@@ -152,6 +152,7 @@ void Broker::CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueR
     });
   }
   if (Status s = CheckDeadLetterQueue(queue.name, a); !s) return done(s.error());
+  if (Status s = ValidateQueueTags(queue.tags); !s) return done(s.error());
   if (next_subscription_id_ == UINT32_MAX) {
     return done(ResourceExhausted("subscription ids are exhausted"));
   }
@@ -353,6 +354,37 @@ void Broker::SetQueueAttributesOnAdminStrand(
   install();
 }
 
+void Broker::SetQueueTags(std::string name,
+                          std::function<Result<QueueTags>(const QueueTags&)> change,
+                          Callback<QueueInfo> done) {
+  if (!Enter()) return done(ShuttingDown());
+  boost::asio::post(admin_strand_, [this, name = std::move(name), change = std::move(change),
+                                    done = std::move(done)] {
+    SetQueueTagsOnAdminStrand(name, change, done);
+    Leave();
+  });
+}
+
+void Broker::SetQueueTagsOnAdminStrand(
+    const std::string& name, const std::function<Result<QueueTags>(const QueueTags&)>& change,
+    const Callback<QueueInfo>& done) {
+  auto queue = FindQueue(name);
+  if (!queue) return done(UnknownQueue(name));
+  auto tags = change(queue->tags);
+  if (!tags) return done(tags.error());
+  if (Status s = ValidateQueueTags(*tags); !s) return done(s.error());
+  auto changed = std::make_shared<QueueMetadata>(*queue);
+  changed->tags = std::move(*tags);
+  storage::WriteBatch batch;
+  batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, name), EncodeQueueMetadata(*changed));
+  if (Status s = store_.WriteSync(std::move(batch)); !s) return done(s.error());
+  {
+    std::unique_lock lock(topics_mu_);
+    queues_[name] = std::move(changed);
+  }
+  DescribeQueue(name, done);
+}
+
 Result<std::vector<std::string>> Broker::DeadLetterSourceQueues(
     const std::string& dead_letter_queue, const std::string& after, std::size_t limit) const {
   std::shared_lock lock(topics_mu_);
@@ -472,11 +504,23 @@ Status CheckQueueSend(const QueueAttributes& a, const QueueSend& m) {
   }
   if (m.record.value.empty()) return InvalidArgument("the message body is empty");
   for (const auto& [key, value] : m.record.headers) {
-    if (key.rfind("spool.", 0) == 0) {
-      return InvalidArgument("header '" + key + "': names starting with \"spool.\" are reserved");
+    if (key.rfind("spool.", 0) != 0) continue;
+    // A header's data type (as SQS message attributes have): `spool.type.<name>` next to
+    // header <name>, naming a String, Number or Binary type.
+    if (key.rfind(kHeaderTypePrefix, 0) == 0) {
+      const std::string_view named = std::string_view(key).substr(kHeaderTypePrefix.size());
+      const bool has_header = std::any_of(m.record.headers.begin(), m.record.headers.end(),
+                                          [&](const auto& h) { return h.first == named; });
+      const bool known_type =
+          value.starts_with("String") || value.starts_with("Number") || value.starts_with("Binary");
+      if (has_header && known_type && value.size() <= 256) continue;
+      return InvalidArgument("header '" + key + "' must name a String, Number or Binary type " +
+                             "for header '" + std::string(named) + "' of the same message");
     }
+    if (key == kTraceHeader) continue;
+    return InvalidArgument("header '" + key + "': names starting with \"spool.\" are reserved");
   }
-  if (static_cast<std::int64_t>(storage::EncodedRecordSize(m.record)) > a.max_message_bytes) {
+  if (static_cast<std::int64_t>(storage::MessageBytes(m.record)) > a.max_message_bytes) {
     return ResourceExhausted("the message is above the queue's " +
                              std::to_string(a.max_message_bytes) + " bytes");
   }

@@ -99,6 +99,35 @@ Status ValidateQueueAttributes(std::string_view name, const QueueAttributes& a) 
   } else if (!allow.source_queues.empty()) {
     return InvalidArgument("source queues are only for a redrive allow policy by queue");
   }
+  if (a.extra.size() > kMaxExtraAttributes) {
+    return InvalidArgument("at most " + std::to_string(kMaxExtraAttributes) +
+                           " extra attributes are kept");
+  }
+  for (const auto& [key, value] : a.extra) {
+    if (key.empty() || key.size() > 256 || value.size() > kMaxExtraAttributeBytes) {
+      return InvalidArgument("extra attribute '" + key.substr(0, 256) +
+                             "': names are 1-256 bytes and values at most " +
+                             std::to_string(kMaxExtraAttributeBytes));
+    }
+  }
+  return Ok();
+}
+
+Status ValidateQueueTags(const QueueTags& tags) {
+  if (tags.size() > kMaxQueueTags) {
+    return InvalidArgument("a queue has at most " + std::to_string(kMaxQueueTags) + " tags, not " +
+                           std::to_string(tags.size()));
+  }
+  for (const auto& [key, value] : tags) {
+    if (key.empty() || key.size() > kMaxTagKeyBytes) {
+      return InvalidArgument("tag key '" + key + "' must be 1-" + std::to_string(kMaxTagKeyBytes) +
+                             " bytes");
+    }
+    if (value.size() > kMaxTagValueBytes) {
+      return InvalidArgument("the value of tag '" + key + "' is longer than " +
+                             std::to_string(kMaxTagValueBytes) + " bytes");
+    }
+  }
   return Ok();
 }
 
@@ -142,6 +171,15 @@ std::string EncodeQueueMetadata(const QueueMetadata& q) {
     PutLengthPrefixed(out, s);
   PutVarint64(out, a.max_in_flight);
   PutVarint64(out, a.partitions);
+  if (!q.tags.empty() || !a.extra.empty()) {
+    for (const auto* map : {&q.tags, &a.extra}) {
+      PutVarint64(out, map->size());
+      for (const auto& [key, value] : *map) {
+        PutLengthPrefixed(out, key);
+        PutLengthPrefixed(out, value);
+      }
+    }
+  }
   return out;
 }
 
@@ -190,9 +228,21 @@ Result<QueueMetadata> DecodeQueueMetadata(std::string_view in) {
     if (!GetLengthPrefixed(in, &s)) return corrupt();
     a.redrive_allow_policy.source_queues.emplace_back(s);
   }
-  if (!GetVarint64(in, &in_flight) || !GetVarint64(in, &partitions) || !in.empty() ||
+  if (!GetVarint64(in, &in_flight) || !GetVarint64(in, &partitions) ||
       in_flight > kMaxInFlightLimit || partitions > 1024) {
     return corrupt();
+  }
+  if (!in.empty()) {
+    for (auto* map : {&q.tags, &a.extra}) {
+      std::uint64_t count = 0;
+      if (!GetVarint64(in, &count) || count > kMaxQueueTags + kMaxExtraAttributes) return corrupt();
+      for (std::uint64_t i = 0; i < count; ++i) {
+        std::string_view key, value;
+        if (!GetLengthPrefixed(in, &key) || !GetLengthPrefixed(in, &value)) return corrupt();
+        (*map)[std::string(key)] = std::string(value);
+      }
+    }
+    if (!in.empty()) return corrupt();
   }
   a.max_in_flight = static_cast<std::uint32_t>(in_flight);
   a.partitions = static_cast<std::uint32_t>(partitions);

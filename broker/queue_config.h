@@ -8,6 +8,7 @@
 // Thread-safety: plain values and pure functions.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,8 +55,20 @@ struct QueueAttributes {
   RedriveAllowPolicy redrive_allow_policy;
   std::uint32_t max_in_flight = kMaxInFlightLimit;
   std::uint32_t partitions = 1;
+  // Attributes kept for an API front end but not acted on here: the SQS API's Policy,
+  // encryption and FIFO throughput settings, by their SQS names. Each is at most
+  // kMaxExtraAttributeBytes; the front end validates their values.
+  std::map<std::string, std::string> extra;
   bool operator==(const QueueAttributes&) const = default;
 };
+
+inline constexpr std::size_t kMaxExtraAttributes = 16;
+inline constexpr std::size_t kMaxExtraAttributeBytes = 64 * 1024;
+inline constexpr std::size_t kMaxQueueTags = 50;
+inline constexpr std::size_t kMaxTagKeyBytes = 128;
+inline constexpr std::size_t kMaxTagValueBytes = 256;
+
+using QueueTags = std::map<std::string, std::string>;
 
 // A queue as stored.
 struct QueueMetadata {
@@ -64,6 +77,7 @@ struct QueueMetadata {
   std::string topic;               // the topic it reads
   bool owns_topic = true;          // created the topic and deletes it with the queue
   QueueAttributes attributes;
+  QueueTags tags;  // cost-allocation style labels; not settings (creating again ignores them)
   std::int64_t created_ms = 0;
   std::int64_t modified_ms = 0;
   bool operator==(const QueueMetadata&) const = default;
@@ -74,9 +88,13 @@ Status ValidateQueueName(std::string_view name, bool fifo);
 // Ranges of every attribute and their combinations (a queue's own name in its redrive
 // policy, content-based deduplication on a standard queue, ...). `name` is the queue's.
 Status ValidateQueueAttributes(std::string_view name, const QueueAttributes& attributes);
+// Tag count and sizes (keys 1-128 bytes, values up to 256, at most 50 tags).
+Status ValidateQueueTags(const QueueTags& tags);
 // Whether `allow` (the dead-letter queue's) admits `source` as one of its source queues.
 bool RedriveAllows(const RedriveAllowPolicy& allow, std::string_view source);
 
+// Tags and extra attributes follow the original fields, so metadata stored before they
+// existed still decodes (with neither).
 std::string EncodeQueueMetadata(const QueueMetadata& queue);
 Result<QueueMetadata> DecodeQueueMetadata(std::string_view bytes);
 

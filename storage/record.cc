@@ -98,6 +98,14 @@ std::uint32_t Crc32c(std::string_view bytes) {
 }
 #endif
 
+std::size_t MessageBytes(const Record& record) {
+  std::size_t n = record.value.size() + (record.key ? record.key->size() : 0);
+  for (const auto& [key, value] : record.headers) {
+    if (key.rfind("spool.", 0) != 0) n += key.size() + value.size();
+  }
+  return n;
+}
+
 std::size_t EncodedRecordSize(const Record& record) {
   std::size_t n = 2 + VarsintSize(record.producer_timestamp_ms) +
                   VarsintSize(record.append_timestamp_ms) + BytesSize(record.value) +

@@ -53,6 +53,11 @@ std::string EncodeRecord(const Record& record);
 // The number of bytes EncodeRecord would produce; used for size limits before encoding.
 std::size_t EncodedRecordSize(const Record& record);
 
+// A message's size as limits count it: key, value, and header names and values, without the
+// encoding's framing and without Spool's own `spool.`-prefixed headers (which a dead-letter
+// move adds, and which must not push a message over its limit).
+std::size_t MessageBytes(const Record& record);
+
 Result<Record> DecodeRecord(std::string_view bytes);
 
 // Reads only the append timestamp, after checking the checksum. Used by time-index scans.

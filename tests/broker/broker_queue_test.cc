@@ -721,6 +721,76 @@ TEST_F(BrokerQueueTest, QueuesLeasesAndProgressSurviveARestart) {
       << "subscription ids were reused";
 }
 
+// The limit counts the message (body, headers), not the record's framing: a message of
+// exactly the limit is accepted, one byte more is not, and Spool's own headers do not count.
+TEST_F(BrokerQueueTest, TheSizeLimitCountsTheMessageNotItsFraming) {
+  QueueAttributes small;
+  small.max_message_bytes = 64;
+  ASSERT_TRUE(CreateQueue("exact", small));
+  EXPECT_TRUE(Send("exact", {std::string(64, 'x')}));
+  EXPECT_EQ(Send("exact", {std::string(65, 'x')}).error().code, ErrorCode::kResourceExhausted);
+  auto typed = [&](std::vector<std::pair<std::string, std::string>> headers) {
+    QueueSend m;
+    m.record.value = "body";
+    m.record.headers = std::move(headers);
+    Waiter<std::vector<ProducedRecord>> w;
+    broker_->SendMessages("exact", {m}, w.Callback());
+    return w.Get();
+  };
+  EXPECT_TRUE(typed({{"n", std::string(59, 'v')}})) << "4 + 1 + 59 bytes";
+  EXPECT_FALSE(typed({{"n", std::string(60, 'v')}}));
+  EXPECT_TRUE(typed({{"n", "42"}, {"spool.type.n", "Number.int"}, {"spool.trace_header", "t"}}))
+      << "typed headers and the trace header are allowed";
+  for (const auto& bad : std::vector<std::vector<std::pair<std::string, std::string>>>{
+           {{"spool.type.n", "Number"}},               // no header n
+           {{"n", "1"}, {"spool.type.n", "Integer"}},  // not a known type
+           {{"spool.dlq.source_queue", "elsewhere"}},  // reserved
+       }) {
+    auto refused = typed(bad);
+    ASSERT_FALSE(refused) << bad.front().first;
+    EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST_F(BrokerQueueTest, TagsAndExtraAttributesAreKeptAcrossARestart) {
+  QueueAttributes a;
+  a.extra["Policy"] = R"({"Version":"2012-10-17"})";
+  QueueMetadata q;
+  q.name = "tagged";
+  q.attributes = a;
+  q.tags = {{"team", "billing"}};
+  Waiter<CreateQueueResult> created;
+  broker_->CreateQueue(q, created.Callback());
+  ASSERT_TRUE(created.Get());
+  Waiter<QueueInfo> tagged;
+  broker_->SetQueueTags(
+      "tagged",
+      [](const QueueTags& current) -> Result<QueueTags> {
+        QueueTags next = current;
+        next["env"] = "prod";
+        return next;
+      },
+      tagged.Callback());
+  ASSERT_TRUE(tagged.Get());
+  Waiter<QueueInfo> too_many;
+  broker_->SetQueueTags(
+      "tagged",
+      [](const QueueTags&) -> Result<QueueTags> {
+        QueueTags next;
+        for (int i = 0; i < 51; ++i)
+          next["k" + std::to_string(i)] = "v";
+        return next;
+      },
+      too_many.Callback());
+  EXPECT_EQ(too_many.Get().error().code, ErrorCode::kInvalidArgument);
+  Close();
+  Open();
+  auto info = Describe("tagged");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->metadata.tags, (QueueTags{{"env", "prod"}, {"team", "billing"}}));
+  EXPECT_EQ(info->metadata.attributes.extra.at("Policy"), R"({"Version":"2012-10-17"})");
+}
+
 TEST_F(BrokerQueueTest, AMessageReceivedTooOftenMovesToTheDeadLetterQueueOnce) {
   ASSERT_TRUE(CreateQueue("dead"));
   QueueAttributes a;

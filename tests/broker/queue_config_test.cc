@@ -118,6 +118,30 @@ TEST(QueueConfigTest, MetadataRoundTripsAndCorruptionIsDataLoss) {
   std::string future = stored;
   future[0] = 9;
   EXPECT_EQ(DecodeQueueMetadata(future).error().code, ErrorCode::kDataLoss);
+
+  // Tags and extra attributes follow; metadata stored without them (above) still decodes.
+  q.tags = {{"team", "a"}, {"empty", ""}};
+  q.attributes.extra = {{"Policy", "{}"}, {"KmsMasterKeyId", "alias/x"}};
+  const std::string with_tags = EncodeQueueMetadata(q);
+  EXPECT_EQ(with_tags.substr(0, stored.size()), stored);
+  EXPECT_EQ(*DecodeQueueMetadata(with_tags), q);
+  for (std::size_t cut = stored.size() + 1; cut < with_tags.size(); ++cut) {
+    EXPECT_FALSE(DecodeQueueMetadata(with_tags.substr(0, cut))) << "cut at " << cut;
+  }
+}
+
+TEST(QueueConfigTest, TagsAndExtraAttributesAreBounded) {
+  EXPECT_TRUE(ValidateQueueTags({{"k", ""}, {std::string(128, 'k'), std::string(256, 'v')}}));
+  EXPECT_FALSE(ValidateQueueTags({{"", "v"}}));
+  EXPECT_FALSE(ValidateQueueTags({{std::string(129, 'k'), "v"}}));
+  EXPECT_FALSE(ValidateQueueTags({{"k", std::string(257, 'v')}}));
+  QueueTags many;
+  for (int i = 0; i < 51; ++i)
+    many["k" + std::to_string(i)] = "v";
+  EXPECT_FALSE(ValidateQueueTags(many));
+  QueueAttributes a;
+  a.extra["Policy"] = std::string(kMaxExtraAttributeBytes + 1, 'x');
+  EXPECT_FALSE(ValidateQueueAttributes("q", a));
 }
 
 }  // namespace
