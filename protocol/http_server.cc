@@ -1,6 +1,8 @@
 #include "protocol/http_server.h"
 
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <utility>  // Asio 1.74's headers use std::exchange without including it
 
@@ -10,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <strings.h>
 
 #include "common/logging.h"
 
@@ -21,7 +24,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-constexpr std::uint64_t kBodyLimit = 1 << 20;
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
 
@@ -30,10 +32,26 @@ spdlog::logger& Log() {
   return logger;
 }
 
+// Tracks API calls awaiting their reply so that Stop can wait for them, and drops replies
+// that come after Stop, when the connections and the I/O context are gone.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable idle;
+  std::size_t pending = 0;
+  bool closed = false;
+};
+
 struct Shared {
   HttpServer::MetricsRenderer metrics;
+  HttpServer::ApiHandler api;
   const std::atomic<bool>* ready;
+  std::uint64_t body_limit = 1 << 20;
+  std::shared_ptr<Gate> gate = std::make_shared<Gate>();
 };
+
+bool IsBuiltIn(std::string_view path) {
+  return path == "/healthz" || path == "/readyz" || path == "/metrics";
+}
 
 http::response<http::string_body> Respond(const http::request<http::string_body>& request,
                                           const Shared& shared) {
@@ -48,8 +66,7 @@ http::response<http::string_body> Respond(const http::request<http::string_body>
   };
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
-  const bool known = path == "/healthz" || path == "/readyz" || path == "/metrics";
-  if (!known) return reply(http::status::not_found, "not found\n", "text/plain");
+  if (!IsBuiltIn(path)) return reply(http::status::not_found, "not found\n", "text/plain");
   if (request.method() != http::verb::get && request.method() != http::verb::head) {
     auto response = reply(http::status::method_not_allowed, "use GET\n", "text/plain");
     response.set(http::field::allow, "GET, HEAD");
@@ -83,7 +100,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void Read() {
     parser_.emplace();
-    parser_->body_limit(kBodyLimit);
+    parser_->body_limit(shared_.body_limit);
     parser_->header_limit(kHeaderLimit);
     stream_.expires_after(kIdleTimeout);
     http::async_read(
@@ -103,9 +120,56 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return;
     }
-    auto response = Respond(parser_->get(), shared_);
-    const bool close = !response.keep_alive();
-    Write(std::move(response), close);
+    const auto& request = parser_->get();
+    const std::string_view target(request.target().data(), request.target().size());
+    if (!shared_.api || IsBuiltIn(target.substr(0, target.find('?')))) {
+      auto response = Respond(request, shared_);
+      const bool close = !response.keep_alive();
+      return Write(std::move(response), close);
+    }
+    if (!shared_.ready->load()) {
+      // Stopping (or not started): new API calls would hold shutdown up; clients retry 503s.
+      auto response = ErrorResponse(http::status::service_unavailable, "not serving\n");
+      response.set(http::field::retry_after, "1");
+      return Write(std::move(response), /*close=*/true);
+    }
+    CallApi(parser_->release());
+  }
+
+  void CallApi(http::request<http::string_body> request) {
+    HttpRequest call;
+    call.method = std::string(request.method_string());
+    call.target = std::string(request.target());
+    for (const auto& field : request) {
+      call.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    call.body = std::move(request.body());
+    const unsigned version = request.version();
+    const bool keep_alive = request.keep_alive();
+    {
+      std::lock_guard lock(shared_.gate->mu);
+      ++shared_.gate->pending;
+    }
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    shared_.api(std::move(call), [self = shared_from_this(), gate = shared_.gate, version,
+                                  keep_alive, answered](HttpResponse reply) {
+      if (answered->exchange(true)) return;
+      std::lock_guard lock(gate->mu);
+      if (!gate->closed) {
+        http::response<http::string_body> response{static_cast<http::status>(reply.status),
+                                                   version};
+        for (auto& [name, value] : reply.headers)
+          response.set(name, value);
+        response.keep_alive(keep_alive);
+        response.body() = std::move(reply.body);
+        response.prepare_payload();
+        asio::post(self->stream_.get_executor(),
+                   [self, response = std::move(response), keep_alive]() mutable {
+                     self->Write(std::move(response), !keep_alive);
+                   });
+      }
+      if (--gate->pending == 0) gate->idle.notify_all();
+    });
   }
 
   static http::response<http::string_body> ErrorResponse(http::status status, std::string body) {
@@ -118,6 +182,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write(http::response<http::string_body> response, bool close) {
+    stream_.expires_after(kIdleTimeout);
     auto owned = std::make_shared<http::response<http::string_body>>(std::move(response));
     http::async_write(stream_, *owned,
                       [self = shared_from_this(), owned, close](beast::error_code ec, std::size_t) {
@@ -161,12 +226,24 @@ struct HttpServer::Impl {
   }
 };
 
+std::string_view HttpRequest::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key.size() == name.size() && strncasecmp(key.data(), name.data(), key.size()) == 0) {
+      return value;
+    }
+  }
+  return {};
+}
+
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
-                                                      MetricsRenderer metrics) {
+                                                      MetricsRenderer metrics, ApiHandler api) {
   std::unique_ptr<HttpServer> server(new HttpServer());
   server->impl_ = std::make_unique<Impl>();
   Impl& impl = *server->impl_;
-  impl.shared = {std::move(metrics), &server->ready_};
+  impl.shared.metrics = std::move(metrics);
+  impl.shared.api = std::move(api);
+  impl.shared.ready = &server->ready_;
+  impl.shared.body_limit = options.max_body_bytes;
 
   const auto colon = options.listen.rfind(':');
   if (colon == std::string::npos) {
@@ -201,13 +278,21 @@ HttpServer::~HttpServer() {
   Stop();
 }
 
-void HttpServer::Stop() {
+void HttpServer::Stop(std::chrono::milliseconds grace) {
   if (!thread_.joinable()) return;
   ready_.store(false);
   asio::post(impl_->io, [impl = impl_.get()] {
     impl->stopping = true;
     beast::error_code ec;
     impl->acceptor.close(ec);
+  });
+  {
+    Gate& gate = *impl_->shared.gate;
+    std::unique_lock lock(gate.mu);
+    gate.idle.wait_for(lock, grace, [&] { return gate.pending == 0; });
+    gate.closed = true;
+  }
+  asio::post(impl_->io, [impl = impl_.get()] {
     for (auto& weak : impl->sessions) {
       if (auto session = weak.lock()) session->Close();
     }
