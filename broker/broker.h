@@ -177,6 +177,10 @@ struct QueueReceipt {
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
   std::uint32_t generation = 0;
+  // The receipt is good only while its lease lasts: once the message is receivable again a
+  // delete or visibility change with it fails (FailedPrecondition, "expired"), as SQS FIFO
+  // receipt handles do. Otherwise it stays good until the message is received again.
+  bool expires_with_lease = false;
 };
 
 struct RedriveRequest {
@@ -190,6 +194,9 @@ struct RedriveRequest {
 // stores message attributes and AWSTraceHeader. Other `spool.` names are refused.
 inline constexpr std::string_view kHeaderTypePrefix = "spool.type.";
 inline constexpr std::string_view kTraceHeader = "spool.trace_header";
+// On a message moved to a dead-letter queue: "<topic id>/<partition>/<offset>" of the
+// message as first sent, from which front ends derive its original message id.
+inline constexpr std::string_view kDeadLetterOriginHeader = "spool.dlq.origin";
 
 // Whether `message` may be sent to a queue with `attributes` (FIFO group and deduplication
 // ids, delays, body, reserved headers, size). SendMessages checks every message with it and

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include <fmt/format.h>
 #include <openssl/sha.h>
 
 #include "broker/broker.h"
@@ -46,6 +47,11 @@ Error UnknownQueue(const std::string& name) {
 }
 
 // Settings that decide whether CreateQueue on an existing queue is a repeat.
+Error ExpiredReceipt(const QueueReceipt& r) {
+  return FailedPrecondition("message " + std::to_string(r.offset) +
+                            ": the receipt handle has expired (its lease ended)");
+}
+
 bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
   return a.topic == b.topic && a.owns_topic == b.owns_topic && a.attributes == b.attributes;
 }
@@ -781,7 +787,14 @@ void Broker::MoveDeadLetters(std::shared_ptr<const QueueMetadata> source,
   const std::size_t count = letters.size();
   MoveLocked(
       source, source_topic, dlq_topic, std::move(letters),
-      [&source](storage::Record& r, const DeadLetter& d) {
+      [&source, topic_id = source_topic->metadata.id](storage::Record& r, const DeadLetter& d) {
+        // Where the message was first sent: its message id stays that of the original, as
+        // SQS keeps it across the move (a message moved on again keeps its first origin).
+        if (std::none_of(r.headers.begin(), r.headers.end(),
+                         [](const auto& h) { return h.first == kDeadLetterOriginHeader; })) {
+          r.headers.emplace_back(kDeadLetterOriginHeader,
+                                 fmt::format("{}/{}/{}", topic_id, d.partition, d.message.offset));
+        }
         r.headers.emplace_back("spool.dlq.source_queue", source->name);
         r.headers.emplace_back("spool.dlq.receive_count", std::to_string(d.message.receive_count));
         r.headers.emplace_back("spool.dlq.sent_timestamp_ms",
@@ -927,7 +940,11 @@ void Broker::DeleteMessage(const std::string& queue, QueueReceipt receipt, Statu
   auto counters = q ? CountersOf(q->subscription) : nullptr;
   OnQueuePartition(
       queue, receipt.partition,
-      [receipt](QueuePartition& state, storage::WriteBatch& batch) {
+      [this, receipt](QueuePartition& state, storage::WriteBatch& batch) -> Status {
+        if (receipt.expires_with_lease &&
+            state.LeaseEnded(receipt.offset, receipt.generation, clock_.WallMillis())) {
+          return ExpiredReceipt(receipt);
+        }
         return state.Delete(receipt.offset, receipt.generation, batch);
       },
       [counters, done = std::move(done)](Status s) {
@@ -945,7 +962,12 @@ void Broker::ChangeMessageVisibility(const std::string& queue, QueueReceipt rece
   }
   OnQueuePartition(
       queue, receipt.partition,
-      [this, receipt, visible_in_ms, release](QueuePartition& state, storage::WriteBatch& batch) {
+      [this, receipt, visible_in_ms, release](QueuePartition& state,
+                                              storage::WriteBatch& batch) -> Status {
+        if (receipt.expires_with_lease &&
+            state.LeaseEnded(receipt.offset, receipt.generation, clock_.WallMillis())) {
+          return ExpiredReceipt(receipt);
+        }
         return state.ChangeVisibility(receipt.offset, receipt.generation, clock_.WallMillis(),
                                       visible_in_ms, kMaxVisibilityTimeoutMs, batch, release);
       },

@@ -368,6 +368,14 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint32_t generation,
   return Ok();
 }
 
+bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint32_t generation,
+                                std::int64_t now_ms) const {
+  auto it = states_.find(offset);
+  if (it == states_.end() || it->second.acked || it->second.generation != generation) return false;
+  return it->second.visible_at_ms != kLocked &&
+         (it->second.released || it->second.visible_at_ms <= now_ms);
+}
+
 Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint32_t generation,
                                                storage::WriteBatch& batch) const {
   auto it = states_.find(offset);

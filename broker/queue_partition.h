@@ -120,6 +120,9 @@ class QueuePartition {
   // Acknowledges a message. OK if it is done already (deleted, purged, dropped by retention).
   // FailedPrecondition if it was received again since `generation`.
   Status Delete(std::uint64_t offset, std::uint32_t generation, storage::WriteBatch& batch);
+  // Whether the lease of receive `generation` is over with the message not received again
+  // and not deleted (it is receivable or waiting out a nack's delay).
+  bool LeaseEnded(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms) const;
   // For moving a dead letter: adds to `batch` the stored form of the message as deleted,
   // without changing this state (the move's write carries it with the dead-letter append;
   // Delete applies it here once that write is durable). FailedPrecondition unless the

@@ -1,5 +1,6 @@
 #include "protocol/queue_convert.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
@@ -150,7 +151,7 @@ void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
                     std::uint32_t subscription, bool fifo, v1::QueueMessage* out) {
   const broker::ReceivedMessage& m = in.message;
   const storage::Record& r = m.record;
-  out->set_message_id(MessageId(topic_id, in.partition, m.offset));
+  out->set_message_id(MessageIdOf(r, topic_id, in.partition, m.offset));
   out->set_receipt_handle(EncodeReceipt(subscription, {in.partition, m.offset, m.generation}));
   out->set_body(r.value);
   std::uint32_t earlier_receives = 0;  // in the source queue, for a dead letter
@@ -184,6 +185,20 @@ void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
   out->set_partition(in.partition);
   out->set_offset(m.offset);
   out->set_visibility_deadline_ms(m.visibility_deadline_ms);
+}
+
+std::string MessageIdOf(const storage::Record& record, std::uint32_t topic_id,
+                        std::uint32_t partition, std::uint64_t offset) {
+  for (const auto& [key, value] : record.headers) {
+    if (key != broker::kDeadLetterOriginHeader) continue;
+    unsigned long long t = 0, p = 0, o = 0;
+    char tail = 0;
+    if (std::sscanf(value.c_str(), "%llu/%llu/%llu%c", &t, &p, &o, &tail) == 3 &&
+        t <= UINT32_MAX && p <= UINT32_MAX) {
+      return MessageId(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(p), o);
+    }
+  }
+  return MessageId(topic_id, partition, offset);
 }
 
 std::string TaskId(std::uint64_t id) {

@@ -19,6 +19,10 @@ inline constexpr std::int64_t kMsPerSecond = 1000;
 
 // A message id: the record's place in its topic, shaped like a UUID (as SQS clients expect).
 std::string MessageId(std::uint32_t topic_id, std::uint32_t partition, std::uint64_t offset);
+// A received record's message id: that of the message as first sent when a dead-letter move
+// recorded it (broker::kDeadLetterOriginHeader), else its own place.
+std::string MessageIdOf(const storage::Record& record, std::uint32_t topic_id,
+                        std::uint32_t partition, std::uint64_t offset);
 
 // Receipt handles name one receive of one message of one queue (subscription).
 std::string EncodeReceipt(std::uint32_t subscription, const broker::QueueReceipt& r);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <functional>
 
 #include <yaml-cpp/yaml.h>
 
@@ -74,7 +75,52 @@ ConfigKey ListenKey(std::string name, std::string help, std::string Config::*fie
           [field](const Config& c) { return c.*field; }};
 }
 
+// A string that may be empty (meaning: derived or unset), checked by `check` otherwise.
+ConfigKey OptionalStringKey(std::string name, std::string help, std::string Config::*field,
+                            std::function<Status(const std::string&)> check) {
+  return {name, std::move(help),
+          [field, check](Config& c, const std::string& text) -> Status {
+            if (!text.empty()) {
+              if (Status s = check(text); !s) return s;
+            }
+            c.*field = text;
+            return Ok();
+          },
+          [field](const Config& c) { return c.*field; }};
+}
+
 }  // namespace
+
+Result<std::map<std::string, std::string>> ParseAccessKeys(const std::string& text) {
+  std::map<std::string, std::string> keys;
+  std::size_t start = 0;
+  while (start <= text.size() && !text.empty()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string pair = text.substr(start, comma - start);
+    const std::size_t colon = pair.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == pair.size()) {
+      return InvalidArgument(
+          "sqs_access_keys: expected ACCESS_KEY_ID:SECRET pairs separated by "
+          "commas");
+    }
+    keys[pair.substr(0, colon)] = pair.substr(colon + 1);
+    start = comma + 1;
+  }
+  return keys;
+}
+
+std::string AdvertisedUrl(const Config& config, int http_port) {
+  if (!config.sqs_advertised_url.empty()) {
+    std::string url = config.sqs_advertised_url;
+    while (url.ends_with('/'))
+      url.pop_back();
+    return url;
+  }
+  std::string host = config.http_listen.substr(0, config.http_listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::" || host == "[::]") host = "[::1]";
+  return "http://" + host + ":" + std::to_string(http_port);
+}
 
 std::string ConfigKey::Flag() const {
   std::string flag = "--" + name;
@@ -96,8 +142,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       ListenKey("grpc_listen", "gRPC listen address host:port (port 0 picks a free port)",
                 &Config::grpc_listen),
       ListenKey("http_listen",
-                "HTTP listen address host:port for /healthz, /readyz and /metrics (port 0 picks "
-                "a free port)",
+                "HTTP listen address host:port for the SQS API, /healthz, /readyz and /metrics "
+                "(port 0 picks a free port)",
                 &Config::http_listen),
       StringKey("fsync",
                 "always: acknowledge writes after fsync; interval: after the WAL write, "
@@ -126,6 +172,48 @@ const std::vector<ConfigKey>& ConfigKeys() {
              &Config::group_offsets_retention_ms, 60'000, 365LL * 24 * 3'600'000),
       StringKey("log_level", "trace, debug, info, warn, error, critical or off", &Config::log_level,
                 {"trace", "debug", "info", "warn", "error", "critical", "off"}),
+      StringKey("sqs_auth",
+                "SQS API authentication: off accepts any signature; sigv4 verifies AWS Signature "
+                "V4 against sqs_access_keys (HTTP 403 otherwise)",
+                &Config::sqs_auth, {"off", "sigv4"}),
+      OptionalStringKey("sqs_access_keys",
+                        "Access keys for sqs_auth: sigv4, as ACCESS_KEY_ID:SECRET pairs separated "
+                        "by commas",
+                        &Config::sqs_access_keys,
+                        [](const std::string& text) -> Status {
+                          auto keys = ParseAccessKeys(text);
+                          if (!keys) return keys.error();
+                          return Ok();
+                        }),
+      OptionalStringKey("sqs_advertised_url",
+                        "Base of the queue URLs the SQS API hands out (clients may send requests "
+                        "there); empty: http://<http_listen host>:<its bound port>",
+                        &Config::sqs_advertised_url,
+                        [](const std::string& text) -> Status {
+                          if (text.starts_with("http://") || text.starts_with("https://")) {
+                            return Ok();
+                          }
+                          return InvalidArgument("sqs_advertised_url: '" + text +
+                                                 "' must start with http:// or https://");
+                        }),
+      OptionalStringKey("sqs_account_id", "Account id in queue URLs and ARNs (12 digits)",
+                        &Config::sqs_account_id,
+                        [](const std::string& text) -> Status {
+                          if (text.size() == 12 &&
+                              std::all_of(text.begin(), text.end(),
+                                          [](char c) { return c >= '0' && c <= '9'; })) {
+                            return Ok();
+                          }
+                          return InvalidArgument("sqs_account_id: '" + text + "' is not 12 digits");
+                        }),
+      StringKey("sqs_region", "Region in queue ARNs and the SigV4 scope", &Config::sqs_region),
+      IntKey("sqs_purge_interval_s",
+             "A queue can be purged once in this many seconds (AWS: 60); 0 turns the rule off",
+             &Config::sqs_purge_interval_s, 0, 3600),
+      IntKey("sqs_recreate_wait_s",
+             "A deleted queue's name can be used again after this many seconds (AWS: 60); 0 "
+             "turns the rule off",
+             &Config::sqs_recreate_wait_s, 0, 3600),
   };
   return keys;
 }
@@ -202,6 +290,10 @@ Status CheckConfig(const Config& config) {
                            ") is above group_max_session_timeout_ms (" +
                            std::to_string(config.group_max_session_timeout_ms) + ")");
   }
+  if (config.sqs_auth == "sigv4" && config.sqs_access_keys.empty()) {
+    return InvalidArgument("sqs_auth sigv4 needs sqs_access_keys (ACCESS_KEY_ID:SECRET,...)");
+  }
+  if (config.sqs_account_id.empty()) return InvalidArgument("sqs_account_id: must not be empty");
   return Ok();
 }
 

@@ -33,7 +33,20 @@ struct Config {
   std::int64_t group_max_members = 1'000;
   std::int64_t group_offsets_retention_ms = 7LL * 24 * 3'600'000;
   std::string log_level = "info";
+  // The SQS-compatible API on the HTTP port.
+  std::string sqs_auth = "off";    // off | sigv4
+  std::string sqs_access_keys;     // sigv4: "ACCESS_KEY_ID:SECRET[,ACCESS_KEY_ID:SECRET...]"
+  std::string sqs_advertised_url;  // base of queue URLs; empty: http://<http_listen>
+  std::string sqs_account_id = "000000000000";
+  std::string sqs_region = "us-east-1";
+  std::int64_t sqs_purge_interval_s = 60;
+  std::int64_t sqs_recreate_wait_s = 60;
 };
+
+// sqs_access_keys as access key id -> secret; InvalidArgument on a malformed list.
+Result<std::map<std::string, std::string>> ParseAccessKeys(const std::string& text);
+// The base of queue URLs: sqs_advertised_url, else http://<http host>:<bound port>.
+std::string AdvertisedUrl(const Config& config, int http_port);
 
 // Checks that need several keys (e.g. a minimum not above its maximum).
 Status CheckConfig(const Config& config);

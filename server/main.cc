@@ -6,11 +6,13 @@
 // broker finishes what it still has, and the store completes pending writes and closes
 // RocksDB. Nothing acknowledged is lost.
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -26,6 +28,7 @@
 #include "protocol/grpc_server.h"
 #include "protocol/http_server.h"
 #include "protocol/metrics_endpoint.h"
+#include "protocol/sqs/api.h"
 #include "server/config.h"
 #include "storage/store.h"
 
@@ -154,9 +157,20 @@ int main(int argc, char** argv) {
 
   spool::protocol::HttpServerOptions http_options;
   http_options.listen = config.http_listen;
-  auto http_server =
-      spool::protocol::HttpServer::Start(http_options, [&broker, &store, &grpc_server] {
+  // A full SQS batch (1 MiB of messages) percent-encoded by the Query protocol.
+  http_options.max_body_bytes = 4u << 20;
+  // The SQS API needs the bound port for its queue URLs, so it is made once the port is
+  // bound; until then (and never, in practice, since readiness comes after) it answers 503.
+  std::unique_ptr<spool::protocol::sqs::SqsApi> sqs_api;
+  std::atomic<spool::protocol::sqs::SqsApi*> sqs{nullptr};
+  auto http_server = spool::protocol::HttpServer::Start(
+      http_options,
+      [&broker, &store, &grpc_server] {
         return spool::protocol::RenderMetrics(**broker, **store, (*grpc_server)->calls());
+      },
+      [&sqs](spool::protocol::HttpRequest request, spool::protocol::HttpServer::Reply reply) {
+        if (auto* api = sqs.load()) return api->Handle(std::move(request), std::move(reply));
+        reply({503, {{"Content-Type", "text/plain"}}, "starting\n"});
       });
   if (!http_server) {
     log.error("{}", http_server.error().message);
@@ -164,6 +178,16 @@ int main(int argc, char** argv) {
     (*broker)->Shutdown();
     return 1;
   }
+  spool::protocol::sqs::SqsOptions sqs_options;
+  sqs_options.advertised_url = spool::server::AdvertisedUrl(config, (*http_server)->port());
+  sqs_options.account_id = config.sqs_account_id;
+  sqs_options.region = config.sqs_region;
+  sqs_options.verify_signatures = config.sqs_auth == "sigv4";
+  sqs_options.access_keys = *spool::server::ParseAccessKeys(config.sqs_access_keys);
+  sqs_options.purge_interval_ms = config.sqs_purge_interval_s * 1000;
+  sqs_options.recreate_wait_ms = config.sqs_recreate_wait_s * 1000;
+  sqs_api = std::make_unique<spool::protocol::sqs::SqsApi>(**broker, sqs_options);
+  sqs.store(sqs_api.get());
   (*http_server)->SetReady(true);
 
   boost::asio::io_context io;
@@ -184,9 +208,11 @@ int main(int argc, char** argv) {
   (*http_server)->SetReady(false);
   (*broker)->ReleaseWaiters();
   (*grpc_server)->Shutdown(std::chrono::milliseconds(config.shutdown_grace_ms));
-  (*http_server)->Stop();
+  (*http_server)->Stop(std::chrono::milliseconds(config.shutdown_grace_ms));
   grpc_server->reset();
   (*broker)->Shutdown();
+  // After the broker: its last callbacks may still call into the SQS API.
+  sqs_api.reset();
   broker->reset();
   if (spool::Status s = (*store)->Close(); !s) {
     log.error("closing the store: {}", s.error().ToString());
