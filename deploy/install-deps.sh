@@ -17,6 +17,9 @@ packages=(
   python3 python3-grpcio python3-grpc-tools
   # systemd-analyze, to verify deploy/spoold.service; promtool, to check /metrics
   systemd prometheus
+  # the SQS API's real clients (Debian's boto3 and AWS CLI speak the Query protocol) and
+  # the request parsers' fuzz target (clang with libFuzzer)
+  python3-boto3 awscli clang-14 libclang-rt-14-dev
 )
 
 missing=()
@@ -26,15 +29,27 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+# Node.js runs the AWS JavaScript SDK tests. A Node already on the machine (from any source)
+# is used as it is: installing Debian's npm beside another Node's would conflict.
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo_cmd=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then
-  sudo_cmd=(sudo)
+# The JavaScript test client, pinned by its lock file, from the npm registry.
+js_dir="$(dirname "$0")/../tests/sqs/js"
+if [ -f "$js_dir/package-lock.json" ] &&
+   { [ ! -d "$js_dir/node_modules" ] || [ "$js_dir/package-lock.json" -nt "$js_dir/node_modules" ]; }; then
+  echo "install-deps: installing the JavaScript test client (npm ci)"
+  npm ci --prefix "$js_dir" --no-audit --no-fund --loglevel=error
+  touch "$js_dir/node_modules"
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
-"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
