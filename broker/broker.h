@@ -332,6 +332,10 @@ class Broker {
   // loops on long polls (a receive stream) must stop.
   bool waiters_released() const { return no_parking_.load(); }
   void DeleteMessage(const std::string& queue, QueueReceipt receipt, StatusCallback done);
+  // Deletes several receipts of one queue with one write per partition (a batch costs about
+  // what one delete does). Answers a status per receipt, in order, once all are durable.
+  void DeleteMessages(const std::string& queue, std::vector<QueueReceipt> receipts,
+                      Callback<std::vector<Status>> done);
   // The receipt's lease ends `visible_in_ms` from now (0: receivable at once).
   void ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
                                std::int64_t visible_in_ms, StatusCallback done) {

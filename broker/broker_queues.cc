@@ -953,6 +953,46 @@ void Broker::DeleteMessage(const std::string& queue, QueueReceipt receipt, Statu
       });
 }
 
+void Broker::DeleteMessages(const std::string& queue, std::vector<QueueReceipt> receipts,
+                            Callback<std::vector<Status>> done) {
+  if (receipts.empty()) return done(std::vector<Status>{});
+  auto q = FindQueue(queue);
+  auto counters = q ? CountersOf(q->subscription) : nullptr;
+  std::map<std::uint32_t, std::vector<std::size_t>> by_partition;
+  for (std::size_t i = 0; i < receipts.size(); ++i)
+    by_partition[receipts[i].partition].push_back(i);
+  // Each partition fills its own entries; the last to finish answers.
+  auto results = std::make_shared<std::vector<Status>>(receipts.size());
+  auto all = std::make_shared<const std::vector<QueueReceipt>>(std::move(receipts));
+  auto gather = std::make_shared<Gather<bool>>(
+      by_partition.size(), true,
+      [results, done = std::move(done)](Result<bool>) { done(std::move(*results)); }, nullptr);
+  for (auto& [partition, indexes] : by_partition) {
+    OnQueuePartition(
+        queue, partition,
+        [this, all, indexes, results](QueuePartition& state, storage::WriteBatch& batch) {
+          const std::int64_t now = clock_.WallMillis();
+          for (std::size_t i : indexes) {
+            const QueueReceipt& r = (*all)[i];
+            (*results)[i] = r.expires_with_lease && state.LeaseEnded(r.offset, r.generation, now)
+                                ? Status(ExpiredReceipt(r))
+                                : state.Delete(r.offset, r.generation, batch);
+          }
+          return Ok();
+        },
+        [results, indexes, gather, counters](Status written) {
+          for (std::size_t i : indexes) {
+            if (!written) {
+              (*results)[i] = written;
+            } else if ((*results)[i] && counters) {
+              counters->deleted.fetch_add(1, std::memory_order_relaxed);
+            }
+          }
+          gather->Finish();
+        });
+  }
+}
+
 void Broker::ChangeMessageVisibility(const std::string& queue, QueueReceipt receipt,
                                      std::int64_t visible_in_ms, bool release,
                                      StatusCallback done) {

@@ -1281,14 +1281,25 @@ grpc::ServerUnaryReactor* QueueServiceImpl::DeleteMessageBatch(
     receipts.push_back(DecodeReceipt(request->entries(i).receipt_handle(), ids->subscription));
   const std::string queue = request->queue();
   auto* answer = new BatchAnswer(reactor, response->mutable_results(), n);
+  // The well-formed receipts go to the broker together: one write per partition.
+  std::vector<broker::QueueReceipt> valid;
+  std::vector<int> valid_index;
   for (int i = 0; i < n; ++i) {
     auto& receipt = receipts[static_cast<std::size_t>(i)];
     if (!receipt) {
       answer->Done(i, receipt.error());
       continue;
     }
-    broker_.DeleteMessage(queue, *receipt, [answer, i](Status s) { answer->Done(i, s); });
+    valid.push_back(*receipt);
+    valid_index.push_back(i);
   }
+  if (valid.empty()) return reactor;
+  broker_.DeleteMessages(queue, std::move(valid),
+                         [answer, valid_index](Result<std::vector<Status>> done) {
+                           for (std::size_t k = 0; k < valid_index.size(); ++k) {
+                             answer->Done(valid_index[k], done ? (*done)[k] : Status(done.error()));
+                           }
+                         });
   return reactor;
 }
 

@@ -1691,21 +1691,29 @@ struct Actions {
     auto gather = std::make_shared<BatchGather>();
     gather->call = call;
     gather->left = entries.size();
+    // Well-formed receipts go to the broker together: one write per partition.
+    std::vector<broker::QueueReceipt> receipts;
+    std::vector<std::pair<std::string, std::string>> sent;  // (entry id, handle)
     for (const json& e : entries) {
       const std::string id = e["Id"].get<std::string>();
-      std::string handle;
-      broker::QueueReceipt receipt;
       try {
-        handle = Required(e, "ReceiptHandle");
-        receipt = Receipt(handle, ids);
+        const std::string handle = Required(e, "ReceiptHandle");
+        receipts.push_back(Receipt(handle, ids));
+        sent.emplace_back(id, handle);
       } catch (const Reject& r) {
         gather->Done(id, r.error);
-        continue;
       }
-      broker.DeleteMessage(queue->name, receipt, [gather, id, handle, fifo = ids.fifo](Status s) {
-        gather->Done(id, s ? std::nullopt : ReceiptOutcome(s.error(), handle, fifo, true));
-      });
     }
+    if (receipts.empty()) return;
+    broker.DeleteMessages(
+        queue->name, std::move(receipts),
+        [gather, sent = std::move(sent), fifo = ids.fifo](Result<std::vector<Status>> done) {
+          for (std::size_t k = 0; k < sent.size(); ++k) {
+            const auto& [id, handle] = sent[k];
+            const Status s = done ? (*done)[k] : Status(done.error());
+            gather->Done(id, s ? std::nullopt : ReceiptOutcome(s.error(), handle, fifo, true));
+          }
+        });
   }
 
   void ChangeMessageVisibilityBatch(const CallPtr& call) {

@@ -752,6 +752,51 @@ TEST_F(BrokerQueueTest, TheSizeLimitCountsTheMessageNotItsFraming) {
   }
 }
 
+TEST_F(BrokerQueueTest, ABatchDeleteAnswersEachReceiptAcrossPartitions) {
+  QueueAttributes a;
+  a.partitions = 3;
+  ASSERT_TRUE(CreateQueue("many", a));
+  // One send each: the messages of one send stick to one partition.
+  for (int i = 0; i < 12; ++i)
+    ASSERT_TRUE(Send("many", {"m" + std::to_string(i)}));
+  auto got = Receive("many", 12);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 12u);
+  std::set<std::uint32_t> partitions;
+  std::vector<QueueReceipt> receipts;
+  for (const auto& m : *got) {
+    partitions.insert(m.partition);
+    receipts.push_back(Receipt(m));
+  }
+  // A stale receipt (an older generation), one of a partition the queue lacks, and one
+  // repeated: each gets its own answer.
+  // (The stale one comes first: after its message's delete it would simply be done.)
+  QueueReceipt stale = receipts[0];
+  stale.generation += 7;
+  QueueReceipt nowhere{5, 0, 1};
+  receipts.insert(receipts.begin(), stale);
+  receipts.push_back(nowhere);
+  receipts.push_back(receipts[2]);
+  Waiter<std::vector<Status>> w;
+  broker_->DeleteMessages("many", receipts, w.Callback());
+  auto results = w.Get();
+  ASSERT_TRUE(results);
+  ASSERT_EQ(results->size(), 15u);
+  ASSERT_FALSE((*results)[0]);
+  EXPECT_EQ((*results)[0].error().code, ErrorCode::kFailedPrecondition);
+  for (std::size_t i = 1; i <= 12; ++i)
+    EXPECT_TRUE((*results)[i]) << i;
+  ASSERT_FALSE((*results)[13]);
+  EXPECT_EQ((*results)[13].error().code, ErrorCode::kInvalidArgument);
+  EXPECT_TRUE((*results)[14]) << "deleting twice is fine";
+  auto info = Describe("many");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->counts.in_flight, 0u);
+  EXPECT_EQ(info->counts.visible, 0u);
+  EXPECT_EQ(info->activity.deleted, 13u);
+  EXPECT_GT(partitions.size(), 1u) << "the messages should spread over the partitions";
+}
+
 TEST_F(BrokerQueueTest, TagsAndExtraAttributesAreKeptAcrossARestart) {
   QueueAttributes a;
   a.extra["Policy"] = R"({"Version":"2012-10-17"})";
