@@ -21,6 +21,9 @@
 // queue-latency: sends single messages at a fixed --rate while --consumers receive and
 // delete; reports send-to-deleted percentiles.
 //   spool-bench queue-cycle --consumers 8 --batch 10 --messages 200000
+// sqs: the SQS API over HTTP (AWS JSON 1.0): --connections each SendMessageBatch of 10 for
+// half the duration, then receive 10 and DeleteMessageBatch until the queue is empty.
+//   spool-bench --duration 10 sqs --endpoint 127.0.0.1:9324 --connections 16
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +41,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include "bench/sqs_workload.h"
 #include "spool/client.h"
 #include "spool/consumer.h"
 #include "spool/producer.h"
@@ -697,8 +701,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   queue_latency->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
   queue_latency->add_option("--rate", o.rate, "Messages per second")->capture_default_str();
+  spool::bench::SqsWorkloadOptions sqs_options;
+  auto* sqs = app.add_subcommand("sqs", "SQS API send, then receive + delete, in batches of 10");
+  sqs->add_option("--endpoint", sqs_options.endpoint, "spoold HTTP address host:port")
+      ->capture_default_str();
+  sqs->add_option("--connections", sqs_options.connections, "HTTP connections (one thread each)")
+      ->capture_default_str();
+  sqs->add_option("--queue", sqs_options.queue, "Queue (created if missing, deleted after)")
+      ->capture_default_str();
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
+  if (sqs->parsed()) {
+    sqs_options.message_size = o.record_size;
+    sqs_options.duration_s = o.duration_s;
+    return spool::bench::RunSqsWorkload(sqs_options);
+  }
   if (group->parsed()) return RunGroup(o);
   if (queue_send->parsed()) return RunQueueSend(o);
   if (queue_cycle->parsed()) return RunQueueCycle(o);
