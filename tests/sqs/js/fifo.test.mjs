@@ -15,22 +15,14 @@ import {
   SendMessageCommand,
 } from '@aws-sdk/client-sqs';
 
-import { expectSqsError, makeClient, sha256, sleep, startSpoold } from './helpers.mjs';
+import { expectSqsError, makeClient, sha256, sleep, startSpoold, useSpoold } from './helpers.mjs';
 
 let spoold;
 let sqs;
 
-before(async () => {
-  spoold = await startSpoold();
-  sqs = makeClient(spoold.endpoint);
-});
-
-after(async () => {
-  sqs?.destroy();
-  if (spoold) {
-    const { code, signal } = await spoold.stop();
-    assert.equal(code, 0, `spoold exited with ${code ?? signal}\n${spoold.output}`);
-  }
+useSpoold((started, client) => {
+  spoold = started;
+  sqs = client;
 });
 
 const createFifo = async (QueueName, Attributes = {}) =>

@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -209,4 +210,23 @@ export async function receiveCount(client, queueUrl, count, { timeoutMs = 10000,
 
 export function nowSeconds() {
   return Math.floor(Date.now() / 1000);
+}
+
+// One spoold for the calling test file: started before its tests with a client aimed at it
+// (both handed to `use`), stopped after them, with a clean exit asserted.
+export function useSpoold(use, extraArgs = []) {
+  let spoold;
+  let sqs;
+  before(async () => {
+    spoold = await startSpoold(extraArgs);
+    sqs = makeClient(spoold.endpoint);
+    use(spoold, sqs);
+  });
+  after(async () => {
+    sqs?.destroy();
+    if (spoold) {
+      const { code, signal } = await spoold.stop();
+      assert.equal(code, 0, `spoold exited with ${code ?? signal}\n${spoold.output}`);
+    }
+  });
 }

@@ -17,23 +17,15 @@ import {
 } from '@aws-sdk/client-sqs';
 
 import {
-  expectSqsError, makeClient, md5OfAttributes, queueArn, receiveCount, startSpoold, waitFor,
+  expectSqsError, makeClient, md5OfAttributes, queueArn, receiveCount, startSpoold, waitFor, useSpoold,
 } from './helpers.mjs';
 
 let spoold;
 let sqs;
 
-before(async () => {
-  spoold = await startSpoold();
-  sqs = makeClient(spoold.endpoint);
-});
-
-after(async () => {
-  sqs?.destroy();
-  if (spoold) {
-    const { code, signal } = await spoold.stop();
-    assert.equal(code, 0, `spoold exited with ${code ?? signal}\n${spoold.output}`);
-  }
+useSpoold((started, client) => {
+  spoold = started;
+  sqs = client;
 });
 
 const create = async (QueueName, Attributes) =>
