@@ -190,10 +190,12 @@ struct RedriveRequest {
 };
 
 // Reserved headers a queue message may carry: a header's data type (`spool.type.<name>`:
-// String, Number or Binary, with an optional `.suffix`) and a tracing header, as the SQS API
-// stores message attributes and AWSTraceHeader. Other `spool.` names are refused.
+// String, Number or Binary, with an optional `.suffix`) and a tracing header (up to 8 KiB),
+// as the SQS API stores message attributes and AWSTraceHeader. Other `spool.` names are
+// refused.
 inline constexpr std::string_view kHeaderTypePrefix = "spool.type.";
 inline constexpr std::string_view kTraceHeader = "spool.trace_header";
+inline constexpr std::size_t kMaxTraceHeaderBytes = 8 * 1024;
 // On a message moved to a dead-letter queue: "<topic id>/<partition>/<offset>" of the
 // message as first sent, from which front ends derive its original message id.
 inline constexpr std::string_view kDeadLetterOriginHeader = "spool.dlq.origin";

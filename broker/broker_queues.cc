@@ -52,8 +52,14 @@ Error ExpiredReceipt(const QueueReceipt& r) {
                             ": the receipt handle has expired (its lease ended)");
 }
 
+// Extra attributes (kept for a front end, which judges them itself) and tags are not
+// settings: creating a queue again need not repeat them.
 bool SameSettings(const QueueMetadata& a, const QueueMetadata& b) {
-  return a.topic == b.topic && a.owns_topic == b.owns_topic && a.attributes == b.attributes;
+  QueueAttributes x = a.attributes;
+  QueueAttributes y = b.attributes;
+  x.extra.clear();
+  y.extra.clear();
+  return a.topic == b.topic && a.owns_topic == b.owns_topic && x == y;
 }
 
 }  // namespace
@@ -517,13 +523,17 @@ Status CheckQueueSend(const QueueAttributes& a, const QueueSend& m) {
       const std::string_view named = std::string_view(key).substr(kHeaderTypePrefix.size());
       const bool has_header = std::any_of(m.record.headers.begin(), m.record.headers.end(),
                                           [&](const auto& h) { return h.first == named; });
-      const bool known_type =
-          value.starts_with("String") || value.starts_with("Number") || value.starts_with("Binary");
+      bool known_type = false;
+      for (std::string_view base : {"String", "Number", "Binary"}) {
+        known_type = known_type || value == base ||
+                     (value.size() > base.size() + 1 && value.starts_with(base) &&
+                      value[base.size()] == '.');
+      }
       if (has_header && known_type && value.size() <= 256) continue;
       return InvalidArgument("header '" + key + "' must name a String, Number or Binary type " +
                              "for header '" + std::string(named) + "' of the same message");
     }
-    if (key == kTraceHeader) continue;
+    if (key == kTraceHeader && value.size() <= kMaxTraceHeaderBytes) continue;
     return InvalidArgument("header '" + key + "': names starting with \"spool.\" are reserved");
   }
   if (static_cast<std::int64_t>(storage::MessageBytes(m.record)) > a.max_message_bytes) {

@@ -101,7 +101,8 @@ std::uint32_t Crc32c(std::string_view bytes) {
 std::size_t MessageBytes(const Record& record) {
   std::size_t n = record.value.size() + (record.key ? record.key->size() : 0);
   for (const auto& [key, value] : record.headers) {
-    if (key.rfind("spool.", 0) != 0) n += key.size() + value.size();
+    if (key.rfind("spool.dlq.", 0) == 0 || key == "spool.trace_header") continue;
+    n += key.rfind("spool.type.", 0) == 0 ? value.size() : key.size() + value.size();
   }
   return n;
 }

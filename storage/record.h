@@ -54,8 +54,9 @@ std::string EncodeRecord(const Record& record);
 std::size_t EncodedRecordSize(const Record& record);
 
 // A message's size as limits count it: key, value, and header names and values, without the
-// encoding's framing and without Spool's own `spool.`-prefixed headers (which a dead-letter
-// move adds, and which must not push a message over its limit).
+// encoding's framing. A header type (`spool.type.<name>`) counts its value, as SQS counts an
+// attribute's type; the headers a dead-letter move adds (`spool.dlq.`) and the trace header
+// (bounded on its own) do not count, so a move never pushes a message over its limit.
 std::size_t MessageBytes(const Record& record);
 
 Result<Record> DecodeRecord(std::string_view bytes);

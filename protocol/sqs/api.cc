@@ -29,8 +29,12 @@ constexpr std::int64_t kMaxVisibilitySeconds = 43'200;
 constexpr std::int64_t kMaxDelaySeconds = 900;
 constexpr std::int64_t kMaxWaitSeconds = 20;
 constexpr std::uint32_t kMaxMoveTaskRate = 500;
+constexpr std::size_t kMaxPolicyBytes = 8192;
 constexpr std::int64_t kAttemptMs = 5 * 60 * 1000;
+// Kept answers of receive attempts: bounded in count and in bytes, since each may hold ten
+// large messages.
 constexpr std::size_t kMaxAttempts = 10'000;
+constexpr std::size_t kMaxAttemptBytes = 64 << 20;
 
 spdlog::logger& Log() {
   static spdlog::logger& logger = ModuleLogger("sqs");
@@ -635,7 +639,7 @@ struct Actions {
           continue;
         }
         const json policy = json::parse(value, nullptr, false);
-        if (policy.is_discarded() || !policy.is_object() || value.size() > 8192) {
+        if (policy.is_discarded() || !policy.is_object() || value.size() > kMaxPolicyBytes) {
           Throw("InvalidAttributeValue",
                 "Invalid value for the parameter Policy. Reason: must be a JSON object of at "
                 "most 8192 bytes.");
@@ -896,7 +900,11 @@ struct Actions {
     auto queue = Queue(call);
     broker.DeleteQueue(queue->name, OnStatus(call, [this, call, name = queue->name] {
                          std::lock_guard lock(api.mu_);
-                         api.deleted_ms_[name] = broker.clock().WallMillis();
+                         const std::int64_t now = broker.clock().WallMillis();
+                         std::erase_if(api.deleted_ms_, [&](const auto& e) {
+                           return now - e.second >= options.recreate_wait_ms;
+                         });
+                         api.deleted_ms_[name] = now;
                          api.purged_ms_.erase(name);
                          call->Ok(json::object());
                        }));
@@ -913,6 +921,8 @@ struct Actions {
               fmt::format("Only one PurgeQueue operation on {} is allowed every {} seconds.",
                           queue->name, options.purge_interval_ms / 1000));
       }
+      std::erase_if(api.purged_ms_,
+                    [&](const auto& e) { return now - e.second >= options.purge_interval_ms; });
       api.purged_ms_[queue->name] = now;
     }
     broker.PurgeQueue(queue->name, OnResult<std::uint64_t>(
@@ -961,6 +971,9 @@ struct Actions {
           } catch (const Reject& r) {
             *rejected = r.error;
             return InvalidArgument(r.error.message);
+          } catch (const std::exception& e) {  // runs on a broker thread
+            *rejected = SqsError{"InternalFailure", e.what()};
+            return Internal(e.what());
           }
           return next;
         },
@@ -1076,8 +1089,13 @@ struct Actions {
                   {"Id", ArnOf(name) + "/SQSDefaultPolicy"},
                   {"Statement", json::array()}};
       }
+      // A policy set with SetQueueAttributes may have any shape; AddPermission needs a
+      // statement list to add to.
+      if (!policy.is_object() || !policy.contains("Statement") || !policy["Statement"].is_array()) {
+        ThrowInvalid("The queue's Policy has no Statement list to add a permission to.");
+      }
       for (const json& s : policy["Statement"]) {
-        if (s.value("Sid", "") == label) {
+        if (s.is_object() && s.contains("Sid") && s["Sid"] == label) {
           ThrowInvalid(fmt::format(
               "Value {} for parameter Label is invalid. Reason: Already exists.", label));
         }
@@ -1094,7 +1112,7 @@ struct Actions {
       if (policy.is_object() && policy.contains("Statement") && policy["Statement"].is_array()) {
         auto& statements = policy["Statement"];
         for (auto it = statements.begin(); it != statements.end(); ++it) {
-          if (it->is_object() && it->value("Sid", "") == label) {
+          if (it->is_object() && it->contains("Sid") && (*it)["Sid"] == label) {
             statements.erase(it);
             found = true;
             break;
@@ -1122,16 +1140,26 @@ struct Actions {
             policy = json::parse(it->second, nullptr, false);
             if (policy.is_discarded()) policy = nullptr;
           }
+          // This runs on a broker thread: nothing may escape it.
           try {
             change(policy);
+            if (policy.is_null()) {
+              next.extra.erase("Policy");
+            } else {
+              std::string text = policy.dump(-1, ' ', false, json::error_handler_t::replace);
+              if (text.size() > kMaxPolicyBytes) {
+                Throw("OverLimit", fmt::format("The queue's Policy would be {} bytes; the limit "
+                                               "is {}.",
+                                               text.size(), kMaxPolicyBytes));
+              }
+              next.extra["Policy"] = std::move(text);
+            }
           } catch (const Reject& r) {
             *rejected = r.error;
             return InvalidArgument(r.error.message);
-          }
-          if (policy.is_null()) {
-            next.extra.erase("Policy");
-          } else {
-            next.extra["Policy"] = policy.dump();
+          } catch (const std::exception& e) {
+            *rejected = SqsError{"InternalFailure", e.what()};
+            return Internal(e.what());
           }
           return next;
         },
@@ -1326,7 +1354,8 @@ struct Actions {
       if (auto body = Find(e, "MessageBody"); body != nullptr && body->is_string()) {
         total += static_cast<std::int64_t>(body->get_ref<const std::string&>().size());
       }
-      for (const char* member : {"MessageAttributes", "MessageSystemAttributes"}) {
+      // As AWS counts it: bodies and message attributes; system attributes do not count.
+      for (const char* member : {"MessageAttributes"}) {
         const json* attrs = Find(e, member);
         if (attrs == nullptr || !attrs->is_object()) continue;
         for (const auto& [name, v] : attrs->items()) {
@@ -1370,17 +1399,19 @@ struct Actions {
         queue->name, std::move(sends),
         [call, prepared, sent_ids, ids,
          failed = std::move(failed)](Result<std::vector<broker::ProducedRecord>> sent) mutable {
-          json successful = json::array();
-          for (std::size_t i = 0; i < sent_ids->size(); ++i) {
-            if (!sent) {
-              failed.push_back(Failure((*sent_ids)[i], FromBroker(sent.error())));
-              continue;
+          Guard(call, [&] {
+            json successful = json::array();
+            for (std::size_t i = 0; i < sent_ids->size(); ++i) {
+              if (!sent) {
+                failed.push_back(Failure((*sent_ids)[i], FromBroker(sent.error())));
+                continue;
+              }
+              json entry = SentJson((*prepared)[i], sent->at(i), ids);
+              entry["Id"] = (*sent_ids)[i];
+              successful.push_back(std::move(entry));
             }
-            json entry = SentJson((*prepared)[i], sent->at(i), ids);
-            entry["Id"] = (*sent_ids)[i];
-            successful.push_back(std::move(entry));
-          }
-          call->Ok({{"Successful", std::move(successful)}, {"Failed", std::move(failed)}});
+            call->Ok({{"Successful", std::move(successful)}, {"Failed", std::move(failed)}});
+          });
         });
   }
 
@@ -1526,7 +1557,7 @@ struct Actions {
                                        if (held) return call->Ok(*result);
                                        {
                                          std::lock_guard lock(api.mu_);
-                                         api.attempts_.erase(attempt_key);
+                                         api.ForgetAttempt(attempt_key);
                                        }
                                        Guard(call, [&] { (*fallback)(); });
                                      });
@@ -1569,12 +1600,25 @@ struct Actions {
     attempt.expires_ms = broker.clock().WallMillis() + kAttemptMs;
     attempt.result = result;
     for (const auto& m : got) {
-      attempt.receipts.push_back({m.partition, m.message.offset, m.message.generation});
+      // Good only while the lease lasts: a retry must not lease again what a lapsed lease
+      // made receivable (that would skip a receive count).
+      attempt.receipts.push_back({m.partition, m.message.offset, m.message.generation, true});
+      attempt.bytes += m.message.record.value.size() + key.size();
+      for (const auto& [k, v] : m.message.record.headers)
+        attempt.bytes += k.size() + v.size();
     }
     std::lock_guard lock(api.mu_);
     const std::int64_t now = broker.clock().WallMillis();
-    std::erase_if(api.attempts_, [now](const auto& e) { return e.second.expires_ms <= now; });
-    if (api.attempts_.size() >= kMaxAttempts) return;
+    std::erase_if(api.attempts_, [&](const auto& e) {
+      if (e.second.expires_ms > now) return false;
+      api.attempt_bytes_ -= e.second.bytes;
+      return true;
+    });
+    if (api.attempts_.size() >= kMaxAttempts ||
+        api.attempt_bytes_ + attempt.bytes > kMaxAttemptBytes || api.attempts_.contains(key)) {
+      return;  // a retry after this then receives afresh
+    }
+    api.attempt_bytes_ += attempt.bytes;
     api.attempts_[key] = std::move(attempt);
   }
 

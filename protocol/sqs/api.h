@@ -72,12 +72,21 @@ class SqsApi {
     std::int64_t expires_ms = 0;
     nlohmann::json result;
     std::vector<broker::QueueReceipt> receipts;
+    std::size_t bytes = 0;  // about what `result` holds
   };
+  // Drops a kept answer (mu_ held).
+  void ForgetAttempt(const std::string& key) {
+    if (auto it = attempts_.find(key); it != attempts_.end()) {
+      attempt_bytes_ -= it->second.bytes;
+      attempts_.erase(it);
+    }
+  }
 
   std::mutex mu_;
   std::map<std::string, std::int64_t> deleted_ms_;  // queue name -> when it was deleted
   std::map<std::string, std::int64_t> purged_ms_;   // queue name -> when it was last purged
   std::map<std::string, Attempt> attempts_;         // "<queue>\n<attempt id>" -> its answer
+  std::size_t attempt_bytes_ = 0;
 };
 
 }  // namespace spool::protocol::sqs

@@ -394,6 +394,17 @@ std::optional<SqsError> SigV4Verifier::Verify(const SignedRequest& request,
   }
   Authorization auth;
   if (auto error = ParseAuthorization(*header, auth)) return error;
+  // The headers that choose the protocol and the action must be signed, or a captured
+  // request could be replayed as another action (SDKs sign both).
+  for (std::string_view name : {"x-amz-target", "content-type"}) {
+    if (FindHeader(request, name) != nullptr &&
+        std::find(auth.signed_headers.begin(), auth.signed_headers.end(), name) ==
+            auth.signed_headers.end()) {
+      return Incomplete("'" + std::string(name) +
+                        "' must be a 'SignedHeader' in the AWS "
+                        "Authorization.");
+    }
+  }
 
   const std::string* amz_date = FindHeader(request, "x-amz-date");
   if (amz_date == nullptr) {

@@ -217,6 +217,26 @@ std::string ToQueryXml(std::string_view action, const json& result, const std::s
 }
 
 std::string XmlEscape(std::string_view text) {
+  // What XML 1.0 cannot carry (a body sent over gRPC may hold anything) becomes U+FFFD, so
+  // that one such message does not make the whole reply unreadable.
+  if (!IsValidMessageText(text)) {
+    std::string cleaned;
+    std::size_t i = 0;
+    while (i < text.size()) {
+      std::size_t len = 1;
+      const auto c = static_cast<unsigned char>(text[i]);
+      if (c >= 0xC0) len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+      const std::string_view piece = text.substr(i, len);
+      if (piece.size() == len && IsValidMessageText(piece)) {
+        cleaned.append(piece);
+        i += len;
+      } else {
+        cleaned.append("\xEF\xBF\xBD");
+        i += 1;
+      }
+    }
+    return XmlEscape(cleaned);
+  }
   std::string out;
   out.reserve(text.size());
   for (char c : text) {

@@ -738,13 +738,17 @@ TEST_F(BrokerQueueTest, TheSizeLimitCountsTheMessageNotItsFraming) {
     return w.Get();
   };
   EXPECT_TRUE(typed({{"n", std::string(59, 'v')}})) << "4 + 1 + 59 bytes";
+  EXPECT_FALSE(typed({{"n", std::string(59, 'v')}, {"spool.type.n", "Binary"}}))
+      << "a header's type counts, as an SQS attribute's does";
   EXPECT_FALSE(typed({{"n", std::string(60, 'v')}}));
   EXPECT_TRUE(typed({{"n", "42"}, {"spool.type.n", "Number.int"}, {"spool.trace_header", "t"}}))
       << "typed headers and the trace header are allowed";
   for (const auto& bad : std::vector<std::vector<std::pair<std::string, std::string>>>{
-           {{"spool.type.n", "Number"}},               // no header n
-           {{"n", "1"}, {"spool.type.n", "Integer"}},  // not a known type
-           {{"spool.dlq.source_queue", "elsewhere"}},  // reserved
+           {{"spool.type.n", "Number"}},                              // no header n
+           {{"n", "1"}, {"spool.type.n", "Integer"}},                 // not a known type
+           {{"n", "1"}, {"spool.type.n", "Stringy"}},                 // a suffix needs its dot
+           {{"spool.trace_header", std::string(8 * 1024 + 1, 't')}},  // too long
+           {{"spool.dlq.source_queue", "elsewhere"}},                 // reserved
        }) {
     auto refused = typed(bad);
     ASSERT_FALSE(refused) << bad.front().first;

@@ -353,7 +353,9 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
 
   EXPECT_EQ(health.rfind("HTTP/1.1 200", 0), 0u) << health;
   EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
-  EXPECT_EQ(missing.rfind("HTTP/1.1 404", 0), 0u) << missing;
+  // Other paths belong to the SQS API, which wants an action.
+  EXPECT_EQ(missing.rfind("HTTP/1.1 400", 0), 0u) << missing;
+  EXPECT_NE(missing.find("<Code>MissingAction</Code>"), std::string::npos) << missing;
   EXPECT_EQ(wrong_method.rfind("HTTP/1.1 405", 0), 0u) << wrong_method;
   ASSERT_EQ(metrics.rfind("HTTP/1.1 200", 0), 0u) << metrics;
   const std::string body = BodyOf(metrics);

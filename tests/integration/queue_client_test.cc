@@ -466,7 +466,7 @@ TEST_F(QueueClientTest, MessagesMoveToTheDeadLetterQueueAfterTooManyReceives) {
   EXPECT_EQ(moved[0].body(), "poison");
   EXPECT_EQ(moved[0].dead_letter_source_queue(), "src");
   EXPECT_EQ(moved[0].receive_count(), 3u) << "the count continues from the source";
-  EXPECT_NE(moved[0].message_id(), sent.message_id()) << "a new record";
+  EXPECT_EQ(moved[0].message_id(), sent.message_id()) << "a dead letter keeps its message id";
 
   // Removing the policy (an empty dead-letter queue) detaches the source.
   v1::QueueAttributes no_dlq;

@@ -243,6 +243,21 @@ TEST(SigV4Test, UnsignedHeadersMayChange) {
   EXPECT_EQ(Code(Verifier().Verify(f.Request(), kSignedAtMs)), "ok");
 }
 
+// The headers that choose the protocol and the action must be signed: otherwise a captured
+// request could be replayed as another action.
+TEST(SigV4Test, ActionAndContentTypeHeadersMustBeSigned) {
+  Fixture f;
+  f.Sign();
+  f.headers.emplace_back("X-Amz-Target", "AmazonSQS.DeleteQueue");
+  EXPECT_EQ(Code(Verifier().Verify(f.Request(), kSignedAtMs)), "IncompleteSignature");
+
+  Fixture unsigned_type;
+  unsigned_type.headers.erase(unsigned_type.headers.begin());  // sign without Content-Type
+  unsigned_type.Sign();
+  unsigned_type.headers.emplace_back("Content-Type", "application/x-amz-json-1.0");
+  EXPECT_EQ(Code(Verifier().Verify(unsigned_type.Request(), kSignedAtMs)), "IncompleteSignature");
+}
+
 TEST(SigV4Test, ContentSha256HeaderDoesNotReplaceTheBodyHash) {
   Fixture f;
   f.headers.emplace_back("x-amz-content-sha256", Sha256Hex(f.body));
