@@ -40,6 +40,10 @@ std::string HostOf(const std::string& listen) {
   return colon == std::string::npos ? listen : listen.substr(0, colon);
 }
 
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host.starts_with("127.") || host == "::1" || host == "[::1]";
+}
+
 std::string ReadFile(const std::string& path, bool* ok) {
   std::ifstream in(path);
   std::stringstream text;
@@ -186,6 +190,11 @@ int main(int argc, char** argv) {
   sqs_options.access_keys = *spool::server::ParseAccessKeys(config.sqs_access_keys);
   sqs_options.purge_interval_ms = config.sqs_purge_interval_s * 1000;
   sqs_options.recreate_wait_ms = config.sqs_recreate_wait_s * 1000;
+  if (!sqs_options.verify_signatures && !IsLoopback(HostOf(config.http_listen))) {
+    log.warn("the SQS API on {} accepts requests without checking signatures; set sqs_auth: "
+             "sigv4 with sqs_access_keys for a port other hosts can reach",
+             config.http_listen);
+  }
   sqs_api = std::make_unique<spool::protocol::sqs::SqsApi>(**broker, sqs_options);
   sqs.store(sqs_api.get());
   (*http_server)->SetReady(true);
