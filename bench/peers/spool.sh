@@ -1,0 +1,89 @@
+# shellcheck shell=bash
+# Spool rows: spoold on 127.0.0.1, driven by spool-bench. Sourced by run.sh (see README.md).
+
+SPOOL_PID=""
+SPOOL_ADDR=""
+
+# peer_start DATA_DIR [always|interval]
+peer_start() {
+  local dir="$1" fsync="${2:-always}" log="$1/spoold.log" i
+  mkdir -p "$dir"
+  "$SPOOLD" --data-dir "$dir/data" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --fsync "$fsync" --log-level info >"$log" 2>&1 &
+  SPOOL_PID=$!
+  track_pid "$SPOOL_PID"
+  for ((i = 0; i < 300; i++)); do
+    SPOOL_ADDR="$(sed -n 's/.*spoold ready: grpc=\([^ ]*\) .*/\1/p' "$log" | head -n 1)"
+    if [ -n "$SPOOL_ADDR" ]; then return 0; fi
+    if ! kill -0 "$SPOOL_PID" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "spool: spoold did not get ready; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+peer_stop() {
+  if [ -n "$SPOOL_PID" ]; then
+    kill_wait "$SPOOL_PID" 15
+    untrack_pid "$SPOOL_PID"
+    SPOOL_PID=""
+  fi
+}
+
+# spool_bench TOPIC SUBCOMMAND ARGS...: runs spool-bench and prints its result line.
+spool_bench() {
+  local topic="$1" secs
+  shift
+  secs="$(awk -v d="$SPOOL_DURATION" 'BEGIN { printf "%d", d * 3 + 30 }')"
+  timeout -k 5 "$secs" "$SPOOL_BENCH" --address "$SPOOL_ADDR" --topic "$topic" \
+    --record-size "$SPOOL_SIZE" --duration "$SPOOL_DURATION" "$@" ||
+    echo "spool: spool-bench $* exited with an error" >&2
+}
+
+# Prints the number before " msgs/s" (or " records/s").
+rate_of() { sed -n 's/.* = \([0-9.]*\) \(msgs\|records\)\/s.*/\1/p' | head -n 1; }
+# Prints percentile P (p50, p99, p999) of a latency line, in ms.
+pct_ms() { sed -n "s/.* $1 \([0-9.]*\) us.*/\1/p" | head -n 1 | awk '{ printf "%.3f", $1 / 1000 }'; }
+
+spool_level() {
+  local label="$1" out
+  out="$(spool_bench w1 produce --unary --batch 1 --inflight 1)"
+  row spool "$label" "produce w1" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench w1000 produce --batch 1 --inflight 1000)"
+  row spool "$label" "produce w1000" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench b100 produce --batch 100 --inflight 8)"
+  row spool "$label" "produce batch100" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench grp group --consumers 2 --partitions 2 --rate 0)"
+  row spool "$label" "consume stream" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench q1 queue-cycle --consumers 1 --batch 100 --messages "$SPOOL_MESSAGES")"
+  row spool "$label" "consume queue" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench q4 queue-cycle --consumers 4 --batch 100 --messages "$SPOOL_MESSAGES")"
+  row spool "$label" "cycle 4c" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench lat latency --rate 10000)"
+  row spool "$label" "latency p50" "$(pct_ms p50 <<<"$out")" ms
+  row spool "$label" "latency p99" "$(pct_ms p99 <<<"$out")" ms
+  row spool "$label" "latency p999" "$(pct_ms p999 <<<"$out")" ms
+}
+
+peer_rows() {
+  local quick="$1"
+  SPOOL_SIZE="$2"
+  if [ "$quick" = 1 ]; then
+    SPOOL_DURATION=1
+    SPOOL_MESSAGES=5000
+  else
+    SPOOL_DURATION=10
+    SPOOL_MESSAGES=200000
+  fi
+  local fsync
+  for fsync in always interval; do
+    peer_start "$WORK/data-spool/$fsync" "$fsync"
+    if [ "$fsync" = always ]; then
+      spool_level "durable: fsync always"
+    else
+      spool_level "relaxed: fsync interval 50ms"
+    fi
+    peer_stop
+  done
+}
