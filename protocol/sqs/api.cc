@@ -1532,7 +1532,7 @@ struct Actions {
     }
     if (!earlier) return receive_now();
     // A retried receive (FIFO): the same messages and handles again, their visibility reset,
-    // unless one of them was deleted or received by someone else meanwhile.
+    // unless one of them was deleted, received again or its lease ran out meanwhile.
     struct Reset {
       std::mutex mu;
       std::size_t left = 0;
