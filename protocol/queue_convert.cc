@@ -193,8 +193,8 @@ std::string MessageIdOf(const storage::Record& record, std::uint32_t topic_id,
     if (key != broker::kDeadLetterOriginHeader) continue;
     unsigned long long t = 0, p = 0, o = 0;
     char tail = 0;
-    if (std::sscanf(value.c_str(), "%llu/%llu/%llu%c", &t, &p, &o, &tail) == 3 &&
-        t <= UINT32_MAX && p <= UINT32_MAX) {
+    if (std::sscanf(value.c_str(), "%llu/%llu/%llu%c", &t, &p, &o, &tail) == 3 && t <= UINT32_MAX &&
+        p <= UINT32_MAX) {
       return MessageId(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(p), o);
     }
   }

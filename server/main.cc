@@ -191,9 +191,10 @@ int main(int argc, char** argv) {
   sqs_options.purge_interval_ms = config.sqs_purge_interval_s * 1000;
   sqs_options.recreate_wait_ms = config.sqs_recreate_wait_s * 1000;
   if (!sqs_options.verify_signatures && !IsLoopback(HostOf(config.http_listen))) {
-    log.warn("the SQS API on {} accepts requests without checking signatures; set sqs_auth: "
-             "sigv4 with sqs_access_keys for a port other hosts can reach",
-             config.http_listen);
+    log.warn(
+        "the SQS API on {} accepts requests without checking signatures; set sqs_auth: "
+        "sigv4 with sqs_access_keys for a port other hosts can reach",
+        config.http_listen);
   }
   sqs_api = std::make_unique<spool::protocol::sqs::SqsApi>(**broker, sqs_options);
   sqs.store(sqs_api.get());

@@ -131,7 +131,10 @@ TEST(SqsWireTest, XmlCarriesOnlyWhatXmlCan) {
   EXPECT_EQ(XmlEscape("a<b>&\"c\"\r"), "a&lt;b&gt;&amp;&quot;c&quot;&#xD;");
   EXPECT_EQ(XmlEscape("caf\xc3\xa9"), "caf\xc3\xa9");
   // Control characters and broken UTF-8 (a body sent over gRPC) become U+FFFD.
-  EXPECT_EQ(XmlEscape(std::string("a\x01" "b\xff" "c\xe2\x82", 7)),
+  EXPECT_EQ(XmlEscape(std::string("a\x01"
+                                  "b\xff"
+                                  "c\xe2\x82",
+                                  7)),
             "a\xef\xbf\xbd"
             "b\xef\xbf\xbd"
             "c\xef\xbf\xbd\xef\xbf\xbd");
