@@ -152,8 +152,8 @@ std::string QueueNameFromArn(std::string_view arn, std::string_view parameter) {
   for (char c : arn)
     colons += c == ':' ? 1 : 0;
   if (!arn.starts_with("arn:") || colons != 5) {
-    ThrowInvalid(fmt::format("Value {} for parameter {} is invalid. Reason: not a queue ARN.", arn,
-                             parameter));
+    ThrowInvalid(fmt::format("Value {} for parameter {} is invalid. Reason: {} is not a queue ARN.",
+                             arn, parameter, arn));
   }
   return std::string(arn.substr(arn.rfind(':') + 1));
 }
@@ -572,19 +572,6 @@ struct Actions {
           fmt::format("Invalid value for the parameter {}. Reason: must be true or false.", name));
   }
 
-  std::string QueueFromArnAttribute(const std::string& arn, const std::string& attribute) const {
-    int colons = 0;
-    for (char c : arn)
-      colons += c == ':' ? 1 : 0;
-    if (!arn.starts_with("arn:") || colons != 5) {
-      ThrowInvalid(
-          fmt::format("Value {} for parameter {} is invalid. Reason: {} is not a queue "
-                      "ARN.",
-                      arn, attribute, arn));
-    }
-    return arn.substr(arn.rfind(':') + 1);
-  }
-
   // Applies SQS attributes to `a` (a queue's, `fifo` saying its type; `creating` for
   // CreateQueue, where FifoQueue is allowed).
   void Apply(const std::map<std::string, std::string>& attributes, broker::QueueAttributes& a,
@@ -696,7 +683,7 @@ struct Actions {
                           c.dump()));
         }
         a.redrive_policy = broker::RedrivePolicy{
-            QueueFromArnAttribute(p["deadLetterTargetArn"].get<std::string>(), "RedrivePolicy"),
+            QueueNameFromArn(p["deadLetterTargetArn"].get<std::string>(), "RedrivePolicy"),
             static_cast<std::uint32_t>(count)};
       } else if (name == "RedriveAllowPolicy") {
         auto invalid = [&](std::string_view reason) {
@@ -728,7 +715,7 @@ struct Actions {
           for (const json& arn : p["sourceQueueArns"]) {
             if (!arn.is_string()) invalid("sourceQueueArns must be a list of ARNs.");
             allow.source_queues.push_back(
-                QueueFromArnAttribute(arn.get<std::string>(), "RedriveAllowPolicy"));
+                QueueNameFromArn(arn.get<std::string>(), "RedriveAllowPolicy"));
           }
         }
         if ((allow.permission == broker::RedrivePermission::kByQueue) !=
@@ -739,9 +726,8 @@ struct Actions {
           invalid("At most 10 sourceQueueArns are allowed.");
         }
         a.redrive_allow_policy = std::move(allow);
-      } else if (IsAttributeKnown(name) && name != "All") {
-        Throw("InvalidAttributeName", fmt::format("Unknown Attribute {}.", name));  // read-only
       } else {
+        // Unknown, or read-only (QueueArn, the counts, ...): AWS answers both alike.
         Throw("InvalidAttributeName", fmt::format("Unknown Attribute {}.", name));
       }
     }
@@ -1265,8 +1251,8 @@ struct Actions {
     }
     out.md5_body = Md5Hex(*body);
     out.md5_attributes = Md5OfAttributes(std::move(attributes));
-    if (a.fifo && !dedup) dedup = Sha256Hex(*body);  // content-based deduplication
-    if (dedup && group && IsPerGroupDeduplication(a)) {
+    if (group && IsPerGroupDeduplication(a)) {
+      if (!dedup) dedup = Sha256Hex(*body);  // content-based, as the broker would hash it
       // The broker deduplicates per queue; the group in the key makes the scope the group.
       // Ids cannot contain the separator, so receives can take the prefix off again.
       dedup = *group + kGroupSeparator + *dedup;

@@ -13,6 +13,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "protocol/sqs/wire.h"
+
 namespace spool::protocol::sqs {
 namespace {
 
@@ -30,16 +32,6 @@ SqsError Incomplete(std::string message) {
 }
 SqsError Mismatch(std::string message) {
   return {"SignatureDoesNotMatch", std::move(message)};
-}
-
-std::string Hex(const unsigned char* data, std::size_t size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(size * 2, '\0');
-  for (std::size_t i = 0; i < size; ++i) {
-    out[2 * i] = kDigits[data[i] >> 4];
-    out[2 * i + 1] = kDigits[data[i] & 0xf];
-  }
-  return out;
 }
 
 char ToLower(char c) {
@@ -215,7 +207,7 @@ std::string Signature(std::string_view canonical_request, std::string_view secre
   key = HmacSha256(key, service);
   key = HmacSha256(key, kTerminator);
   const std::string mac = HmacSha256(key, string_to_sign);
-  return Hex(reinterpret_cast<const unsigned char*>(mac.data()), mac.size());
+  return LowerHex(mac);
 }
 
 // X-Amz-Date's ISO 8601 basic format, `20150830T123600Z`, as milliseconds since the epoch.
@@ -343,7 +335,7 @@ std::string Sha256Hex(std::string_view data) {
   unsigned int size = 0;
   // Cannot fail with a built-in digest and a buffer of EVP_MAX_MD_SIZE.
   EVP_Digest(data.data(), data.size(), digest.data(), &size, EVP_sha256(), nullptr);
-  return Hex(digest.data(), size);
+  return LowerHex({reinterpret_cast<const char*>(digest.data()), size});
 }
 
 std::string HmacSha256(std::string_view key, std::string_view data) {

@@ -46,6 +46,8 @@ std::string XmlEscape(std::string_view text);
 
 // --- digests and encodings -------------------------------------------------------------
 
+// Lower-case hex of bytes, as AWS writes digests and signatures.
+std::string LowerHex(std::string_view bytes);
 std::string Md5Hex(std::string_view data);
 
 // A message attribute as SQS has it: a data type (`String`, `Number.int`, `Binary.gif`, ...)
