@@ -363,8 +363,10 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint32_t generation,
   }
   Unindex(offset, state);
   state.acked = true;
-  Persist(offset, state, batch);
   AdvanceFloor(batch);
+  // Usually the floor has just passed it (deleting its stored state); only a message
+  // deleted out of order keeps a state, now marked acknowledged.
+  if (offset >= floor_) Persist(offset, states_.at(offset), batch);
   return Ok();
 }
 
@@ -442,24 +444,44 @@ void QueuePartition::AckBelow(std::uint64_t end, storage::WriteBatch& batch) {
 }
 
 void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least) {
+  // Beyond this many stored states, one range deletion is cheaper than a point deletion
+  // each; below it, point deletions, because a range tombstone per floor move (one per
+  // delete call) makes every flush and compaction of queue_state re-fragment them all.
+  constexpr std::size_t kMaxPointDeletes = 256;
   std::uint64_t to = std::max({floor_, log_->start_offset(), at_least});
+  const std::uint32_t partition = log_->partition();
+  std::vector<std::uint64_t> stored;
+  bool range = false;
   auto it = states_.begin();
   // Below `to` everything is done (purged, or dropped by retention); from `to` on, a run of
   // acknowledged messages.
   while (it != states_.end() && (it->first < to || (it->first == to && it->second.acked))) {
     if (it->first == to) ++to;
-    if (!it->second.acked) Unindex(it->first, it->second);
+    const QueueMessageState& s = it->second;
+    if (!s.acked) Unindex(it->first, s);
+    // Only a received or acknowledged message has a stored state (Persist,
+    // PrepareDeadLetterDelete).
+    if (!range && (s.acked || s.receive_count > 0)) {
+      stored.push_back(it->first);
+      range = stored.size() > kMaxPointDeletes;
+    }
     it = states_.erase(it);
   }
   if (to == floor_) return;
-  const std::uint32_t partition = log_->partition();
   std::string value;
   PutFixed64BE(value, to);
   batch.Put(storage::ColumnFamily::kQueueState, storage::QueueFloorKey(subscription_, partition),
             std::move(value));
-  batch.DeleteRange(storage::ColumnFamily::kQueueState,
-                    storage::QueueMessageKey(subscription_, partition, floor_),
-                    storage::QueueMessageKey(subscription_, partition, to));
+  if (range) {
+    batch.DeleteRange(storage::ColumnFamily::kQueueState,
+                      storage::QueueMessageKey(subscription_, partition, floor_),
+                      storage::QueueMessageKey(subscription_, partition, to));
+  } else {
+    for (std::uint64_t offset : stored) {
+      batch.Delete(storage::ColumnFamily::kQueueState,
+                   storage::QueueMessageKey(subscription_, partition, offset));
+    }
+  }
   floor_ = to;
   scanned_ = std::max(scanned_, floor_);
 }

@@ -37,8 +37,10 @@ void WriteBatch::Append(WriteBatch&& other) {
   for (Op& op : other.ops_)
     ops_.push_back(std::move(op));
   bytes_ += other.bytes_;
+  range_deletions_ += other.range_deletions_;
   other.ops_.clear();
   other.bytes_ = 0;
+  other.range_deletions_ = 0;
 }
 
 void WriteBatch::Delete(ColumnFamily cf, std::string key) {
@@ -48,6 +50,7 @@ void WriteBatch::Delete(ColumnFamily cf, std::string key) {
 
 void WriteBatch::DeleteRange(ColumnFamily cf, std::string begin, std::string end) {
   bytes_ += begin.size() + end.size();
+  ++range_deletions_;
   ops_.push_back({OpType::kDeleteRange, cf, std::move(begin), std::move(end)});
 }
 

@@ -67,6 +67,7 @@ class WriteBatch {
   bool empty() const { return ops_.empty(); }
   std::size_t size() const { return ops_.size(); }
   std::size_t ByteSize() const { return bytes_; }
+  std::size_t RangeDeletions() const { return range_deletions_; }
 
  private:
   friend class Store;
@@ -79,6 +80,7 @@ class WriteBatch {
   };
   std::vector<Op> ops_;
   std::size_t bytes_ = 0;
+  std::size_t range_deletions_ = 0;
 };
 
 // A forward/backward cursor over one column family, always bounded to [lower, upper).

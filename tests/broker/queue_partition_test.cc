@@ -90,6 +90,21 @@ class QueuePartitionTest : public ::testing::Test {
     return s;
   }
 
+  // Offsets with a stored message state.
+  std::vector<std::uint64_t> StoredStates() const {
+    std::vector<std::uint64_t> out;
+    auto it = store_->NewIterator(storage::ColumnFamily::kQueueState,
+                                  storage::QueueMessageKey(kSubscription, 0, 0),
+                                  storage::QueuePartitionEnd(kSubscription, 0));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::uint64_t offset = 0;
+      EXPECT_TRUE(storage::ParseQueueMessageKey(it->key(), &offset));
+      out.push_back(offset);
+    }
+    EXPECT_TRUE(it->status());
+    return out;
+  }
+
   static std::vector<std::string> Values(const std::vector<ReceivedMessage>& messages) {
     std::vector<std::string> out;
     for (const auto& m : messages)
@@ -155,6 +170,59 @@ TEST_F(QueuePartitionTest, OutOfOrderDeletesHoldTheFloorUntilTheGapCloses) {
   EXPECT_EQ(queue_->floor(), 3u);
   auto counts = queue_->Counts(kT0);
   EXPECT_EQ(counts.visible + counts.in_flight + counts.delayed, 0u);
+}
+
+// A floor move deletes the states it passes one by one: a range tombstone per delete call
+// would make every flush and compaction of queue_state re-fragment thousands of them.
+TEST_F(QueuePartitionTest, FloorMovesDeleteStatesByKeyNotByRange) {
+  Send(4);
+  auto got = Receive(kT0, 4).messages;
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(StoredStates(), (std::vector<std::uint64_t>{0, 1, 2, 3}));
+
+  storage::WriteBatch out_of_order;  // holds the floor: the state stays, marked acknowledged
+  ASSERT_TRUE(queue_->Delete(got[2].offset, got[2].generation, out_of_order));
+  EXPECT_EQ(out_of_order.size(), 1u);
+  ASSERT_TRUE(store_->WriteSync(std::move(out_of_order)));
+
+  storage::WriteBatch in_order;  // the floor passes 0: its state is deleted, not rewritten
+  ASSERT_TRUE(queue_->Delete(got[0].offset, got[0].generation, in_order));
+  EXPECT_EQ(in_order.size(), 2u) << "the floor and one state deletion";
+  EXPECT_EQ(in_order.RangeDeletions(), 0u);
+  ASSERT_TRUE(store_->WriteSync(std::move(in_order)));
+  EXPECT_EQ(StoredStates(), (std::vector<std::uint64_t>{1, 2, 3}));
+
+  storage::WriteBatch gap;  // closes the gap: 1 and the acknowledged 2 go together
+  ASSERT_TRUE(queue_->Delete(got[1].offset, got[1].generation, gap));
+  EXPECT_EQ(gap.RangeDeletions(), 0u);
+  ASSERT_TRUE(store_->WriteSync(std::move(gap)));
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_EQ(StoredStates(), (std::vector<std::uint64_t>{3}));
+
+  Reload();
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_TRUE(Receive(kT0, 10).messages.empty()) << "3 is still leased";
+  auto again = Receive(kT0 + 30'000, 10).messages;
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].offset, 3u);
+  EXPECT_EQ(again[0].receive_count, 2u);
+}
+
+// Past a few hundred stored states (a purge of many leased messages) one range deletion
+// replaces the point deletions.
+TEST_F(QueuePartitionTest, AFloorMoveOverManyStatesDeletesThemAsARange) {
+  Send(600);
+  QueueReceiveOptions options;
+  options.max_in_flight = 1000;
+  ASSERT_EQ(Receive(kT0, 600, options).messages.size(), 600u);
+  storage::WriteBatch purge;
+  queue_->AckBelow(log_->end_offset(), purge);
+  EXPECT_EQ(purge.RangeDeletions(), 1u);
+  EXPECT_EQ(purge.size(), 2u);
+  ASSERT_TRUE(store_->WriteSync(std::move(purge)));
+  EXPECT_TRUE(StoredStates().empty());
+  Reload();
+  EXPECT_EQ(queue_->floor(), 600u);
 }
 
 TEST_F(QueuePartitionTest, ChangeVisibilityExtendsOrReleasesOneReceive) {
