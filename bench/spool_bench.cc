@@ -21,6 +21,11 @@
 // queue-latency: sends single messages at a fixed --rate while --consumers receive and
 // delete; reports send-to-deleted percentiles.
 //   spool-bench queue-cycle --consumers 8 --batch 10 --messages 200000
+// queue-cycle --groups N: the same on a FIFO queue whose messages spread over N groups;
+// fails if a group's messages arrive out of order.
+// read: fills a topic with --messages records, then times reading it from the start with
+// Fetch (--fetch-records per call), one reader per partition.
+//   spool-bench read --messages 1000000 --partitions 1
 // sqs: the SQS API over HTTP (AWS JSON 1.0): --connections each SendMessageBatch of 10 for
 // half the duration, then receive 10 and DeleteMessageBatch until the queue is empty.
 //   spool-bench --duration 10 sqs --endpoint 127.0.0.1:9324 --connections 16
@@ -31,6 +36,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string>
@@ -68,6 +75,10 @@ struct Options {
   double rate = 10'000;
   std::size_t consumers = 3;
   std::size_t messages = 100'000;
+  // queue-cycle: a FIFO queue with messages spread over this many groups (0: standard).
+  std::size_t groups = 0;
+  // read: records per Fetch.
+  std::uint32_t fetch_records = 1000;
 };
 
 // The q-quantile of sorted samples (0 when there are none).
@@ -105,7 +116,7 @@ v1::PublishRequest MakeBatch(const Options& o, std::mt19937_64& rng) {
 // One producer on a PublishStream: a writer keeps `inflight` batches outstanding, the
 // reader counts acknowledged records.
 std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
-                              Clock::time_point end) {
+                              Clock::time_point end, std::uint64_t limit = UINT64_MAX) {
   auto stub = v1::PublishService::NewStub(channel);
   grpc::ClientContext context;
   auto stream = stub->PublishStream(&context);
@@ -131,7 +142,7 @@ std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, con
   std::mt19937_64 rng(std::random_device{}());
   const v1::PublishRequest batch = MakeBatch(o, rng);
   std::uint64_t sequence = 0;
-  while (Clock::now() < end && !failed) {
+  while (Clock::now() < end && !failed && sequence * o.batch < limit) {
     {
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return outstanding < o.inflight; });
@@ -429,6 +440,69 @@ int RunGroup(Options o) {
   return got >= produced && settled ? 0 : 1;
 }
 
+// Fills a fresh topic with --messages records (batches of 100, 8 in flight), then reads it
+// from the start with Fetch, one reader per partition, and times the read alone.
+int RunRead(Options o) {
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  o.topic += "-read-" + std::to_string(::getpid());
+  if (!EnsureTopic(channel, o)) return 1;
+  Options fill = o;
+  fill.batch = 100;
+  fill.inflight = 8;
+  const std::uint64_t filled =
+      ProduceOnStream(channel, fill, Clock::now() + std::chrono::minutes(10), o.messages);
+  std::atomic<std::uint64_t> read{0};
+  std::atomic<bool> failed{false};
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(o.duration_s));
+  std::vector<std::thread> readers;
+  for (std::uint32_t p = 0; p < o.partitions; ++p) {
+    readers.emplace_back([&, p] {
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", static_cast<int>(p));
+      auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
+      auto stub = v1::StreamService::NewStub(own);
+      v1::FetchRequest request;
+      request.set_topic(o.topic);
+      request.set_partition(p);
+      request.set_max_records(o.fetch_records);
+      request.set_max_bytes(64u << 20);
+      while (Clock::now() < end) {
+        v1::FetchResponse response;
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        grpc::Status s = stub->Fetch(&context, request, &response);
+        if (!s.ok()) {
+          std::fprintf(stderr, "fetch failed: %s\n", s.error_message().c_str());
+          failed = true;
+          return;
+        }
+        if (response.records_size() == 0) return;  // the end: nothing is produced meanwhile
+        read += static_cast<std::uint64_t>(response.records_size());
+        request.set_offset(response.next_offset());
+      }
+    });
+  }
+  for (auto& t : readers)
+    t.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf(
+      "read (Fetch of a filled topic): record %zu B, %u partitions, %u per fetch: %llu of %llu "
+      "in %.2f s = %.0f msgs/s, %.1f MB/s\n",
+      o.record_size, o.partitions, o.fetch_records, static_cast<unsigned long long>(read.load()),
+      static_cast<unsigned long long>(filled), seconds, static_cast<double>(read) / seconds,
+      static_cast<double>(read) * static_cast<double>(o.record_size) / seconds / 1e6);
+  auto admin = v1::AdminService::NewStub(channel);
+  v1::DeleteTopicRequest del;
+  del.set_name(o.topic);
+  v1::DeleteTopicResponse deleted;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  admin->DeleteTopic(&context, del, &deleted);
+  return !failed && read.load() == filled && filled > 0 ? 0 : 1;
+}
+
 // ---- queues -----------------------------------------------------------------------------
 
 std::unique_ptr<grpc::ClientContext> QueueContext(std::chrono::seconds timeout) {
@@ -439,10 +513,12 @@ std::unique_ptr<grpc::ClientContext> QueueContext(std::chrono::seconds timeout) 
 
 // A fresh queue per run, so earlier runs' messages do not count.
 std::string NewQueue(v1::QueueService::Stub& stub, const Options& o, const std::string& kind) {
-  const std::string name = o.topic + "-" + kind + "-" + std::to_string(::getpid());
+  const std::string name =
+      o.topic + "-" + kind + "-" + std::to_string(::getpid()) + (o.groups > 0 ? ".fifo" : "");
   v1::CreateQueueRequest request;
   request.set_name(name);
   request.mutable_attributes()->set_partitions(o.partitions);
+  if (o.groups > 0) request.mutable_attributes()->set_fifo(true);
   v1::CreateQueueResponse response;
   grpc::Status s =
       stub.CreateQueue(QueueContext(std::chrono::seconds(20)).get(), request, &response);
@@ -467,8 +543,9 @@ std::uint64_t SendFor(const std::shared_ptr<grpc::Channel>& channel, const Optio
   std::atomic<std::uint64_t> sent{0};
   std::vector<std::thread> senders;
   for (std::size_t t = 0; t < threads; ++t) {
-    senders.emplace_back([&] {
+    senders.emplace_back([&, t] {
       auto stub = v1::QueueService::NewStub(channel);
+      std::uint64_t n = 0;  // FIFO: this sender's messages, for unique deduplication ids
       v1::SendMessageBatchRequest request;
       request.set_queue(queue);
       for (std::size_t i = 0; i < o.batch; ++i) {
@@ -477,6 +554,14 @@ std::uint64_t SendFor(const std::shared_ptr<grpc::Channel>& channel, const Optio
         entry->set_body(std::string(o.record_size, 'q'));
       }
       while (Clock::now() < end && sent.load() < limit) {
+        if (o.groups > 0) {
+          // Each batch spreads over the groups, so every group fills at the same pace.
+          for (auto& entry : *request.mutable_entries()) {
+            entry.set_message_group_id("g" + std::to_string(n % o.groups));
+            entry.set_deduplication_id(std::to_string(t) + "-" + std::to_string(n));
+            ++n;
+          }
+        }
         v1::SendMessageBatchResponse response;
         grpc::Status s = stub->SendMessageBatch(QueueContext(std::chrono::seconds(30)).get(),
                                                 request, &response);
@@ -513,10 +598,12 @@ int RunQueueSend(const Options& o) {
 }
 
 // One consumer: receive up to `batch`, delete them in one call; `on_deleted` gets each body.
+// `on_received` (optional) sees each answer before its delete.
 void ConsumeQueue(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
                   const std::string& queue, const std::atomic<bool>& stop,
                   const std::function<bool(const v1::QueueMessage&)>& on_deleted,
-                  std::atomic<std::uint64_t>& deleted) {
+                  std::atomic<std::uint64_t>& deleted,
+                  const std::function<void(const v1::ReceiveMessagesResponse&)>& on_received = {}) {
   auto stub = v1::QueueService::NewStub(channel);
   while (!stop) {
     v1::ReceiveMessagesRequest receive;
@@ -529,6 +616,7 @@ void ConsumeQueue(const std::shared_ptr<grpc::Channel>& channel, const Options& 
         received.messages_size() == 0) {
       continue;
     }
+    if (on_received) on_received(received);
     v1::DeleteMessageBatchRequest del;
     del.set_queue(queue);
     for (int i = 0; i < received.messages_size(); ++i) {
@@ -558,6 +646,21 @@ int RunQueueCycle(const Options& o) {
       SendFor(channel, fill, queue, 4, Clock::now() + std::chrono::minutes(10), o.messages);
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> deleted{0};
+  // FIFO: a group's next message is delivered only after the previous one was deleted, so
+  // checking at receive time sees each group's messages in delivery order.
+  std::mutex order_mu;
+  std::map<std::string, std::uint64_t> last_sequence;
+  std::uint64_t out_of_order = 0;
+  auto check_order = [&](const v1::ReceiveMessagesResponse& received) {
+    std::lock_guard lock(order_mu);
+    for (const auto& m : received.messages()) {
+      auto [it, fresh] = last_sequence.try_emplace(m.message_group_id(), m.sequence_number());
+      if (!fresh) {
+        if (m.sequence_number() <= it->second) ++out_of_order;
+        it->second = m.sequence_number();
+      }
+    }
+  };
   const auto start = Clock::now();
   const auto end = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(o.duration_s));
@@ -568,7 +671,9 @@ int RunQueueCycle(const Options& o) {
       args.SetInt("grpc.channel_id", static_cast<int>(c));
       auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
       ConsumeQueue(
-          own, o, queue, stop, [](const v1::QueueMessage&) { return true; }, deleted);
+          own, o, queue, stop, [](const v1::QueueMessage&) { return true; }, deleted,
+          o.groups > 0 ? std::function<void(const v1::ReceiveMessagesResponse&)>(check_order)
+                       : nullptr);
     });
   }
   while (deleted.load() < filled && Clock::now() < end)
@@ -578,12 +683,20 @@ int RunQueueCycle(const Options& o) {
   stop = true;
   for (auto& t : consumers)
     t.join();
+  const std::string kind =
+      o.groups > 0 ? "FIFO, " + std::to_string(o.groups) + " groups" : std::string("standard");
   std::printf(
-      "queue cycle (receive + delete batch): message %zu B, batch %zu, consumers %zu, %u "
+      "queue cycle (receive + delete batch): %s, message %zu B, batch %zu, consumers %zu, %u "
       "partitions: %llu of %llu in %.1f s = %.0f msgs/s\n",
-      o.record_size, o.batch, o.consumers, o.partitions, static_cast<unsigned long long>(done),
-      static_cast<unsigned long long>(filled), seconds, static_cast<double>(done) / seconds);
+      kind.c_str(), o.record_size, o.batch, o.consumers, o.partitions,
+      static_cast<unsigned long long>(done), static_cast<unsigned long long>(filled), seconds,
+      static_cast<double>(done) / seconds);
   DeleteQueue(*stub, queue);
+  if (out_of_order > 0) {
+    std::fprintf(stderr, "FIFO order broken: %llu messages came before an earlier one\n",
+                 static_cast<unsigned long long>(out_of_order));
+    return 1;
+  }
   return done > 0 ? 0 : 1;
 }
 
@@ -699,7 +812,18 @@ int main(int argc, char** argv) {
   queue_cycle->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
   queue_cycle->add_option("--messages", o.messages, "Messages to fill the queue with")
       ->capture_default_str();
+  queue_cycle
+      ->add_option("--groups", o.groups,
+                   "FIFO queue with messages spread over this many groups (0: standard); "
+                   "fails if a group's order is broken")
+      ->capture_default_str();
   queue_latency->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
+  auto* read = app.add_subcommand("read", "Sequential Fetch of a topic filled beforehand");
+  read->add_option("--partitions", o.partitions, "Partitions (one reader each)")
+      ->capture_default_str();
+  read->add_option("--messages", o.messages, "Records to fill the topic with")
+      ->capture_default_str();
+  read->add_option("--fetch-records", o.fetch_records, "Records per Fetch")->capture_default_str();
   queue_latency->add_option("--rate", o.rate, "Messages per second")->capture_default_str();
   spool::bench::SqsWorkloadOptions sqs_options;
   auto* sqs = app.add_subcommand("sqs", "SQS API send, then receive + delete, in batches of 10");
@@ -717,6 +841,7 @@ int main(int argc, char** argv) {
     return spool::bench::RunSqsWorkload(sqs_options);
   }
   if (group->parsed()) return RunGroup(o);
+  if (read->parsed()) return RunRead(o);
   if (queue_send->parsed()) return RunQueueSend(o);
   if (queue_cycle->parsed()) return RunQueueCycle(o);
   if (queue_latency->parsed()) return RunQueueLatency(o);
