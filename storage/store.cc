@@ -12,6 +12,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include "common/coding.h"
 #include "storage/logger.h"
 #include "storage/rocks_status.h"
 
@@ -28,30 +29,37 @@ std::string_view ColumnFamilyName(ColumnFamily cf) {
 
 // ---- WriteBatch -------------------------------------------------------------------------
 
-void WriteBatch::Put(ColumnFamily cf, std::string key, std::string value) {
-  bytes_ += key.size() + value.size();
-  ops_.push_back({OpType::kPut, cf, std::move(key), std::move(value)});
+void WriteBatch::Add(OpType type, ColumnFamily cf, std::string_view a, std::string_view b) {
+  rep_.push_back(static_cast<char>(type));
+  rep_.push_back(static_cast<char>(cf));
+  PutLengthPrefixed(rep_, a);
+  if (type != OpType::kDelete) PutLengthPrefixed(rep_, b);
+  ++count_;
+  bytes_ += a.size() + b.size();
+}
+
+void WriteBatch::Put(ColumnFamily cf, std::string_view key, std::string_view value) {
+  Add(OpType::kPut, cf, key, value);
+}
+
+void WriteBatch::Delete(ColumnFamily cf, std::string_view key) {
+  Add(OpType::kDelete, cf, key, {});
+}
+
+void WriteBatch::DeleteRange(ColumnFamily cf, std::string_view begin, std::string_view end) {
+  Add(OpType::kDeleteRange, cf, begin, end);
+  ++range_deletions_;
 }
 
 void WriteBatch::Append(WriteBatch&& other) {
-  for (Op& op : other.ops_)
-    ops_.push_back(std::move(op));
+  rep_.append(other.rep_);
+  count_ += other.count_;
   bytes_ += other.bytes_;
   range_deletions_ += other.range_deletions_;
-  other.ops_.clear();
+  other.rep_.clear();
+  other.count_ = 0;
   other.bytes_ = 0;
   other.range_deletions_ = 0;
-}
-
-void WriteBatch::Delete(ColumnFamily cf, std::string key) {
-  bytes_ += key.size();
-  ops_.push_back({OpType::kDelete, cf, std::move(key), {}});
-}
-
-void WriteBatch::DeleteRange(ColumnFamily cf, std::string begin, std::string end) {
-  bytes_ += begin.size() + end.size();
-  ++range_deletions_;
-  ops_.push_back({OpType::kDeleteRange, cf, std::move(begin), std::move(end)});
 }
 
 // ---- Db ---------------------------------------------------------------------------------
@@ -238,17 +246,28 @@ Status Store::WriteGroup(const std::vector<Pending>& group) {
     bytes += p.batch.ByteSize() + 24 * p.batch.size();
   rocksdb::WriteBatch wb(bytes);
   for (const Pending& p : group) {
-    for (const WriteBatch::Op& op : p.batch.ops_) {
+    std::string_view in = p.batch.rep_;
+    while (!in.empty()) {
+      // Written by WriteBatch::Add in this process: a malformed buffer is a bug.
+      if (in.size() < 2) return Internal("write batch: truncated change");
+      const auto type = static_cast<WriteBatch::OpType>(in[0]);
+      const auto cf = static_cast<ColumnFamily>(in[1]);
+      in.remove_prefix(2);
+      std::string_view a, b;
+      if (!GetLengthPrefixed(in, &a) ||
+          (type != WriteBatch::OpType::kDelete && !GetLengthPrefixed(in, &b))) {
+        return Internal("write batch: truncated change");
+      }
       rocksdb::Status s;
-      switch (op.type) {
+      switch (type) {
         case WriteBatch::OpType::kPut:
-          s = wb.Put(db_->cf(op.cf), op.a, op.b);
+          s = wb.Put(db_->cf(cf), ToSlice(a), ToSlice(b));
           break;
         case WriteBatch::OpType::kDelete:
-          s = wb.Delete(db_->cf(op.cf), op.a);
+          s = wb.Delete(db_->cf(cf), ToSlice(a));
           break;
         case WriteBatch::OpType::kDeleteRange:
-          s = wb.DeleteRange(db_->cf(op.cf), op.a, op.b);
+          s = wb.DeleteRange(db_->cf(cf), ToSlice(a), ToSlice(b));
           break;
       }
       if (!s.ok()) return FromRocks(s, "building a write batch");
