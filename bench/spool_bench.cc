@@ -87,6 +87,19 @@ double Percentile(const std::vector<double>& sorted, double q) {
   return sorted[std::min(sorted.size() - 1, static_cast<std::size_t>(q * sorted.size()))];
 }
 
+// `seconds` after `from`.
+Clock::time_point After(Clock::time_point from, double seconds) {
+  return from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// A channel of its own for worker `id`, as separate client processes would have: channels
+// with equal arguments share one connection.
+std::shared_ptr<grpc::Channel> OwnChannel(const std::string& address, std::size_t id) {
+  grpc::ChannelArguments args;
+  args.SetInt("grpc.channel_id", static_cast<int>(id));
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
 bool EnsureTopic(const std::shared_ptr<grpc::Channel>& channel, const Options& o) {
   auto admin = v1::AdminService::NewStub(channel);
   v1::CreateTopicRequest request;
@@ -211,16 +224,13 @@ int RunProduce(const Options& o) {
   auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
   if (!EnsureTopic(channel, o)) return 1;
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(o.duration_s));
+  const auto end = After(start, o.duration_s);
   std::vector<std::thread> threads;
   std::atomic<std::uint64_t> total{0};
   for (std::size_t p = 0; p < o.producers; ++p) {
     threads.emplace_back([&, p] {
       // A channel per producer, as separate client processes would have.
-      grpc::ChannelArguments args;
-      args.SetInt("grpc.channel_id", static_cast<int>(p));
-      auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
+      auto own = OwnChannel(o.address, p);
       total += o.unary ? ProduceUnary(own, o, end) : ProduceOnStream(own, o, end);
     });
   }
@@ -388,8 +398,7 @@ int RunGroup(Options o) {
   const auto start = Clock::now();
   {
     spool::Producer producer(client);
-    const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(o.duration_s));
+    const auto end = After(start, o.duration_s);
     std::string padding(std::max<std::size_t>(o.record_size, 8) - 8, 'x');
     while (Clock::now() < end) {
       spool::ProducerRecord record;
@@ -400,9 +409,7 @@ int RunGroup(Options o) {
       producer.Send(std::move(record), [](const spool::Delivery&) {});
       ++produced;
       if (o.rate > 0) {
-        const auto due = start + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(produced / o.rate));
-        std::this_thread::sleep_until(due);
+        std::this_thread::sleep_until(After(start, static_cast<double>(produced) / o.rate));
       }
     }
     producer.Flush();
@@ -454,14 +461,11 @@ int RunRead(Options o) {
   std::atomic<std::uint64_t> read{0};
   std::atomic<bool> failed{false};
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(o.duration_s));
+  const auto end = After(start, o.duration_s);
   std::vector<std::thread> readers;
   for (std::uint32_t p = 0; p < o.partitions; ++p) {
     readers.emplace_back([&, p] {
-      grpc::ChannelArguments args;
-      args.SetInt("grpc.channel_id", static_cast<int>(p));
-      auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
+      auto own = OwnChannel(o.address, p);
       auto stub = v1::StreamService::NewStub(own);
       v1::FetchRequest request;
       request.set_topic(o.topic);
@@ -584,8 +588,7 @@ int RunQueueSend(const Options& o) {
   const std::string queue = NewQueue(*stub, o, "send");
   if (queue.empty()) return 1;
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(o.duration_s));
+  const auto end = After(start, o.duration_s);
   const std::uint64_t sent = SendFor(channel, o, queue, o.producers, end, UINT64_MAX);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   std::printf(
@@ -662,14 +665,11 @@ int RunQueueCycle(const Options& o) {
     }
   };
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(o.duration_s));
+  const auto end = After(start, o.duration_s);
   std::vector<std::thread> consumers;
   for (std::size_t c = 0; c < o.consumers; ++c) {
     consumers.emplace_back([&, c] {
-      grpc::ChannelArguments args;
-      args.SetInt("grpc.channel_id", static_cast<int>(c));
-      auto own = grpc::CreateCustomChannel(o.address, grpc::InsecureChannelCredentials(), args);
+      auto own = OwnChannel(o.address, c);
       ConsumeQueue(
           own, o, queue, stop, [](const v1::QueueMessage&) { return true; }, deleted,
           o.groups > 0 ? std::function<void(const v1::ReceiveMessagesResponse&)>(check_order)
