@@ -659,7 +659,8 @@ int RunQueueCycle(const Options& o) {
     for (const auto& m : received.messages()) {
       auto [it, fresh] = last_sequence.try_emplace(m.message_group_id(), m.sequence_number());
       if (!fresh) {
-        if (m.sequence_number() <= it->second) ++out_of_order;
+        // Equal is the same message again (its delete failed and its lease ran out).
+        if (m.sequence_number() < it->second) ++out_of_order;
         it->second = m.sequence_number();
       }
     }
