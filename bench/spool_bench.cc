@@ -497,13 +497,10 @@ int RunRead(Options o) {
       o.record_size, o.partitions, o.fetch_records, static_cast<unsigned long long>(read.load()),
       static_cast<unsigned long long>(filled), seconds, static_cast<double>(read) / seconds,
       static_cast<double>(read) * static_cast<double>(o.record_size) / seconds / 1e6);
-  auto admin = v1::AdminService::NewStub(channel);
-  v1::DeleteTopicRequest del;
-  del.set_name(o.topic);
-  v1::DeleteTopicResponse deleted;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  admin->DeleteTopic(&context, del, &deleted);
+  spool::ClientOptions client_options;
+  client_options.address = o.address;
+  spool::Client client(client_options);
+  spool::Admin(client).DeleteTopic(o.topic);
   return !failed && read.load() == filled && filled > 0 ? 0 : 1;
 }
 
