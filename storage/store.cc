@@ -129,6 +129,10 @@ Status Iterator::status() const {
   return FromRocks(impl_->it->status());
 }
 
+// Chosen by measurement: the batch-100 queue cycle in bench/README.md ran about 15% faster
+// with 4 MiB than with RocksDB's default 64 MiB; 1 MiB and 16 MiB gained less.
+constexpr std::size_t kQueueStateMemtableBytes = 4u << 20;
+
 // ---- Store ------------------------------------------------------------------------------
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& options) {
@@ -147,8 +151,15 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
-  for (std::string_view name : kCfNames)
-    descriptors.emplace_back(std::string(name), cf_options);
+  for (std::string_view name : kCfNames) {
+    rocksdb::ColumnFamilyOptions family = cf_options;
+    // Queue states are written twice per message (the lease, then its deletion) in an order
+    // that defeats the skip list's sequential-insert shortcut, so every insert searches the
+    // whole memtable. A small memtable keeps that search short and cache-resident; the
+    // states live briefly, so the extra flushes carry little.
+    if (name == "queue_state") family.write_buffer_size = kQueueStateMemtableBytes;
+    descriptors.emplace_back(std::string(name), family);
+  }
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
