@@ -232,10 +232,13 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
     if (out.size() > want) out.resize(want);
   }
   // 2. Messages not examined yet, from the log; a bounded number per receive, so one call
-  // cannot hold the strand for a whole backlog of delayed or locked messages.
+  // cannot hold the strand for a whole backlog of delayed or locked messages. A standard
+  // queue reads only as many as it still wants: a record examined and not taken would be
+  // read again by the receive that takes it. FIFO reads ahead for other groups.
   const std::uint64_t scan_end = std::min(end, log_->end_offset());
   while (out.size() < want && scanned_ < scan_end && scan_budget > 0) {
-    auto records = Scan(std::min({kScanChunk, scan_budget, scan_end - scanned_}));
+    const std::size_t chunk = fifo ? kScanChunk : want - out.size();
+    auto records = Scan(std::min({chunk, scan_budget, scan_end - scanned_}));
     if (!records) return records.error();
     if (records->empty()) break;
     scan_budget -= std::min(scan_budget, records->size());

@@ -324,6 +324,28 @@ TEST_F(QueuePartitionTest, ManyMessagesAreEachReceivedOnce) {
   EXPECT_EQ(queue_->Counts(kT0).in_flight, 600u);
 }
 
+TEST_F(QueuePartitionTest, AStandardReceiveExaminesOnlyWhatItTakes) {
+  // A record examined and not taken is read again by the receive that takes it, so a
+  // standard queue reads no further than it needs.
+  Send(50);
+  auto got = Receive(kT0, 3);
+  ASSERT_EQ(got.messages.size(), 3u);
+  EXPECT_TRUE(queue_->State(2).has_value());
+  EXPECT_FALSE(queue_->State(3).has_value()) << "offset 3 was examined without being taken";
+  EXPECT_EQ(queue_->Counts(kT0).visible, 47u);
+  // A delayed message is examined and passed over; the receive reads on to fill itself.
+  Send(1, "late", std::nullopt, kT0 + 5'000);
+  Send(2, "now");
+  std::set<std::uint64_t> offsets;
+  for (int i = 0; i < 10 && offsets.size() < 49; ++i) {
+    for (const auto& m : Receive(kT0, 10).messages)
+      EXPECT_TRUE(offsets.insert(m.offset).second) << "offset " << m.offset << " twice";
+  }
+  EXPECT_EQ(offsets.size(), 49u);
+  EXPECT_EQ(offsets.count(50), 0u) << "the delayed message was received early";
+  EXPECT_EQ(queue_->Counts(kT0).delayed, 1u);
+}
+
 TEST_F(QueuePartitionTest, AZeroVisibilityReceiveLeavesTheMessageVisible) {
   Send(1);
   QueueReceiveOptions peek;
