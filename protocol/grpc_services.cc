@@ -1196,14 +1196,15 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ReceiveMessages(
     // released at once for others.
     const bool gone = context->IsCancelled();
     std::uint64_t bytes = 0;
-    for (const auto& m : *got) {
+    for (auto& m : *got) {
       bytes += m.message.record.value.size();
       if (gone || (response->messages_size() > 0 && bytes > max_bytes)) {
         broker_.ChangeMessageVisibility(
             queue, {m.partition, m.message.offset, m.message.generation}, 0, [](Status) {});
         continue;
       }
-      MessageToProto(m, ids.topic_id, ids.subscription, ids.fifo, response->add_messages());
+      MessageToProto(std::move(m), ids.topic_id, ids.subscription, ids.fifo,
+                     response->add_messages());
     }
     reactor->Finish(grpc::Status::OK);
   });

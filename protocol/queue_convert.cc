@@ -170,18 +170,18 @@ void QueueToProto(const broker::QueueInfo& in, v1::Queue* out) {
   out->mutable_stats()->set_approximate_delayed(in.counts.delayed);
 }
 
-void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
-                    std::uint32_t subscription, bool fifo, v1::QueueMessage* out) {
-  const broker::ReceivedMessage& m = in.message;
-  const storage::Record& r = m.record;
+void MessageToProto(broker::QueueMessage&& in, std::uint32_t topic_id, std::uint32_t subscription,
+                    bool fifo, v1::QueueMessage* out) {
+  broker::ReceivedMessage& m = in.message;
+  storage::Record& r = m.record;
   out->set_message_id(MessageIdOf(r, topic_id, in.partition, m.offset));
   out->set_receipt_handle(EncodeReceipt(subscription, {in.partition, m.offset, m.generation}));
-  out->set_body(r.value);
+  out->set_body(std::move(r.value));
   std::uint32_t earlier_receives = 0;  // in the source queue, for a dead letter
   std::int64_t sent_ms = r.append_timestamp_ms;
-  for (const auto& [key, value] : r.headers) {
+  for (auto& [key, value] : r.headers) {
     if (key == "spool.dlq.source_queue") {
-      out->set_dead_letter_source_queue(value);
+      out->set_dead_letter_source_queue(std::move(value));
       continue;
     }
     if (key == "spool.dlq.receive_count") {
@@ -195,9 +195,9 @@ void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
     if (key.rfind("spool.", 0) == 0) continue;
     v1::Header* h = out->add_headers();
     h->set_key(key);
-    h->set_value(value);
+    h->set_value(std::move(value));
   }
-  if (r.key) out->set_key(*r.key);
+  if (r.key) out->set_key(std::move(*r.key));
   out->set_receive_count(earlier_receives + m.receive_count);
   out->set_first_receive_timestamp_ms(m.first_receive_ms);
   out->set_sent_timestamp_ms(sent_ms);

@@ -33,8 +33,9 @@ Result<broker::QueueReceipt> DecodeReceipt(const std::string& handle, std::uint3
 Result<broker::QueueAttributes> AttributesFromProto(const v1::QueueAttributes& in,
                                                     broker::QueueAttributes base);
 void QueueToProto(const broker::QueueInfo& in, v1::Queue* out);
-void MessageToProto(const broker::QueueMessage& in, std::uint32_t topic_id,
-                    std::uint32_t subscription, bool fifo, v1::QueueMessage* out);
+// Moves the body, key and headers out of `in`: a receive copies nothing it has read.
+void MessageToProto(broker::QueueMessage&& in, std::uint32_t topic_id, std::uint32_t subscription,
+                    bool fifo, v1::QueueMessage* out);
 
 // Redrive task ids on the wire: the broker's number as 16 hex digits.
 std::string TaskId(std::uint64_t id);

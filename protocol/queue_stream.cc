@@ -310,25 +310,27 @@ class Stream : public std::enable_shared_from_this<Stream> {
   }
 
   // Adds messages to the window and queues them for writing, about 3 MiB per response.
-  void Deliver(const std::vector<broker::QueueMessage>& messages) {
+  void Deliver(std::vector<broker::QueueMessage>& messages) {
     Response* response = nullptr;
     std::size_t response_bytes = 0;
-    for (const auto& m : messages) {
+    for (auto& m : messages) {
+      std::uint64_t bytes = m.message.record.value.size();
+      for (const auto& [key, value] : m.message.record.headers)
+        bytes += key.size() + value.size();
+      const Key key{m.partition, m.message.offset};
+      const std::uint32_t generation = m.message.generation;
+      const std::int64_t deadline_ms = m.message.visibility_deadline_ms;
       v1::QueueMessage proto;
-      MessageToProto(m, ids_.topic_id, ids_.subscription, ids_.fifo, &proto);
+      MessageToProto(std::move(m), ids_.topic_id, ids_.subscription, ids_.fifo, &proto);
       const std::size_t size = proto.ByteSizeLong();
       if (response == nullptr || response_bytes + size > kMaxResponseBytes) {
         response = &responses_.emplace_back();
         response_bytes = 0;
       }
       response_bytes += size;
-      std::uint64_t bytes = m.message.record.value.size();
-      for (const auto& [key, value] : m.message.record.headers)
-        bytes += key.size() + value.size();
-      const Key key{m.partition, m.message.offset};
       if (auto old = outstanding_.find(key); old != outstanding_.end()) Forget(old);
-      outstanding_[key] = {m.message.generation, bytes, m.message.visibility_deadline_ms};
-      deadlines_.insert({m.message.visibility_deadline_ms, key});
+      outstanding_[key] = {generation, bytes, deadline_ms};
+      deadlines_.insert({deadline_ms, key});
       outstanding_bytes_ += bytes;
       *response->add_messages() = std::move(proto);
     }
