@@ -19,6 +19,7 @@
 
 #include "broker/broker.h"
 #include "common/metrics.h"
+#include "protocol/arena_allocator.h"
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/groups.grpc.pb.h"
@@ -101,7 +102,9 @@ class PublishServiceImpl final : public v1::PublishService::CallbackService {
   // `max_in_flight` bounds the batches one PublishStream has at the broker; past it the
   // stream stops reading, which pushes back on the client through gRPC flow control.
   PublishServiceImpl(broker::Broker& broker, std::size_t max_in_flight, CallCounter& calls)
-      : broker_(broker), max_in_flight_(max_in_flight), calls_(calls) {}
+      : broker_(broker), max_in_flight_(max_in_flight), calls_(calls) {
+    SetMessageAllocatorFor_Publish(&publish_messages_);
+  }
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* context,
                                     const v1::PublishRequest* request,
@@ -113,11 +116,14 @@ class PublishServiceImpl final : public v1::PublishService::CallbackService {
   broker::Broker& broker_;
   const std::size_t max_in_flight_;
   CallCounter& calls_;
+  ArenaMessageAllocator<v1::PublishRequest, v1::PublishResponse> publish_messages_;
 };
 
 class StreamServiceImpl final : public v1::StreamService::CallbackService {
  public:
-  StreamServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
+  StreamServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {
+    SetMessageAllocatorFor_Fetch(&fetch_messages_);
+  }
 
   grpc::ServerUnaryReactor* Fetch(grpc::CallbackServerContext* context,
                                   const v1::FetchRequest* request,
@@ -129,6 +135,7 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
  private:
   broker::Broker& broker_;
   CallCounter& calls_;
+  ArenaMessageAllocator<v1::FetchRequest, v1::FetchResponse> fetch_messages_;
 };
 
 // Consumer groups (proto/spool/v1/groups.proto); the protocol is in broker::GroupCoordinator.
@@ -136,7 +143,13 @@ class StreamServiceImpl final : public v1::StreamService::CallbackService {
 // visibility and redrive tasks.
 class QueueServiceImpl final : public v1::QueueService::CallbackService {
  public:
-  QueueServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {}
+  QueueServiceImpl(broker::Broker& broker, CallCounter& calls) : broker_(broker), calls_(calls) {
+    SetMessageAllocatorFor_SendMessage(&send_messages_);
+    SetMessageAllocatorFor_SendMessageBatch(&send_batch_messages_);
+    SetMessageAllocatorFor_ReceiveMessages(&receive_messages_);
+    SetMessageAllocatorFor_DeleteMessage(&delete_messages_);
+    SetMessageAllocatorFor_DeleteMessageBatch(&delete_batch_messages_);
+  }
 
   grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* context,
                                         const v1::CreateQueueRequest* request,
@@ -198,6 +211,14 @@ class QueueServiceImpl final : public v1::QueueService::CallbackService {
  private:
   broker::Broker& broker_;
   CallCounter& calls_;
+  // The calls of the send, receive and delete loops (ArenaMessageAllocator says why).
+  ArenaMessageAllocator<v1::SendMessageRequest, v1::SendMessageResponse> send_messages_;
+  ArenaMessageAllocator<v1::SendMessageBatchRequest, v1::SendMessageBatchResponse>
+      send_batch_messages_;
+  ArenaMessageAllocator<v1::ReceiveMessagesRequest, v1::ReceiveMessagesResponse> receive_messages_;
+  ArenaMessageAllocator<v1::DeleteMessageRequest, v1::DeleteMessageResponse> delete_messages_;
+  ArenaMessageAllocator<v1::DeleteMessageBatchRequest, v1::DeleteMessageBatchResponse>
+      delete_batch_messages_;
 };
 
 class GroupServiceImpl final : public v1::GroupService::CallbackService {
