@@ -4,24 +4,19 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-static const char *host = "127.0.0.1", *workload = "produce";
-static int port = 11300, size = 256, window = 1, consumers = 1;
-static long count = 100000;
-static double rate = 10000, duration_s = 10;
-static char tube[64];
+#include "peer_common.h"
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static struct peer_args A = {.host = "127.0.0.1", .workload = "produce", .port = 11300,
+                             .size = 256, .window = 1, .consumers = 1, .count = 100000,
+                             .rate = 10000, .duration_s = 10};
+static char tube[64];
 
 static void die(const char *what) {
   fprintf(stderr, "beanstalkd_bench: %s\n", what);
@@ -37,8 +32,8 @@ struct conn {
 
 static struct conn *connect_or_die(void) {
   struct conn *c = calloc(1, sizeof *c);
-  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("bad --host");
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((unsigned short)A.port)};
+  if (inet_pton(AF_INET, A.host, &addr.sin_addr) != 1) die("bad --host");
   c->fd = socket(AF_INET, SOCK_STREAM, 0);
   if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
   int one = 1;
@@ -121,19 +116,18 @@ static void watch_tube(struct conn *c) {
 // Appends a put of `body` to `c`'s socket.
 static void send_put(struct conn *c, const char *body) {
   char head[64];
-  int n = snprintf(head, sizeof head, "put 1024 0 60 %d\r\n", size);
-  char *msg = malloc((size_t)n + (size_t)size + 2);
+  int n = snprintf(head, sizeof head, "put 1024 0 60 %d\r\n", A.size);
+  char *msg = malloc((size_t)n + (size_t)A.size + 2);
   memcpy(msg, head, (size_t)n);
-  memcpy(msg + n, body, (size_t)size);
-  memcpy(msg + n + size, "\r\n", 2);
-  send_all(c, msg, (size_t)n + (size_t)size + 2);
+  memcpy(msg + n, body, (size_t)A.size);
+  memcpy(msg + n + A.size, "\r\n", 2);
+  send_all(c, msg, (size_t)n + (size_t)A.size + 2);
   free(msg);
 }
 
 // Puts with up to `win` replies outstanding until `n` are inserted or `seconds` pass.
 static long produce(struct conn *c, long n, int win, double seconds) {
-  char *body = malloc((size_t)size);
-  memset(body, 'x', (size_t)size);
+  char *body = peer_payload((size_t)A.size);
   const double end = now_s() + seconds;
   long sent = 0, acked = 0;
   while (sent < n && now_s() < end) {
@@ -158,7 +152,7 @@ static unsigned long reserve(struct conn *c, int timeout_s, char *body) {
   if (!strncmp(line, "TIMED_OUT", 9)) return 0;
   unsigned long id;
   int bytes;
-  if (sscanf(line, "RESERVED %lu %d", &id, &bytes) != 2 || bytes != size) {
+  if (sscanf(line, "RESERVED %lu %d", &id, &bytes) != 2 || bytes != A.size) {
     fprintf(stderr, "beanstalkd_bench: reserve: %s\n", line);
     exit(1);
   }
@@ -181,7 +175,7 @@ static void *cycle_consumer(void *arg) {
   (void)arg;
   struct conn *c = connect_or_die();
   watch_tube(c);
-  char *body = malloc((size_t)size);
+  char *body = malloc((size_t)A.size);
   long mine = 0;
   unsigned long id;
   while (now_s() < cycle_end && (id = reserve(c, 0, body)) != 0) {
@@ -200,24 +194,31 @@ static void *cycle_consumer(void *arg) {
 // Latency: puts at `rate` with the scheduled send time in the body; a consumer reserves,
 // records now - that time, and deletes.
 static double *lat_ms;
-static volatile long lat_n, lat_sent;
-static volatile int producing = 1;
-static volatile double drain_until;  // the consumer gives up on messages still missing then
+static atomic_long lat_n;  // one writer, the consumer thread: a load and a store increment it
+static atomic_long lat_sent;
+static atomic_int producing = 1;
+static _Atomic double drain_until;  // the consumer gives up on messages still missing then
 
 static void *lat_consumer(void *arg) {
   (void)arg;
   struct conn *c = connect_or_die();
   watch_tube(c);
-  char *body = malloc((size_t)size);
+  char *body = malloc((size_t)A.size);
   for (;;) {
     unsigned long id = reserve(c, 1, body);
     if (id != 0) {
       double sent;
       memcpy(&sent, body, sizeof sent);
-      if (lat_n < count) lat_ms[lat_n++] = (now_s() - sent) * 1e3;
+      const long got = atomic_load(&lat_n);
+      if (got < A.count) {
+        lat_ms[got] = (now_s() - sent) * 1e3;
+        atomic_store(&lat_n, got + 1);
+      }
       delete_job(c, id);
     }
-    if (!producing && (lat_n >= lat_sent || now_s() > drain_until)) break;
+    if (!atomic_load(&producing) &&
+        (atomic_load(&lat_n) >= atomic_load(&lat_sent) || now_s() > atomic_load(&drain_until)))
+      break;
   }
   free(body);
   close(c->fd);
@@ -225,106 +226,79 @@ static void *lat_consumer(void *arg) {
   return NULL;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static void latency(struct conn *c) {
-  long n = (long)(rate * duration_s);
-  if (n > count) n = count;
-  count = n;
+static int latency(struct conn *c) {
+  long n = (long)(A.rate * A.duration_s);
+  if (n > A.count) n = A.count;
+  A.count = n;
   lat_ms = calloc((size_t)n, sizeof *lat_ms);
   pthread_t reader;
   pthread_create(&reader, NULL, lat_consumer, NULL);
-  char *body = malloc((size_t)size);
-  memset(body, 'x', (size_t)size);
+  char *body = peer_payload((size_t)A.size);
   const double start = now_s();
   long outstanding = 0;
   for (long i = 0; i < n; i++) {
-    const double due = start + (double)i / rate;
-    if (now_s() > start + duration_s + 1) break;  // saturated: stop sending, report below
-    double t;
-    while ((t = now_s()) < due) {
-      if (due - t > 200e-6) {
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-      }
-    }
+    const double due = start + (double)i / A.rate;
+    if (now_s() > start + A.duration_s + 1) break;  // saturated: stop sending, report below
+    spin_until_s(due);
     memcpy(body, &due, sizeof due);  // the scheduled time: a late send counts as latency
     send_put(c, body);
-    lat_sent = i + 1;
+    atomic_store(&lat_sent, i + 1);
     if (++outstanding >= 1000) {
       expect(c, "INSERTED");
       outstanding--;
     }
   }
   for (; outstanding > 0; outstanding--) expect(c, "INSERTED");
-  drain_until = now_s() + (duration_s > 2 ? duration_s : 2);
-  producing = 0;
+  atomic_store(&drain_until, now_s() + (A.duration_s > 2 ? A.duration_s : 2));
+  atomic_store(&producing, 0);
   pthread_join(reader, NULL);
-  if (lat_n < n) {
-    // Saturated: what was not sent or not delivered in time waited at least until now.
-    fprintf(stderr, "%s: latency: sent %ld, received %ld of %ld scheduled; the figures are "
-            "lower bounds\n", "beanstalkd_bench", (long)lat_sent, (long)lat_n, n);
-    const double waited_ms = (now_s() - (start + (double)(n - 1) / rate)) * 1e3;
-    while (lat_n < n) lat_ms[lat_n++] = waited_ms;
-  }
-  qsort(lat_ms, (size_t)lat_n, sizeof *lat_ms, cmp_double);
-  printf("RESULT %.3f %.3f %.3f ms\n", lat_ms[lat_n / 2], lat_ms[(long)(lat_n * 0.99)],
-         lat_ms[(long)(lat_n * 0.999)]);
+  long got = atomic_load(&lat_n);
+  if (got < n)  // saturated: what was not sent or not delivered in time waited at least until now
+    got = peer_fill_missing(lat_ms, got, n, atomic_load(&lat_sent),
+                            (now_s() - (start + (double)(n - 1) / A.rate)) * 1e3);
+  const int rc = peer_print_latency(lat_ms, got);
   free(body);
+  return rc;
 }
 
 int main(int argc, char **argv) {
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const char *k = argv[i], *v = argv[i + 1];
-    if (!strcmp(k, "--host")) host = v;
-    else if (!strcmp(k, "--port")) port = atoi(v);
-    else if (!strcmp(k, "--workload")) workload = v;
-    else if (!strcmp(k, "--size")) size = atoi(v);
-    else if (!strcmp(k, "--count")) count = atol(v);
-    else if (!strcmp(k, "--window")) window = atoi(v);
-    else if (!strcmp(k, "--consumers")) consumers = atoi(v);
-    else if (!strcmp(k, "--rate")) rate = atof(v);
-    else if (!strcmp(k, "--duration-s")) duration_s = atof(v);
-    else {
-      fprintf(stderr, "beanstalkd_bench: unknown flag %s\n", k);
-      return 2;
-    }
-  }
-  if (size < (int)sizeof(double) || count < 1 || window < 1 || consumers < 1 || rate <= 0)
+  peer_parse_args("beanstalkd_bench",
+                  "usage: beanstalkd_bench --host H --port N "
+                  "--workload produce|consume|cycle|latency\n" PEER_USAGE_COMMON,
+                  argc, argv, &A, NULL);
+  if (A.size < (int)sizeof(double) || A.count < 1 || A.window < 1 || A.consumers < 1 ||
+      A.rate <= 0)
     die("bad arguments");
-  snprintf(tube, sizeof tube, "bench-%s-%ld", workload, (long)getpid());  // a fresh tube per run
+  // a fresh tube per run
+  snprintf(tube, sizeof tube, "bench-%s-%ld", A.workload, (long)getpid());
   struct conn *c = connect_or_die();
   use_tube(c);
   double start, seconds;
-  long done;
-  if (!strcmp(workload, "produce")) {
+  long done, wanted;
+  if (!strcmp(A.workload, "produce")) {
     start = now_s();
-    done = produce(c, count, window, duration_s);
+    done = produce(c, A.count, A.window, A.duration_s);
     seconds = now_s() - start;
-  } else if (!strcmp(workload, "consume") || !strcmp(workload, "cycle")) {
-    long filled = produce(c, count, 1000, duration_s);
+    wanted = A.count;
+  } else if (!strcmp(A.workload, "consume") || !strcmp(A.workload, "cycle")) {
+    wanted = produce(c, A.count, 1000, A.duration_s);
     pthread_t threads[64];
-    if (consumers > 64) consumers = 64;
+    if (A.consumers > 64) A.consumers = 64;
     start = now_s();
-    cycle_end = start + duration_s;
-    for (int i = 0; i < consumers; i++) pthread_create(&threads[i], NULL, cycle_consumer, NULL);
-    for (int i = 0; i < consumers; i++) pthread_join(threads[i], NULL);
+    cycle_end = start + A.duration_s;
+    for (int i = 0; i < A.consumers; i++) pthread_create(&threads[i], NULL, cycle_consumer, NULL);
+    for (int i = 0; i < A.consumers; i++) pthread_join(threads[i], NULL);
     seconds = now_s() - start;
     done = deleted_total;
-    if (done < filled) fprintf(stderr, "beanstalkd_bench: deleted %ld of %ld\n", done, filled);
-  } else if (!strcmp(workload, "latency")) {
-    latency(c);
-    return 0;
+  } else if (!strcmp(A.workload, "latency")) {
+    return latency(c);
   } else {
-    fprintf(stderr, "beanstalkd_bench: unknown workload %s\n", workload);
+    fprintf(stderr, "beanstalkd_bench: unknown workload %s\n", A.workload);
     return 2;
   }
   close(c->fd);
   free(c);
   if (done <= 0) die("nothing done");
-  printf("RESULT %.0f msgs/s\n", (double)done / seconds);
+  peer_print_rate(done, wanted, seconds);
   return 0;
 }

@@ -26,7 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "peer_common.h"
 
 #define STREAM "BENCH"
 #define SUBJECT "bench.q"
@@ -34,30 +35,9 @@
 #define MAX_COUNT 20000000L
 #define MAX_CONSUMERS 64
 
-struct args {
-    const char *host, *workload;
-    int port, size, window, consumers;
-    long count, rate;
-    double duration_s;
-};
-
-static struct args A = {"127.0.0.1", "produce", 4222, 256, 1, 4, 10000, 10000, 10.0};
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void sleep_until_ns(int64_t t)
-{
-    int64_t d = t - now_ns();
-    if (d <= 0)
-        return;
-    struct timespec ts = {d / 1000000000LL, d % 1000000000LL};
-    nanosleep(&ts, NULL);
-}
+static struct peer_args A = {.host = "127.0.0.1", .workload = "produce", .port = 4222,
+                             .size = 256, .window = 1, .consumers = 4, .count = 10000,
+                             .rate = 10000, .duration_s = 10.0};
 
 static int fail(const char *what, natsStatus s)
 {
@@ -66,35 +46,15 @@ static int fail(const char *what, natsStatus s)
     return 1;
 }
 
-static void usage(void)
-{
-    fprintf(stderr, "usage: nats_bench --host H --port N --workload produce|stream|consume|cycle|latency\n"
-                    "  [--size B] [--count N] [--window W] [--consumers C] [--rate R]\n"
-                    "  [--duration-s S]\n");
-    exit(2);
-}
-
 static void parse_args(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (i + 1 >= argc)
-            usage();
-        const char *v = argv[++i];
-        if (!strcmp(k, "--host")) A.host = v;
-        else if (!strcmp(k, "--port")) A.port = atoi(v);
-        else if (!strcmp(k, "--workload")) A.workload = v;
-        else if (!strcmp(k, "--size")) A.size = atoi(v);
-        else if (!strcmp(k, "--count")) A.count = atol(v);
-        else if (!strcmp(k, "--window")) A.window = atoi(v);
-        else if (!strcmp(k, "--consumers")) A.consumers = atoi(v);
-        else if (!strcmp(k, "--rate")) A.rate = atol(v);
-        else if (!strcmp(k, "--duration-s")) A.duration_s = atof(v);
-        else usage();
-    }
+    peer_parse_args("nats_bench",
+                    "usage: nats_bench --host H --port N "
+                    "--workload produce|stream|consume|cycle|latency\n" PEER_USAGE_COMMON,
+                    argc, argv, &A, NULL);
     if (A.size < 16 || A.size > 1 << 20 || A.count < 1 || A.count > MAX_COUNT || A.window < 1 ||
         A.consumers < 1 || A.consumers > MAX_CONSUMERS || A.rate < 1 || A.duration_s <= 0)
-        usage();
+        peer_usage();
 }
 
 static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *closure);
@@ -170,14 +130,6 @@ static long publish_n(jsCtx *js, char *buf, long n, int window, int64_t deadline
     if (s != NATS_OK)
         return fail("js_PublishAsyncComplete", s), -1;
     return atomic_load(&pub_errors) ? -1 : i;
-}
-
-static void print_rate(long done, int64_t t0, int64_t t1)
-{
-    double secs = (double)(t1 - t0) / 1e9;
-    if (done < A.count)
-        fprintf(stderr, "nats_bench: time bound hit after %ld of %ld messages\n", done, A.count);
-    printf("RESULT %.0f msgs/s\n", secs > 0 ? (double)done / secs : 0.0);
 }
 
 /* ---- consumers -------------------------------------------------------- */
@@ -289,7 +241,7 @@ static int run_consumers(jsCtx *js, char *buf, int ack, int nworkers)
     }
     if (rc || done == 0)
         return fprintf(stderr, "nats_bench: consume failed (%ld messages)\n", done), 1;
-    print_rate(done, t0, t1);
+    peer_print_rate(done, A.count, (double)(t1 - t0) / 1e9);
     return 0;
 }
 
@@ -314,24 +266,12 @@ static void on_latency_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m
     natsMsg_Destroy(msg);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const double *v, long n, double p)
-{
-    long i = (long)(p / 100.0 * (double)n);
-    return v[i >= n ? n - 1 : i];
-}
-
 static int run_latency(jsCtx *js, char *buf)
 {
     natsStatus s = fresh_stream(js, js_LimitsPolicy);
     if (s != NATS_OK)
         return fail("create stream", s);
-    long n = (long)((double)A.rate * A.duration_s);
+    long n = (long)(A.rate * A.duration_s);
     if (n > A.count)
         n = A.count;
     if (n < 1)
@@ -350,7 +290,7 @@ static int run_latency(jsCtx *js, char *buf)
     if ((s = js_Subscribe(&sub, js, SUBJECT, on_latency_msg, NULL, NULL, &so, NULL)) != NATS_OK)
         return fail("js_Subscribe", s);
 
-    int64_t t0 = now_ns() + 10000000LL, period = 1000000000LL / A.rate;
+    int64_t t0 = now_ns() + 10000000LL, period = (int64_t)(1e9 / A.rate);
     for (long i = 0; i < n; i++) {
         int64_t due = t0 + i * period;
         sleep_until_ns(due);
@@ -365,28 +305,24 @@ static int run_latency(jsCtx *js, char *buf)
         return fail("js_PublishAsyncComplete", s);
     for (int64_t end = now_ns() + 30000000000LL; atomic_load(&lat_n) < n && now_ns() < end;)
         nats_Sleep(5);
-    natsSubscription_Unsubscribe(sub);
+    /* A callback still running could write lat_ms while it is sorted: wait for them all. */
+    if (natsSubscription_Drain(sub) == NATS_OK)
+        natsSubscription_WaitForDrainCompletion(sub, 10000);
+    else
+        natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);
     long got = atomic_load(&lat_n);
     if (got > n)
         got = n;
     if (got < n)
         fprintf(stderr, "nats_bench: only %ld of %ld messages delivered\n", got, n);
-    if (got == 0)
-        return 1;
-    qsort(lat_ms, (size_t)got, sizeof *lat_ms, cmp_double);
-    printf("RESULT %.3f %.3f %.3f ms\n", pct(lat_ms, got, 50), pct(lat_ms, got, 99),
-           pct(lat_ms, got, 99.9));
-    return 0;
+    return peer_print_latency(lat_ms, got);
 }
 
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
-    char *buf = malloc((size_t)A.size);
-    if (!buf)
-        return 1;
-    memset(buf, 'x', (size_t)A.size);
+    char *buf = peer_payload((size_t)A.size);
 
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
@@ -402,7 +338,7 @@ int main(int argc, char **argv)
         int64_t t0 = now_ns();
         long done = publish_n(js, buf, A.count, A.window, t0 + (int64_t)(A.duration_s * 1e9));
         int64_t t1 = now_ns();
-        rc = done > 0 ? (print_rate(done, t0, t1), 0) : 1;
+        rc = done > 0 ? (peer_print_rate(done, A.count, (double)(t1 - t0) / 1e9), 0) : 1;
     } else if (!strcmp(A.workload, "stream")) {
         rc = run_consumers(js, buf, 0, 1);
     } else if (!strcmp(A.workload, "consume")) {
@@ -412,8 +348,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(A.workload, "latency")) {
         rc = run_latency(js, buf);
     } else {
-        usage();
-        rc = 2;
+        peer_usage();
     }
     js_DeleteStream(js, STREAM, NULL, NULL);
     jsCtx_Destroy(js);

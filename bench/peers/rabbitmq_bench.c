@@ -30,69 +30,38 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
+
+#include "peer_common.h"
 
 #define QUEUE "bench"
 #define MAX_COUNT 20000000L
 #define MAX_CONSUMERS 64
 
-struct args {
-    const char *host, *workload, *queue_type;
-    int port, size, window, consumers;
-    long count, rate;
-    double duration_s;
-};
+static struct peer_args A = {.host = "127.0.0.1", .workload = "produce", .port = 5672,
+                             .size = 256, .window = 1, .consumers = 4, .count = 10000,
+                             .rate = 10000, .duration_s = 10.0};
+static const char *queue_type = "quorum";
 
-static struct args A = {"127.0.0.1", "produce", "quorum", 5672, 256, 1, 4, 10000, 10000, 10.0};
-
-static int64_t now_ns(void)
+static int queue_type_flag(const char *flag, const char *value)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void sleep_until_ns(int64_t t)
-{
-    int64_t d = t - now_ns();
-    if (d <= 0)
-        return;
-    struct timespec ts = {d / 1000000000LL, d % 1000000000LL};
-    nanosleep(&ts, NULL);
-}
-
-static void usage(void)
-{
-    fprintf(stderr, "usage: rabbitmq_bench --host H --port N --workload produce|stream|consume|cycle|latency\n"
-                    "  [--queue-type quorum|classic|stream] [--size B] [--count N] [--window W]\n"
-                    "  [--consumers C] [--rate R] [--duration-s S]\n");
-    exit(2);
+    if (strcmp(flag, "--queue-type"))
+        return 0;
+    queue_type = value;
+    return 1;
 }
 
 static void parse_args(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (i + 1 >= argc)
-            usage();
-        const char *v = argv[++i];
-        if (!strcmp(k, "--host")) A.host = v;
-        else if (!strcmp(k, "--port")) A.port = atoi(v);
-        else if (!strcmp(k, "--workload")) A.workload = v;
-        else if (!strcmp(k, "--queue-type")) A.queue_type = v;
-        else if (!strcmp(k, "--size")) A.size = atoi(v);
-        else if (!strcmp(k, "--count")) A.count = atol(v);
-        else if (!strcmp(k, "--window")) A.window = atoi(v);
-        else if (!strcmp(k, "--consumers")) A.consumers = atoi(v);
-        else if (!strcmp(k, "--rate")) A.rate = atol(v);
-        else if (!strcmp(k, "--duration-s")) A.duration_s = atof(v);
-        else usage();
-    }
+    peer_parse_args("rabbitmq_bench",
+                    "usage: rabbitmq_bench --host H --port N "
+                    "--workload produce|stream|consume|cycle|latency\n"
+                    "  [--queue-type quorum|classic|stream]\n" PEER_USAGE_COMMON,
+                    argc, argv, &A, queue_type_flag);
     if (A.size < 16 || A.size > 1 << 20 || A.count < 1 || A.count > MAX_COUNT || A.window < 1 ||
         A.consumers < 1 || A.consumers > MAX_CONSUMERS || A.rate < 1 || A.duration_s <= 0 ||
-        (strcmp(A.queue_type, "quorum") && strcmp(A.queue_type, "classic") &&
-         strcmp(A.queue_type, "stream")))
-        usage();
+        (strcmp(queue_type, "quorum") && strcmp(queue_type, "classic") &&
+         strcmp(queue_type, "stream")))
+        peer_usage();
 }
 
 /* Returns 0 when the last RPC succeeded, otherwise prints why and returns 1. */
@@ -153,7 +122,7 @@ static int fresh_queue(amqp_connection_state_t c)
     amqp_table_entry_t e;
     e.key = amqp_cstring_bytes("x-queue-type");
     e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = amqp_cstring_bytes(A.queue_type);
+    e.value.value.bytes = amqp_cstring_bytes(queue_type);
     amqp_table_t args = {1, &e};
     amqp_queue_declare(c, 1, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0, args);
     return rpc_failed(c, "queue.declare");
@@ -258,14 +227,6 @@ static long publish_n(struct publisher *p, const char *buf, long n, int window, 
     return p->confirmed;
 }
 
-static void print_rate(long done, int64_t t0, int64_t t1)
-{
-    double secs = (double)(t1 - t0) / 1e9;
-    if (done < A.count)
-        fprintf(stderr, "rabbitmq_bench: time bound hit after %ld of %ld messages\n", done, A.count);
-    printf("RESULT %.0f msgs/s\n", secs > 0 ? (double)done / secs : 0.0);
-}
-
 /* ---- consuming ---------------------------------------------------------- */
 
 static atomic_long consumed;
@@ -293,7 +254,7 @@ static int start_consume(amqp_connection_state_t c)
     e.value.kind = AMQP_FIELD_KIND_UTF8;
     e.value.value.bytes = amqp_cstring_bytes("first");
     amqp_table_t args = {1, &e};
-    if (strcmp(A.queue_type, "stream"))
+    if (strcmp(queue_type, "stream"))
         args = amqp_empty_table;
     amqp_basic_consume(c, 1, amqp_cstring_bytes(QUEUE), amqp_empty_bytes, 0, 0, 0, args);
     return rpc_failed(c, "basic.consume");
@@ -381,27 +342,15 @@ static int run_consumers(amqp_connection_state_t c, const char *buf, int nworker
     }
     if (failed || done == 0)
         return fprintf(stderr, "rabbitmq_bench: consume failed (%ld messages)\n", done), 1;
-    print_rate(done, t0, t1);
+    peer_print_rate(done, A.count, (double)(t1 - t0) / 1e9);
     return 0;
 }
 
 /* ---- latency ------------------------------------------------------------ */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const double *v, long n, double p)
-{
-    long i = (long)(p / 100.0 * (double)n);
-    return v[i >= n ? n - 1 : i];
-}
-
 static int run_latency(amqp_connection_state_t c, char *buf)
 {
-    long n = (long)((double)A.rate * A.duration_s);
+    long n = (long)(A.rate * A.duration_s);
     n = n > A.count ? A.count : n < 1 ? 1 : n;
     struct publisher p;
     if (fresh_queue(c) || pub_init(&p, c, n))
@@ -416,7 +365,7 @@ static int run_latency(amqp_connection_state_t c, char *buf)
     w.record_latency = 1;
     if (!(w.c = open_conn()) || start_consume(w.c))
         return 1;
-    int64_t t0 = now_ns() + 10000000LL, period = 1000000000LL / A.rate;
+    int64_t t0 = now_ns() + 10000000LL, period = (int64_t)(1e9 / A.rate);
     deadline_ns = t0 + (int64_t)(A.duration_s * 1e9) + 30000000000LL;
     pthread_create(&w.thread, NULL, consume_loop, &w);
     int failed = 0;
@@ -435,19 +384,13 @@ static int run_latency(amqp_connection_state_t c, char *buf)
         return fprintf(stderr, "rabbitmq_bench: latency run failed\n"), 1;
     if (got < n)
         fprintf(stderr, "rabbitmq_bench: only %ld of %ld messages delivered\n", got, n);
-    qsort(lat_ms, (size_t)got, sizeof *lat_ms, cmp_double);
-    printf("RESULT %.3f %.3f %.3f ms\n", pct(lat_ms, got, 50), pct(lat_ms, got, 99),
-           pct(lat_ms, got, 99.9));
-    return 0;
+    return peer_print_latency(lat_ms, got);
 }
 
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
-    char *buf = malloc((size_t)A.size);
-    if (!buf)
-        return 1;
-    memset(buf, 'x', (size_t)A.size);
+    char *buf = peer_payload((size_t)A.size);
     amqp_connection_state_t c = open_conn();
     if (!c)
         return 1;
@@ -461,19 +404,18 @@ int main(int argc, char **argv)
         long done = publish_n(&p, buf, A.count, A.window, t0 + (int64_t)(A.duration_s * 1e9));
         int64_t t1 = now_ns();
         free(p.acked);
-        rc = done > 0 ? (print_rate(done, t0, t1), 0) : 1;
+        rc = done > 0 ? (peer_print_rate(done, A.count, (double)(t1 - t0) / 1e9), 0) : 1;
     } else if (!strcmp(A.workload, "consume")) {
         rc = run_consumers(c, buf, 1);
     } else if (!strcmp(A.workload, "stream")) {
-        A.queue_type = "stream";
+        queue_type = "stream";
         rc = run_consumers(c, buf, 1);
     } else if (!strcmp(A.workload, "cycle")) {
         rc = run_consumers(c, buf, A.consumers);
     } else if (!strcmp(A.workload, "latency")) {
         rc = run_latency(c, buf);
     } else {
-        usage();
-        rc = 2;
+        peer_usage();
     }
     if (rc == 0) {
         amqp_queue_delete(c, 1, amqp_cstring_bytes(QUEUE), 0, 0);

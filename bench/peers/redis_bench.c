@@ -2,22 +2,16 @@
 // Prints one line "RESULT <value> <unit>" (latency: "RESULT <p50> <p99> <p999> ms").
 #include <hiredis/hiredis.h>
 #include <pthread.h>
-#include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static const char *host = "127.0.0.1", *workload = "produce";
-static int port = 6379, size = 256, window = 1, consumers = 1;
-static long count = 100000;
-static double rate = 10000, duration_s = 10;
+#include "peer_common.h"
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static struct peer_args A = {.host = "127.0.0.1", .workload = "produce", .port = 6379,
+                             .size = 256, .window = 1, .consumers = 1, .count = 100000,
+                             .rate = 10000, .duration_s = 10};
 
 static void die(const char *what, redisContext *c) {
   fprintf(stderr, "redis_bench: %s: %s\n", what, c && c->err ? c->errstr : "unexpected reply");
@@ -25,7 +19,7 @@ static void die(const char *what, redisContext *c) {
 }
 
 static redisContext *connect_or_die(void) {
-  redisContext *c = redisConnect(host, port);
+  redisContext *c = redisConnect(A.host, A.port);
   if (!c || c->err) die("connect", c);
   return c;
 }
@@ -54,12 +48,11 @@ static void get_reply_ok(redisContext *c) {
 // XADDs to `key` with up to `win` replies outstanding until `n` are acknowledged or
 // `seconds` pass; returns the number acknowledged.
 static long produce(redisContext *c, const char *key, long n, int win, double seconds) {
-  char *payload = malloc((size_t)size);
-  memset(payload, 'x', (size_t)size);
+  char *payload = peer_payload((size_t)A.size);
   const double end = now_s() + seconds;
   long sent = 0, acked = 0;
   while (sent < n && now_s() < end) {
-    redisAppendCommand(c, "XADD %s * d %b", key, payload, (size_t)size);
+    redisAppendCommand(c, "XADD %s * d %b", key, payload, (size_t)A.size);
     sent++;
     if (sent - acked >= win) {
       get_reply_ok(c);
@@ -104,10 +97,10 @@ static void *cycle_consumer(void *arg) {
   char name[32];
   snprintf(name, sizeof name, "c%ld", id);
   redisContext *c = connect_or_die();
-  const char **argv = malloc(sizeof(char *) * (size_t)(window + 3));
+  const char **argv = malloc(sizeof(char *) * (size_t)(A.window + 3));
   while (now_s() < cycle_end) {
     redisReply *r = redisCommand(c, "XREADGROUP GROUP g %s COUNT %d STREAMS bench >", name,
-                                 window);
+                                 A.window);
     if (!r || r->type == REDIS_REPLY_ERROR) die("XREADGROUP", c);
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {  // nil: nothing left
       freeReplyObject(r);
@@ -141,9 +134,10 @@ static void *cycle_consumer(void *arg) {
 // Latency: a producer XADDs at `rate` with its scheduled send time in the payload, a
 // consumer XREAD BLOCKs the stream and records now - that time.
 static double *lat_ms;
-static volatile long lat_n, lat_sent;
-static volatile int producing = 1;
-static volatile double drain_until;  // the consumer gives up on messages still missing then
+static atomic_long lat_n;  // one writer, the consumer thread: a load and a store increment it
+static atomic_long lat_sent;
+static atomic_int producing = 1;
+static _Atomic double drain_until;  // the consumer gives up on messages still missing then
 
 static void *lat_consumer(void *arg) {
   (void)arg;
@@ -159,130 +153,108 @@ static void *lat_consumer(void *arg) {
         redisReply *fields = entries->element[i]->element[1];
         double sent;
         memcpy(&sent, fields->element[1]->str, sizeof sent);
-        if (lat_n < count) lat_ms[lat_n++] = (t - sent) * 1e3;
+        const long got = atomic_load(&lat_n);
+        if (got < A.count) {
+          lat_ms[got] = (t - sent) * 1e3;
+          atomic_store(&lat_n, got + 1);
+        }
       }
       snprintf(last, sizeof last, "%s", entries->element[entries->elements - 1]->element[0]->str);
     }
     freeReplyObject(r);
-    if (!producing && (lat_n >= lat_sent || t > drain_until)) break;
+    if (!atomic_load(&producing) &&
+        (atomic_load(&lat_n) >= atomic_load(&lat_sent) || t > atomic_load(&drain_until)))
+      break;
   }
   redisFree(c);
   return NULL;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static void latency(void) {
+static int latency(void) {
   redisContext *c = connect_or_die();
   must(c, "DEL lat");
-  long n = (long)(rate * duration_s);
-  if (n > count) n = count;
-  count = n;
+  long n = (long)(A.rate * A.duration_s);
+  if (n > A.count) n = A.count;
+  A.count = n;
   lat_ms = calloc((size_t)n, sizeof *lat_ms);
   pthread_t reader;
   pthread_create(&reader, NULL, lat_consumer, NULL);
-  char *payload = malloc((size_t)size);
-  memset(payload, 'x', (size_t)size);
+  char *payload = peer_payload((size_t)A.size);
   const double start = now_s();
   long outstanding = 0;
   for (long i = 0; i < n; i++) {
-    const double due = start + (double)i / rate;
-    if (now_s() > start + duration_s + 1) break;  // saturated: stop sending, report below
-    double t;
-    while ((t = now_s()) < due) {
-      if (due - t > 200e-6) {
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-      }
-    }
+    const double due = start + (double)i / A.rate;
+    if (now_s() > start + A.duration_s + 1) break;  // saturated: stop sending, report below
+    spin_until_s(due);
     memcpy(payload, &due, sizeof due);  // the scheduled time: a late send counts as latency
-    redisAppendCommand(c, "XADD lat * d %b", payload, (size_t)size);
+    redisAppendCommand(c, "XADD lat * d %b", payload, (size_t)A.size);
     int done = 0;
     while (!done)
       if (redisBufferWrite(c, &done) != REDIS_OK) die("write", c);
-    lat_sent = i + 1;
+    atomic_store(&lat_sent, i + 1);
     if (++outstanding >= 1000) {
       get_reply_ok(c);
       outstanding--;
     }
   }
   while (outstanding-- > 0) get_reply_ok(c);
-  drain_until = now_s() + (duration_s > 2 ? duration_s : 2);
-  producing = 0;
+  atomic_store(&drain_until, now_s() + (A.duration_s > 2 ? A.duration_s : 2));
+  atomic_store(&producing, 0);
   pthread_join(reader, NULL);
-  if (lat_n < n) {
-    // Saturated: what was not sent or not delivered in time waited at least until now.
-    fprintf(stderr, "%s: latency: sent %ld, received %ld of %ld scheduled; the figures are "
-            "lower bounds\n", "redis_bench", (long)lat_sent, (long)lat_n, n);
-    const double waited_ms = (now_s() - (start + (double)(n - 1) / rate)) * 1e3;
-    while (lat_n < n) lat_ms[lat_n++] = waited_ms;
-  }
-  qsort(lat_ms, (size_t)lat_n, sizeof *lat_ms, cmp_double);
-  printf("RESULT %.3f %.3f %.3f ms\n", lat_ms[lat_n / 2], lat_ms[(long)(lat_n * 0.99)],
-         lat_ms[(long)(lat_n * 0.999)]);
+  long got = atomic_load(&lat_n);
+  if (got < n)  // saturated: what was not sent or not delivered in time waited at least until now
+    got = peer_fill_missing(lat_ms, got, n, atomic_load(&lat_sent),
+                            (now_s() - (start + (double)(n - 1) / A.rate)) * 1e3);
+  const int rc = peer_print_latency(lat_ms, got);
   free(payload);
   redisFree(c);
+  return rc;
 }
 
 int main(int argc, char **argv) {
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const char *k = argv[i], *v = argv[i + 1];
-    if (!strcmp(k, "--host")) host = v;
-    else if (!strcmp(k, "--port")) port = atoi(v);
-    else if (!strcmp(k, "--workload")) workload = v;
-    else if (!strcmp(k, "--size")) size = atoi(v);
-    else if (!strcmp(k, "--count")) count = atol(v);
-    else if (!strcmp(k, "--window")) window = atoi(v);
-    else if (!strcmp(k, "--consumers")) consumers = atoi(v);
-    else if (!strcmp(k, "--rate")) rate = atof(v);
-    else if (!strcmp(k, "--duration-s")) duration_s = atof(v);
-    else {
-      fprintf(stderr, "redis_bench: unknown flag %s\n", k);
-      return 2;
-    }
-  }
-  if (size < (int)sizeof(double) || count < 1 || window < 1 || consumers < 1 || rate <= 0) {
+  peer_parse_args("redis_bench",
+                  "usage: redis_bench --host H --port N "
+                  "--workload produce|stream|consume|cycle|latency\n" PEER_USAGE_COMMON,
+                  argc, argv, &A, NULL);
+  if (A.size < (int)sizeof(double) || A.count < 1 || A.window < 1 || A.consumers < 1 ||
+      A.rate <= 0) {
     fprintf(stderr, "redis_bench: bad arguments\n");
     return 2;
   }
   redisContext *c = connect_or_die();
   double start, seconds;
-  long done;
-  if (!strcmp(workload, "produce")) {
+  long done, wanted;
+  if (!strcmp(A.workload, "produce")) {
     must(c, "DEL bench");
     start = now_s();
-    done = produce(c, "bench", count, window, duration_s);
+    done = produce(c, "bench", A.count, A.window, A.duration_s);
     seconds = now_s() - start;
-  } else if (!strcmp(workload, "stream")) {
+    wanted = A.count;
+  } else if (!strcmp(A.workload, "stream")) {
     must(c, "DEL bench");
-    long filled = produce(c, "bench", count, 1000, duration_s);
+    wanted = produce(c, "bench", A.count, 1000, A.duration_s);
     start = now_s();
-    done = stream_read(c, filled, start + duration_s);
+    done = stream_read(c, wanted, start + A.duration_s);
     seconds = now_s() - start;
-    if (done < filled) fprintf(stderr, "redis_bench: read %ld of %ld\n", done, filled);
-  } else if (!strcmp(workload, "consume") || !strcmp(workload, "cycle")) {
+  } else if (!strcmp(A.workload, "consume") || !strcmp(A.workload, "cycle")) {
     must(c, "DEL bench");
-    long filled = produce(c, "bench", count, 1000, duration_s);
+    wanted = produce(c, "bench", A.count, 1000, A.duration_s);
     must(c, "XGROUP CREATE bench g 0");
     pthread_t threads[64];
-    if (consumers > 64) consumers = 64;
+    if (A.consumers > 64) A.consumers = 64;
     start = now_s();
-    cycle_end = start + duration_s;
-    for (long i = 0; i < consumers; i++)
+    cycle_end = start + A.duration_s;
+    for (long i = 0; i < A.consumers; i++)
       pthread_create(&threads[i], NULL, cycle_consumer, (void *)i);
-    for (int i = 0; i < consumers; i++) pthread_join(threads[i], NULL);
+    for (int i = 0; i < A.consumers; i++) pthread_join(threads[i], NULL);
     seconds = now_s() - start;
     done = acked_total;
-    if (done < filled) fprintf(stderr, "redis_bench: acked %ld of %ld\n", done, filled);
-  } else if (!strcmp(workload, "latency")) {
-    latency();
+  } else if (!strcmp(A.workload, "latency")) {
+    const int rc = latency();
     redisFree(c);
-    return 0;
+    return rc;
   } else {
-    fprintf(stderr, "redis_bench: unknown workload %s\n", workload);
+    fprintf(stderr, "redis_bench: unknown workload %s\n", A.workload);
     return 2;
   }
   redisFree(c);
@@ -290,6 +262,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "redis_bench: nothing done\n");
     return 1;
   }
-  printf("RESULT %.0f msgs/s\n", (double)done / seconds);
+  peer_print_rate(done, wanted, seconds);
   return 0;
 }
