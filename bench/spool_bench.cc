@@ -7,9 +7,9 @@
 // produce: each producer keeps --inflight batches of --batch records in flight, on one
 // PublishStream (default) or as unary Publish calls (--unary), for --duration seconds, and
 // reports acknowledged (durable) records per second.
-// latency: publishes single records at a fixed --rate, each carrying its send time, while a
-// consumer long-polls Fetch; reports publish-to-delivery percentiles computed from every
-// sample (no bucketing).
+// latency: publishes single records at a fixed --rate, each carrying its send time, as unary
+// calls or (--stream) each its own request on one PublishStream, while a consumer long-polls
+// Fetch; reports publish-to-delivery percentiles computed from every sample (no bucketing).
 // group: --consumers members of one group (spool::Consumer) read a topic of --partitions
 // that the batching producer writes at --rate (0: unthrottled); reports consumed records/s,
 // produce-to-consume latency, and how long the group takes to own every partition again
@@ -72,6 +72,7 @@ struct Options {
   std::size_t producers = 1;
   double duration_s = 10;
   bool unary = false;
+  bool stream = false;  // latency: on a PublishStream
   double rate = 10'000;
   std::size_t consumers = 3;
   std::size_t messages = 100'000;
@@ -292,29 +293,62 @@ int RunLatency(Options o) {
     }
   });
   auto publish = v1::PublishService::NewStub(channel);
-  std::atomic<std::size_t> outstanding{0};
   const auto interval = std::chrono::duration<double>(1.0 / o.rate);
-  for (std::uint64_t i = 0; i < expected; ++i) {
+  // The i-th record, stamped with its send time, waits until it is due.
+  auto next_record = [&](std::uint64_t i) {
     std::this_thread::sleep_until(base + std::chrono::duration_cast<Clock::duration>(interval * i));
-    struct Call {
-      grpc::ClientContext context;
-      v1::PublishRequest request;
-      v1::PublishResponse response;
-    };
-    auto call = std::make_shared<Call>();
-    call->request.set_topic(o.topic);
+    v1::PublishRequest request;
+    request.set_topic(o.topic);
     std::string value(std::max<std::size_t>(o.record_size, 8), '\0');
     const std::int64_t sent_ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - base).count();
     std::memcpy(value.data(), &sent_ns, sizeof sent_ns);
-    call->request.add_records()->set_value(std::move(value));
-    ++outstanding;
-    publish->async()->Publish(&call->context, &call->request, &call->response,
-                              [call, &outstanding](grpc::Status) { --outstanding; });
+    request.add_records()->set_value(std::move(value));
+    return request;
+  };
+  if (o.stream) {
+    // Every record is its own request on one PublishStream, answered one by one: pipelined
+    // like a Redis client's XADDs on one connection, but not batched.
+    grpc::ClientContext context;
+    auto stream = publish->PublishStream(&context);
+    std::thread answers([&] {
+      v1::PublishStreamResponse response;
+      while (stream->Read(&response)) {
+        if (response.has_error()) {
+          std::fprintf(stderr, "publish failed: %s\n", response.error().message().c_str());
+        }
+      }
+    });
+    for (std::uint64_t i = 0; i < expected; ++i) {
+      v1::PublishStreamRequest request;
+      request.set_sequence(i);
+      *request.mutable_batch() = next_record(i);
+      if (!stream->Write(request)) break;
+    }
+    stream->WritesDone();
+    answers.join();
+    if (grpc::Status s = stream->Finish(); !s.ok()) {
+      std::fprintf(stderr, "stream ended: %s\n", s.error_message().c_str());
+    }
+    consumer.join();
+  } else {
+    std::atomic<std::size_t> outstanding{0};
+    for (std::uint64_t i = 0; i < expected; ++i) {
+      struct Call {
+        grpc::ClientContext context;
+        v1::PublishRequest request;
+        v1::PublishResponse response;
+      };
+      auto call = std::make_shared<Call>();
+      call->request = next_record(i);
+      ++outstanding;
+      publish->async()->Publish(&call->context, &call->request, &call->response,
+                                [call, &outstanding](grpc::Status) { --outstanding; });
+    }
+    consumer.join();
+    while (outstanding > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  consumer.join();
-  while (outstanding > 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (latencies_us.empty()) return 1;
   std::sort(latencies_us.begin(), latencies_us.end());
   auto at = [&](double q) { return Percentile(latencies_us, q); };
@@ -792,6 +826,9 @@ int main(int argc, char** argv) {
   produce->add_flag("--unary", o.unary, "Unary Publish calls instead of a PublishStream");
   auto* latency = app.add_subcommand("latency", "Publish-to-fetch latency at a fixed rate");
   latency->add_option("--rate", o.rate, "Records per second")->capture_default_str();
+  latency->add_flag("--stream", o.stream,
+                    "Publish each record as its own request on a PublishStream instead of a "
+                    "unary call");
   auto* group = app.add_subcommand("group", "Consumer group throughput, latency and rebalance");
   group->add_option("--consumers", o.consumers, "Members of the group")->capture_default_str();
   group->add_option("--partitions", o.partitions, "Partitions of the topic")->capture_default_str();

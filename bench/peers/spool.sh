@@ -64,7 +64,7 @@ spool_level() {
   out="$(spool_bench f4 queue-cycle --consumers 4 --batch 100 --groups 64 \
     --messages "$SPOOL_MESSAGES")"
   row spool "$label" "fifo cycle 4c" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench lat latency --rate 10000)"
+  out="$(spool_bench lat latency --rate 10000 --stream)"
   row spool "$label" "latency p50" "$(pct_ms p50 <<<"$out")" ms
   row spool "$label" "latency p99" "$(pct_ms p99 <<<"$out")" ms
   row spool "$label" "latency p999" "$(pct_ms p999 <<<"$out")" ms
