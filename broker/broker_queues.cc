@@ -611,6 +611,7 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   auto topic = queue ? FindTopic(queue->topic) : nullptr;
   if (!queue || !topic) {
     op->done(queue ? UnknownTopic(queue->topic) : UnknownQueue(op->request.queue));
+    op.reset();  // it may hold the topic of an earlier attempt: see ReceiveDone
     return Leave();
   }
   op->queue = queue;
@@ -747,6 +748,10 @@ void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
       }
       done(std::move(op->messages));
     }
+    // The op owns its topic, whose partitions own strands of pool_. This may run on the
+    // store's syncer thread, and Leave() lets Shutdown() join and destroy the pool: a strand
+    // destroyed after that locks a destroyed mutex. So the op goes first.
+    op.reset();
     return Leave();
   }
   auto parked = std::make_shared<ParkedReceive>(pool_.get_executor(), op);
