@@ -57,14 +57,14 @@ Result<storage::Record> RecordFromProto(v1::Record& in, std::size_t index, std::
   return out;
 }
 
-void RecordToProto(const storage::StoredRecord& in, std::uint32_t partition, v1::Record* out) {
-  const storage::Record& r = in.record;
-  if (r.key) out->set_key(*r.key);
-  out->set_value(r.value);
-  for (const auto& [key, value] : r.headers) {
+void RecordToProto(storage::StoredRecord&& in, std::uint32_t partition, v1::Record* out) {
+  storage::Record& r = in.record;
+  if (r.key) out->set_key(std::move(*r.key));
+  out->set_value(std::move(r.value));
+  for (auto& [key, value] : r.headers) {
     v1::Header* h = out->add_headers();
-    h->set_key(key);
-    h->set_value(value);
+    h->set_key(std::move(key));
+    h->set_value(std::move(value));
   }
   out->set_producer_timestamp_ms(r.producer_timestamp_ms);
   if (r.message_group_id) out->set_message_group_id(*r.message_group_id);

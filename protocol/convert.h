@@ -18,7 +18,8 @@ namespace spool::protocol {
 // Validates one published record (`index` names it in errors) and converts it. Moves the
 // payload out of `in`.
 Result<storage::Record> RecordFromProto(v1::Record& in, std::size_t index, std::int64_t now_ms);
-void RecordToProto(const storage::StoredRecord& in, std::uint32_t partition, v1::Record* out);
+// Moves the key, value and headers out of `in`: a fetch copies nothing it has read.
+void RecordToProto(storage::StoredRecord&& in, std::uint32_t partition, v1::Record* out);
 
 // CreateTopic: unset fields take the broker's defaults.
 broker::TopicConfig TopicConfigFromProto(const v1::TopicConfig& in);

@@ -498,8 +498,8 @@ grpc::ServerUnaryReactor* StreamServiceImpl::Fetch(grpc::CallbackServerContext* 
                  offset](Result<std::vector<storage::StoredRecord>> records) {
                   if (!records) return reactor->Finish(ToGrpcStatus(records.error()));
                   response->mutable_records()->Reserve(static_cast<int>(records->size()));
-                  for (const storage::StoredRecord& r : *records) {
-                    RecordToProto(r, partition, response->add_records());
+                  for (storage::StoredRecord& r : *records) {
+                    RecordToProto(std::move(r), partition, response->add_records());
                   }
                   response->set_next_offset(records->empty() ? offset : records->back().offset + 1);
                   if (auto info = broker.DescribeTopic(topic);
