@@ -170,8 +170,10 @@ TEST_F(ConsumerTest, SeekRereadsAndCloseCommitsAndLeaves) {
     EXPECT_EQ(consumer.Seek({"s", 7}, 0).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     std::promise<grpc::Status> async;
     consumer.CommitAsync([&](grpc::Status s) { async.set_value(s); });
-    EXPECT_TRUE(async.get_future().get().ok());
-    ASSERT_TRUE(consumer.Close().ok());
+    const grpc::Status committed = async.get_future().get();
+    EXPECT_TRUE(committed.ok()) << committed.error_code() << ": " << committed.error_message();
+    const grpc::Status closed = consumer.Close();
+    ASSERT_TRUE(closed.ok()) << closed.error_code() << ": " << closed.error_message();
     EXPECT_EQ(consumer.Poll(milliseconds(0)).status.error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
   }
