@@ -164,6 +164,10 @@ struct QueueReceive {
   std::size_t max_messages = 1;
   std::optional<std::int64_t> visibility_ms;  // else the queue's visibility timeout
   std::optional<std::int64_t> wait_ms;        // long poll, 0-20 s; else the queue's wait
+  // Optional; asked before every attempt to lease. True once the caller has gone (a
+  // cancelled call, a closed stream): a parked receive that wakes then answers empty
+  // rather than lease messages to nobody, which would hide them and count a receive.
+  std::function<bool()> cancelled = nullptr;
 };
 
 // A received message and where it is; (partition, offset, generation) is its receipt.

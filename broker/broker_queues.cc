@@ -614,6 +614,11 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
     op.reset();  // it may hold the topic of an earlier attempt: see ReceiveDone
     return Leave();
   }
+  if (op->request.cancelled && op->request.cancelled()) {
+    op->done(std::vector<QueueMessage>{});
+    op.reset();
+    return Leave();
+  }
   op->queue = queue;
   op->topic = topic;
   op->wakes_seen = topic->receivers->Seen();

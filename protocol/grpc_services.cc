@@ -1186,6 +1186,8 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ReceiveMessages(
   if (*receive.wait_ms <= broker::kMaxReceiveWaitMs && left - 500 < *receive.wait_ms) {
     receive.wait_ms = std::max<std::int64_t>(0, left - 500);
   }
+  // The context lives until Finish, which comes only after the broker's last question.
+  receive.cancelled = [context] { return context->IsCancelled(); };
   const std::uint64_t max_bytes = request->max_bytes() == 0 ? 3 << 20 : request->max_bytes();
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
   broker_.ReceiveMessages(std::move(receive), [this, context, reactor, response, ids = *ids,

@@ -431,10 +431,21 @@ class Stream : public std::enable_shared_from_this<Stream> {
 
   void Run(const Actions& next) {
     if (next.receive) {
-      broker_.ReceiveMessages(*next.receive, [self = shared_from_this()](
-                                                 Result<std::vector<broker::QueueMessage>> got) {
-        self->OnReceived(std::move(got));
-      });
+      broker::QueueReceive receive = *next.receive;
+      // A long poll outlives a stream that ends: once nothing more is wanted it must not
+      // lease what arrives. The broker asks this with none of the stream's locks held.
+      receive.cancelled = [weak = weak_from_this()] {
+        auto self = weak.lock();
+        if (!self) return true;
+        std::lock_guard lock(self->mu_);
+        return self->finished_ || self->broken_ || self->reading_done_ ||
+               self->end_status_.has_value();
+      };
+      broker_.ReceiveMessages(
+          std::move(receive),
+          [self = shared_from_this()](Result<std::vector<broker::QueueMessage>> got) {
+            self->OnReceived(std::move(got));
+          });
     }
     if (next.alarm_at_ms) {
       std::lock_guard lock(mu_);

@@ -1017,6 +1017,30 @@ TEST_F(BrokerQueueTest, ALongPollWakesForAReleaseAndForALeaseEnding) {
   EXPECT_EQ(expired->at(0).message.receive_count, 3u);
 }
 
+TEST_F(BrokerQueueTest, AParkedReceiveWhoseCallerHasGoneLeasesNothing) {
+  QueueAttributes a;
+  a.redrive_policy = RedrivePolicy{"gone-dlq", 1};
+  ASSERT_TRUE(CreateQueue("gone-dlq"));
+  ASSERT_TRUE(CreateQueue("gone", a));
+  auto caller_gone = std::make_shared<std::atomic<bool>>(false);
+  QueueReceive abandoned{"gone", 1, std::nullopt, 20'000};
+  abandoned.cancelled = [caller_gone] { return caller_gone->load(); };
+  PendingReceive parked(*broker_, std::move(abandoned));
+  EXPECT_FALSE(parked.Answered(milliseconds(100)));
+  caller_gone->store(true);
+  // The send wakes the parked receive: it answers empty instead of leasing the message for
+  // nobody, which would also count a receive and, with a max receive count of 1, send the
+  // message to the dead-letter queue at its first real receive.
+  ASSERT_TRUE(Send("gone", {"job"}));
+  auto woken = parked.Get();
+  ASSERT_TRUE(woken) << woken.error().ToString();
+  EXPECT_TRUE(woken->empty());
+  auto got = Receive("gone", 1);
+  ASSERT_TRUE(got) << got.error().ToString();
+  ASSERT_EQ(got->size(), 1u) << "the message was leased to the receive that was cancelled";
+  EXPECT_EQ(got->at(0).message.receive_count, 1u);
+}
+
 TEST_F(BrokerQueueTest, ParkedReceivesAnswerOnReleaseWaitersAndQueueDeletion) {
   ASSERT_TRUE(CreateQueue("a"));
   ASSERT_TRUE(CreateQueue("b"));

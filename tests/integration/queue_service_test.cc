@@ -632,7 +632,7 @@ TEST_F(QueueServiceTest, AReceiveStreamRefusesBadRequestsAndEndsWithItsQueue) {
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(QueueServiceTest, ALongPollWhoseCallerCancelledGivesItsMessagesBack) {
+TEST_F(QueueServiceTest, ALongPollWhoseCallerCancelledLeasesNothing) {
   ASSERT_TRUE(Create("c").ok());
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + seconds(30));
@@ -649,10 +649,11 @@ TEST_F(QueueServiceTest, ALongPollWhoseCallerCancelledGivesItsMessagesBack) {
   std::this_thread::sleep_for(milliseconds(200));  // parked in the broker
   context.TryCancel();
   std::this_thread::sleep_for(milliseconds(100));
-  Send("c", "wanted");  // wakes the parked receive, which leases it for a caller that left
+  Send("c", "wanted");  // wakes the parked receive, which must not lease it for nobody
   auto got = Receive("c", 1, 5);
   ASSERT_EQ(got.messages_size(), 1) << "the message stayed leased to the cancelled call";
   EXPECT_EQ(got.messages(0).body(), "wanted");
+  EXPECT_EQ(got.messages(0).receive_count(), 1u) << "the cancelled call counted a receive";
   for (int i = 0; i < 500 && !answered; ++i)
     std::this_thread::sleep_for(milliseconds(10));
   EXPECT_TRUE(answered);
