@@ -705,6 +705,7 @@ struct QueueArgs {
   std::optional<std::uint32_t> max;
   std::string wait, visibility;
   bool delete_received = false;
+  bool follow = false;
   // delete-message, change-visibility
   std::string handle, seconds;
   // redrive
@@ -929,7 +930,61 @@ int QueueSend(const Global& global, const QueueArgs& args) {
   return exit_code;
 }
 
+// `queue receive --follow`: a receive stream, printed as messages come, until Ctrl-C or --max.
+int QueueFollow(const Global& global, const QueueArgs& args) {
+  if (!args.wait.empty()) {
+    throw UsageError{"--wait does not go with --follow, which waits until Ctrl-C or --max"};
+  }
+  if (args.max && *args.max < 1) throw UsageError{"--max must be at least 1"};
+  spool::ReceiveStreamOptions options;
+  // No more leased than will be printed; without --max, enough to keep the stream busy.
+  options.max_outstanding_messages = args.max ? std::min<std::uint32_t>(*args.max, 1000) : 100;
+  if (!args.visibility.empty())
+    options.visibility_timeout_seconds = SecondsOrThrow("--visibility", args.visibility);
+  spool::QueueClient queues(Connect(global));
+  auto stream = queues.StreamingReceive(args.name, options);
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  std::signal(SIGTERM, [](int) { g_interrupted = true; });
+
+  int exit_code = kExitOk;
+  std::uint64_t printed = 0;
+  while (!g_interrupted && (!args.max || printed < *args.max) && exit_code == kExitOk) {
+    const std::size_t want = args.max ? *args.max - printed : SIZE_MAX;
+    auto messages = stream->Receive(std::chrono::milliseconds(200), want);
+    if (!messages.ok()) return Fail(messages.status, "cannot receive from queue " + args.name);
+    for (const auto& m : *messages) {
+      if (global.json) {
+        std::cout << spool::cli::QueueMessageJson(m).dump() << "\n";
+      } else {
+        std::cout << spool::cli::FormatQueueMessageLine(m) << "\n";
+      }
+    }
+    std::cout.flush();
+    printed += messages->size();
+    if (!args.delete_received || messages->empty()) continue;
+    // Deleted only once printed, and durably before the next batch, as without --follow.
+    spool::Settlement settlement;
+    for (const auto& m : *messages)
+      settlement.deletes.push_back(m.receipt_handle());
+    auto deleted = stream->Settle(std::move(settlement)).get();
+    if (!deleted.ok()) {
+      return Fail(deleted.status, "messages were received but not deleted from " + args.name);
+    }
+    for (const auto& failure : *deleted) {
+      exit_code = Fail(EntryStatus(failure.error()), "message with receipt handle " +
+                                                         failure.receipt_handle() +
+                                                         " was received but not deleted");
+    }
+  }
+  // Messages the stream delivered but this did not print are made visible again.
+  grpc::Status closed = stream->Close();
+  if (!closed.ok() && exit_code == kExitOk)
+    return Fail(closed, "cannot close the receive stream on " + args.name);
+  return exit_code;
+}
+
 int QueueReceive(const Global& global, const QueueArgs& args) {
+  if (args.follow) return QueueFollow(global, args);
   spool::ReceiveOptions options;
   if (args.max) {
     if (*args.max < 1 || *args.max > 1000) throw UsageError{"--max must be within 1..1000"};
@@ -1256,12 +1311,16 @@ int main(int argc, char** argv) {
 
   CLI::App* qreceive = queue->add_subcommand("receive", "Receive (lease) messages and print them");
   qreceive->add_option("name", queue_args.name, "Queue name")->required();
-  qreceive->add_option("--max,-n", queue_args.max, "Receive up to this many, 1-1000 (default 1)");
+  qreceive->add_option("--max,-n", queue_args.max,
+                       "Receive up to this many, 1-1000 (default 1); with --follow, stop after "
+                       "this many");
   qreceive->add_option("--wait", queue_args.wait,
                        "Long-poll this long for a message, in seconds (default: the queue's)");
   qreceive->add_option("--visibility", queue_args.visibility,
                        "Lease them this long, in seconds (default: the queue's)");
   qreceive->add_flag("--delete", queue_args.delete_received, "Delete them once printed");
+  qreceive->add_flag("--follow,-f", queue_args.follow,
+                     "Open a receive stream and print messages as they come, until Ctrl-C");
   qreceive->callback([&] { run = [&] { return QueueReceive(global, queue_args); }; });
 
   CLI::App* qdelmsg =

@@ -258,6 +258,11 @@ grpc::Status QueueClient::NackMessage(std::string_view queue, std::string_view r
   return stub_->NackMessage(&context, request, &response);
 }
 
+std::unique_ptr<ReceiveStream> QueueClient::StreamingReceive(std::string_view queue,
+                                                             const ReceiveStreamOptions& options) {
+  return std::make_unique<ReceiveStream>(channel_, timeout_, std::string(queue), options);
+}
+
 CallResult<v1::RedriveTask> QueueClient::StartRedrive(
     std::string_view source_queue, std::string_view destination_queue,
     std::optional<std::uint32_t> max_messages_per_second) {

@@ -487,6 +487,35 @@ TEST_F(CliTest, QueueCommandsInTablesAndJson) {
   EXPECT_TRUE(gone.out.empty());
 }
 
+TEST_F(CliTest, QueueReceiveFollowStreamsUntilMaxAndDeletesWhatItPrinted) {
+  ASSERT_EQ(Run({"queue", "create", "jobs"}).exit_code, 0);
+  ASSERT_EQ(Run({"queue", "send", "jobs", "a", "b", "c"}).exit_code, 0);
+  CliResult two = Run({"--json", "queue", "receive", "jobs", "--follow", "-n", "2", "--delete"});
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  auto lines = Lines(two.out);
+  ASSERT_EQ(lines.size(), 2u) << two.out;
+  std::set<std::string> bodies;
+  for (const auto& line : lines) {
+    const Json m = Json::parse(line);  // one object per line
+    bodies.insert(m["body"].get<std::string>());
+    EXPECT_EQ(m["receive_count"], 1);
+  }
+  // The third was neither printed nor deleted, and is visible now.
+  CliResult rest = Run({"--json", "queue", "receive", "jobs", "--max", "10", "--wait", "1"});
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  const Json third = Json::parse(rest.out);
+  ASSERT_EQ(third.size(), 1u) << rest.out;
+  bodies.insert(third[0]["body"].get<std::string>());
+  EXPECT_EQ(bodies, (std::set<std::string>{"a", "b", "c"}));
+
+  // The table form waits for a message sent after it started.
+  CliResult later = Run({"queue", "receive", "jobs", "--follow", "--max", "1"}, "",
+                        "sleep 1; " + Quote(SPOOL_CLI) + " --server " + Quote(daemon_.address()) +
+                            " queue send jobs late >/dev/null");
+  ASSERT_EQ(later.exit_code, 0) << later.err;
+  EXPECT_THAT(later.out, ::testing::MatchesRegex("[0-9a-f-]{36}\t1\t[0-9a-f]{42}\tlate\n"));
+}
+
 TEST_F(CliTest, QueueRedriveStartsListsAndRefusesToCancelAFinishedTask) {
   ASSERT_EQ(Run({"queue", "create", "dlq"}).exit_code, 0);
   ASSERT_EQ(Run({"queue", "create", "src", "--dlq", "dlq", "--max-receives", "1"}).exit_code, 0);
@@ -548,6 +577,8 @@ TEST_F(CliTest, QueueBadInputsExitWithTwoAndServerRefusalsWithOne) {
       {{"queue", "send", "q", "x", "--header", "novalue"}, "'novalue' is not KEY=VALUE"},
       {{"queue", "receive", "q", "--max", "0"}, "--max must be within 1..1000"},
       {{"queue", "receive", "q", "--wait", "forever"}, "--wait: 'forever'"},
+      {{"queue", "receive", "q", "--follow", "--wait", "1"}, "--wait does not go with --follow"},
+      {{"queue", "receive", "q", "--follow", "--max", "0"}, "--max must be at least 1"},
       {{"queue", "change-visibility", "q", "h", "later"}, "seconds: 'later'"},
       {{"queue", "redrive"}, "A subcommand is required"},
   };
@@ -572,6 +603,7 @@ TEST_F(CliTest, QueueBadInputsExitWithTwoAndServerRefusalsWithOne) {
       {{"queue", "delete-message", "q", "garbage"}, "INVALID_ARGUMENT"},
       {{"queue", "send", "q", "x", "--header", "spool.x=1"}, "INVALID_ARGUMENT"},
       {{"queue", "purge", "nope"}, "NOT_FOUND"},
+      {{"queue", "receive", "nope", "--follow"}, "cannot receive from queue nope: NOT_FOUND: "},
       {{"queue", "dlq-sources", "nope"}, "NOT_FOUND"},
   };
   for (const auto& [args, message] : refused) {

@@ -3,7 +3,7 @@
 // with per-entry failures, long polls that return as soon as a message arrives and whose
 // wait is added to the call deadline, delete / change visibility / nack by receipt handle,
 // FIFO order and deduplication, dead letters and a redrive back to their source, and the
-// status of each bad input. StreamingReceive has no wrapper in the client.
+// status of each bad input. receive_stream_test covers QueueClient::StreamingReceive.
 
 #include <chrono>
 #include <string>

@@ -8,9 +8,15 @@
 // ...). Every call returns a grpc::Status (or a CallResult holding one); none throws. Not
 // retried: a send whose answer was lost may have been appended, which only a deduplication
 // id makes safe to repeat.
+//
+// spool::ReceiveStream wraps the flow-controlled StreamingReceive: the server pushes messages
+// into a window, and deletes, nacks and lease extensions go back on the same stream.
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <future>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +63,34 @@ struct VisibilityChange {
   std::string receipt_handle;
   std::uint32_t visibility_timeout_seconds = 0;
 };
+
+struct ReceiveStreamOptions {
+  // The most messages delivered and not yet deleted or nacked, 1-120,000; 0: 1,000.
+  std::uint32_t max_outstanding_messages = 0;
+  // About the most body and header bytes outstanding; 0: 100 MiB. A message larger than
+  // the whole window still comes when nothing else is outstanding.
+  std::uint64_t max_outstanding_bytes = 0;
+  // The lease of every message delivered on the stream, 0-43,200 s. Unset: the queue's
+  // visibility_timeout_seconds.
+  std::optional<std::uint32_t> visibility_timeout_seconds;
+};
+
+// A received message to give back, visible again after `delay_seconds`.
+struct NackEntry {
+  std::string receipt_handle;
+  std::uint32_t delay_seconds = 0;
+};
+
+// Deletes, nacks and visibility changes that travel in one request and are confirmed together.
+struct Settlement {
+  std::vector<std::string> deletes;
+  std::vector<NackEntry> nacks;
+  std::vector<VisibilityChange> visibility_changes;
+
+  bool empty() const { return deletes.empty() && nacks.empty() && visibility_changes.empty(); }
+};
+
+class ReceiveStream;
 
 class QueueClient {
  public:
@@ -108,6 +142,11 @@ class QueueClient {
   grpc::Status NackMessage(std::string_view queue, std::string_view receipt_handle,
                            std::uint32_t delay_seconds = 0);
 
+  // Opens a StreamingReceive on `queue`. It never fails here: a queue that does not exist or
+  // bad options end the stream, and ReceiveStream::Receive returns that status.
+  std::unique_ptr<ReceiveStream> StreamingReceive(std::string_view queue,
+                                                  const ReceiveStreamOptions& options = {});
+
   // Dead letters and redrive. An empty destination sends each message back to the queue it
   // was dead-lettered from; unset max_messages_per_second is the server's default (500).
   CallResult<v1::RedriveTask> StartRedrive(
@@ -124,6 +163,66 @@ class QueueClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<v1::QueueService::Stub> stub_;
+};
+
+// One StreamingReceive call. The server keeps up to the window's messages delivered to it;
+// each delete or nack makes room for another, as does a lease that ends.
+//
+// Threads: any thread may call any method. A background thread reads the stream; settlement
+// callbacks run on it, so they must be short and must not call Close() (or destroy the
+// stream). Handles stay valid beyond the stream: a message received on it may also be
+// deleted with QueueClient::DeleteMessage, which is the way once the stream has ended.
+class ReceiveStream {
+ public:
+  using Failures = std::vector<v1::ReceiptFailure>;
+  using SettleCallback = std::function<void(CallResult<Failures>)>;
+
+  ReceiveStream(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds call_timeout,
+                std::string queue, const ReceiveStreamOptions& options);
+  // Close(), its status ignored.
+  ~ReceiveStream();
+
+  ReceiveStream(const ReceiveStream&) = delete;
+  ReceiveStream& operator=(const ReceiveStream&) = delete;
+
+  // Up to `max` of the messages delivered so far, oldest first, waiting up to `timeout` for
+  // the first; empty (and ok) when none came. Once the stream has ended it returns why:
+  // FAILED_PRECONDITION after Close(), else the server's status (NOT_FOUND when the queue
+  // does not exist or was deleted, INVALID_ARGUMENT for bad options, UNAVAILABLE when
+  // spoold shut down or could not be reached).
+  CallResult<std::vector<v1::QueueMessage>> Receive(
+      std::chrono::milliseconds timeout, std::size_t max = std::numeric_limits<std::size_t>::max());
+
+  // Sends the settlement as one request. `done` gets the operations that failed (each with
+  // its handle, action and error; every other one is durable), or a failed status when the
+  // stream ended before the confirmation came, in which case their outcome is unknown. It
+  // runs on the stream's thread, or at once on the caller's when the stream has ended or
+  // the settlement is empty.
+  void Settle(Settlement settlement, SettleCallback done);
+  std::future<CallResult<Failures>> Settle(Settlement settlement);
+
+  // One operation each, as its own request; the future holds its outcome: OK once durable,
+  // else the error the unary call would have returned (e.g. FAILED_PRECONDITION for a stale
+  // receipt handle), or the stream's status as above.
+  std::future<grpc::Status> Delete(std::string receipt_handle);
+  std::future<grpc::Status> Nack(std::string receipt_handle, std::uint32_t delay_seconds = 0);
+  std::future<grpc::Status> ChangeVisibility(std::string receipt_handle,
+                                             std::uint32_t visibility_timeout_seconds);
+
+  // Changes the window; 0 keeps a value. INVALID_ARGUMENT (and nothing sent) for more than
+  // 120,000 messages; FAILED_PRECONDITION once the stream has ended.
+  grpc::Status SetFlowControl(std::uint32_t max_outstanding_messages,
+                              std::uint64_t max_outstanding_bytes = 0);
+
+  // Ends the stream: waits (up to the client's call_timeout, then cancels) until every
+  // settlement sent has been confirmed. Messages delivered but not yet returned by Receive
+  // are made visible again at once; those Receive returned keep their lease until it ends
+  // or they are settled. Returns OK, or the status the stream ended with. Idempotent.
+  grpc::Status Close();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace spool
