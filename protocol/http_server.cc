@@ -1,5 +1,6 @@
 #include "protocol/http_server.h"
 
+#include <cerrno>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "common/logging.h"
 
@@ -47,6 +49,12 @@ struct Shared {
   const std::atomic<bool>* ready;
   std::uint64_t body_limit = 1 << 20;
   std::shared_ptr<Gate> gate = std::make_shared<Gate>();
+};
+
+// Whether the client of a pending API call has closed its connection.
+struct ClientWatch {
+  std::atomic<bool> started{false};
+  std::atomic<bool> gone{false};
 };
 
 bool IsBuiltIn(std::string_view path) {
@@ -151,6 +159,15 @@ class Session : public std::enable_shared_from_this<Session> {
       ++shared_.gate->pending;
     }
     auto answered = std::make_shared<std::atomic<bool>>(false);
+    auto watch = std::make_shared<ClientWatch>();
+    call.client_gone = [weak = weak_from_this(), watch] {
+      if (!watch->started.exchange(true)) {
+        if (auto self = weak.lock()) {
+          asio::post(self->stream_.get_executor(), [self, watch] { self->Watch(watch); });
+        }
+      }
+      return watch->gone.load();
+    };
     shared_.api(std::move(call), [self = shared_from_this(), gate = shared_.gate, version,
                                   keep_alive, answered](HttpResponse reply) {
       if (answered->exchange(true)) return;
@@ -170,6 +187,22 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (--gate->pending == 0) gate->idle.notify_all();
     });
+  }
+
+  // Waits for the socket to turn readable while the API call is pending: end of stream
+  // or an error means the client has gone; data is its next request, which Read takes
+  // once the reply is written.
+  void Watch(const std::shared_ptr<ClientWatch>& watch) {
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this(), watch](beast::error_code ec) {
+          if (ec) return;  // closed by Stop, or cancelled
+          char byte = 0;
+          const ssize_t n =
+              ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            watch->gone.store(true);
+          }
+        });
   }
 
   static http::response<http::string_body> ErrorResponse(http::status status, std::string body) {

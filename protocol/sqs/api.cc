@@ -386,6 +386,7 @@ struct SqsApi::Call {
   std::string path;  // the URL path, decoded: a queue URL's path when the client posts there
   std::string request_id;
   HttpServer::Reply reply;
+  std::function<bool()> client_gone;  // see HttpRequest::client_gone
 
   const json& params() const { return request.params; }
 
@@ -1503,6 +1504,8 @@ struct Actions {
         receive.wait_ms ? *receive.wait_ms > 0 : queue->attributes.receive_wait_ms > 0;
     const std::int64_t visibility_ms =
         receive.visibility_ms.value_or(queue->attributes.visibility_timeout_ms);
+    // A worker stopped mid-poll must not take the next message with it.
+    if (long_poll) receive.cancelled = call->client_gone;
     auto receive_now = [this, call, ids, system_names, attribute_names, long_poll, attempt_key,
                         receive = std::move(receive)]() mutable {
       Receive(call, ids, std::move(receive), system_names, attribute_names, long_poll, attempt_key);
@@ -1554,15 +1557,24 @@ struct Actions {
                const std::vector<std::string>& system_names,
                const std::vector<std::string>& attribute_names, bool long_poll,
                const std::string& attempt_key) {
+    const std::string queue = receive.queue;
     broker.ReceiveMessages(
-        std::move(receive), [this, call, ids, system_names, attribute_names, long_poll,
-                             attempt_key](Result<std::vector<broker::QueueMessage>> got) {
+        std::move(receive), [this, call, ids, system_names, attribute_names, long_poll, attempt_key,
+                             queue](Result<std::vector<broker::QueueMessage>> got) {
           if (!got) {
             // At the in-flight limit a long poll answers empty, as AWS does.
             if (got.error().code == ErrorCode::kResourceExhausted && long_poll) {
               return call->Ok(json::object());
             }
             return call->Fail(FromBroker(got.error()));
+          }
+          if (long_poll && call->client_gone && call->client_gone()) {
+            // Leased just as the client left: nobody will read the answer.
+            for (const auto& m : *got) {
+              broker.ChangeMessageVisibility(
+                  queue, {m.partition, m.message.offset, m.message.generation}, 0, [](Status) {});
+            }
+            return call->Ok(json::object());
           }
           Guard(call, [&] {
             json result = json::object();
@@ -1911,6 +1923,7 @@ void SqsApi::Handle(HttpRequest http, HttpServer::Reply reply) {
   call->api = this;
   call->request_id = NewRequestId();
   call->reply = std::move(reply);
+  call->client_gone = std::move(http.client_gone);
   const std::string_view target = http.target;
   const auto question = target.find('?');
   call->path =

@@ -279,6 +279,23 @@ describe('long polling', { timeout: 60000 }, () => {
     assert.ok(elapsed >= 900 && elapsed < 4000, `waited ${elapsed} ms with the queue default of 1 s`);
   });
 
+  it('leases nothing to a long poll whose client went away', async () => {
+    // A worker stopped mid-poll (a deploy, a crash) must not take the next message with it:
+    // hidden for the visibility timeout, and counted as a receive against the DLQ limit.
+    const url = await create('lp-abandoned');
+    const controller = new AbortController();
+    const polling = sqs.send(new ReceiveMessageCommand({ QueueUrl: url, WaitTimeSeconds: 20 }),
+      { abortSignal: controller.signal });
+    await sleep(300);
+    controller.abort();  // the SDK closes the connection
+    await assert.rejects(polling);
+    await sleep(200);
+    await sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'for someone' }));
+    const out = await receive(url, { WaitTimeSeconds: 2, AttributeNames: ['ApproximateReceiveCount'] });
+    assert.equal(out.Messages?.[0]?.Body, 'for someone', 'the abandoned long poll leased it');
+    assert.equal(out.Messages[0].Attributes.ApproximateReceiveCount, '1');
+  });
+
   it('is woken by ChangeMessageVisibility(0) on an in-flight message', async () => {
     const url = await create('lp-release');
     await sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'released' }));
