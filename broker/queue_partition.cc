@@ -106,6 +106,7 @@ Result<std::vector<storage::StoredRecord>> QueuePartition::Scan(std::size_t max)
       state.visible_at_ms = r.record.deliver_after_ms.value_or(0);
       AddToIndex(r.offset, state);
     }
+    if (groups_indexed_ && !state.acked) AddToGroup(r.offset, state);
     scanned_ = r.offset + 1;
   }
   return records;
@@ -155,6 +156,65 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   return Ok();
 }
 
+void QueuePartition::IndexGroups() {
+  if (groups_indexed_) return;
+  groups_indexed_ = true;
+  for (const auto& [offset, s] : states_) {
+    if (offset >= scanned_) break;
+    if (!s.acked) AddToGroup(offset, s);
+  }
+}
+
+void QueuePartition::AddToGroup(std::uint64_t offset, const QueueMessageState& state) {
+  const std::string& group = state.group ? *state.group : std::string();
+  std::set<std::uint64_t>& offsets = group_offsets_[group];
+  if (offsets.empty() || offset < *offsets.begin()) {
+    if (!offsets.empty()) group_heads_.erase({*offsets.begin(), group});
+    group_heads_.insert({offset, group});
+  }
+  offsets.insert(offset);
+}
+
+void QueuePartition::CollectExamined(std::int64_t now_ms, std::size_t want, std::uint64_t end,
+                                     std::set<std::string>& locked, std::vector<Candidate>& out) {
+  // Heads only move forward, and are re-keyed after the walk so that none is met twice.
+  std::vector<std::pair<std::uint64_t, std::string>> moved;
+  for (auto head = group_heads_.begin(); head != group_heads_.end() && out.size() < want; ++head) {
+    const auto& [first, group] = *head;
+    if (first >= end) break;
+    const bool ordered = !group.empty();  // messages without a group are not held in order
+    if (ordered && locked.count(group) > 0) continue;
+    std::set<std::uint64_t>& offsets = group_offsets_.at(group);
+    for (auto it = offsets.begin(); it != offsets.end() && *it < end && out.size() < want;) {
+      auto state = states_.find(*it);
+      if (state == states_.end() || state->second.acked) {
+        it = offsets.erase(it);
+        continue;
+      }
+      if (state->second.visible_at_ms > now_ms) {
+        if (ordered) {
+          locked.insert(group);  // nothing of the group after it, in order
+          break;
+        }
+        ++it;
+        continue;
+      }
+      out.push_back({*it, std::nullopt});
+      ++it;
+    }
+    if (offsets.empty() || *offsets.begin() != first) moved.push_back(*head);
+  }
+  for (const auto& [first, group] : moved) {
+    group_heads_.erase({first, group});
+    auto offsets = group_offsets_.find(group);
+    if (offsets->second.empty()) {
+      group_offsets_.erase(offsets);
+    } else {
+      group_heads_.insert({*offsets->second.begin(), group});
+    }
+  }
+}
+
 void QueuePartition::FillRecords(std::vector<Candidate>& candidates) const {
   // A run spans at most this many offsets, so gaps (messages done or leased) cost little.
   constexpr std::uint64_t kMaxRun = 256;
@@ -201,7 +261,7 @@ Status QueuePartition::LearnGroup(std::uint64_t offset, QueueMessageState& state
 }
 
 Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
-    std::int64_t now_ms, bool fifo, std::size_t want, std::uint64_t end,
+    std::int64_t now_ms, bool fifo, std::size_t want, std::uint64_t end, std::size_t examined_limit,
     std::set<std::string>& locked, std::size_t& scan_budget) {
   std::vector<Candidate> out;
   auto blocked = [&](const QueueMessageState& s) {
@@ -212,15 +272,8 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   };
   // 1. Messages examined before, oldest first.
   if (fifo) {
-    for (auto& [offset, s] : states_) {
-      if (offset >= scanned_ || offset >= end || out.size() >= want) break;
-      if (s.acked || blocked(s)) continue;
-      if (s.visible_at_ms > now_ms) {
-        lock_group(s);  // nothing of the group after it, in order
-        continue;
-      }
-      out.push_back({offset, std::nullopt});
-    }
+    IndexGroups();
+    CollectExamined(now_ms, want, end, locked, out);
   } else {
     for (const Index* index : {&leases_, &waiting_}) {
       for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
@@ -236,8 +289,10 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   // queue reads only as many as it still wants: a record examined and not taken would be
   // read again by the receive that takes it. FIFO reads ahead for other groups.
   const std::uint64_t scan_end = std::min(end, log_->end_offset());
-  while (out.size() < want && scanned_ < scan_end && scan_budget > 0) {
-    const std::size_t chunk = fifo ? kScanChunk : want - out.size();
+  while (out.size() < want && scanned_ < scan_end && scan_budget > 0 &&
+         !(fifo && states_.size() >= examined_limit)) {
+    const std::size_t chunk =
+        fifo ? std::min(kScanChunk, examined_limit - states_.size()) : want - out.size();
     auto records = Scan(std::min({chunk, scan_budget, scan_end - scanned_}));
     if (!records) return records.error();
     if (records->empty()) break;
@@ -245,10 +300,13 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
     for (auto& r : *records) {
       const QueueMessageState& s = states_.at(r.offset);
       if (s.acked || blocked(s)) continue;
-      if (s.visible_at_ms > now_ms || out.size() >= want) {
-        lock_group(s);
+      if (s.visible_at_ms > now_ms) {
+        lock_group(s);  // nothing of the group after it, in order
         continue;
       }
+      // Examined and left for a later receive. Locking its group here would also drop the
+      // group's earlier messages already chosen, and the receive would come back empty.
+      if (out.size() >= want) continue;
       out.push_back({r.offset, std::move(r.record)});
     }
   }
@@ -293,7 +351,8 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     const std::size_t need = room - result.messages.size();
     // FIFO looks further ahead, to fill the answer from one group before taking the next.
     const std::size_t want = options.fifo ? need + std::min<std::size_t>(need, 100) * 3 : need;
-    auto candidates = Collect(now_ms, options.fifo, want, options.end_offset, locked, scan_budget);
+    auto candidates = Collect(now_ms, options.fifo, want, options.end_offset,
+                              in_flight + options.max_fifo_examined, locked, scan_budget);
     if (!candidates) {
       failed = candidates.error();
       break;

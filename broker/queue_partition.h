@@ -70,6 +70,10 @@ struct QueueReceiveOptions {
   std::optional<std::uint32_t> max_receive_count;
   bool fifo = false;
   std::size_t max_in_flight = 120'000;
+  // FIFO reads ahead of what it delivers to find other groups' messages, and stops once it
+  // holds this many examined messages beyond those in flight: a deep backlog in a few
+  // groups costs bounded memory, and groups further on wait until the front moves.
+  std::size_t max_fifo_examined = 100'000;
   // Only messages below this offset (a redrive covers what was there when it started).
   std::uint64_t end_offset = UINT64_MAX;
   // The most dead letters one call hands back; 0: ten times max_messages, at least 100.
@@ -166,10 +170,11 @@ class QueuePartition {
     std::optional<storage::Record> record;  // when just read from the log
   };
   // Receivable messages, up to `want`, in offset order; FIFO skips and extends `locked`.
-  // Reads at most `scan_budget` new records (and lowers it).
+  // Reads at most `scan_budget` new records (and lowers it); FIFO stops reading once it
+  // holds `examined_limit` states.
   Result<std::vector<Candidate>> Collect(std::int64_t now_ms, bool fifo, std::size_t want,
-                                         std::uint64_t end, std::set<std::string>& locked,
-                                         std::size_t& scan_budget);
+                                         std::uint64_t end, std::size_t examined_limit,
+                                         std::set<std::string>& locked, std::size_t& scan_budget);
   // Reads the records of candidates that have none (examined before) in runs, one log read
   // per run instead of one per message; those it cannot fill Take reads alone.
   void FillRecords(std::vector<Candidate>& candidates) const;
@@ -177,6 +182,12 @@ class QueuePartition {
   Status LearnGroup(std::uint64_t offset, QueueMessageState& state);
   // Examines up to `max` log records from scanned_, creating their states.
   Result<std::vector<storage::StoredRecord>> Scan(std::size_t max);
+  // FIFO: builds the group index from the states examined so far, once.
+  void IndexGroups();
+  void AddToGroup(std::uint64_t offset, const QueueMessageState& state);
+  // FIFO part of Collect: receivable messages group by group, oldest group first.
+  void CollectExamined(std::int64_t now_ms, std::size_t want, std::uint64_t end,
+                       std::set<std::string>& locked, std::vector<Candidate>& out);
   // Leases `offset` (or locks it as a dead letter) and reports it in `result`.
   Status Take(std::uint64_t offset, std::optional<storage::Record> record, std::int64_t now_ms,
               const QueueReceiveOptions& options, QueueReceiveResult& result,
@@ -197,6 +208,13 @@ class QueuePartition {
   // are those loaded at startup, whose records have not been examined again yet.
   std::uint64_t scanned_ = 0;
   std::map<std::uint64_t, QueueMessageState> states_;
+  // FIFO only, built by the first FIFO receive: the examined offsets below scanned_ of each
+  // group (messages without a group under ""), in order, and the groups ordered by their
+  // first such offset. A receive walks groups, not messages, so a deep backlog in a locked
+  // group costs nothing. Offsets that are done leave lazily, when a receive meets them.
+  bool groups_indexed_ = false;
+  std::map<std::string, std::set<std::uint64_t>> group_offsets_;
+  std::set<std::pair<std::uint64_t, std::string>> group_heads_;
   Index leases_;   // received at least once, not acknowledged, not nacked
   Index waiting_;  // examined and never received (delayed, or not taken yet), or nacked
 };

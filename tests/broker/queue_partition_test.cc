@@ -300,6 +300,60 @@ TEST_F(QueuePartitionTest, FifoFillsAReceiveFromOneGroupFirst) {
   EXPECT_LT(got[0].offset, got[1].offset);
 }
 
+TEST_F(QueuePartitionTest, AFifoGroupLongerThanOneReadIsReceivedAtOnce) {
+  // The first receive reads ahead (the answer's size plus 3 per message) and meets more of
+  // the group than it can take: it still answers with the group's first messages.
+  Send(20, "a", "A");
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  EXPECT_EQ(Values(Receive(kT0, 1, fifo).messages), (std::vector<std::string>{"a0"}));
+  Send(20, "b", "B");
+  EXPECT_EQ(Values(Receive(kT0, 2, fifo).messages), (std::vector<std::string>{"b0", "b1"}));
+}
+
+TEST_F(QueuePartitionTest, AFifoGroupsBacklogDoesNotHoldBackOtherGroups) {
+  Send(3'000, "a", "A");
+  Send(1, "b", "B");
+  Send(2, "c");  // no group: never held in order
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  auto a = Receive(kT0, 1, fifo).messages;
+  ASSERT_EQ(Values(a), (std::vector<std::string>{"a0"}));
+  // A is locked: the receive reads past its backlog to B and to the messages without a group.
+  std::vector<std::string> others;
+  for (int i = 0; i < 5 && others.size() < 3; ++i) {
+    for (const auto& m : Receive(kT0 + 1, 10, fifo).messages)
+      others.push_back(m.record.value);
+  }
+  EXPECT_EQ(others, (std::vector<std::string>{"b0", "c0", "c1"}));
+  ASSERT_TRUE(Delete(a[0]));
+  EXPECT_EQ(Values(Receive(kT0 + 2, 2, fifo).messages), (std::vector<std::string>{"a1", "a2"}));
+}
+
+TEST_F(QueuePartitionTest, AFifoBacklogIsExaminedOnlySoFarAhead) {
+  Send(3'000, "a", "A");
+  Send(1, "b", "B");
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  fifo.max_fifo_examined = 500;
+  auto a = Receive(kT0, 1, fifo).messages;
+  ASSERT_EQ(Values(a), (std::vector<std::string>{"a0"}));
+  for (int i = 0; i < 10; ++i)
+    EXPECT_TRUE(Receive(kT0 + 1, 10, fifo).messages.empty());
+  // One in flight and 500 more examined: nothing beyond, however often it is asked.
+  EXPECT_TRUE(queue_->State(500).has_value());
+  EXPECT_FALSE(queue_->State(501).has_value()) << "read further ahead than allowed";
+  // The window moves with the front, and the group keeps its order.
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Delete(a[0]));
+    a = Receive(kT0 + 2 + i, 1, fifo).messages;
+    ASSERT_EQ(a.size(), 1u);
+    got.push_back(a[0].record.value);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2", "a3"}));
+}
+
 TEST_F(QueuePartitionTest, FifoGroupsInFlightStayHeldAfterARestart) {
   Send(3, "a", "A");
   QueueReceiveOptions fifo;
