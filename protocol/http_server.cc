@@ -10,6 +10,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -43,13 +44,33 @@ struct Gate {
   bool closed = false;
 };
 
+// Shared with the sessions, which may outlive Shared while the I/O context winds down.
+struct Connections {
+  std::atomic<std::size_t> open{0};
+  std::atomic<std::uint64_t> refused{0};
+};
+
 struct Shared {
   HttpServer::MetricsRenderer metrics;
   HttpServer::ApiHandler api;
   const std::atomic<bool>* ready;
   std::uint64_t body_limit = 1 << 20;
+  std::size_t max_connections = 10'000;
   std::shared_ptr<Gate> gate = std::make_shared<Gate>();
+  std::shared_ptr<Connections> connections = std::make_shared<Connections>();
 };
+
+std::string ConnectionMetrics(const Connections& c) {
+  return "# HELP spool_http_connections HTTP connections open now.\n"
+         "# TYPE spool_http_connections gauge\n"
+         "spool_http_connections " +
+         std::to_string(c.open.load()) +
+         "\n# HELP spool_http_connections_refused_total HTTP connections refused with 503 "
+         "because http_max_connections were open.\n"
+         "# TYPE spool_http_connections_refused_total counter\n"
+         "spool_http_connections_refused_total " +
+         std::to_string(c.refused.load()) + "\n";
+}
 
 // Whether the client of a pending API call has closed its connection.
 struct ClientWatch {
@@ -86,15 +107,29 @@ http::response<http::string_body> Respond(const http::request<http::string_body>
                ? reply(http::status::ok, "ready\n", "text/plain")
                : reply(http::status::service_unavailable, "not ready\n", "text/plain");
   }
-  return reply(http::status::ok, shared.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  return reply(http::status::ok, shared.metrics() + ConnectionMetrics(*shared.connections),
+               "text/plain; version=0.0.4; charset=utf-8");
 }
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const Shared& shared) : stream_(std::move(socket)), shared_(shared) {}
+  Session(tcp::socket socket, const Shared& shared)
+      : stream_(std::move(socket)), shared_(shared), connections_(shared.connections) {
+    connections_->open.fetch_add(1);
+  }
+  ~Session() { connections_->open.fetch_sub(1); }
 
   void Run() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
+  }
+
+  // Answers 503 without reading the request, and closes.
+  void Refuse() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      auto response = ErrorResponse(http::status::service_unavailable, "too many connections\n");
+      response.set(http::field::retry_after, "1");
+      self->Write(std::move(response), /*close=*/true);
+    });
   }
 
   void Close() {
@@ -234,6 +269,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   const Shared& shared_;
+  const std::shared_ptr<Connections> connections_;
 };
 
 }  // namespace
@@ -241,6 +277,7 @@ class Session : public std::enable_shared_from_this<Session> {
 struct HttpServer::Impl {
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
+  asio::steady_timer retry{io};
   Shared shared;
   std::vector<std::weak_ptr<Session>> sessions;  // I/O thread only
   bool stopping = false;                         // I/O thread only
@@ -249,15 +286,36 @@ struct HttpServer::Impl {
   void Accept() {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket s) {
       // A connection accepted just before Stop() is dropped here (closing `s`).
-      if (ec || stopping) return;
+      if (stopping || ec == asio::error::operation_aborted) return;
+      if (ec) {
+        // Out of file descriptors, say: the connection waits in the backlog. Accepting again
+        // at once would spin; giving up would leave the port dead for good.
+        Log().warn("accepting an HTTP connection: {}; trying again in 100 ms", ec.message());
+        retry.expires_after(std::chrono::milliseconds(100));
+        retry.async_wait([this](beast::error_code wait) {
+          if (!wait && !stopping) Accept();
+        });
+        return;
+      }
+      // Against the sessions open before this one; a refused one counts while it answers.
+      const bool full = shared.connections->open.load() >= shared.max_connections;
       auto session = std::make_shared<Session>(std::move(s), shared);
       std::erase_if(sessions, [](const auto& w) { return w.expired(); });
       sessions.push_back(session);
-      session->Run();
+      if (full) {
+        shared.connections->refused.fetch_add(1);
+        session->Refuse();
+      } else {
+        session->Run();
+      }
       Accept();
     });
   }
 };
+
+std::size_t HttpServer::open_connections() const {
+  return impl_->shared.connections->open.load();
+}
 
 std::string_view HttpRequest::Header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
@@ -277,6 +335,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& o
   impl.shared.api = std::move(api);
   impl.shared.ready = &server->ready_;
   impl.shared.body_limit = options.max_body_bytes;
+  impl.shared.max_connections = options.max_connections;
 
   const auto colon = options.listen.rfind(':');
   if (colon == std::string::npos) {
@@ -318,6 +377,7 @@ void HttpServer::Stop(std::chrono::milliseconds grace) {
     impl->stopping = true;
     beast::error_code ec;
     impl->acceptor.close(ec);
+    impl->retry.cancel();
   });
   {
     Gate& gate = *impl_->shared.gate;

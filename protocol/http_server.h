@@ -6,7 +6,9 @@
 // that a long poll parks without holding the I/O thread.
 //
 // Boost.Beast over Asio, as in Beast's async server example: one I/O thread, a strand per
-// connection, keep-alive, bounded request and header sizes, and idle timeouts.
+// connection, keep-alive, bounded request and header sizes, idle timeouts, and a bound on
+// open connections. /metrics ends with the server's own series (open and refused
+// connections). An accept that fails (e.g. out of file descriptors) is retried shortly.
 //
 // Thread-safety: Start/Stop from one thread; SetReady from any; an API handler's reply
 // callback may be called from any thread, once.
@@ -30,6 +32,9 @@ struct HttpServerOptions {
   std::string listen = "127.0.0.1:9324";  // host:port; port 0 picks a free one
   // A request body above this is refused with 413 before it is read.
   std::uint64_t max_body_bytes = 1 << 20;
+  // Connections open at once; one more gets a 503 (Retry-After: 1) and is closed, so that a
+  // flood of clients cannot use up the file descriptors the store needs.
+  std::size_t max_connections = 10'000;
 };
 
 // An API request as read off the wire; header names keep the case the client sent.
@@ -68,6 +73,7 @@ class HttpServer {
   ~HttpServer();
 
   int port() const { return port_; }
+  std::size_t open_connections() const;
   void SetReady(bool ready) { ready_.store(ready); }
   // Closes the listener, waits up to `grace` for API calls being answered, then closes every
   // connection and joins the I/O thread. Replies that come later are dropped.

@@ -145,6 +145,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
                 "HTTP listen address host:port for the SQS API, /healthz, /readyz and /metrics "
                 "(port 0 picks a free port)",
                 &Config::http_listen),
+      IntKey("http_max_connections",
+             "HTTP connections open at once; one more is answered 503 and closed",
+             &Config::http_max_connections, 1, 1'000'000),
       StringKey("fsync",
                 "always: acknowledge writes after fsync; interval: after the WAL write, "
                 "fsyncing every fsync_interval_ms (can lose that much on power loss)",

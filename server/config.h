@@ -21,6 +21,7 @@ struct Config {
   std::string data_dir = "./data";
   std::string grpc_listen = "127.0.0.1:50051";
   std::string http_listen = "127.0.0.1:9324";
+  std::int64_t http_max_connections = 10'000;
   std::string fsync = "always";  // always | interval
   std::int64_t fsync_interval_ms = 50;
   std::int64_t max_batch_bytes = 64LL << 20;

@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
 
   spool::protocol::HttpServerOptions http_options;
   http_options.listen = config.http_listen;
+  http_options.max_connections = static_cast<std::size_t>(config.http_max_connections);
   // A full SQS batch (1 MiB of messages) percent-encoded by the Query protocol.
   http_options.max_body_bytes = 4u << 20;
   // The SQS API needs the bound port for its queue URLs, so it is made once the port is
