@@ -71,6 +71,7 @@ Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::ui
     if (!state) return state.error();
     q.states_[offset] = *state;
     if (!state->acked) q.AddToIndex(offset, *state);
+    q.loaded_end_ = offset + 1;
   }
   if (Status s = it->status(); !s) return s.error();
   q.scanned_ = q.floor_;
@@ -176,14 +177,15 @@ void QueuePartition::AddToGroup(std::uint64_t offset, const QueueMessageState& s
 }
 
 void QueuePartition::CollectExamined(std::int64_t now_ms, std::size_t want, std::uint64_t end,
-                                     std::set<std::string>& locked, std::vector<Candidate>& out) {
+                                     const std::set<std::string>& locked,
+                                     std::set<std::string>& stopped, std::vector<Candidate>& out) {
   // Heads only move forward, and are re-keyed after the walk so that none is met twice.
   std::vector<std::pair<std::uint64_t, std::string>> moved;
   for (auto head = group_heads_.begin(); head != group_heads_.end() && out.size() < want; ++head) {
     const auto& [first, group] = *head;
     if (first >= end) break;
     const bool ordered = !group.empty();  // messages without a group are not held in order
-    if (ordered && locked.count(group) > 0) continue;
+    if (ordered && (locked.count(group) > 0 || stopped.count(group) > 0)) continue;
     std::set<std::uint64_t>& offsets = group_offsets_.at(group);
     for (auto it = offsets.begin(); it != offsets.end() && *it < end && out.size() < want;) {
       auto state = states_.find(*it);
@@ -193,7 +195,7 @@ void QueuePartition::CollectExamined(std::int64_t now_ms, std::size_t want, std:
       }
       if (state->second.visible_at_ms > now_ms) {
         if (ordered) {
-          locked.insert(group);  // nothing of the group after it, in order
+          stopped.insert(group);  // nothing of the group after it, in order
           break;
         }
         ++it;
@@ -262,18 +264,22 @@ Status QueuePartition::LearnGroup(std::uint64_t offset, QueueMessageState& state
 
 Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
     std::int64_t now_ms, bool fifo, std::size_t want, std::uint64_t end, std::size_t examined_limit,
-    std::set<std::string>& locked, std::size_t& scan_budget) {
+    const std::set<std::string>& locked, std::size_t& scan_budget) {
   std::vector<Candidate> out;
+  // FIFO groups met at a message that is not receivable (delayed, nacked with a delay): none
+  // of their later messages is a candidate. Their earlier ones already chosen still are, so
+  // this is not `locked`, which drops a group's candidates altogether.
+  std::set<std::string> stopped;
   auto blocked = [&](const QueueMessageState& s) {
-    return fifo && s.group && locked.count(*s.group) > 0;
+    return fifo && s.group && (locked.count(*s.group) > 0 || stopped.count(*s.group) > 0);
   };
-  auto lock_group = [&](const QueueMessageState& s) {
-    if (fifo && s.group) locked.insert(*s.group);
+  auto stop_group = [&](const QueueMessageState& s) {
+    if (fifo && s.group) stopped.insert(*s.group);
   };
   // 1. Messages examined before, oldest first.
   if (fifo) {
     IndexGroups();
-    CollectExamined(now_ms, want, end, locked, out);
+    CollectExamined(now_ms, want, end, locked, stopped, out);
   } else {
     for (const Index* index : {&leases_, &waiting_}) {
       for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
@@ -288,11 +294,18 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   // cannot hold the strand for a whole backlog of delayed or locked messages. A standard
   // queue reads only as many as it still wants: a record examined and not taken would be
   // read again by the receive that takes it. FIFO reads ahead for other groups.
+  // FIFO stops reading ahead once it holds `examined_limit` messages that are not done (the
+  // indexes hold exactly those); what a restart loaded is always read again first, or a
+  // partition that stored that many could never be read again.
+  auto fifo_room = [&]() -> std::size_t {
+    if (scanned_ < loaded_end_) return kScanChunk;
+    const std::size_t pending = waiting_.size() + leases_.size();
+    return pending >= examined_limit ? 0 : std::min(kScanChunk, examined_limit - pending);
+  };
   const std::uint64_t scan_end = std::min(end, log_->end_offset());
   while (out.size() < want && scanned_ < scan_end && scan_budget > 0 &&
-         !(fifo && states_.size() >= examined_limit)) {
-    const std::size_t chunk =
-        fifo ? std::min(kScanChunk, examined_limit - states_.size()) : want - out.size();
+         (!fifo || fifo_room() > 0)) {
+    const std::size_t chunk = fifo ? fifo_room() : want - out.size();
     auto records = Scan(std::min({chunk, scan_budget, scan_end - scanned_}));
     if (!records) return records.error();
     if (records->empty()) break;
@@ -301,11 +314,10 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
       const QueueMessageState& s = states_.at(r.offset);
       if (s.acked || blocked(s)) continue;
       if (s.visible_at_ms > now_ms) {
-        lock_group(s);  // nothing of the group after it, in order
+        stop_group(s);  // nothing of the group after it, in order
         continue;
       }
-      // Examined and left for a later receive. Locking its group here would also drop the
-      // group's earlier messages already chosen, and the receive would come back empty.
+      // Examined and left for a later receive.
       if (out.size() >= want) continue;
       out.push_back({r.offset, std::move(r.record)});
     }
@@ -503,6 +515,11 @@ Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t gene
 
 void QueuePartition::AckBelow(std::uint64_t end, storage::WriteBatch& batch) {
   AdvanceFloor(batch, std::min(end, log_->end_offset()));
+  // A purge leaves the group index full of done messages: rebuild it at the next receive
+  // from what is left rather than drop them one by one on the strand.
+  groups_indexed_ = false;
+  group_offsets_.clear();
+  group_heads_.clear();
 }
 
 void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least) {

@@ -70,9 +70,10 @@ struct QueueReceiveOptions {
   std::optional<std::uint32_t> max_receive_count;
   bool fifo = false;
   std::size_t max_in_flight = 120'000;
-  // FIFO reads ahead of what it delivers to find other groups' messages, and stops once it
-  // holds this many examined messages beyond those in flight: a deep backlog in a few
-  // groups costs bounded memory, and groups further on wait until the front moves.
+  // FIFO reads ahead of what it delivers to find other groups' messages, and stops once this
+  // many examined messages that are not done are not in flight either (received and
+  // released, or never received): a deep backlog in a few groups costs bounded memory, and
+  // groups further on wait until the front moves.
   std::size_t max_fifo_examined = 100'000;
   // Only messages below this offset (a redrive covers what was there when it started).
   std::uint64_t end_offset = UINT64_MAX;
@@ -169,12 +170,13 @@ class QueuePartition {
     std::uint64_t offset;
     std::optional<storage::Record> record;  // when just read from the log
   };
-  // Receivable messages, up to `want`, in offset order; FIFO skips and extends `locked`.
-  // Reads at most `scan_budget` new records (and lowers it); FIFO stops reading once it
-  // holds `examined_limit` states.
+  // Receivable messages, up to `want`; FIFO skips the `locked` groups and ends each group at
+  // its first message that is not receivable. Reads at most `scan_budget` new records (and
+  // lowers it); FIFO stops reading once `examined_limit` examined messages are not done.
   Result<std::vector<Candidate>> Collect(std::int64_t now_ms, bool fifo, std::size_t want,
                                          std::uint64_t end, std::size_t examined_limit,
-                                         std::set<std::string>& locked, std::size_t& scan_budget);
+                                         const std::set<std::string>& locked,
+                                         std::size_t& scan_budget);
   // Reads the records of candidates that have none (examined before) in runs, one log read
   // per run instead of one per message; those it cannot fill Take reads alone.
   void FillRecords(std::vector<Candidate>& candidates) const;
@@ -187,7 +189,8 @@ class QueuePartition {
   void AddToGroup(std::uint64_t offset, const QueueMessageState& state);
   // FIFO part of Collect: receivable messages group by group, oldest group first.
   void CollectExamined(std::int64_t now_ms, std::size_t want, std::uint64_t end,
-                       std::set<std::string>& locked, std::vector<Candidate>& out);
+                       const std::set<std::string>& locked, std::set<std::string>& stopped,
+                       std::vector<Candidate>& out);
   // Leases `offset` (or locks it as a dead letter) and reports it in `result`.
   Status Take(std::uint64_t offset, std::optional<storage::Record> record, std::int64_t now_ms,
               const QueueReceiveOptions& options, QueueReceiveResult& result,
@@ -207,6 +210,7 @@ class QueuePartition {
   // Every offset in [floor_, scanned_) that is not done has a state. States above scanned_
   // are those loaded at startup, whose records have not been examined again yet.
   std::uint64_t scanned_ = 0;
+  std::uint64_t loaded_end_ = 0;  // past the last state loaded at startup
   std::map<std::uint64_t, QueueMessageState> states_;
   // FIFO only, built by the first FIFO receive: the examined offsets below scanned_ of each
   // group (messages without a group under ""), in order, and the groups ordered by their

@@ -354,6 +354,53 @@ TEST_F(QueuePartitionTest, AFifoBacklogIsExaminedOnlySoFarAhead) {
   EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2", "a3"}));
 }
 
+TEST_F(QueuePartitionTest, DoneMessagesDoNotCountAgainstTheFifoReadAhead) {
+  // One message held for long at the front; 600 other groups received and deleted behind
+  // it. Their done states wait for the floor, and must not stop the partition reading on.
+  Send(1, "slow", "S");
+  for (int i = 0; i < 601; ++i)
+    Send(1, "g" + std::to_string(i) + "-", "G" + std::to_string(i));
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  fifo.max_fifo_examined = 500;
+  QueueReceiveOptions held = fifo;
+  held.visibility_ms = 3'600'000;
+  ASSERT_EQ(Values(Receive(kT0, 1, held).messages), (std::vector<std::string>{"slow0"}));
+  std::set<std::string> done;
+  for (int round = 0; round < 200 && done.size() < 601; ++round) {
+    auto got = Receive(kT0 + 1, 10, fifo).messages;
+    if (got.empty()) break;
+    for (const auto& m : got) {
+      ASSERT_TRUE(Delete(m));
+      done.insert(m.record.value);
+    }
+  }
+  EXPECT_EQ(done.size(), 601u) << "stopped behind the held message";
+  EXPECT_EQ(queue_->floor(), 0u) << "the held message keeps the floor";
+  // The same after a restart, which loads every stored state, done ones too.
+  Send(1, "after", "H");
+  Reload();
+  EXPECT_EQ(Values(Receive(kT0 + 2, 10, fifo).messages), (std::vector<std::string>{"after0"}));
+}
+
+TEST_F(QueuePartitionTest, AFifoGroupDeliversWhatIsDueBeforeItsDelayedMessages) {
+  Send(1, "a", "A", kT0);
+  Send(1, "late", "A", kT0 + 10'000);
+  Send(1, "b", "A", kT0);  // after the delayed one: waits for it
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  auto first = Receive(kT0 + 1, 10, fifo).messages;  // read from the log
+  ASSERT_EQ(Values(first), (std::vector<std::string>{"a0"}));
+  ASSERT_TRUE(ChangeVisibility(first[0], kT0 + 2, 0));
+  auto again = Receive(kT0 + 3, 10, fifo).messages;  // examined before
+  EXPECT_EQ(Values(again), (std::vector<std::string>{"a0"}));
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_TRUE(Delete(again[0]));
+  EXPECT_TRUE(Receive(kT0 + 4, 10, fifo).messages.empty()) << "went out before the delayed one";
+  EXPECT_EQ(Values(Receive(kT0 + 10'000, 10, fifo).messages),
+            (std::vector<std::string>{"late0", "b0"}));
+}
+
 TEST_F(QueuePartitionTest, FifoGroupsInFlightStayHeldAfterARestart) {
   Send(3, "a", "A");
   QueueReceiveOptions fifo;
