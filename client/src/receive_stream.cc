@@ -155,6 +155,15 @@ class ReceiveStream::Impl {
       closing_ = true;
     }
     cv_.notify_all();
+    // The server ends the stream once it has confirmed every settlement it read. Past the
+    // deadline it is cancelled, which also frees a Write or WritesDone stuck on a peer that
+    // stopped reading; so the watch runs on its own thread, not behind write_mu_.
+    std::thread watchdog([this, deadline = std::chrono::steady_clock::now() + timeout_] {
+      std::unique_lock lock(mu_);
+      if (!cv_.wait_until(lock, deadline, [&] { return ended_.has_value(); })) {
+        context_.TryCancel();
+      }
+    });
     {
       std::lock_guard lock(write_mu_);
       if (!writes_done_) {
@@ -163,14 +172,10 @@ class ReceiveStream::Impl {
       }
     }
     {
-      // The server ends the stream once it has confirmed every settlement it read.
-      std::unique_lock lock(mu_);
-      if (!cv_.wait_for(lock, timeout_, [&] { return ended_.has_value(); })) context_.TryCancel();
-    }
-    {
       std::lock_guard lock(join_mu_);
       if (reader_.joinable()) reader_.join();
     }
+    watchdog.join();
     std::lock_guard lock(mu_);
     return ended_->ok() ? grpc::Status::OK : *ended_;
   }

@@ -4,6 +4,7 @@
 // status, Close gives back what the caller never saw, and the stream reports why it ended
 // (unknown or deleted queue, spoold stopping).
 
+#include <atomic>
 #include <chrono>
 #include <set>
 #include <string>
@@ -254,6 +255,54 @@ TEST_F(ReceiveStreamTest, CloseGivesBackWhatTheCallerNeverSaw) {
   ASSERT_EQ(after->size(), 1u) << "the closed stream's long poll leased it";
   EXPECT_EQ(after->front().receive_count(), 1u);
   EXPECT_TRUE(queues_->DeleteMessage("work", one[0].receipt_handle()).ok());
+}
+
+TEST_F(ReceiveStreamTest, ThreadsReceiveAndSettleWhileTwoOthersCloseIt) {
+  CreateWith("work", 300);
+  ReceiveStreamOptions options;
+  options.max_outstanding_messages = 40;
+  auto stream = queues_->StreamingReceive("work", options);
+  std::atomic<int> settled{0}, answered{0}, deleted{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.emplace_back([&] {
+      const auto deadline = SteadyClock::now() + seconds(20);
+      while (!stop && SteadyClock::now() < deadline) {
+        auto got = stream->Receive(milliseconds(20), 5);
+        if (!got.ok()) return;  // closed
+        Settlement done;
+        for (const auto& m : *got)
+          done.deletes.push_back(m.receipt_handle());
+        if (done.empty()) continue;
+        ++settled;
+        const int n = static_cast<int>(done.deletes.size());
+        stream->Settle(std::move(done), [&, n](CallResult<ReceiveStream::Failures> outcome) {
+          ++answered;
+          if (outcome.ok()) deleted += n - static_cast<int>(outcome->size());
+        });
+      }
+    });
+  }
+  for (int i = 0; i < 500 && deleted < 100; ++i)
+    std::this_thread::sleep_for(milliseconds(20));
+  grpc::Status second;
+  std::thread closer([&] { second = stream->Close(); });
+  const grpc::Status first = stream->Close();
+  closer.join();
+  stop = true;
+  for (auto& w : workers)
+    w.join();
+  EXPECT_TRUE(first.ok()) << first.error_message();
+  EXPECT_TRUE(second.ok()) << second.error_message();
+  EXPECT_GE(deleted.load(), 100);
+  EXPECT_EQ(answered.load(), settled.load()) << "a settlement was never answered";
+  // Nothing is lost: every message is deleted, or back in the queue (released by Close or
+  // still leased after a settlement that came too late).
+  const v1::QueueStats stats = Stats("work");
+  EXPECT_EQ(static_cast<int>(stats.approximate_visible() + stats.approximate_in_flight()) +
+                deleted.load(),
+            300);
 }
 
 TEST_F(ReceiveStreamTest, DeletingTheQueueEndsTheStream) {

@@ -169,9 +169,10 @@ class QueueClient {
 // each delete or nack makes room for another, as does a lease that ends.
 //
 // Threads: any thread may call any method. A background thread reads the stream; settlement
-// callbacks run on it, so they must be short and must not call Close() (or destroy the
-// stream). Handles stay valid beyond the stream: a message received on it may also be
-// deleted with QueueClient::DeleteMessage, which is the way once the stream has ended.
+// callbacks run on it, so they must be short, and must neither call Close() (or destroy the
+// stream) nor wait for another settlement's future: only that thread can complete it. Handles stay
+// valid beyond the stream: a message received on it may also be deleted with
+// QueueClient::DeleteMessage, which is the way once the stream has ended.
 class ReceiveStream {
  public:
   using Failures = std::vector<v1::ReceiptFailure>;
@@ -216,8 +217,9 @@ class ReceiveStream {
 
   // Ends the stream: waits (up to the client's call_timeout, then cancels) until every
   // settlement sent has been confirmed. Messages delivered but not yet returned by Receive
-  // are made visible again at once; those Receive returned keep their lease until it ends
-  // or they are settled. Returns OK, or the status the stream ended with. Idempotent.
+  // are made visible again at once (one more call, with its own call_timeout); those
+  // Receive returned keep their lease until it ends or they are settled. Returns OK, or the
+  // status the stream ended with. Idempotent.
   grpc::Status Close();
 
  private:
