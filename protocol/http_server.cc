@@ -1,5 +1,6 @@
 #include "protocol/http_server.h"
 
+#include <array>
 #include <cerrno>
 #include <condition_variable>
 #include <future>
@@ -128,6 +129,9 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       auto response = ErrorResponse(http::status::service_unavailable, "too many connections\n");
       response.set(http::field::retry_after, "1");
+      // The request is never read: closing with it unread would send a reset, which can
+      // reach the client before the 503 does.
+      self->drain_on_close_ = true;
       self->Write(std::move(response), /*close=*/true);
     });
   }
@@ -228,9 +232,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // or an error means the client has gone; data is its next request, which Read takes
   // once the reply is written.
   void Watch(const std::shared_ptr<ClientWatch>& watch) {
+    watching_ = true;
     stream_.socket().async_wait(
         tcp::socket::wait_read, [self = shared_from_this(), watch](beast::error_code ec) {
-          if (ec) return;  // closed by Stop, or cancelled
+          self->watching_ = false;
+          if (ec) return;  // closed by Stop, or cancelled once the reply was written
           char byte = 0;
           const ssize_t n =
               ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -254,10 +260,33 @@ class Session : public std::enable_shared_from_this<Session> {
     auto owned = std::make_shared<http::response<http::string_body>>(std::move(response));
     http::async_write(stream_, *owned,
                       [self = shared_from_this(), owned, close](beast::error_code ec, std::size_t) {
+                        if (self->watching_) {
+                          // Answered: the watch would otherwise hold the session (and its
+                          // place under the connection cap) until the client acts.
+                          self->watching_ = false;
+                          beast::error_code ignored;
+                          self->stream_.socket().cancel(ignored);
+                        }
                         if (ec) return;
-                        if (close) return self->Shutdown();
+                        if (close) {
+                          self->Shutdown();
+                          if (self->drain_on_close_) self->Drain();
+                          return;
+                        }
                         self->Read();
                       });
+  }
+
+  // Reads and drops what the client sends until it closes, for at most a second.
+  void Drain() {
+    stream_.expires_after(std::chrono::seconds(1));
+    DrainSome();
+  }
+  void DrainSome() {
+    stream_.async_read_some(asio::buffer(drain_buffer_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (!ec) self->DrainSome();
+                            });
   }
 
   void Shutdown() {
@@ -270,6 +299,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   const Shared& shared_;
   const std::shared_ptr<Connections> connections_;
+  bool watching_ = false;        // a client-gone watch is pending; strand only
+  bool drain_on_close_ = false;  // strand only
+  std::array<char, 1024> drain_buffer_{};
 };
 
 }  // namespace
@@ -281,6 +313,7 @@ struct HttpServer::Impl {
   Shared shared;
   std::vector<std::weak_ptr<Session>> sessions;  // I/O thread only
   bool stopping = false;                         // I/O thread only
+  bool accept_failing = false;                   // I/O thread only
   std::promise<void> ran_out;                    // set when io.run() returns
 
   void Accept() {
@@ -290,13 +323,18 @@ struct HttpServer::Impl {
       if (ec) {
         // Out of file descriptors, say: the connection waits in the backlog. Accepting again
         // at once would spin; giving up would leave the port dead for good.
-        Log().warn("accepting an HTTP connection: {}; trying again in 100 ms", ec.message());
+        if (!accept_failing) {
+          Log().warn("accepting HTTP connections: {}; trying again every 100 ms", ec.message());
+        }
+        accept_failing = true;
         retry.expires_after(std::chrono::milliseconds(100));
         retry.async_wait([this](beast::error_code wait) {
           if (!wait && !stopping) Accept();
         });
         return;
       }
+      if (accept_failing) Log().info("accepting HTTP connections again");
+      accept_failing = false;
       // Against the sessions open before this one; a refused one counts while it answers.
       const bool full = shared.connections->open.load() >= shared.max_connections;
       auto session = std::make_shared<Session>(std::move(s), shared);

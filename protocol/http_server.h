@@ -44,9 +44,10 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   // For a handler that waits (a long poll); callable from any thread, until the reply. True
-  // once the client has closed the connection. The first call starts watching it, so calls
-  // that never ask cost nothing; a client that sends its next request early (pipelining)
-  // ends the watch, and the answer stays false.
+  // once the client has closed the connection (or only its sending side: a half-close is
+  // taken as leaving). The first call starts watching it, so calls that never ask cost
+  // nothing; a client that sends its next request early (pipelining) ends the watch, and
+  // the answer stays false.
   std::function<bool()> client_gone;
   std::string_view Header(std::string_view name) const;  // case-insensitive; "" if absent
 };
