@@ -359,6 +359,8 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
 
   std::size_t scan_budget = kMaxScanPerReceive;
   std::optional<Error> failed;
+  // A later round would meet a message taken with a zero visibility timeout as receivable.
+  std::set<std::uint64_t> taken;
   while (result.messages.size() < room && result.dead_letters.size() < dead_room && !failed) {
     const std::size_t need = room - result.messages.size();
     // FIFO looks further ahead, to fill the answer from one group before taking the next.
@@ -389,6 +391,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
       if (result.messages.size() >= room || result.dead_letters.size() >= dead_room) break;
       const QueueMessageState& s = states_.at(c.offset);
       if (options.fifo && s.group && locked.count(*s.group)) continue;  // behind a dead letter
+      if (!taken.insert(c.offset).second) continue;
       const std::size_t dead = result.dead_letters.size();
       if (Status st = Take(c.offset, std::move(c.record), now_ms, options, result, batch); !st) {
         failed = st.error();

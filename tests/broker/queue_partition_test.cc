@@ -383,6 +383,24 @@ TEST_F(QueuePartitionTest, DoneMessagesDoNotCountAgainstTheFifoReadAhead) {
   EXPECT_EQ(Values(Receive(kT0 + 2, 10, fifo).messages), (std::vector<std::string>{"after0"}));
 }
 
+TEST_F(QueuePartitionTest, ARestartReadsAgainEveryMessageItLoaded) {
+  // More ended leases than the read-ahead allows are loaded at startup; they count against
+  // it, and must be read again anyway, or nothing could ever be received.
+  for (int i = 0; i < 600; ++i)
+    Send(1, "g" + std::to_string(i) + "-", "G" + std::to_string(i));
+  QueueReceiveOptions fifo;
+  fifo.fifo = true;
+  QueueReceiveOptions short_lease = fifo;
+  short_lease.visibility_ms = 1'000;
+  std::size_t leased = 0;
+  for (int i = 0; i < 100 && leased < 600; ++i)
+    leased += Receive(kT0, 10, short_lease).messages.size();
+  ASSERT_EQ(leased, 600u);
+  Reload();
+  fifo.max_fifo_examined = 500;
+  EXPECT_EQ(Receive(kT0 + 2'000, 10, fifo).messages.size(), 10u);
+}
+
 TEST_F(QueuePartitionTest, AFifoGroupDeliversWhatIsDueBeforeItsDelayedMessages) {
   Send(1, "a", "A", kT0);
   Send(1, "late", "A", kT0 + 10'000);
@@ -500,6 +518,19 @@ TEST_F(QueuePartitionTest, AMessagePastItsMaxReceiveCountIsHandedOverAsADeadLett
   EXPECT_TRUE(Receive(now + 60'000, 10, o).dead_letters.empty());
   ASSERT_TRUE(Delete(third.dead_letters[0]));
   EXPECT_EQ(queue_->floor(), 1u);
+}
+
+TEST_F(QueuePartitionTest, AZeroVisibilityReceiveTakesEachMessageOnceAroundADeadLetter) {
+  // The dead letter sends the receive round again to fill its answer; with a zero
+  // visibility timeout, what the first round took is receivable in the second.
+  Send(2);
+  QueueReceiveOptions o;
+  o.max_receive_count = 1;
+  o.visibility_ms = 0;
+  ASSERT_EQ(Values(Receive(kT0, 1, o).messages), (std::vector<std::string>{"m0"}));
+  auto got = Receive(kT0 + 1, 10, o);
+  ASSERT_EQ(got.dead_letters.size(), 1u);
+  EXPECT_EQ(Values(got.messages), (std::vector<std::string>{"m1"}));
 }
 
 TEST_F(QueuePartitionTest, TheInFlightLimitStopsReceives) {
