@@ -50,6 +50,7 @@ class ReceiveStream::Impl {
     // A failed write shows as the end of the stream, with the server's status, in ReadLoop.
     stream_->Write(first);
     reader_ = std::thread([this] { ReadLoop(); });
+    reader_id_ = reader_.get_id();
   }
 
   ~Impl() { Close(); }
@@ -150,6 +151,11 @@ class ReceiveStream::Impl {
   }
 
   grpc::Status Close() {
+    if (std::this_thread::get_id() == reader_id_) {
+      // It would wait for itself.
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              "ReceiveStream::Close called from a settlement callback"};
+    }
     {
       std::lock_guard lock(mu_);
       closing_ = true;
@@ -160,9 +166,9 @@ class ReceiveStream::Impl {
     // stopped reading; so the watch runs on its own thread, not behind write_mu_.
     std::thread watchdog([this, deadline = std::chrono::steady_clock::now() + timeout_] {
       std::unique_lock lock(mu_);
-      if (!cv_.wait_until(lock, deadline, [&] { return ended_.has_value(); })) {
-        context_.TryCancel();
-      }
+      if (cv_.wait_until(lock, deadline, [&] { return ended_.has_value(); })) return;
+      lock.unlock();
+      context_.TryCancel();
     });
     {
       std::lock_guard lock(write_mu_);
@@ -273,7 +279,8 @@ class ReceiveStream::Impl {
   std::optional<grpc::Status> ended_;  // the stream's final status
 
   std::mutex join_mu_;
-  std::thread reader_;  // last: it starts once everything above exists
+  std::thread reader_;         // last: it starts once everything above exists
+  std::thread::id reader_id_;  // set once; reader_ itself changes when joined
 };
 
 ReceiveStream::ReceiveStream(std::shared_ptr<grpc::Channel> channel,

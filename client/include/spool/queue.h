@@ -219,7 +219,8 @@ class ReceiveStream {
   // settlement sent has been confirmed. Messages delivered but not yet returned by Receive
   // are made visible again at once (one more call, with its own call_timeout); those
   // Receive returned keep their lease until it ends or they are settled. Returns OK, or the
-  // status the stream ended with. Idempotent.
+  // status the stream ended with. Idempotent. FAILED_PRECONDITION (and nothing done) when
+  // called from a settlement callback.
   grpc::Status Close();
 
  private:
