@@ -118,7 +118,7 @@ class Session : public std::enable_shared_from_this<Session> {
       : stream_(std::move(socket)), shared_(shared), connections_(shared.connections) {
     connections_->open.fetch_add(1);
   }
-  ~Session() { connections_->open.fetch_sub(1); }
+  ~Session() { Uncount(); }
 
   void Run() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
@@ -159,6 +159,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::end_of_stream) return Shutdown();
     if (ec) {
       if (ec == http::error::body_limit || ec == http::error::header_limit) {
+        drain_on_close_ = true;  // the rest of the request is unread
         return Write(ErrorResponse(http::status::payload_too_large, "request too large\n"),
                      /*close=*/true);
       }
@@ -197,6 +198,7 @@ class Session : public std::enable_shared_from_this<Session> {
       std::lock_guard lock(shared_.gate->mu);
       ++shared_.gate->pending;
     }
+    awaiting_reply_ = true;
     auto answered = std::make_shared<std::atomic<bool>>(false);
     auto watch = std::make_shared<ClientWatch>();
     call.client_gone = [weak = weak_from_this(), watch] {
@@ -221,6 +223,7 @@ class Session : public std::enable_shared_from_this<Session> {
         response.prepare_payload();
         asio::post(self->stream_.get_executor(),
                    [self, response = std::move(response), keep_alive]() mutable {
+                     self->awaiting_reply_ = false;
                      self->Write(std::move(response), !keep_alive);
                    });
       }
@@ -232,6 +235,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // or an error means the client has gone; data is its next request, which Read takes
   // once the reply is written.
   void Watch(const std::shared_ptr<ClientWatch>& watch) {
+    if (!awaiting_reply_ || watching_) return;  // asked first after the reply was written
     watching_ = true;
     stream_.socket().async_wait(
         tcp::socket::wait_read, [self = shared_from_this(), watch](beast::error_code ec) {
@@ -277,10 +281,16 @@ class Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
-  // Reads and drops what the client sends until it closes, for at most a second.
+  // Reads and drops what the client sends until it closes, for at most a second. A draining
+  // connection is done with: it no longer counts against the cap.
   void Drain() {
+    Uncount();
     stream_.expires_after(std::chrono::seconds(1));
     DrainSome();
+  }
+  void Uncount() {
+    if (counted_) connections_->open.fetch_sub(1);
+    counted_ = false;
   }
   void DrainSome() {
     stream_.async_read_some(asio::buffer(drain_buffer_),
@@ -299,6 +309,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   const Shared& shared_;
   const std::shared_ptr<Connections> connections_;
+  bool counted_ = true;          // in connections_->open
+  bool awaiting_reply_ = false;  // an API call is being answered; strand only
   bool watching_ = false;        // a client-gone watch is pending; strand only
   bool drain_on_close_ = false;  // strand only
   std::array<char, 1024> drain_buffer_{};

@@ -1,7 +1,8 @@
 // protocol::HttpServer on 127.0.0.1 port 0, with raw sockets: the built-in paths, the cap on
 // open connections (503 and close beyond it, served again once one closes, both counted in
-// /metrics), accepting again after running out of file descriptors, and telling a waiting
-// API handler that its client has gone.
+// /metrics), accepting again after running out of file descriptors, telling a waiting
+// API handler that its client has gone, and letting go of a connection once its call is
+// answered.
 
 #include "protocol/http_server.h"
 
@@ -209,6 +210,47 @@ TEST(HttpServerTest, AWaitingHandlerLearnsThatItsClientHasGone) {
   EXPECT_THAT(answer, HasSubstr("late\n"));
   EXPECT_THAT(stays.Get("/healthz"), StartsWith("HTTP/1.1 200"));
   leaves_reply({200, {}, "nobody\n"});  // dropped quietly
+}
+
+TEST(HttpServerTest, AnAnsweredCallThatClosesFreesItsConnection) {
+  // The handler asks whether the client is gone, which starts a watch; the reply (with
+  // Connection: close) must end it, or it would hold the connection open until the client
+  // acts, and its place under the cap with it.
+  std::mutex mu;
+  HttpServer::Reply reply;
+  std::function<bool()> gone;
+  auto server = StartServer({}, [&](HttpRequest request, HttpServer::Reply r) {
+    std::lock_guard lock(mu);
+    gone = std::move(request.client_gone);
+    reply = std::move(r);
+  });
+  ASSERT_TRUE(server);
+  Conn c(server->port());
+  ASSERT_TRUE(
+      c.Send("POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             "Content-Length: 0\r\n\r\n"));
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(5);
+  for (;;) {
+    {
+      std::lock_guard lock(mu);
+      if (reply) break;
+    }
+    ASSERT_LT(SteadyClock::now(), deadline) << "the handler was not called";
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_FALSE(gone());
+  std::this_thread::sleep_for(milliseconds(50));  // the watch is in place
+  {
+    std::lock_guard lock(mu);
+    reply({200, {{"Content-Type", "text/plain"}}, "done\n"});
+    reply = nullptr;  // as a handler drops it once used: it holds the connection
+  }
+  EXPECT_THAT(c.ReadResponse(), StartsWith("HTTP/1.1 200"));
+  // The client keeps its socket open; the server lets go of its side.
+  while (server->open_connections() > 0 && SteadyClock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_EQ(server->open_connections(), 0u);
+  EXPECT_TRUE(c.ClosedByPeer());
 }
 
 }  // namespace
