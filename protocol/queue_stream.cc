@@ -295,7 +295,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
       receiving_ = false;
       if (!got) {
         if (!end_status_) end_status_ = ToGrpcStatus(got.error());
-      } else if (finished_ || broken_ || reading_done_ || end_status_) {
+      } else if (DoneDeliveringLocked()) {
         for (const auto& m : *got) {
           unwanted.push_back({m.partition, m.message.offset, m.message.generation});
         }
@@ -385,6 +385,11 @@ class Stream : public std::enable_shared_from_this<Stream> {
     Run(next);
   }
 
+  // Nothing more is delivered: the stream ended or will, or the client half-closed or left.
+  bool DoneDeliveringLocked() const {
+    return finished_ || broken_ || reading_done_ || end_status_.has_value();
+  }
+
   // Decides what to do next; the caller does it after unlocking.
   Actions NextLocked() {
     Actions next;
@@ -392,7 +397,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
     if (!end_status_ && (calls_.draining() || broker_.waiters_released())) {
       end_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "spoold is shutting down");
     }
-    const bool ending = end_status_ || reading_done_ || broken_;
+    const bool ending = DoneDeliveringLocked();
     if (started_ && !ending && !receiving_) {
       // Leases that ended leave the window.
       const std::int64_t now = broker_.clock().WallMillis();
@@ -438,8 +443,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
         auto self = weak.lock();
         if (!self) return true;
         std::lock_guard lock(self->mu_);
-        return self->finished_ || self->broken_ || self->reading_done_ ||
-               self->end_status_.has_value();
+        return self->DoneDeliveringLocked();
       };
       broker_.ReceiveMessages(
           std::move(receive),
