@@ -1,7 +1,6 @@
 #include "broker/queue_partition.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "common/coding.h"
 #include "storage/keys.h"
@@ -10,7 +9,6 @@ namespace spool::broker {
 namespace {
 
 constexpr std::uint8_t kStateVersion = 1;
-constexpr std::int64_t kLocked = std::numeric_limits<std::int64_t>::max();
 // Records examined per log read while looking for receivable messages, and per receive.
 constexpr std::size_t kScanChunk = 256;
 constexpr std::size_t kMaxScanPerReceive = 10'000;

@@ -21,6 +21,7 @@
 // reads (which must outlive it).
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -165,6 +166,8 @@ class QueuePartition {
       : subscription_(subscription), log_(&log) {}
 
   using Index = std::set<std::pair<std::int64_t, std::uint64_t>>;  // (visible_at_ms, offset)
+  // visible_at_ms of a dead letter locked (in memory only) until it is moved.
+  static constexpr std::int64_t kLocked = std::numeric_limits<std::int64_t>::max();
 
   struct Candidate {
     std::uint64_t offset;
@@ -195,8 +198,10 @@ class QueuePartition {
   Status Take(std::uint64_t offset, std::optional<storage::Record> record, std::int64_t now_ms,
               const QueueReceiveOptions& options, QueueReceiveResult& result,
               storage::WriteBatch& batch);
+  // A locked dead letter counts as in flight even if it was never received (a redrive's).
   Index& IndexOf(const QueueMessageState& state) {
-    return state.receive_count == 0 || state.released ? waiting_ : leases_;
+    const bool locked = state.visible_at_ms == kLocked;
+    return !locked && (state.receive_count == 0 || state.released) ? waiting_ : leases_;
   }
   void Unindex(std::uint64_t offset, const QueueMessageState& state);
   void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
@@ -219,7 +224,7 @@ class QueuePartition {
   bool groups_indexed_ = false;
   std::map<std::string, std::set<std::uint64_t>> group_offsets_;
   std::set<std::pair<std::uint64_t, std::string>> group_heads_;
-  Index leases_;   // received at least once, not acknowledged, not nacked
+  Index leases_;   // received at least once, not acknowledged, not nacked; or locked
   Index waiting_;  // examined and never received (delayed, or not taken yet), or nacked
 };
 

@@ -596,6 +596,12 @@ TEST_F(QueuePartitionTest, ARedriveTakesVisibleMessagesBelowItsEndAsDeadLetters)
   auto took = Receive(kT0, 10, o);
   EXPECT_TRUE(took.messages.empty());
   ASSERT_EQ(Values(took.dead_letters), (std::vector<std::string>{"g1", "g2"}));
+  // Being moved: in flight, like a lease, not delayed (they were never received).
+  QueueCounts counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.in_flight, 3u);
+  EXPECT_EQ(counts.delayed, 0u);
+  EXPECT_EQ(counts.visible, 2u);
+  EXPECT_EQ(queue_->InFlight(kT0), 3u);
   // Locked: neither a receive nor the redrive takes them again.
   EXPECT_TRUE(Receive(kT0, 10, o).dead_letters.empty());
   EXPECT_EQ(Values(Receive(kT0, 10).messages), (std::vector<std::string>{"late0", "late1"}));
@@ -603,6 +609,9 @@ TEST_F(QueuePartitionTest, ARedriveTakesVisibleMessagesBelowItsEndAsDeadLetters)
   const ReceivedMessage& g2 = took.dead_letters[1];
   EXPECT_FALSE(queue_->UnlockDeadLetter(g2.offset, g2.generation + 1, kT0)) << "stale";
   ASSERT_TRUE(queue_->UnlockDeadLetter(g2.offset, g2.generation, kT0));
+  counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.visible, 1u) << "g2 is receivable again";
+  EXPECT_EQ(counts.delayed, 0u);
   EXPECT_EQ(Values(Receive(kT0, 10, o).dead_letters), std::vector<std::string>{"g2"});
 }
 
