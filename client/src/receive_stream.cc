@@ -105,29 +105,20 @@ class ReceiveStream::Impl {
         return;
       }
       sequence = next_sequence_++;
+      if (!ClaimWriteLocked(lock)) {
+        // Closed, or the stream ended, while this waited to write.
+        const grpc::Status status = ended_ && !closing_ ? EndedStatusLocked() : Closed();
+        lock.unlock();
+        done({status, {}});
+        return;
+      }
       pending_.emplace(sequence, std::move(done));
     }
     request.set_sequence(sequence);
-    bool closed = false;
-    {
-      std::lock_guard lock(write_mu_);
-      closed = writes_done_;
-      // A failed write means the stream broke: ReadLoop answers every pending settlement
-      // with the stream's status.
-      if (!closed) stream_->Write(request);
-    }
-    if (closed) {
-      // Close() (or the end of the stream) came between the check and the write.
-      SettleCallback callback;
-      {
-        std::lock_guard lock(mu_);
-        auto it = pending_.find(sequence);
-        if (it == pending_.end()) return;  // ReadLoop answered it
-        callback = std::move(it->second);
-        pending_.erase(it);
-      }
-      callback({Closed(), {}});
-    }
+    // A failed write means the stream broke: ReadLoop answers every pending settlement with
+    // the stream's status.
+    stream_->Write(request);
+    ReleaseWrite();
   }
 
   grpc::Status SetFlowControl(std::uint32_t max_messages, std::uint64_t max_bytes) {
@@ -144,9 +135,13 @@ class ReceiveStream::Impl {
     Request request;
     request.set_max_outstanding_messages(max_messages);
     request.set_max_outstanding_bytes(max_bytes);
-    std::lock_guard lock(write_mu_);
-    if (writes_done_) return Closed();
-    if (!stream_->Write(request)) return {grpc::StatusCode::UNAVAILABLE, "the stream has ended"};
+    {
+      std::unique_lock lock(mu_);
+      if (!ClaimWriteLocked(lock)) return Closed();
+    }
+    const bool written = stream_->Write(request);
+    ReleaseWrite();
+    if (!written) return {grpc::StatusCode::UNAVAILABLE, "the stream has ended"};
     return grpc::Status::OK;
   }
 
@@ -162,20 +157,29 @@ class ReceiveStream::Impl {
     }
     cv_.notify_all();
     // The server ends the stream once it has confirmed every settlement it read. Past the
-    // deadline it is cancelled, which also frees a Write or WritesDone stuck on a peer that
-    // stopped reading; so the watch runs on its own thread, not behind write_mu_.
+    // deadline it is cancelled. The watch runs on its own thread because this one may wait
+    // for the write slot behind a Settle whose Write a server that stopped reading holds up.
     std::thread watchdog([this, deadline = std::chrono::steady_clock::now() + timeout_] {
       std::unique_lock lock(mu_);
       if (cv_.wait_until(lock, deadline, [&] { return ended_.has_value(); })) return;
+      cancelled_ = true;
       lock.unlock();
+      write_cv_.notify_all();
       context_.TryCancel();
     });
+    bool send_writes_done = false;
     {
-      std::lock_guard lock(write_mu_);
-      if (!writes_done_) {
-        writes_done_ = true;
-        stream_->WritesDone();
-      }
+      // A cancel does not end a Write whose bytes the transport already took: it returns
+      // only when the socket drains or keepalive drops the connection. Once the call is
+      // cancelled or over, WritesDone is moot, so Close stops waiting for that Write.
+      std::unique_lock lock(mu_);
+      write_cv_.wait(lock, [&] { return !writing_ || cancelled_ || ended_; });
+      send_writes_done = !writing_ && !writes_done_ && !finished_;
+      if (send_writes_done) writing_ = writes_done_ = true;
+    }
+    if (send_writes_done) {
+      stream_->WritesDone();
+      ReleaseWrite();
     }
     {
       std::lock_guard lock(join_mu_);
@@ -217,12 +221,15 @@ class ReceiveStream::Impl {
       if (done) done(std::move(outcome));
       response.Clear();
     }
-    grpc::Status status;
     {
-      std::lock_guard lock(write_mu_);
-      status = stream_->Finish();
-      writes_done_ = true;
+      // After a cancel, Finish goes ahead beside a Write that the cancel could not end (see
+      // Close): gRPC allows a send and the status receive at once. No Write starts after it.
+      std::unique_lock lock(mu_);
+      write_cv_.wait(lock, [&] { return !writing_ || cancelled_; });
+      finished_ = true;
     }
+    write_cv_.notify_all();
+    const grpc::Status status = stream_->Finish();
     std::deque<v1::QueueMessage> unreturned;
     std::map<std::uint64_t, SettleCallback> unconfirmed;
     {
@@ -232,6 +239,7 @@ class ReceiveStream::Impl {
       unconfirmed.swap(pending_);
     }
     cv_.notify_all();
+    write_cv_.notify_all();
     const grpc::Status lost =
         status.ok() ? grpc::Status(grpc::StatusCode::ABORTED,
                                    "the stream ended before confirming the settlement")
@@ -265,9 +273,24 @@ class ReceiveStream::Impl {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<Request, Response>> stream_;
 
-  // One Write, WritesDone or Finish at a time; reads run on reader_ alongside.
-  std::mutex write_mu_;
-  bool writes_done_ = false;  // guarded by write_mu_
+  // Claims the one write slot (writing_) for a Write or WritesDone: false, without waiting,
+  // once WritesDone was sent or Finish called. gRPC allows one write at a time; reads run on
+  // reader_ alongside. The slot is state under mu_ rather than a mutex so that Close and
+  // ReadLoop can stop waiting for it once the call is cancelled.
+  bool ClaimWriteLocked(std::unique_lock<std::mutex>& lock) {
+    write_cv_.wait(lock, [&] { return !writing_ || writes_done_ || finished_; });
+    if (writes_done_ || finished_) return false;
+    writing_ = true;
+    return true;
+  }
+
+  void ReleaseWrite() {
+    {
+      std::lock_guard lock(mu_);
+      writing_ = false;
+    }
+    write_cv_.notify_all();
+  }
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -276,6 +299,11 @@ class ReceiveStream::Impl {
   std::uint64_t next_sequence_ = 1;
   std::map<std::uint64_t, SettleCallback> pending_;  // by sequence
   bool closing_ = false;
+  bool cancelled_ = false;  // by Close's watchdog
+  std::condition_variable write_cv_;
+  bool writing_ = false;               // a Write or WritesDone runs
+  bool writes_done_ = false;           // WritesDone was sent
+  bool finished_ = false;              // Finish was called: no more writes
   std::optional<grpc::Status> ended_;  // the stream's final status
 
   std::mutex join_mu_;

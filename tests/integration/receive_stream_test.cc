@@ -2,16 +2,19 @@
 // the window holds back messages until settlements free it, deletes, nacks and lease
 // changes are confirmed per operation and per request, bad handles and options get their
 // status, Close gives back what the caller never saw, and the stream reports why it ended
-// (unknown or deleted queue, spoold stopping).
+// (unknown or deleted queue, spoold stopping), and Close ends a stream whose server stopped
+// reading (SIGSTOP) without waiting for a Write stuck on it.
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include "spool/queue.h"
 #include "tests/testing/spoold_process.h"
@@ -323,6 +326,57 @@ TEST_F(ReceiveStreamTest, AStoppingServerEndsTheStreamAsUnavailable) {
   EXPECT_EQ(Get(stream->Delete(got[0].receipt_handle())).error_code(),
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(stream->Close().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(ReceiveStreamTest, CloseDoesNotWaitForAWriteAServerThatStoppedReadingHoldsUp) {
+  CreateWith("work", 0);
+  ClientOptions options;
+  options.address = daemon_.address();
+  options.call_timeout = seconds(1);
+  Client client(options);
+  QueueClient queues(client);
+  auto stream = queues.StreamingReceive("work");
+  ASSERT_TRUE(stream->Receive(milliseconds(200)).ok());
+  ASSERT_EQ(kill(daemon_.pid(), SIGSTOP), 0);
+  // Settlements nobody reads fill the stream's flow-control window and the socket until a
+  // Write blocks, holding the write lock that Close needs for its WritesDone. A cancel does
+  // not end such a Write: it lasts until the socket drains.
+  std::atomic<int> started{0}, returned{0};
+  std::atomic<bool> failed{false};
+  std::thread settler([&] {
+    Settlement big;
+    big.deletes.assign(100, std::string(1000, 'h'));
+    for (int i = 0; i < 2000 && !failed; ++i) {
+      ++started;
+      stream->Settle(big, [&](CallResult<ReceiveStream::Failures> outcome) {
+        if (!outcome.ok()) failed = true;
+      });
+      ++returned;
+    }
+  });
+  // Blocked: one Settle has not returned for 300 ms (waited for at most 10 s).
+  int still = 0;
+  for (int i = 0, last = -1; i < 100 && still < 3; ++i) {
+    std::this_thread::sleep_for(milliseconds(100));
+    const int now = started;
+    still = now != returned && now == last ? still + 1 : 0;
+    last = now;
+  }
+  auto closing = std::async(std::launch::async, [&] { return stream->Close(); });
+  const bool closed_in_time = closing.wait_for(kFutureWait) == std::future_status::ready;
+  const bool write_still_blocked = started != returned;
+  // Let spoold go on before anything can end the test, so that every wait below ends.
+  ASSERT_EQ(kill(daemon_.pid(), SIGCONT), 0);
+  const grpc::Status status = closing.get();
+  settler.join();
+  ASSERT_EQ(still, 3) << "no Settle blocked; the transport took " << started.load()
+                      << " settlements";
+  EXPECT_TRUE(closed_in_time) << "Close waited for a server that had stopped";
+  EXPECT_TRUE(write_still_blocked) << "Close waited for the blocked Write to return";
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  EXPECT_TRUE(failed) << "the blocked settlement was not answered";
+  // The server is fine once it runs again.
+  EXPECT_TRUE(queues_->SendMessage("work", "after").ok());
 }
 
 }  // namespace

@@ -198,7 +198,9 @@ class ReceiveStream {
   // its handle, action and error; every other one is durable), or a failed status when the
   // stream ended before the confirmation came, in which case their outcome is unknown. It
   // runs on the stream's thread, or at once on the caller's when the stream has ended or
-  // the settlement is empty.
+  // the settlement is empty. The send blocks while the transport is full (a server that
+  // stopped reading): until the socket drains or keepalive drops the connection, even after
+  // Close() cancelled the stream, so keep settling off threads that must not stall.
   void Settle(Settlement settlement, SettleCallback done);
   std::future<CallResult<Failures>> Settle(Settlement settlement);
 
@@ -219,8 +221,9 @@ class ReceiveStream {
   // settlement sent has been confirmed. Messages delivered but not yet returned by Receive
   // are made visible again at once (one more call, with its own call_timeout); those
   // Receive returned keep their lease until it ends or they are settled. Returns OK, or the
-  // status the stream ended with. Idempotent. FAILED_PRECONDITION (and nothing done) when
-  // called from a settlement callback.
+  // status the stream ended with (CANCELLED when it had to cancel). It does not wait for a
+  // Settle blocked on a full transport. Idempotent. FAILED_PRECONDITION (and nothing done)
+  // when called from a settlement callback.
   grpc::Status Close();
 
  private:
