@@ -53,7 +53,12 @@ class ReceiveStream::Impl {
     reader_id_ = reader_.get_id();
   }
 
-  ~Impl() { Close(); }
+  ~Impl() {
+    Close();
+    // A Settle still blocked in its Write (see Close) uses the call and this object.
+    std::unique_lock lock(mu_);
+    write_cv_.wait(lock, [&] { return !writing_; });
+  }
 
   CallResult<std::vector<v1::QueueMessage>> Receive(std::chrono::milliseconds timeout,
                                                     std::size_t max) {
@@ -107,7 +112,7 @@ class ReceiveStream::Impl {
       sequence = next_sequence_++;
       if (!ClaimWriteLocked(lock)) {
         // Closed, or the stream ended, while this waited to write.
-        const grpc::Status status = ended_ && !closing_ ? EndedStatusLocked() : Closed();
+        const grpc::Status status = NoMoreWritesLocked();
         lock.unlock();
         done({status, {}});
         return;
@@ -137,7 +142,7 @@ class ReceiveStream::Impl {
     request.set_max_outstanding_bytes(max_bytes);
     {
       std::unique_lock lock(mu_);
-      if (!ClaimWriteLocked(lock)) return Closed();
+      if (!ClaimWriteLocked(lock)) return NoMoreWritesLocked();
     }
     const bool written = stream_->Write(request);
     ReleaseWrite();
@@ -177,6 +182,7 @@ class ReceiveStream::Impl {
       send_writes_done = !writing_ && !writes_done_ && !finished_;
       if (send_writes_done) writing_ = writes_done_ = true;
     }
+    write_cv_.notify_all();  // Settles waiting for the slot give up
     if (send_writes_done) {
       stream_->WritesDone();
       ReleaseWrite();
@@ -284,12 +290,17 @@ class ReceiveStream::Impl {
     return true;
   }
 
+  // Notifies under the lock: the destructor may be waiting to free write_cv_.
   void ReleaseWrite() {
-    {
-      std::lock_guard lock(mu_);
-      writing_ = false;
-    }
+    std::lock_guard lock(mu_);
+    writing_ = false;
     write_cv_.notify_all();
+  }
+
+  grpc::Status NoMoreWritesLocked() const {
+    if (closing_) return Closed();
+    if (ended_) return EndedStatusLocked();
+    return {grpc::StatusCode::UNAVAILABLE, "the stream has ended"};  // Finish is running
   }
 
   std::mutex mu_;

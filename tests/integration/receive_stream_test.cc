@@ -362,17 +362,17 @@ TEST_F(ReceiveStreamTest, CloseDoesNotWaitForAWriteAServerThatStoppedReadingHold
     still = now != returned && now == last ? still + 1 : 0;
     last = now;
   }
+  // Close cancels after the call timeout (1 s) and must not wait for that Write; before
+  // the fix it waited until the kernel took more of the stopped server's data, ~10 s here.
   auto closing = std::async(std::launch::async, [&] { return stream->Close(); });
-  const bool closed_in_time = closing.wait_for(kFutureWait) == std::future_status::ready;
-  const bool write_still_blocked = started != returned;
+  const bool closed_in_time = closing.wait_for(seconds(6)) == std::future_status::ready;
   // Let spoold go on before anything can end the test, so that every wait below ends.
   ASSERT_EQ(kill(daemon_.pid(), SIGCONT), 0);
   const grpc::Status status = closing.get();
   settler.join();
   ASSERT_EQ(still, 3) << "no Settle blocked; the transport took " << started.load()
                       << " settlements";
-  EXPECT_TRUE(closed_in_time) << "Close waited for a server that had stopped";
-  EXPECT_TRUE(write_still_blocked) << "Close waited for the blocked Write to return";
+  EXPECT_TRUE(closed_in_time) << "Close waited for the Write a stopped server held up";
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
   EXPECT_TRUE(failed) << "the blocked settlement was not answered";
   // The server is fine once it runs again.

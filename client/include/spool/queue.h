@@ -180,7 +180,8 @@ class ReceiveStream {
 
   ReceiveStream(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds call_timeout,
                 std::string queue, const ReceiveStreamOptions& options);
-  // Close(), its status ignored.
+  // Close(), its status ignored; then waits for a Settle still blocked in its send. Other
+  // threads must have stopped calling the stream.
   ~ReceiveStream();
 
   ReceiveStream(const ReceiveStream&) = delete;
@@ -199,8 +200,8 @@ class ReceiveStream {
   // stream ended before the confirmation came, in which case their outcome is unknown. It
   // runs on the stream's thread, or at once on the caller's when the stream has ended or
   // the settlement is empty. The send blocks while the transport is full (a server that
-  // stopped reading): until the socket drains or keepalive drops the connection, even after
-  // Close() cancelled the stream, so keep settling off threads that must not stall.
+  // stopped reading): until the socket drains or the connection fails, even after Close()
+  // cancelled the stream, so keep settling off threads that must not stall.
   void Settle(Settlement settlement, SettleCallback done);
   std::future<CallResult<Failures>> Settle(Settlement settlement);
 
