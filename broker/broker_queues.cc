@@ -878,13 +878,18 @@ void Broker::MoveLocked(std::shared_ptr<const QueueMetadata> source,
             UnlockDeadLetters(source_topic, source->subscription, receipts);
             return total->Fail(moved.error());
           }
+          auto counters = CountersOf(source->subscription);
           for (const QueueReceipt& r : receipts) {
             if (!Enter()) break;
             auto slot = source_topic->partitions[r.partition];
-            boost::asio::post(slot->strand, [this, slot, r, sub = source->subscription] {
+            boost::asio::post(slot->strand, [this, slot, r, counters, sub = source->subscription] {
               auto state = slot->Queue(store_, sub);
               storage::WriteBatch floor;
-              if (state) (void)(*state)->Delete(r.offset, r.generation, floor);
+              if (state) {
+                (void)(*state)->Delete(r.offset, r.generation, floor);
+                // The locked message counted in flight; the queue's limit sees it gone.
+                counters->SetInFlight(r.partition, (*state)->InFlight(clock_.WallMillis()));
+              }
               store_.Write(std::move(floor), [this](Status) { Leave(); });
             });
           }
@@ -905,12 +910,14 @@ void Broker::MoveLocked(std::shared_ptr<const QueueMetadata> source,
 
 void Broker::UnlockDeadLetters(std::shared_ptr<const Topic> topic, std::uint32_t subscription,
                                std::vector<QueueReceipt> receipts) {
+  auto counters = CountersOf(subscription);
   for (const QueueReceipt& r : receipts) {
     if (!Enter()) return;  // the locks end with the restart anyway
     auto slot = topic->partitions[r.partition];
-    boost::asio::post(slot->strand, [this, slot, r, subscription] {
+    boost::asio::post(slot->strand, [this, slot, r, subscription, counters] {
       if (auto state = slot->Queue(store_, subscription)) {
         (void)(*state)->UnlockDeadLetter(r.offset, r.generation, clock_.WallMillis());
+        counters->SetInFlight(r.partition, (*state)->InFlight(clock_.WallMillis()));
       }
       slot->receivers->Wake();
       Leave();

@@ -345,6 +345,9 @@ void Broker::RedriveTake(std::shared_ptr<RedriveStepOp> step, std::size_t index)
       step->failure = got.error().ToString();
       return RedriveTake(std::move(step), index + 1);
     }
+    // Its locks count in flight until the move deletes them.
+    CountersOf(step->queue->subscription)
+        ->SetInFlight(static_cast<std::uint32_t>(p), got->in_flight);
     if (got->error) step->failure = got->error->ToString();
     if (got->more_to_scan) step->more_to_scan = true;
     for (auto& m : got->dead_letters) {

@@ -36,7 +36,7 @@
 namespace spool::broker {
 
 struct QueueMessageState {
-  std::uint32_t receive_count = 0;  // 0: never received (a delayed message)
+  std::uint32_t receive_count = 0;  // 0: never received (delayed, waiting, or a redrive's)
   std::uint32_t generation = 0;     // the receive that holds the message now
   std::int64_t visible_at_ms = 0;   // lease end, release time or delivery time
   std::int64_t first_receive_ms = 0;
