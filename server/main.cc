@@ -170,8 +170,15 @@ int main(int argc, char** argv) {
   std::atomic<spool::protocol::sqs::SqsApi*> sqs{nullptr};
   auto http_server = spool::protocol::HttpServer::Start(
       http_options,
-      [&broker, &store, &grpc_server] {
-        return spool::protocol::RenderMetrics(**broker, **store, (*grpc_server)->calls());
+      [&broker, &store, &grpc_server, &sqs] {
+        std::string text =
+            spool::protocol::RenderMetrics(**broker, **store, (*grpc_server)->calls());
+        if (const auto* api = sqs.load()) {
+          spool::MetricsWriter out;
+          api->RenderMetrics(out);
+          text += out.Take();
+        }
+        return text;
       },
       [&sqs](spool::protocol::HttpRequest request, spool::protocol::HttpServer::Reply reply) {
         if (auto* api = sqs.load()) return api->Handle(std::move(request), std::move(reply));

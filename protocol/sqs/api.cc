@@ -23,6 +23,7 @@ namespace {
 using nlohmann::json;
 
 constexpr std::size_t kMaxBatchEntries = 10;
+constexpr std::string_view kUnknownAction = "unknown";  // the metrics' label
 constexpr std::int64_t kMaxBatchBytes = 1 << 20;
 constexpr std::size_t kMaxMessageAttributes = 10;
 constexpr std::int64_t kMaxVisibilitySeconds = 43'200;
@@ -387,19 +388,24 @@ struct SqsApi::Call {
   std::string request_id;
   HttpServer::Reply reply;
   std::function<bool()> client_gone;  // see HttpRequest::client_gone
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
   const json& params() const { return request.params; }
 
   void Ok(const json& result) {
-    Send(SuccessReply(request.protocol, request.action, result, request_id));
+    Send(SuccessReply(request.protocol, request.action, result, request_id), {});
   }
   void Fail(const SqsError& error) {
     if (ErrorStatus(error.code) >= 500) {
       Log().warn("{} failed: {}: {}", request.action, error.code, error.message);
     }
-    Send(ErrorReply(request.protocol, error, request_id));
+    Send(ErrorReply(request.protocol, error, request_id), error.code);
   }
-  void Send(WireReply w) { reply(HttpResponse{w.status, std::move(w.headers), std::move(w.body)}); }
+  void Send(WireReply w, std::string_view error_code) {
+    api->Record(request.action, error_code,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    reply(HttpResponse{w.status, std::move(w.headers), std::move(w.body)});
+  }
 };
 
 namespace {
@@ -1914,9 +1920,39 @@ SqsApi::SqsApi(broker::Broker& broker, SqsOptions options)
     verifier_ = std::make_unique<SigV4Verifier>(options_.access_keys);
   }
   actions_ = std::make_unique<Actions>(Actions{*this, broker_, options_});
+  for (std::string_view action : KnownActions()) {
+    latency_.emplace(action, std::make_unique<Histogram>(Histogram::LatencyBounds()));
+  }
+  latency_.emplace(kUnknownAction, std::make_unique<Histogram>(Histogram::LatencyBounds()));
 }
 
 SqsApi::~SqsApi() = default;
+
+void SqsApi::Record(std::string_view action, std::string_view error_code, double seconds) {
+  // A request that failed before its action was known (or named one this API does not
+  // serve) counts under one label, so that clients cannot grow the label set.
+  auto it = latency_.find(action);
+  if (it == latency_.end()) it = latency_.find(kUnknownAction);
+  it->second->Observe(seconds);
+  if (error_code.empty()) return;
+  std::lock_guard lock(mu_);
+  ++errors_[{it->first, std::string(error_code)}];
+}
+
+void SqsApi::RenderMetrics(MetricsWriter& out) const {
+  out.Family("spool_sqs_request_duration_seconds", "histogram",
+             "Time from an SQS API request to its answer (long polls included), by action.");
+  for (const auto& [action, histogram] : latency_) {
+    out.HistogramSamples("spool_sqs_request_duration_seconds", {{"action", action}}, *histogram);
+  }
+  out.Family("spool_sqs_errors_total", "counter",
+             "SQS API requests answered with an error, by action and error code.");
+  std::lock_guard lock(mu_);
+  for (const auto& [key, count] : errors_) {
+    out.Sample("spool_sqs_errors_total", {{"action", key.first}, {"code", key.second}},
+               static_cast<double>(count));
+  }
+}
 
 void SqsApi::Handle(HttpRequest http, HttpServer::Reply reply) {
   auto call = std::make_shared<Call>();

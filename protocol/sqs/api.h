@@ -9,8 +9,9 @@
 // Actions never block the I/O thread: broker calls answer through callbacks, on broker
 // threads, and a long poll parks in the broker.
 //
-// Thread-safety: Handle may be called from any thread; the few bits of state kept here (the
-// times of recent deletes and purges) are behind a mutex.
+// Thread-safety: Handle and RenderMetrics may be called from any thread; the few bits of
+// state kept here (the times of recent deletes and purges, the error counts) are behind a
+// mutex.
 
 #include <chrono>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/broker.h"
+#include "common/metrics.h"
 #include "protocol/http_server.h"
 
 namespace spool::protocol::sqs {
@@ -57,10 +59,18 @@ class SqsApi {
 
   const SqsOptions& options() const { return options_; }
 
+  // spool_sqs_request_duration_seconds{action} (time to the answer, long polls included) and
+  // spool_sqs_errors_total{action,code}. Requests without a known action count as
+  // action="unknown".
+  void RenderMetrics(MetricsWriter& out) const;
+
   struct Call;  // one request being answered (api.cc)
 
  private:
   friend struct Actions;
+
+  // Counts one answered request; `error_code` is empty for a success.
+  void Record(std::string_view action, std::string_view error_code, double seconds);
 
   broker::Broker& broker_;
   const SqsOptions options_;
@@ -82,7 +92,11 @@ class SqsApi {
     }
   }
 
-  std::mutex mu_;
+  // Filled in the constructor and never changed, so lookups need no lock.
+  std::map<std::string, std::unique_ptr<Histogram>, std::less<>> latency_;
+
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t> errors_;  // (action, code)
   std::map<std::string, std::int64_t> deleted_ms_;  // queue name -> when it was deleted
   std::map<std::string, std::int64_t> purged_ms_;   // queue name -> when it was last purged
   std::map<std::string, Attempt> attempts_;         // "<queue>\n<attempt id>" -> its answer

@@ -297,6 +297,10 @@ bool IsKnownAction(std::string_view action) {
   return std::find(kActions.begin(), kActions.end(), action) != kActions.end();
 }
 
+std::span<const std::string_view> KnownActions() {
+  return kActions;
+}
+
 std::optional<std::string> FormDecode(std::string_view text) {
   std::string out;
   out.reserve(text.size());

@@ -13,6 +13,7 @@
 // Thread-safety: pure functions.
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -47,6 +48,8 @@ std::optional<SqsError> ParseJson(std::string_view target, std::string_view body
 
 // Whether `action` is one this API serves.
 bool IsKnownAction(std::string_view action);
+// Every action this API serves.
+std::span<const std::string_view> KnownActions();
 
 // Percent-decoding as forms use it ('+' is a space); nullopt on a malformed escape.
 std::optional<std::string> FormDecode(std::string_view text);

@@ -345,12 +345,21 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
     ASSERT_EQ(receive("again", std::nullopt).messages_size(), 1);
   }
 
+  // SQS API requests, timed and counted per action: one found, one not.
+  const std::string found =
+      HttpRequest(daemon_.http_address(), "GET", "/?Action=GetQueueUrl&QueueName=work");
+  const std::string not_found =
+      HttpRequest(daemon_.http_address(), "GET", "/?Action=GetQueueUrl&QueueName=nope");
+  const std::string invalid = HttpRequest(daemon_.http_address(), "GET", "/?Action=Nope");
   const std::string health = HttpRequest(daemon_.http_address(), "GET", "/healthz");
   const std::string ready = HttpRequest(daemon_.http_address(), "GET", "/readyz");
   const std::string metrics = HttpRequest(daemon_.http_address(), "GET", "/metrics");
   const std::string missing = HttpRequest(daemon_.http_address(), "GET", "/nope");
   const std::string wrong_method = HttpRequest(daemon_.http_address(), "POST", "/metrics");
 
+  EXPECT_EQ(found.rfind("HTTP/1.1 200", 0), 0u) << found;
+  EXPECT_EQ(not_found.rfind("HTTP/1.1 400", 0), 0u) << not_found;
+  EXPECT_EQ(invalid.rfind("HTTP/1.1 400", 0), 0u) << invalid;
   EXPECT_EQ(health.rfind("HTTP/1.1 200", 0), 0u) << health;
   EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
   // Other paths belong to the SQS API, which wants an action.
@@ -391,6 +400,11 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
            "spool_queue_messages{queue=\"work-dlq\",state=\"visible\"} 1",
            "spool_queue_dead_letter_messages{queue=\"work\",dead_letter_queue=\"work-dlq\"} 1",
            "spool_queue_oldest_visible_age_seconds{queue=\"again\"} 0",
+           "spool_sqs_request_duration_seconds_count{action=\"GetQueueUrl\"} 2",
+           "spool_sqs_request_duration_seconds_count{action=\"SendMessage\"} 0",
+           "spool_sqs_errors_total{action=\"GetQueueUrl\","
+           "code=\"AWS.SimpleQueueService.NonExistentQueue\"} 1",
+           "spool_sqs_errors_total{action=\"unknown\",code=\"InvalidAction\"} 1",
        }) {
     EXPECT_NE(body.find(sample), std::string::npos) << "missing: " << sample;
   }
