@@ -52,6 +52,11 @@ struct StoreOptions {
   std::chrono::milliseconds fsync_interval{50};
   // RocksDB block cache shared by all column families.
   std::size_t block_cache_bytes = 64u << 20;
+  // Past this many bytes of write-ahead log, the column families that keep its oldest file
+  // alive are flushed so that it can go. RocksDB's own bound is four times all memtables
+  // (~3.8 GB here): the quiet families (meta, offsets, dedup) kept gigabytes of log alive,
+  // a restart replayed all of it, and deleting it at once stalled writes for a second.
+  std::uint64_t max_wal_bytes = 256u << 20;
 };
 
 // An ordered list of changes applied atomically. Copies keys and values into one buffer:
