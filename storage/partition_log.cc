@@ -228,6 +228,24 @@ Result<LogPosition> PartitionLog::LocatePosition(std::uint64_t position) const {
   return ScanForward(from, INT64_MAX, position);
 }
 
+Result<LogPosition> PartitionLog::LocateOffset(LogPosition from, std::uint64_t offset) const {
+  auto it = store_->NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
+                                PartitionRangeEnd(topic_, partition_));
+  // Append timestamps never go back, so the entries are in offset order too.
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    TimeIndexKeyParts parts{};
+    std::string_view value = it->value();
+    std::uint64_t entry_position = 0;
+    if (!ParseTimeIndexKey(it->key(), &parts) || !GetFixed64BE(value, &entry_position)) {
+      return DataLoss("corrupt time index entry of " + Where(topic_, partition_));
+    }
+    if (parts.offset > offset) break;
+    if (parts.offset > from.offset) from = {parts.offset, entry_position};
+  }
+  if (Status s = it->status(); !s) return s.error();
+  return ScanForward(from, INT64_MAX, UINT64_MAX, offset);
+}
+
 Result<std::optional<std::uint64_t>> PartitionLog::OffsetForTimestamp(
     std::int64_t timestamp_ms) const {
   auto at = LocateTimestamp(timestamp_ms);
@@ -254,9 +272,10 @@ Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limi
     if (at->offset > new_start.offset) new_start = *at;
   }
   if (limits.drop_below > new_start.offset) {
-    // Positions are byte counts, so the walk from the start sums the sizes of what it drops.
-    auto at =
-        ScanForward(new_start, INT64_MAX, UINT64_MAX, std::min(limits.drop_below, durable_.offset));
+    // Positions are byte counts: the new start's comes from the nearest index entry below
+    // it plus the sizes of at most an index interval of records, not from summing all that
+    // is dropped (a queue's retention drops everything acknowledged since the last pass).
+    auto at = LocateOffset(new_start, std::min(limits.drop_below, durable_.offset));
     if (!at) return at.error();
     if (at->offset > new_start.offset) new_start = *at;
   }

@@ -114,6 +114,9 @@ class PartitionLog {
                                   std::uint64_t position, std::uint64_t offset = UINT64_MAX) const;
   Result<LogPosition> LocateTimestamp(std::int64_t timestamp_ms) const;
   Result<LogPosition> LocatePosition(std::uint64_t position) const;
+  // The position of `offset` (at most the durable end), scanning the log only from the last
+  // time index entry at or below it, and from no lower than `from`.
+  Result<LogPosition> LocateOffset(LogPosition from, std::uint64_t offset) const;
 
   const Store* store_;
   std::uint32_t topic_;

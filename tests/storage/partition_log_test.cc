@@ -268,6 +268,32 @@ TEST_F(PartitionLogTest, RecordsBelowAnAcknowledgedOffsetAreDropped) {
   EXPECT_EQ(log_->size_bytes(), 0u);
 }
 
+TEST_F(PartitionLogTest, DroppingBelowAnOffsetFindsItsPositionThroughTheIndex) {
+  // 2,000 records of about 1 KiB over 20 appends: some 30 time index entries (one per
+  // 64 KiB), so the new start is found from an entry, not from the log's start.
+  for (int b = 0; b < 20; ++b)
+    Append(MakeRecords(100, 1000, b * 100), kT0 + b);
+  auto stored = log_->Read(0, 2000, 64 << 20);
+  ASSERT_TRUE(stored);
+  ASSERT_EQ(stored->size(), 2000u);
+  std::vector<std::uint64_t> size_from(2001, 0);  // bytes of the records from offset i on
+  for (std::size_t i = 2000; i-- > 0;)
+    size_from[i] = size_from[i + 1] + EncodedRecordSize((*stored)[i].record);
+  ASSERT_EQ(log_->size_bytes(), size_from[0]);
+  for (std::uint64_t below : {1u, 64u, 65u, 777u, 1500u, 1999u}) {
+    const std::uint64_t start = log_->start_offset();
+    EXPECT_EQ(Retain({.drop_below = below}, kT0 + 100), below - start);
+    EXPECT_EQ(log_->start_offset(), below);
+    EXPECT_EQ(log_->size_bytes(), size_from[below]) << "dropping below " << below;
+  }
+  Reopen();
+  EXPECT_EQ(log_->start_offset(), 1999u);
+  EXPECT_EQ(log_->size_bytes(), size_from[1999]);
+  // Time and size retention still meet the log where the drop left it.
+  EXPECT_EQ(Retain({.retention_bytes = 0}, kT0 + 100), 1u);
+  EXPECT_EQ(log_->size_bytes(), 0u);
+}
+
 TEST_F(PartitionLogTest, ExpiringEverythingKeepsOffsetsGoingAfterReopen) {
   Append(MakeRecords(5, 10), kT0);
 
