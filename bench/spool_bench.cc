@@ -270,6 +270,9 @@ int RunLatency(Options o) {
   const auto expected = static_cast<std::uint64_t>(o.rate * o.duration_s);
   std::vector<double> latencies_us;
   latencies_us.reserve(expected);
+  // When the slowest record was sent, to line a stall up with the server's logs.
+  double worst_us = -1;
+  double worst_sent_s = 0;
   std::thread consumer([&] {
     const auto give_up = base + duration + std::chrono::seconds(10);
     while (latencies_us.size() < expected && Clock::now() < give_up) {
@@ -288,6 +291,10 @@ int RunLatency(Options o) {
         latencies_us.push_back(std::chrono::duration<double, std::micro>(
                                    now - (base + std::chrono::nanoseconds(sent_ns)))
                                    .count());
+        if (latencies_us.back() > worst_us) {
+          worst_us = latencies_us.back();
+          worst_sent_s = static_cast<double>(sent_ns) / 1e9;
+        }
       }
       offset = response.next_offset();
     }
@@ -354,9 +361,9 @@ int RunLatency(Options o) {
   auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
       "latency publish->fetch at %.0f msgs/s, record %zu B: %zu samples, p50 %.0f us, p99 %.0f "
-      "us, p999 %.0f us, max %.0f us\n",
-      o.rate, o.record_size, latencies_us.size(), at(0.5), at(0.99), at(0.999),
-      latencies_us.back());
+      "us, p999 %.0f us, max %.0f us (sent %.2f s after the start)\n",
+      o.rate, o.record_size, latencies_us.size(), at(0.5), at(0.99), at(0.999), latencies_us.back(),
+      worst_sent_s);
   return latencies_us.size() == expected ? 0 : 1;
 }
 
