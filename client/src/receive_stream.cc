@@ -175,7 +175,7 @@ class ReceiveStream::Impl {
     bool send_writes_done = false;
     {
       // A cancel does not end a Write whose bytes the transport already took: it returns
-      // only when the socket drains or keepalive drops the connection. Once the call is
+      // only when the socket drains or the connection fails. Once the call is
       // cancelled or over, WritesDone is moot, so Close stops waiting for that Write.
       std::unique_lock lock(mu_);
       write_cv_.wait(lock, [&] { return !writing_ || cancelled_ || ended_; });
