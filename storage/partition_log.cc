@@ -209,11 +209,12 @@ Result<LogPosition> PartitionLog::LocateTimestamp(std::int64_t timestamp_ms) con
   return ScanForward(from, timestamp_ms, UINT64_MAX);
 }
 
-Result<LogPosition> PartitionLog::LocatePosition(std::uint64_t position) const {
-  LogPosition from = start_;
+Result<LogPosition> PartitionLog::IndexFloor(LogPosition from, std::uint64_t position,
+                                             std::uint64_t offset) const {
   auto it = store_->NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
                                 PartitionRangeEnd(topic_, partition_));
-  // Entries below the start are deleted by retention, so this walk is short.
+  // Entries below the start are deleted by retention, so this walk is short. Append
+  // timestamps never go back, so the entries are in offset and position order too.
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     TimeIndexKeyParts parts{};
     std::string_view value = it->value();
@@ -221,29 +222,23 @@ Result<LogPosition> PartitionLog::LocatePosition(std::uint64_t position) const {
     if (!ParseTimeIndexKey(it->key(), &parts) || !GetFixed64BE(value, &entry_position)) {
       return DataLoss("corrupt time index entry of " + Where(topic_, partition_));
     }
-    if (entry_position > position) break;
+    if (entry_position > position || parts.offset > offset) break;
     if (parts.offset > from.offset) from = {parts.offset, entry_position};
   }
   if (Status s = it->status(); !s) return s.error();
-  return ScanForward(from, INT64_MAX, position);
+  return from;
+}
+
+Result<LogPosition> PartitionLog::LocatePosition(std::uint64_t position) const {
+  auto from = IndexFloor(start_, position, UINT64_MAX);
+  if (!from) return from.error();
+  return ScanForward(*from, INT64_MAX, position);
 }
 
 Result<LogPosition> PartitionLog::LocateOffset(LogPosition from, std::uint64_t offset) const {
-  auto it = store_->NewIterator(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
-                                PartitionRangeEnd(topic_, partition_));
-  // Append timestamps never go back, so the entries are in offset order too.
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    TimeIndexKeyParts parts{};
-    std::string_view value = it->value();
-    std::uint64_t entry_position = 0;
-    if (!ParseTimeIndexKey(it->key(), &parts) || !GetFixed64BE(value, &entry_position)) {
-      return DataLoss("corrupt time index entry of " + Where(topic_, partition_));
-    }
-    if (parts.offset > offset) break;
-    if (parts.offset > from.offset) from = {parts.offset, entry_position};
-  }
-  if (Status s = it->status(); !s) return s.error();
-  return ScanForward(from, INT64_MAX, UINT64_MAX, offset);
+  auto floor = IndexFloor(from, UINT64_MAX, offset);
+  if (!floor) return floor.error();
+  return ScanForward(*floor, INT64_MAX, UINT64_MAX, offset);
 }
 
 Result<std::optional<std::uint64_t>> PartitionLog::OffsetForTimestamp(

@@ -113,6 +113,10 @@ class PartitionLog {
   Result<LogPosition> ScanForward(LogPosition from, std::int64_t timestamp_ms,
                                   std::uint64_t position, std::uint64_t offset = UINT64_MAX) const;
   Result<LogPosition> LocateTimestamp(std::int64_t timestamp_ms) const;
+  // The last time index entry at or below both `position` and `offset`, or `from` when
+  // none is past it.
+  Result<LogPosition> IndexFloor(LogPosition from, std::uint64_t position,
+                                 std::uint64_t offset) const;
   Result<LogPosition> LocatePosition(std::uint64_t position) const;
   // The position of `offset` (at most the durable end), scanning the log only from the last
   // time index entry at or below it, and from no lower than `from`.
