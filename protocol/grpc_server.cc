@@ -30,7 +30,7 @@ Result<std::unique_ptr<GrpcServer>> GrpcServer::Start(broker::Broker& broker,
   std::unique_ptr<GrpcServer> server(new GrpcServer());
   server->admin_ = std::make_unique<AdminServiceImpl>(broker, std::move(info), server->calls_);
   server->publish_ =
-      std::make_unique<PublishServiceImpl>(broker, options.max_stream_in_flight, server->calls_);
+      std::make_unique<PublishServiceImpl>(broker, options.publish_stream_window, server->calls_);
   server->stream_ = std::make_unique<StreamServiceImpl>(broker, server->calls_);
   server->groups_ = std::make_unique<GroupServiceImpl>(broker, server->calls_);
   server->queues_ = std::make_unique<QueueServiceImpl>(broker, server->calls_);

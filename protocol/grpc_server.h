@@ -23,7 +23,7 @@ struct GrpcServerOptions {
   std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
   // Largest request accepted; follows the broker's max batch size plus framing.
   std::size_t max_receive_bytes = 64u << 20;
-  std::size_t max_stream_in_flight = 64;
+  PublishStreamWindow publish_stream_window;
 };
 
 class GrpcServer {

@@ -111,9 +111,10 @@ std::optional<std::uint32_t> PartitionOf(const v1::PublishRequest& request) {
   return request.partition();
 }
 
-// One PublishStream: reads batches, keeps up to `max_in_flight` of them between "read" and
-// "answer written", and writes each result, tagged with its sequence number, as soon as it
-// is durable. Counting until the answer is written (not just until the broker is done) means
+// One PublishStream: reads batches, keeps up to `window.batches` of them (and at most
+// `window.bytes` of their requests, though always one) between "read" and "answer
+// written", and writes each result, tagged with its sequence number, as soon as it is
+// durable. Counting until the answer is written (not just until the broker is done) means
 // a client that stops reading its answers stops being read, so memory stays bounded. Results
 // of different batches may overtake each other; those of one partition cannot, since the
 // broker appends a partition's batches in arrival order.
@@ -129,8 +130,8 @@ std::optional<std::uint32_t> PartitionOf(const v1::PublishRequest& request) {
 class PublishStreamReactor final
     : public grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse> {
  public:
-  PublishStreamReactor(broker::Broker& broker, std::size_t max_in_flight, CallCounter& calls)
-      : broker_(broker), max_in_flight_(std::max<std::size_t>(1, max_in_flight)), calls_(calls) {
+  PublishStreamReactor(broker::Broker& broker, PublishStreamWindow window, CallCounter& calls)
+      : broker_(broker), window_(window), calls_(calls) {
     StartRead(&request_);
   }
 
@@ -145,14 +146,16 @@ class PublishStreamReactor final
       return Run(next);
     }
     v1::PublishStreamRequest request = std::move(request_);
+    const std::size_t bytes = request.ByteSizeLong();
     calls_.Enter();  // until its answer is written or dropped
     {
       std::lock_guard lock(mu_);
       ++in_flight_;
+      in_flight_bytes_ += bytes;
       paused_ = true;  // NextLocked resumes reading while the window has room
       next = NextLocked();
     }
-    Submit(std::move(request));
+    Submit(std::move(request), bytes);
     Run(next);
   }
 
@@ -162,11 +165,14 @@ class PublishStreamReactor final
     {
       std::lock_guard lock(mu_);
       writing_ = false;
+      in_flight_bytes_ -= responses_.front().request_bytes;
       responses_.pop_front();
       --in_flight_;
       if (!ok) {
         // The client is gone: drop what it will never read.
         broken_ = true;
+        for (const Answer& answer : responses_)
+          in_flight_bytes_ -= answer.request_bytes;
         in_flight_ -= responses_.size();
         settled += responses_.size();
         responses_.clear();
@@ -181,45 +187,55 @@ class PublishStreamReactor final
   void OnDone() override { delete this; }
 
  private:
+  // An answer waiting to be written, with the size of the request it answers, which the
+  // window counts until the answer is written.
+  struct Answer {
+    v1::PublishStreamResponse response;
+    std::size_t request_bytes;
+  };
   struct Actions {
     const v1::PublishStreamResponse* write = nullptr;
+    bool more = false;  // answers are queued behind `write`
     bool read = false;
     bool finish = false;
   };
 
-  void Submit(v1::PublishStreamRequest request) {
+  void Submit(v1::PublishStreamRequest request, std::size_t bytes) {
     const std::uint64_t sequence = request.sequence();
     // Read after shutdown began: refuse it so the producer resends it to the next server.
-    if (calls_.draining()) return Complete(sequence, Unavailable("spoold is shutting down"));
+    if (calls_.draining()) {
+      return Complete(sequence, Unavailable("spoold is shutting down"), bytes);
+    }
     auto records = RecordsFromRequest(request.batch(), broker_.clock().WallMillis());
-    if (!records) return Complete(sequence, records.error());
+    if (!records) return Complete(sequence, records.error(), bytes);
     broker_.Produce(request.batch().topic(), PartitionOf(request.batch()), std::move(*records),
-                    [this, sequence](Result<std::vector<broker::ProducedRecord>> produced) {
-                      if (!produced) return Complete(sequence, produced.error());
+                    [this, sequence, bytes](Result<std::vector<broker::ProducedRecord>> produced) {
+                      if (!produced) return Complete(sequence, produced.error(), bytes);
                       v1::PublishStreamResponse response;
                       response.set_sequence(sequence);
                       FillPublishResponse(*produced, response.mutable_response());
-                      Complete(std::move(response));
+                      Complete({std::move(response), bytes});
                     });
   }
 
-  void Complete(std::uint64_t sequence, const Error& error) {
+  void Complete(std::uint64_t sequence, const Error& error, std::size_t bytes) {
     v1::PublishStreamResponse response;
     response.set_sequence(sequence);
     ToProtoError(error, response.mutable_error());
-    Complete(std::move(response));
+    Complete({std::move(response), bytes});
   }
 
-  void Complete(v1::PublishStreamResponse response) {
+  void Complete(Answer answer) {
     Actions next;
     bool dropped = false;
     {
       std::lock_guard lock(mu_);
       if (broken_) {
         --in_flight_;
+        in_flight_bytes_ -= answer.request_bytes;
         dropped = true;
       } else {
-        responses_.push_back(std::move(response));
+        responses_.push_back(std::move(answer));
       }
       next = NextLocked();
     }
@@ -231,9 +247,10 @@ class PublishStreamReactor final
     Actions next;
     if (!writing_ && !broken_ && !responses_.empty()) {
       writing_ = true;
-      next.write = &responses_.front();  // deque elements stay put until popped
+      next.write = &responses_.front().response;  // deque elements stay put until popped
+      next.more = responses_.size() > 1;
     }
-    if (paused_ && !reading_done_ && in_flight_ < max_in_flight_) {
+    if (paused_ && !reading_done_ && window_.HasRoom(in_flight_, in_flight_bytes_)) {
       paused_ = false;
       next.read = true;
     }
@@ -245,24 +262,32 @@ class PublishStreamReactor final
   }
 
   void Run(const Actions& next) {
-    if (next.write != nullptr) StartWrite(next.write);
+    if (next.write != nullptr) {
+      // With more answers queued, the next write follows as soon as this one is done, so
+      // gRPC may hold this one back and send both in one frame: one syscall and one wake-up
+      // of the client's reader for a run of answers, not one per answer. The last of a run
+      // goes without the hint, which sends everything held.
+      StartWrite(next.write,
+                 next.more ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions());
+    }
     if (next.read) StartRead(&request_);
     if (next.finish) Finish(grpc::Status::OK);  // last: `this` may be gone after it
   }
 
   broker::Broker& broker_;
-  const std::size_t max_in_flight_;
+  const PublishStreamWindow window_;
   CallCounter& calls_;
   v1::PublishStreamRequest request_;  // the read in progress
   std::mutex mu_;
   // Answers not yet written; the front one is being written while writing_.
-  std::deque<v1::PublishStreamResponse> responses_;  // guarded by mu_
-  std::size_t in_flight_ = 0;  // guarded by mu_: read, answer not yet written or dropped
-  bool paused_ = false;        // guarded by mu_: no read outstanding
-  bool reading_done_ = false;  // guarded by mu_
-  bool writing_ = false;       // guarded by mu_
-  bool broken_ = false;        // guarded by mu_
-  bool finished_ = false;      // guarded by mu_
+  std::deque<Answer> responses_;     // guarded by mu_
+  std::size_t in_flight_ = 0;        // guarded by mu_: read, answer not yet written or dropped
+  std::size_t in_flight_bytes_ = 0;  // guarded by mu_: the requests of those
+  bool paused_ = false;              // guarded by mu_: no read outstanding
+  bool reading_done_ = false;        // guarded by mu_
+  bool writing_ = false;             // guarded by mu_
+  bool broken_ = false;              // guarded by mu_
+  bool finished_ = false;            // guarded by mu_
 };
 
 }  // namespace
@@ -452,7 +477,7 @@ PublishServiceImpl::PublishStream(grpc::CallbackServerContext* /*context*/) {
     };
     return new Refused();
   }
-  return new PublishStreamReactor(broker_, max_in_flight_, calls_);
+  return new PublishStreamReactor(broker_, window_, calls_);
 }
 
 // ---- StreamService ----------------------------------------------------------------------

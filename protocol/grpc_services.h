@@ -97,12 +97,25 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   CallCounter& calls_;
 };
 
+// How much one PublishStream may hold between reading a batch and writing its answer; past
+// it the stream stops reading, which pushes back on the client through gRPC flow control.
+// The batch count lets one producer's pipelined single-record batches share an fsync (the
+// broker appends whatever is read); the byte bound keeps a stream of large batches from
+// holding that many of them in memory. One batch is always let in, however large.
+struct PublishStreamWindow {
+  std::size_t batches = 1024;
+  std::size_t bytes = 64u << 20;
+
+  bool HasRoom(std::size_t held_batches, std::size_t held_bytes) const {
+    if (held_batches == 0) return true;
+    return held_batches < batches && held_bytes < bytes;
+  }
+};
+
 class PublishServiceImpl final : public v1::PublishService::CallbackService {
  public:
-  // `max_in_flight` bounds the batches one PublishStream has at the broker; past it the
-  // stream stops reading, which pushes back on the client through gRPC flow control.
-  PublishServiceImpl(broker::Broker& broker, std::size_t max_in_flight, CallCounter& calls)
-      : broker_(broker), max_in_flight_(max_in_flight), calls_(calls) {
+  PublishServiceImpl(broker::Broker& broker, PublishStreamWindow window, CallCounter& calls)
+      : broker_(broker), window_(window), calls_(calls) {
     SetMessageAllocatorFor_Publish(&publish_messages_);
   }
 
@@ -114,7 +127,7 @@ class PublishServiceImpl final : public v1::PublishService::CallbackService {
 
  private:
   broker::Broker& broker_;
-  const std::size_t max_in_flight_;
+  const PublishStreamWindow window_;
   CallCounter& calls_;
   ArenaMessageAllocator<v1::PublishRequest, v1::PublishResponse> publish_messages_;
 };

@@ -158,6 +158,10 @@ const std::vector<ConfigKey>& ConfigKeys() {
              &Config::max_batch_bytes, 1024, 256LL << 20),
       IntKey("max_batch_records", "Most records in one publish batch", &Config::max_batch_records,
              1, 1'000'000),
+      IntKey("publish_stream_window",
+             "Batches one PublishStream may have unanswered (holding at most max_batch_bytes "
+             "of them); past it the stream is not read until answers go out",
+             &Config::publish_stream_window, 1, 1'000'000),
       IntKey("worker_threads", "Broker worker threads; 0 means one per core",
              &Config::worker_threads, 0, 256),
       IntKey("retention_check_interval_ms", "How often retention runs",

@@ -26,6 +26,7 @@ struct Config {
   std::int64_t fsync_interval_ms = 50;
   std::int64_t max_batch_bytes = 64LL << 20;
   std::int64_t max_batch_records = 100'000;
+  std::int64_t publish_stream_window = 1024;
   std::int64_t worker_threads = 0;  // 0: one per core
   std::int64_t retention_check_interval_ms = 30'000;
   std::int64_t shutdown_grace_ms = 10'000;

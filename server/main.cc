@@ -144,6 +144,9 @@ int main(int argc, char** argv) {
   grpc_options.listen = config.grpc_listen;
   // Framing and headers on top of the largest batch.
   grpc_options.max_receive_bytes = static_cast<std::size_t>(config.max_batch_bytes) + (1u << 20);
+  grpc_options.publish_stream_window.batches =
+      static_cast<std::size_t>(config.publish_stream_window);
+  grpc_options.publish_stream_window.bytes = static_cast<std::size_t>(config.max_batch_bytes);
   spool::protocol::ServerInfo info;
   info.version = SPOOL_VERSION;
   info.started_ms = started_ms;

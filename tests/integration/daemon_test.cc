@@ -593,6 +593,47 @@ TEST_F(DaemonTest, PublishStreamPipelinesBatchesAndReportsErrorsPerBatch) {
   EXPECT_EQ(EndOffset("t", 0), std::uint64_t{(kBatches - 1) * 10});
 }
 
+// A producer pipelining single-record batches far deeper than one fsync's worth, writing
+// with gRPC's buffer hint as a pipelining client does: every batch is answered once, with
+// offsets in the order of writing, across the server's read window and its runs of answers
+// written with the same hint.
+TEST_F(DaemonTest, PublishStreamAnswersEveryBatchOfADeepPipeline) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+  auto stream = publish_->PublishStream(&context);
+  constexpr int kBatches = 3000;
+
+  std::map<std::uint64_t, std::uint64_t> offsets;  // sequence -> offset
+  std::thread reader([&] {
+    v1::PublishStreamResponse response;
+    while (stream->Read(&response)) {
+      if (response.has_response() && response.response().results_size() == 1) {
+        offsets[response.sequence()] = response.response().results(0).offset();
+      }
+    }
+  });
+  for (int b = 0; b < kBatches; ++b) {
+    v1::PublishStreamRequest request;
+    request.set_sequence(b);
+    request.mutable_batch()->set_topic("t");
+    request.mutable_batch()->set_partition(0);
+    *request.mutable_batch()->add_records() = MakeRecord("r" + std::to_string(b));
+    const bool more = b + 1 < kBatches;
+    ASSERT_TRUE(stream->Write(
+        request, more ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions()));
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status s = stream->Finish();
+
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(offsets.size(), std::size_t{kBatches}) << "one answer per batch";
+  for (int b = 0; b < kBatches; ++b)
+    EXPECT_EQ(offsets.at(b), std::uint64_t(b)) << "batch " << b;
+  EXPECT_EQ(EndOffset("t", 0), std::uint64_t{kBatches});
+}
+
 TEST_F(DaemonTest, DataSurvivesARestart) {
   ASSERT_TRUE(CreateTopic("t", 2).ok());
   v1::PublishResponse published;
