@@ -2,9 +2,11 @@
 // long polling, bad input, pipelined publishing, and durability across SIGTERM and SIGKILL.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -595,8 +597,9 @@ TEST_F(DaemonTest, PublishStreamPipelinesBatchesAndReportsErrorsPerBatch) {
 
 // A producer pipelining single-record batches far deeper than one fsync's worth, writing
 // with gRPC's buffer hint as a pipelining client does: every batch is answered once, with
-// offsets in the order of writing, across the server's read window and its runs of answers
-// written with the same hint.
+// offsets in the order of writing. The answers must all arrive while the stream is still
+// open: the server writes runs of answers with the same hint, and an answer it left held
+// back would only go out with the stream's end (WritesDone, then Finish).
 TEST_F(DaemonTest, PublishStreamAnswersEveryBatchOfADeepPipeline) {
   ASSERT_TRUE(CreateTopic("t", 1).ok());
   grpc::ClientContext context;
@@ -604,30 +607,44 @@ TEST_F(DaemonTest, PublishStreamAnswersEveryBatchOfADeepPipeline) {
   auto stream = publish_->PublishStream(&context);
   constexpr int kBatches = 3000;
 
-  std::map<std::uint64_t, std::uint64_t> offsets;  // sequence -> offset
+  std::mutex mu;
+  std::condition_variable answered;
+  std::map<std::uint64_t, std::uint64_t> offsets;  // sequence -> offset, guarded by mu
   std::thread reader([&] {
     v1::PublishStreamResponse response;
     while (stream->Read(&response)) {
+      std::lock_guard lock(mu);
       if (response.has_response() && response.response().results_size() == 1) {
         offsets[response.sequence()] = response.response().results(0).offset();
       }
+      answered.notify_one();
     }
   });
-  for (int b = 0; b < kBatches; ++b) {
+  bool written = true;
+  for (int b = 0; b < kBatches && written; ++b) {
     v1::PublishStreamRequest request;
     request.set_sequence(b);
     request.mutable_batch()->set_topic("t");
     request.mutable_batch()->set_partition(0);
     *request.mutable_batch()->add_records() = MakeRecord("r" + std::to_string(b));
     const bool more = b + 1 < kBatches;
-    ASSERT_TRUE(stream->Write(
-        request, more ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions()));
+    written = stream->Write(request,
+                            more ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions());
+  }
+  std::size_t answered_while_open = 0;
+  {
+    std::unique_lock lock(mu);
+    answered.wait_for(lock, std::chrono::seconds(10),
+                      [&] { return offsets.size() == std::size_t{kBatches}; });
+    answered_while_open = offsets.size();
   }
   stream->WritesDone();
   reader.join();
   grpc::Status s = stream->Finish();
 
+  EXPECT_TRUE(written) << "a write failed";
   ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(answered_while_open, std::size_t{kBatches}) << "answers held back until the end";
   ASSERT_EQ(offsets.size(), std::size_t{kBatches}) << "one answer per batch";
   for (int b = 0; b < kBatches; ++b)
     EXPECT_EQ(offsets.at(b), std::uint64_t(b)) << "batch " << b;
