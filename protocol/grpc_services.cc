@@ -111,11 +111,13 @@ std::optional<std::uint32_t> PartitionOf(const v1::PublishRequest& request) {
   return request.partition();
 }
 
-// One PublishStream: reads batches, keeps up to `window.batches` of them (and at most
-// `window.bytes` of their requests, though always one) between "read" and "answer
-// written", and writes each result, tagged with its sequence number, as soon as it is
-// durable. Counting until the answer is written (not just until the broker is done) means
-// a client that stops reading its answers stops being read, so memory stays bounded. Results
+// One PublishStream: reads batches, keeps up to `window.batches` of them between "read" and
+// "answer written" (and stops reading once their requests hold `window.bytes`; one batch
+// is always taken), and writes each result, tagged with its sequence number, as soon as it
+// is durable. Counting until the answer is written (not just until the broker is done) means
+// a client that stops reading its answers stops being read, so memory stays bounded. An
+// answer written with the buffer hint counts as written once gRPC holds it; the last of a
+// run goes without the hint and waits for the transport, so that bound still holds. Results
 // of different batches may overtake each other; those of one partition cannot, since the
 // broker appends a partition's batches in arrival order.
 //

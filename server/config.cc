@@ -159,8 +159,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       IntKey("max_batch_records", "Most records in one publish batch", &Config::max_batch_records,
              1, 1'000'000),
       IntKey("publish_stream_window",
-             "Batches one PublishStream may have unanswered (holding at most max_batch_bytes "
-             "of them); past it the stream is not read until answers go out",
+             "Batches one PublishStream may have unanswered; past it, or once they hold "
+             "max_batch_bytes, the stream is not read until answers go out",
              &Config::publish_stream_window, 1, 1'000'000),
       IntKey("worker_threads", "Broker worker threads; 0 means one per core",
              &Config::worker_threads, 0, 256),
