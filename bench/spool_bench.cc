@@ -138,6 +138,7 @@ std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, con
   std::condition_variable cv;
   std::size_t outstanding = 0;
   std::uint64_t acked = 0;
+  bool reader_done = false;
   std::atomic<bool> failed{false};
   std::thread reader([&] {
     v1::PublishStreamResponse response;
@@ -152,6 +153,11 @@ std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, con
       // The writer only ever waits for a full window to open.
       if (outstanding-- == o.inflight) cv.notify_one();
     }
+    // The stream ended (spoold gone, or the call failed): a writer waiting for room would
+    // otherwise wait forever.
+    std::lock_guard lock(mu);
+    reader_done = true;
+    cv.notify_one();
   });
   std::mt19937_64 rng(std::random_device{}());
   const v1::PublishRequest batch = MakeBatch(o, rng);
@@ -160,7 +166,8 @@ std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, con
     bool more = false;
     {
       std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return outstanding < o.inflight; });
+      cv.wait(lock, [&] { return reader_done || outstanding < o.inflight; });
+      if (reader_done) break;
       more = ++outstanding < o.inflight;
     }
     v1::PublishStreamRequest request;
@@ -833,7 +840,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   produce->add_option("--batch", o.batch, "Records per batch")->capture_default_str();
   produce->add_option("--inflight", o.inflight, "Batches in flight per producer")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
   produce->add_option("--producers", o.producers, "Producer threads")->capture_default_str();
   produce->add_flag("--unary", o.unary, "Unary Publish calls instead of a PublishStream");
   auto* latency = app.add_subcommand("latency", "Publish-to-fetch latency at a fixed rate");
