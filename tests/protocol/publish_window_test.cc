@@ -31,7 +31,7 @@ TEST(PublishStreamWindowTest, AnEmptyStreamAlwaysReadsOneBatchHoweverLarge) {
   EXPECT_FALSE(window.HasRoom(1, 1));
 }
 
-TEST(PublishStreamWindowTest, DefaultsLetAThousandSingleRecordBatchesShareAnFsync) {
+TEST(PublishStreamWindowTest, DefaultsHoldAThousandPipelinedSingleRecordBatches) {
   const PublishStreamWindow window;
   EXPECT_TRUE(window.HasRoom(1000, 1000 * 300));
   EXPECT_FALSE(window.HasRoom(window.batches, 0));
