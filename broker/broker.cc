@@ -24,6 +24,8 @@ using storage::MetaKey;
 using storage::MetaTag;
 
 const std::string kNextTopicIdCounter = "next_topic_id";
+// How many times the broker was opened on this store.
+const std::string kRunsCounter = "broker_runs";
 
 }  // namespace
 
@@ -86,6 +88,19 @@ Broker::~Broker() {
 }
 
 Status Broker::Load() {
+  // Durable before any receive of this run: its generations must start above every earlier
+  // run's, including receives whose lease writes a crash lost.
+  auto runs = LoadCounter(store_, kRunsCounter, 0);
+  if (!runs) return runs.error();
+  if (*runs == UINT32_MAX) return DataLoss("the broker run counter is exhausted");
+  {
+    storage::WriteBatch batch;
+    std::string counter;
+    PutFixed64BE(counter, *runs + 1);
+    batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kRunsCounter), std::move(counter));
+    if (Status s = store_.WriteSync(std::move(batch)); !s) return s;
+  }
+  generation_floor_ = std::uint64_t{*runs + 1} << 32;
   auto next_id = LoadCounter(store_, kNextTopicIdCounter, next_topic_id_);
   if (!next_id) return next_id.error();
   next_topic_id_ = *next_id;

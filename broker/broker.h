@@ -180,7 +180,7 @@ struct QueueMessage {
 struct QueueReceipt {
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
-  std::uint32_t generation = 0;
+  std::uint64_t generation = 0;
   // The receipt is good only while its lease lasts: once the message is receivable again a
   // delete or visibility change with it fails (FailedPrecondition, "expired"), as SQS FIFO
   // receipt handles do. Otherwise it stays good until the message is received again.
@@ -329,10 +329,12 @@ class Broker {
   void SendMessages(const std::string& queue, std::vector<QueueSend> messages,
                     Callback<std::vector<ProducedRecord>> done);
   // Leases up to max_messages receivable messages, partitions taken in turn; answers once
-  // the leases are durable. With nothing receivable and a wait, the call parks (no thread,
-  // no polling) and tries again when a message may have become receivable: an append to the
-  // queue's topic, a release, a delete (FIFO), or the time a lease or delay ends. It answers
-  // empty at the end of the wait, and at once after ReleaseWaiters().
+  // the leases are queued to the store, not fsynced (a crash may forget them; see
+  // QueueReceiveOptions::generation_floor), or durable when dead letters had to move. With
+  // nothing receivable and a wait, the call parks (no thread, no polling) and tries again
+  // when a message may have become receivable: an append to the queue's topic, a release, a
+  // delete (FIFO), or the time a lease or delay ends. It answers empty at the end of the
+  // wait, and at once after ReleaseWaiters().
   void ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done);
   // True once ReleaseWaiters() ran: receives answer at once from then on, so a caller that
   // loops on long polls (a receive stream) must stop.
@@ -478,6 +480,8 @@ class Broker {
   std::map<std::string, std::shared_ptr<const Topic>> topics_;          // guarded by topics_mu_
   std::uint32_t next_topic_id_ = 1;                                     // admin strand only
   std::map<std::string, std::shared_ptr<const QueueMetadata>> queues_;  // guarded by topics_mu_
+  // This run's number << 32 (see QueueReceiveOptions::generation_floor); set by Load().
+  std::uint64_t generation_floor_ = 0;
   // Activity counters by subscription, created on first use.
   struct QueueCounters;
   std::shared_ptr<QueueCounters> CountersOf(std::uint32_t subscription);

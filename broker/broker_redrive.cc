@@ -337,6 +337,7 @@ void Broker::RedriveTake(std::shared_ptr<RedriveStepOp> step, std::size_t index)
     options.redrive = true;
     options.fifo = step->queue->attributes.fifo;
     options.max_in_flight = SIZE_MAX;
+    options.generation_floor = generation_floor_;
     options.end_offset = step->ends[p];
     storage::WriteBatch floor;
     auto got = (*state)->Receive(clock_.WallMillis(), options, floor);

@@ -8,7 +8,9 @@
 namespace spool::broker {
 namespace {
 
-constexpr std::uint8_t kStateVersion = 1;
+// Version 2 allows generations of 2^32 and more (see QueueReceiveOptions::generation_floor);
+// version 1 states read the same way. A spoold that knows only version 1 refuses version 2.
+constexpr std::uint8_t kStateVersion = 2;
 // Records examined per log read while looking for receivable messages, and per receive.
 constexpr std::size_t kScanChunk = 256;
 constexpr std::size_t kMaxScanPerReceive = 10'000;
@@ -29,7 +31,8 @@ std::string EncodeQueueMessageState(const QueueMessageState& state) {
 }
 
 Result<QueueMessageState> DecodeQueueMessageState(std::string_view in) {
-  if (in.size() < 2 || static_cast<std::uint8_t>(in[0]) != kStateVersion) {
+  if (in.size() < 2 || (static_cast<std::uint8_t>(in[0]) != kStateVersion &&
+                        static_cast<std::uint8_t>(in[0]) != 1)) {
     return DataLoss("queue message state: unknown version");
   }
   QueueMessageState state;
@@ -38,12 +41,11 @@ Result<QueueMessageState> DecodeQueueMessageState(std::string_view in) {
   std::uint64_t count = 0, generation = 0;
   if (!GetVarint64(in, &count) || !GetVarint64(in, &generation) ||
       !GetVarsint64(in, &state.visible_at_ms) || !GetVarsint64(in, &state.first_receive_ms) ||
-      !GetVarsint64(in, &state.last_receive_ms) || !in.empty() || count > UINT32_MAX ||
-      generation > UINT32_MAX) {
+      !GetVarsint64(in, &state.last_receive_ms) || !in.empty() || count > UINT32_MAX) {
     return DataLoss("queue message state: corrupt");
   }
   state.receive_count = static_cast<std::uint32_t>(count);
-  state.generation = static_cast<std::uint32_t>(generation);
+  state.generation = generation;
   return state;
 }
 
@@ -129,7 +131,7 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   m.offset = offset;
   if (options.max_receive_count && state.receive_count >= *options.max_receive_count) {
     // Locked (in memory only) until the caller moves it and deletes it with this generation.
-    ++state.generation;
+    state.generation = std::max(state.generation + 1, options.generation_floor);
     state.visible_at_ms = kLocked;
     AddToIndex(offset, state);
     m.record = std::move(*record);
@@ -141,7 +143,7 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   }
   if (state.receive_count == 0) state.first_receive_ms = now_ms;
   ++state.receive_count;
-  ++state.generation;
+  state.generation = std::max(state.generation + 1, options.generation_floor);
   state.last_receive_ms = now_ms;
   state.visible_at_ms = now_ms + options.visibility_ms;
   AddToIndex(offset, state);
@@ -423,7 +425,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   return result;
 }
 
-Status QueuePartition::Delete(std::uint64_t offset, std::uint32_t generation,
+Status QueuePartition::Delete(std::uint64_t offset, std::uint64_t generation,
                               storage::WriteBatch& batch) {
   if (offset < floor_ || offset < log_->start_offset()) return Ok();
   auto it = states_.find(offset);
@@ -445,7 +447,7 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint32_t generation,
   return Ok();
 }
 
-bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint32_t generation,
+bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint64_t generation,
                                 std::int64_t now_ms) const {
   auto it = states_.find(offset);
   if (it == states_.end() || it->second.acked || it->second.generation != generation) return false;
@@ -453,7 +455,7 @@ bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint32_t generation,
          (it->second.released || it->second.visible_at_ms <= now_ms);
 }
 
-Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint32_t generation,
+Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint64_t generation,
                                                storage::WriteBatch& batch) const {
   auto it = states_.find(offset);
   if (it == states_.end() || it->second.acked || it->second.visible_at_ms != kLocked ||
@@ -469,7 +471,7 @@ Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint32
   return Ok();
 }
 
-Status QueuePartition::UnlockDeadLetter(std::uint64_t offset, std::uint32_t generation,
+Status QueuePartition::UnlockDeadLetter(std::uint64_t offset, std::uint64_t generation,
                                         std::int64_t now_ms) {
   auto it = states_.find(offset);
   if (it == states_.end() || it->second.acked || it->second.visible_at_ms != kLocked ||
@@ -484,7 +486,7 @@ Status QueuePartition::UnlockDeadLetter(std::uint64_t offset, std::uint32_t gene
   return Ok();
 }
 
-Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint32_t generation,
+Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint64_t generation,
                                         std::int64_t now_ms, std::int64_t visible_in_ms,
                                         std::int64_t max_lease_ms, storage::WriteBatch& batch,
                                         bool release) {

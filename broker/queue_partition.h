@@ -8,14 +8,17 @@
 // A message's life: delayed until its deliver-after time, then visible. Receive leases it
 // until `visible_at_ms`, counts the receive and bumps its generation; only that generation
 // (carried by the receipt handle) may delete it or change its visibility. A lease that ends
-// makes the message visible again. FIFO: a message group is locked while any earlier message
-// of it is not done and not receivable, so each group is delivered in order, one lease at a
-// time.
+// makes the message visible again. Generations never repeat for a message, across restarts
+// too: a receive is answered before its lease is durable, so a crash can forget one, and
+// each run of the broker starts its generations above every earlier run's
+// (`generation_floor`). FIFO: a message group is locked while any earlier message of it is
+// not done and not receivable, so each group is delivered in order, one lease at a time.
 //
 // Changes are applied here at once and added to a WriteBatch that the caller writes; the
-// caller answers its client when that write is durable. Until then nobody else can take what
-// changed (a lease, a delete), and if the write fails the store refuses every later write, so
-// memory and disk never disagree about anything acknowledged.
+// caller answers a delete or visibility change when that write is durable, a receive as
+// soon as the write is queued. Nobody else can take what changed (a lease, a delete), and if
+// the write fails the store refuses every later write, so memory and disk never disagree
+// about anything acknowledged.
 //
 // Thread-safety: not thread-safe; owned by the partition's strand, like the PartitionLog it
 // reads (which must outlive it).
@@ -37,7 +40,7 @@ namespace spool::broker {
 
 struct QueueMessageState {
   std::uint32_t receive_count = 0;  // 0: never received (delayed, waiting, or a redrive's)
-  std::uint32_t generation = 0;     // the receive that holds the message now
+  std::uint64_t generation = 0;     // the receive that holds the message now
   std::int64_t visible_at_ms = 0;   // lease end, release time or delivery time
   std::int64_t first_receive_ms = 0;
   std::int64_t last_receive_ms = 0;
@@ -58,7 +61,7 @@ struct ReceivedMessage {
   std::uint64_t offset = 0;
   storage::Record record;
   std::uint32_t receive_count = 0;
-  std::uint32_t generation = 0;
+  std::uint64_t generation = 0;
   std::int64_t first_receive_ms = 0;
   std::int64_t visibility_deadline_ms = 0;  // when this lease ends
 };
@@ -78,6 +81,9 @@ struct QueueReceiveOptions {
   std::size_t max_fifo_examined = 100'000;
   // Only messages below this offset (a redrive covers what was there when it started).
   std::uint64_t end_offset = UINT64_MAX;
+  // A receive's generation is at least this: the broker's run number << 32, so that no
+  // receive repeats the receipt of one a crash made it forget.
+  std::uint64_t generation_floor = 0;
   // The most dead letters one call hands back; 0: ten times max_messages, at least 100.
   std::size_t max_dead_letters = 0;
   // A redrive: every receivable message is a dead letter (max_receive_count 0), and a FIFO
@@ -125,25 +131,25 @@ class QueuePartition {
 
   // Acknowledges a message. OK if it is done already (deleted, purged, dropped by retention).
   // FailedPrecondition if it was received again since `generation`.
-  Status Delete(std::uint64_t offset, std::uint32_t generation, storage::WriteBatch& batch);
+  Status Delete(std::uint64_t offset, std::uint64_t generation, storage::WriteBatch& batch);
   // Whether the lease of receive `generation` is over with the message not received again
   // and not deleted (it is receivable or waiting out a nack's delay).
-  bool LeaseEnded(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms) const;
+  bool LeaseEnded(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms) const;
   // For moving a dead letter: adds to `batch` the stored form of the message as deleted,
   // without changing this state (the move's write carries it with the dead-letter append;
   // Delete applies it here once that write is durable). FailedPrecondition unless the
   // message is a dead letter locked with `generation`.
-  Status PrepareDeadLetterDelete(std::uint64_t offset, std::uint32_t generation,
+  Status PrepareDeadLetterDelete(std::uint64_t offset, std::uint64_t generation,
                                  storage::WriteBatch& batch) const;
   // Gives a dead letter that could not be moved back: receivable at once. FailedPrecondition
   // unless it is locked with `generation`.
-  Status UnlockDeadLetter(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms);
+  Status UnlockDeadLetter(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms);
   // Ends the lease of `generation` `visible_in_ms` from now (0: receivable at once), at most
   // `max_lease_ms` after that receive. FailedPrecondition if the message is done or was
   // received again; InvalidArgument past the lease limit.
   // With `release` (a nack) the message leaves the in-flight count and waits out the delay
   // as delayed.
-  Status ChangeVisibility(std::uint64_t offset, std::uint32_t generation, std::int64_t now_ms,
+  Status ChangeVisibility(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms,
                           std::int64_t visible_in_ms, std::int64_t max_lease_ms,
                           storage::WriteBatch& batch, bool release = false);
 

@@ -9,7 +9,8 @@
 namespace spool::protocol {
 namespace {
 
-constexpr std::uint8_t kReceiptVersion = 1;
+constexpr std::uint8_t kReceiptVersion = 2;
+constexpr std::size_t kReceiptSize = 50;
 
 // Lower-case hex digits, as the encoders write them; false on anything else.
 bool ParseHex(std::string_view digits, std::uint64_t* out) {
@@ -54,34 +55,36 @@ std::string MessageId(std::uint32_t topic_id, std::uint32_t partition, std::uint
 
 // Receipt handles: version, subscription, partition, offset and generation, in hex. They
 // name one receive; the broker checks the generation, so a forged handle can do no more
-// than a stale one.
+// than a stale one. Version 1 carried a 32-bit generation; its handles, from before an
+// upgrade, still name the same receives (their generations stay below 2^32).
 std::string EncodeReceipt(std::uint32_t subscription, const broker::QueueReceipt& r) {
-  std::string handle(42, '0');
+  std::string handle(kReceiptSize, '0');
   char* p = handle.data();
   p = PutHex(p, kReceiptVersion, 2);
   p = PutHex(p, subscription, 8);
   p = PutHex(p, r.partition, 8);
   p = PutHex(p, r.offset, 16);
-  PutHex(p, r.generation, 8);
+  PutHex(p, r.generation, 16);
   return handle;
 }
 
 Result<broker::QueueReceipt> DecodeReceipt(const std::string& handle, std::uint32_t subscription) {
   auto bad = [] { return InvalidArgument("the receipt handle is malformed"); };
-  if (handle.size() != 42) return bad();
   auto field = [&](std::size_t at, std::size_t len, std::uint64_t* out) {
     return ParseHex(std::string_view(handle).substr(at, len), out);
   };
   std::uint64_t version = 0, sub = 0, partition = 0, offset = 0, generation = 0;
-  if (!field(0, 2, &version) || !field(2, 8, &sub) || !field(10, 8, &partition) ||
-      !field(18, 16, &offset) || !field(34, 8, &generation) || version != kReceiptVersion) {
+  if (handle.size() < 2 || !field(0, 2, &version)) return bad();
+  const std::size_t generation_digits = version == kReceiptVersion ? 16 : version == 1 ? 8 : 0;
+  if (generation_digits == 0 || handle.size() != 34 + generation_digits) return bad();
+  if (!field(2, 8, &sub) || !field(10, 8, &partition) || !field(18, 16, &offset) ||
+      !field(34, generation_digits, &generation)) {
     return bad();
   }
   if (sub != subscription) {
     return InvalidArgument("the receipt handle belongs to another queue");
   }
-  return broker::QueueReceipt{static_cast<std::uint32_t>(partition), offset,
-                              static_cast<std::uint32_t>(generation)};
+  return broker::QueueReceipt{static_cast<std::uint32_t>(partition), offset, generation};
 }
 
 Result<broker::QueueAttributes> AttributesFromProto(const v1::QueueAttributes& in,

@@ -144,7 +144,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   };
 
   struct Outstanding {
-    std::uint32_t generation = 0;
+    std::uint64_t generation = 0;
     std::uint64_t bytes = 0;
     std::int64_t deadline_ms = 0;
   };
@@ -235,7 +235,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
         continue;
       }
       const Key key{receipt->partition, receipt->offset};
-      const std::uint32_t generation = receipt->generation;
+      const std::uint64_t generation = receipt->generation;
       auto applied = [self, key, generation, op, finish](Status s) {
         if (s) self->Applied(key, generation, op.kind, op.ms);
         finish(std::move(s));
@@ -251,7 +251,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   }
 
   // A delete or nack frees its place in the window; a visibility change moves its lease end.
-  void Applied(Key key, std::uint32_t generation, Kind kind, std::int64_t ms) {
+  void Applied(Key key, std::uint64_t generation, Kind kind, std::int64_t ms) {
     const std::int64_t now = broker_.clock().WallMillis();
     Actions next;
     {
@@ -318,7 +318,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
       for (const auto& [key, value] : m.message.record.headers)
         bytes += key.size() + value.size();
       const Key key{m.partition, m.message.offset};
-      const std::uint32_t generation = m.message.generation;
+      const std::uint64_t generation = m.message.generation;
       const std::int64_t deadline_ms = m.message.visibility_deadline_ms;
       v1::QueueMessage proto;
       MessageToProto(std::move(m), ids_.topic_id, ids_.subscription, ids_.fifo, &proto);

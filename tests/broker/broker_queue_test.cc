@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "broker/broker.h"
+#include "storage/keys.h"
 #include "tests/testing/manual_clock.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
@@ -719,6 +720,46 @@ TEST_F(BrokerQueueTest, QueuesLeasesAndProgressSurviveARestart) {
   EXPECT_NE(Describe("second")->metadata.subscription, 0u);
   EXPECT_GT(Describe("second")->metadata.subscription, Describe("durable")->metadata.subscription)
       << "subscription ids were reused";
+}
+
+// A receive is answered before its lease is fsynced, so a crash can forget it. Its receipt
+// must not come back to life: the next run's receive of the message gets another
+// generation, and only that one deletes it. A lease that was written keeps its receipt.
+TEST_F(BrokerQueueTest, AReceiptOfAReceiveACrashForgotStaysStale) {
+  ASSERT_TRUE(CreateQueue("forget"));
+  ASSERT_TRUE(Send("forget", {"a", "b"}));
+  auto got = Receive("forget", 2);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 2u);
+  const QueueMessage& a = got->at(0).message.record.value == "a" ? got->at(0) : got->at(1);
+  const QueueMessage& b = got->at(0).message.record.value == "a" ? got->at(1) : got->at(0);
+  const QueueMessage forgotten = a, kept = b;
+  const std::uint32_t subscription = Describe("forget")->metadata.subscription;
+  Close();
+  {
+    // What the crash took: a's lease write, as if it never reached the disk.
+    auto store = storage::Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store) << store.error().ToString();
+    storage::WriteBatch lose;
+    lose.Delete(
+        storage::ColumnFamily::kQueueState,
+        storage::QueueMessageKey(subscription, forgotten.partition, forgotten.message.offset));
+    ASSERT_TRUE((*store)->WriteSync(std::move(lose)));
+  }
+  Open();
+  auto again = Receive("forget", 10);
+  ASSERT_TRUE(again);
+  ASSERT_EQ(again->size(), 1u) << "a is receivable at once; b is still leased";
+  EXPECT_EQ(again->at(0).message.record.value, "a");
+  EXPECT_EQ(again->at(0).message.receive_count, 1u) << "the forgotten receive is not counted";
+  EXPECT_NE(again->at(0).message.generation, forgotten.message.generation);
+
+  Status stale = Delete("forget", forgotten);
+  ASSERT_FALSE(stale) << "the forgotten receive's receipt deleted the redelivered message";
+  EXPECT_EQ(stale.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(Delete("forget", again->at(0)));
+  EXPECT_TRUE(Delete("forget", kept)) << "a lease that was written keeps its receipt";
+  EXPECT_EQ(Describe("forget")->counts.in_flight, 0u);
 }
 
 // The limit counts the message (body, headers), not the record's framing: a message of

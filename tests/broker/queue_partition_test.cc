@@ -72,7 +72,7 @@ class QueuePartitionTest : public ::testing::Test {
   }
 
   Status Delete(const ReceivedMessage& m) { return Delete(m.offset, m.generation); }
-  Status Delete(std::uint64_t offset, std::uint32_t generation) {
+  Status Delete(std::uint64_t offset, std::uint64_t generation) {
     storage::WriteBatch batch;
     Status s = queue_->Delete(offset, generation, batch);
     if (!batch.empty()) {
@@ -692,6 +692,45 @@ TEST_F(QueuePartitionTest, StateEncodingRoundTripsAndRejectsCorruption) {
   bad.pop_back();
   EXPECT_EQ(DecodeQueueMessageState(bad).error().code, ErrorCode::kDataLoss);
   EXPECT_EQ(DecodeQueueMessageState("\x09").error().code, ErrorCode::kDataLoss);
+
+  s.generation = (std::uint64_t{7} << 32) + 5;  // a run number above 0 (generation_floor)
+  back = DecodeQueueMessageState(EncodeQueueMessageState(s));
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(back->generation, s.generation);
+  std::string v1 = EncodeQueueMessageState(s);
+  v1[0] = 1;  // written by a spoold with 32-bit generations: the same layout
+  back = DecodeQueueMessageState(v1);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(*back, s);
+  std::string future = EncodeQueueMessageState(s);
+  future[0] = 3;
+  EXPECT_EQ(DecodeQueueMessageState(future).error().message,
+            "queue message state: unknown version");
+}
+
+// Generations start at the floor and go on from there, whatever the stored state held.
+TEST_F(QueuePartitionTest, GenerationsStartAtTheFloorAndNeverRepeat) {
+  Send(2);
+  QueueReceiveOptions run1;
+  run1.generation_floor = std::uint64_t{1} << 32;
+  run1.visibility_ms = 0;  // receivable again at once
+  auto first = Receive(kT0, 1, run1).messages;
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].generation, run1.generation_floor);
+  auto second = Receive(kT0, 1, run1).messages;
+  ASSERT_EQ(second.size(), 1u);
+  ASSERT_EQ(second[0].offset, first[0].offset);
+  EXPECT_EQ(second[0].generation, run1.generation_floor + 1);
+  Reload();
+  QueueReceiveOptions run2 = run1;
+  run2.generation_floor = std::uint64_t{2} << 32;
+  auto third = Receive(kT0, 1, run2).messages;
+  ASSERT_EQ(third.size(), 1u);
+  ASSERT_EQ(third[0].offset, first[0].offset);
+  EXPECT_EQ(third[0].generation, run2.generation_floor);
+  EXPECT_EQ(third[0].receive_count, 3u);
+  EXPECT_FALSE(Delete(second[0])) << "the previous run's receipt is stale";
+  EXPECT_TRUE(Delete(third[0]));
 }
 
 }  // namespace

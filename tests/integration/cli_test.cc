@@ -431,7 +431,7 @@ TEST_F(CliTest, QueueCommandsInTablesAndJson) {
   ASSERT_TRUE(received.contains("three\nlines\n")) << "stdin is one message, byte for byte";
   const Json& one = received["one"];
   EXPECT_EQ(one["receive_count"], 1);
-  EXPECT_EQ(one["receipt_handle"].get<std::string>().size(), 42u);
+  EXPECT_EQ(one["receipt_handle"].get<std::string>().size(), 50u);
   EXPECT_EQ(one["headers"], Json::parse(R"([{"key": "origin", "value": "cli"}])"));
   CliResult empty = Run({"--json", "queue", "receive", "jobs", "--wait", "0"});
   ASSERT_EQ(empty.exit_code, 0) << empty.err;
@@ -441,15 +441,15 @@ TEST_F(CliTest, QueueCommandsInTablesAndJson) {
   ASSERT_EQ(Run({"queue", "send", "jobs", "hello"}).exit_code, 0);
   CliResult line = Run({"queue", "receive", "jobs", "--wait", "1", "--visibility", "60"});
   ASSERT_EQ(line.exit_code, 0) << line.err;
-  EXPECT_THAT(line.out, ::testing::MatchesRegex("[0-9a-f-]{36}\t1\t[0-9a-f]{42}\thello\n"));
-  const std::string handle = Lines(line.out).at(0).substr(39, 42);
+  EXPECT_THAT(line.out, ::testing::MatchesRegex("[0-9a-f-]{36}\t1\t[0-9a-f]{50}\thello\n"));
+  const std::string handle = Lines(line.out).at(0).substr(39, 50);
   CliResult visible = Run({"queue", "change-visibility", "jobs", handle, "0"});
   ASSERT_EQ(visible.exit_code, 0) << visible.err;
   EXPECT_THAT(visible.out, HasSubstr("visible again"));
   CliResult second = Run({"queue", "receive", "jobs", "--wait", "1"});
   ASSERT_EQ(second.exit_code, 0) << second.err;
   EXPECT_THAT(second.out, HasSubstr("\t2\t")) << "received a second time";
-  const std::string second_handle = Lines(second.out).at(0).substr(39, 42);
+  const std::string second_handle = Lines(second.out).at(0).substr(39, 50);
   CliResult stale = Run({"queue", "delete-message", "jobs", handle});
   EXPECT_EQ(stale.exit_code, 1);
   EXPECT_THAT(stale.err, HasSubstr("FAILED_PRECONDITION"));
@@ -513,7 +513,7 @@ TEST_F(CliTest, QueueReceiveFollowStreamsUntilMaxAndDeletesWhatItPrinted) {
                         "sleep 1; " + Quote(SPOOL_CLI) + " --server " + Quote(daemon_.address()) +
                             " queue send jobs late >/dev/null");
   ASSERT_EQ(later.exit_code, 0) << later.err;
-  EXPECT_THAT(later.out, ::testing::MatchesRegex("[0-9a-f-]{36}\t1\t[0-9a-f]{42}\tlate\n"));
+  EXPECT_THAT(later.out, ::testing::MatchesRegex("[0-9a-f-]{36}\t1\t[0-9a-f]{50}\tlate\n"));
 }
 
 TEST_F(CliTest, QueueRedriveStartsListsAndRefusesToCancelAFinishedTask) {

@@ -26,15 +26,36 @@ TEST(MessageIdTest, DistinctPlacesGiveDistinctIds) {
 
 TEST(ReceiptTest, EncodesVersionSubscriptionPartitionOffsetAndGeneration) {
   const std::string handle =
-      EncodeReceipt(0xabcdef01, broker::QueueReceipt{7, 0x1122334455667788ULL, 9});
+      EncodeReceipt(0xabcdef01, broker::QueueReceipt{7, 0x1122334455667788ULL, 0x300000009});
   EXPECT_EQ(handle,
-            "01abcdef01000000071122334455667788"
-            "00000009");
+            "02abcdef01000000071122334455667788"
+            "0000000300000009");
+}
+
+// Handles given out before the upgrade to 64-bit generations still name their receives.
+TEST(ReceiptTest, AcceptsVersionOneHandles) {
+  auto decoded = DecodeReceipt(
+      "01abcdef01000000071122334455667788"
+      "00000009",
+      0xabcdef01);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
+  EXPECT_EQ(decoded->partition, 7u);
+  EXPECT_EQ(decoded->offset, 0x1122334455667788ULL);
+  EXPECT_EQ(decoded->generation, 9u);
+  // A version-one handle is 42 characters, a version-two handle 50: no other mix is valid.
+  EXPECT_FALSE(DecodeReceipt("01abcdef01000000071122334455667788"
+                             "0000000000000009",
+                             0xabcdef01)
+                   .has_value());
+  EXPECT_FALSE(DecodeReceipt("02abcdef01000000071122334455667788"
+                             "00000009",
+                             0xabcdef01)
+                   .has_value());
 }
 
 TEST(ReceiptTest, RoundTripsExtremeValues) {
   for (const broker::QueueReceipt r :
-       {broker::QueueReceipt{0, 0, 0}, broker::QueueReceipt{UINT32_MAX, UINT64_MAX, UINT32_MAX},
+       {broker::QueueReceipt{0, 0, 0}, broker::QueueReceipt{UINT32_MAX, UINT64_MAX, UINT64_MAX},
         broker::QueueReceipt{3, 1ULL << 63, 1}}) {
     for (std::uint32_t sub : {0u, 5u, UINT32_MAX}) {
       auto decoded = DecodeReceipt(EncodeReceipt(sub, r), sub);
@@ -60,13 +81,13 @@ TEST(ReceiptTest, RejectsMalformedHandlesAndOtherQueues) {
   rejects(good.substr(1), 5, "malformed");
   rejects(good + "0", 5, "malformed");
   std::string upper = good;
-  upper[41] = 'F';
+  upper[49] = 'F';
   rejects(upper, 5, "malformed");
   std::string not_hex = good;
   not_hex[20] = 'g';
   rejects(not_hex, 5, "malformed");
   std::string other_version = good;
-  other_version[1] = '2';
+  other_version[1] = '3';
   rejects(other_version, 5, "malformed");
   rejects(good, 6, "another queue");
 }
