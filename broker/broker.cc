@@ -99,6 +99,9 @@ Status Broker::Load() {
     PutFixed64BE(counter, *runs + 1);
     batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kCounter, kRunsCounter), std::move(counter));
     if (Status s = store_.WriteSync(std::move(batch)); !s) return s;
+    // Under `fsync: interval` too: a power loss that undid the count would let this run
+    // repeat the last one's generations.
+    if (Status s = store_.Sync(); !s) return s;
   }
   generation_floor_ = std::uint64_t{*runs + 1} << 32;
   auto next_id = LoadCounter(store_, kNextTopicIdCounter, next_topic_id_);

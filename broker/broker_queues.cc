@@ -91,7 +91,6 @@ struct Broker::ReceiveOp {
   std::uint64_t wakes_seen = 0;  // the topic's wake count when the attempt started
   std::size_t first = 0;         // partition to start from
   QueueReceiveOptions options;
-  storage::WriteBatch batch;
   std::vector<QueueMessage> messages;
   std::optional<std::int64_t> next_visible_ms;
   std::vector<DeadLetter> dead;
@@ -622,7 +621,6 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
   op->queue = queue;
   op->topic = topic;
   op->wakes_seen = topic->receivers->Seen();
-  op->batch = storage::WriteBatch();
   op->messages.clear();
   op->next_visible_ms.reset();
   op->dead.clear();
@@ -653,18 +651,17 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
 void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
   const std::size_t n = op->topic->partitions.size();
   if (step == n || op->messages.size() >= op->options.max_messages || op->error) {
-    auto batch = std::move(op->batch);
-    if (op->dead.empty()) {
-      // The leases are answered without waiting for their fsync, as a delivery is in other
-      // brokers: a crash can forget the last receives, whose messages are then receivable at
-      // once after the restart (with a receive count that missed them). Generations go on
-      // above the forgotten ones' (generation_floor), so their receipts stay stale; and every
-      // later delete or visibility change is behind the lease in the log and waits for an
-      // fsync that covers both.
-      if (!batch.empty()) store_.Write(std::move(batch), [](Status) {});
-      return ReceiveDone(std::move(op));
-    }
-    store_.Write(std::move(batch), [this, op](Status s) mutable {
+    // Each partition's leases were queued to the store on its strand (below), so the answer
+    // goes out without waiting for their fsync, as a delivery does in other brokers: a crash
+    // can forget the last receives, whose messages are then receivable at once after the
+    // restart (with a receive count that missed them). Generations go on above the forgotten
+    // ones' (generation_floor), so their receipts stay stale; and every later change of
+    // these messages is queued behind the leases and waits for an fsync that covers both.
+    if (op->dead.empty()) return ReceiveDone(std::move(op));
+    // Dead letters move once the leases that locked them are durable. Callbacks run in the
+    // order writes were queued, and a failed write fails every later one, so an empty write
+    // queued now answers for all of them.
+    store_.Write(storage::WriteBatch(), [this, op](Status s) mutable {
       if (!s) op->error = s.error();
       if (s && !op->dead.empty()) {
         auto dead = std::move(op->dead);
@@ -691,7 +688,13 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
     // The limit is the queue's: what the other partitions hold counts against it.
     const std::size_t others = op->counters->OthersInFlight(slot->log.partition());
     options.max_in_flight = others >= options.max_in_flight ? 0 : options.max_in_flight - others;
-    auto got = (*state)->Receive(clock_.WallMillis(), options, op->batch);
+    storage::WriteBatch leases;
+    auto got = (*state)->Receive(clock_.WallMillis(), options, leases);
+    // Queued here, on the strand that changed the states, so the store gets every change of
+    // a message in the order it was made. Written once all partitions were visited, one
+    // receive's leases of an earlier partition could land after another receive's re-lease
+    // and delete there, and bring the deleted message back at the next start.
+    if (!leases.empty()) store_.Write(std::move(leases), [](Status) {});
     if (got) op->counters->SetInFlight(slot->log.partition(), got->in_flight);
     if (!got) {
       op->error = got.error();
@@ -765,8 +768,9 @@ void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
       done(std::move(op->messages));
     }
     // The op owns its topic, whose partitions own strands of pool_. This may run on the
-    // store's syncer thread, and Leave() lets Shutdown() join and destroy the pool: a strand
-    // destroyed after that locks a destroyed mutex. So the op goes first.
+    // store's syncer thread (after dead letters), and Leave() lets Shutdown() join and
+    // destroy the pool: a strand destroyed after that locks a destroyed mutex. So the op goes
+    // first. (On a strand of the pool, the join waits for this handler anyway.)
     op.reset();
     return Leave();
   }

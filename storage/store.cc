@@ -236,6 +236,13 @@ Status Store::WriteSync(WriteBatch batch) {
   return future.get();
 }
 
+Status Store::Sync() {
+  if (Status s = Failure(); !s) return s;
+  Status synced = SyncWal();
+  if (!synced) Fail(synced.error());
+  return synced;
+}
+
 Status Store::Failure() {
   std::lock_guard lock(sync_mu_);
   if (failure_) return *failure_;

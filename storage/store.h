@@ -14,6 +14,8 @@
 // Visibility: RocksDB serves a write to Get() and iterators as soon as it is written, which
 // can be before its fsync. Owners of state therefore publish a change only from its callback
 // (PartitionLog hides records until MarkDurable), so nothing a crash could undo is served.
+// The one exception is deliberate: a queue receive answers before its leases are durable
+// (see broker::QueuePartition).
 //
 // Failure: once a write or an fsync fails, every later write fails too (Unavailable), because
 // what reached the disk is no longer known; a restart recovers from the WAL.
@@ -144,6 +146,9 @@ class Store {
   void Write(WriteBatch batch, WriteCallback done);
   // Write() and wait. Never call it from a write callback.
   Status WriteSync(WriteBatch batch);
+  // Fsyncs the WAL now, in either mode: for a write that must survive a power loss even
+  // under FsyncMode::kInterval (call it after WriteSync()).
+  Status Sync();
 
   Result<std::optional<std::string>> Get(ColumnFamily cf, std::string_view key) const;
   std::unique_ptr<Iterator> NewIterator(ColumnFamily cf, std::string lower,

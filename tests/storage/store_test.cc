@@ -180,6 +180,22 @@ TEST(StoreTest, IntervalModeAcknowledgesAndPersistsOnClose) {
   ASSERT_TRUE(value && value->has_value());
 }
 
+// Sync() fsyncs at once even when interval mode would wait: the broker relies on it for
+// writes that must survive a power loss in either mode.
+TEST(StoreTest, SyncFsyncsAtOnceInIntervalMode) {
+  TempDir dir;
+  StoreOptions options;
+  options.fsync = FsyncMode::kInterval;
+  options.fsync_interval = std::chrono::hours(1);
+  auto store = OpenStore(dir.path(), options);
+  WriteBatch batch;
+  batch.Put(ColumnFamily::kMeta, "k", "v");
+  ASSERT_TRUE(store->WriteSync(std::move(batch)));
+  const std::uint64_t before = store->Stats().wal_syncs;
+  ASSERT_TRUE(store->Sync());
+  EXPECT_EQ(store->Stats().wal_syncs, before + 1);
+}
+
 TEST(StoreTest, IteratorStaysWithinItsBounds) {
   TempDir dir;
   auto store = OpenStore(dir.path());
