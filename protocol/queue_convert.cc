@@ -10,7 +10,9 @@ namespace spool::protocol {
 namespace {
 
 constexpr std::uint8_t kReceiptVersion = 2;
-constexpr std::size_t kReceiptSize = 50;
+// Version, subscription, partition and offset; the generation follows (16 digits; 8 in
+// version 1).
+constexpr std::size_t kReceiptPrefixDigits = 2 + 8 + 8 + 16;
 
 // Lower-case hex digits, as the encoders write them; false on anything else.
 bool ParseHex(std::string_view digits, std::uint64_t* out) {
@@ -58,7 +60,7 @@ std::string MessageId(std::uint32_t topic_id, std::uint32_t partition, std::uint
 // than a stale one. Version 1 carried a 32-bit generation; its handles, from before an
 // upgrade, still name the same receives (their generations stay below 2^32).
 std::string EncodeReceipt(std::uint32_t subscription, const broker::QueueReceipt& r) {
-  std::string handle(kReceiptSize, '0');
+  std::string handle(kReceiptPrefixDigits + 16, '0');
   char* p = handle.data();
   p = PutHex(p, kReceiptVersion, 2);
   p = PutHex(p, subscription, 8);
@@ -76,9 +78,11 @@ Result<broker::QueueReceipt> DecodeReceipt(const std::string& handle, std::uint3
   std::uint64_t version = 0, sub = 0, partition = 0, offset = 0, generation = 0;
   if (handle.size() < 2 || !field(0, 2, &version)) return bad();
   const std::size_t generation_digits = version == kReceiptVersion ? 16 : version == 1 ? 8 : 0;
-  if (generation_digits == 0 || handle.size() != 34 + generation_digits) return bad();
+  if (generation_digits == 0 || handle.size() != kReceiptPrefixDigits + generation_digits) {
+    return bad();
+  }
   if (!field(2, 8, &sub) || !field(10, 8, &partition) || !field(18, 16, &offset) ||
-      !field(34, generation_digits, &generation)) {
+      !field(kReceiptPrefixDigits, generation_digits, &generation)) {
     return bad();
   }
   if (sub != subscription) {

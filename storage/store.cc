@@ -237,7 +237,7 @@ Status Store::WriteSync(WriteBatch batch) {
 }
 
 Status Store::Sync() {
-  if (Status s = Failure(); !s) return s;
+  if (Status s = Failure(); !s || options_.fsync == FsyncMode::kAlways) return s;
   Status synced = SyncWal();
   if (!synced) Fail(synced.error());
   return synced;

@@ -146,8 +146,9 @@ class Store {
   void Write(WriteBatch batch, WriteCallback done);
   // Write() and wait. Never call it from a write callback.
   Status WriteSync(WriteBatch batch);
-  // Fsyncs the WAL now, in either mode: for a write that must survive a power loss even
-  // under FsyncMode::kInterval (call it after WriteSync()).
+  // Makes every completed write durable now, in either mode: for a write that must survive
+  // a power loss even under FsyncMode::kInterval (call it after WriteSync()). Under
+  // kAlways a completed write is already fsynced, so this only reports a latched failure.
   Status Sync();
 
   Result<std::optional<std::string>> Get(ColumnFamily cf, std::string_view key) const;

@@ -180,9 +180,9 @@ TEST(StoreTest, IntervalModeAcknowledgesAndPersistsOnClose) {
   ASSERT_TRUE(value && value->has_value());
 }
 
-// Sync() fsyncs at once even when interval mode would wait: the broker relies on it for
-// writes that must survive a power loss in either mode.
-TEST(StoreTest, SyncFsyncsAtOnceInIntervalMode) {
+// Sync() fsyncs at once when interval mode would wait (the broker relies on it for writes
+// that must survive a power loss in either mode), and not again when every write already was.
+TEST(StoreTest, SyncFsyncsAtOnceOnlyInIntervalMode) {
   TempDir dir;
   StoreOptions options;
   options.fsync = FsyncMode::kInterval;
@@ -194,6 +194,16 @@ TEST(StoreTest, SyncFsyncsAtOnceInIntervalMode) {
   const std::uint64_t before = store->Stats().wal_syncs;
   ASSERT_TRUE(store->Sync());
   EXPECT_EQ(store->Stats().wal_syncs, before + 1);
+
+  // Under `fsync: always` the write above would already be fsynced: no second fsync.
+  TempDir always_dir;
+  auto always = OpenStore(always_dir.path());
+  WriteBatch again;
+  again.Put(ColumnFamily::kMeta, "k", "v");
+  ASSERT_TRUE(always->WriteSync(std::move(again)));
+  const std::uint64_t synced = always->Stats().wal_syncs;
+  ASSERT_TRUE(always->Sync());
+  EXPECT_EQ(always->Stats().wal_syncs, synced);
 }
 
 TEST(StoreTest, IteratorStaysWithinItsBounds) {
