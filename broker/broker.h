@@ -58,6 +58,12 @@ struct BrokerOptions {
   GroupLimits groups;
   // How often members' sessions and groups' offsets retention are checked.
   std::chrono::milliseconds group_check_interval{std::chrono::seconds(1)};
+  // false: a queue receive is answered once its leases, which carry the receive counts, are
+  // durable (fsynced under FsyncMode::kAlways), so a crash never forgets a delivery. true:
+  // answered as soon as they are queued, which saves a consumer one fsync per receive; a
+  // crash can then forget the last receives (their messages are receivable again at once
+  // and their receive counts miss them).
+  bool defer_receive_fsync = false;
 };
 
 // A group's position in a partition, with where a member taking the partition now starts:

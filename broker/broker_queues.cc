@@ -97,6 +97,7 @@ struct Broker::ReceiveOp {
   bool in_flight_limit = false;  // a partition leased nothing for its in-flight limit
   std::shared_ptr<QueueCounters> counters;
   bool more_to_scan = false;  // a partition stopped at its scan budget
+  bool leased = false;        // this call queued lease writes (in any attempt)
   // Set when a partition failed; what earlier partitions leased is still written.
   std::optional<Error> error;
 };
@@ -651,16 +652,21 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
 void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
   const std::size_t n = op->topic->partitions.size();
   if (step == n || op->messages.size() >= op->options.max_messages || op->error) {
-    // Each partition's leases were queued to the store on its strand (below), so the answer
-    // goes out without waiting for their fsync, as a delivery does in other brokers: a crash
-    // can forget the last receives, whose messages are then receivable at once after the
-    // restart (with a receive count that missed them). Generations go on above the forgotten
-    // ones' (generation_floor), so their receipts stay stale; and every later change of
-    // these messages is queued behind the leases and waits for an fsync that covers both.
-    if (op->dead.empty()) return ReceiveDone(std::move(op));
-    // Dead letters move once the leases that locked them are durable. Callbacks run in the
-    // order writes were queued, and a failed write fails every later one, so an empty write
-    // queued now answers for all of them.
+    // Each partition's leases were queued to the store on its strand (below). By default the
+    // answer waits until they are durable: a lease carries the message's receive count, and
+    // a crash must not forget a delivery (a poison message would get past its max receive
+    // count). With defer_receive_fsync the answer goes out at once, as a delivery does in
+    // other brokers: a crash can forget the last receives, whose messages are then
+    // receivable at once after the restart (with a receive count that missed them).
+    // Generations go on above the forgotten ones' (generation_floor), so their receipts stay
+    // stale; and every later change of these messages is queued behind the leases and waits
+    // for an fsync that covers both.
+    if (op->dead.empty() && (!op->leased || options_.defer_receive_fsync)) {
+      return ReceiveDone(std::move(op));
+    }
+    // Callbacks run in the order writes were queued, and a failed write fails every later
+    // one, so an empty write queued now answers for all the leases (and dead letters move
+    // only once the leases that locked them are durable).
     store_.Write(storage::WriteBatch(), [this, op](Status s) mutable {
       if (!s) op->error = s.error();
       if (s && !op->dead.empty()) {
@@ -694,7 +700,10 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
     // a message in the order it was made. Written once all partitions were visited, one
     // receive's leases of an earlier partition could land after another receive's re-lease
     // and delete there, and bring the deleted message back at the next start.
-    if (!leases.empty()) store_.Write(std::move(leases), [](Status) {});
+    if (!leases.empty()) {
+      op->leased = true;
+      store_.Write(std::move(leases), [](Status) {});
+    }
     if (got) op->counters->SetInFlight(slot->log.partition(), got->in_flight);
     if (!got) {
       op->error = got.error();

@@ -9,14 +9,15 @@
 // until `visible_at_ms`, counts the receive and bumps its generation; only that generation
 // (carried by the receipt handle) may delete it or change its visibility. A lease that ends
 // makes the message visible again. Generations never repeat for a message, across restarts
-// too: a receive is answered before its lease is durable, so a crash can forget one, and
-// each run of the broker starts its generations above every earlier run's
+// too: a receive may be answered before its lease is durable (BrokerOptions::
+// defer_receive_fsync, or a power loss under FsyncMode::kInterval), so a crash can forget
+// one, and each run of the broker starts its generations above every earlier run's
 // (`generation_floor`). FIFO: a message group is locked while any earlier message of it is
 // not done and not receivable, so each group is delivered in order, one lease at a time.
 //
 // Changes are applied here at once and added to a WriteBatch that the caller writes; the
-// caller answers a delete or visibility change when that write is durable, a receive as
-// soon as the write is queued. Nobody else can take what changed (a lease, a delete), and if
+// caller answers a delete, visibility change or receive when that write is durable (a
+// deferred receive as soon as it is queued). Nobody else can take what changed (a lease, a delete), and if
 // the write fails the store refuses every later write, so memory and disk never disagree
 // about anything acknowledged.
 //

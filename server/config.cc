@@ -154,6 +154,12 @@ const std::vector<ConfigKey>& ConfigKeys() {
                 &Config::fsync, {"always", "interval"}),
       IntKey("fsync_interval_ms", "fsync period in interval mode", &Config::fsync_interval_ms, 1,
              10'000),
+      StringKey("receive_fsync",
+                "always: answer a queue receive once its leases (with the receive counts) are "
+                "durable; deferred: as soon as they are queued, one fsync less per receive (a "
+                "crash can forget the last receives: their messages come back at once and "
+                "their receive counts miss them)",
+                &Config::receive_fsync, {"always", "deferred"}),
       IntKey("max_batch_bytes", "Largest publish batch in bytes; also bounds gRPC request size",
              &Config::max_batch_bytes, 1024, 256LL << 20),
       IntKey("max_batch_records", "Most records in one publish batch", &Config::max_batch_records,

@@ -24,6 +24,7 @@ struct Config {
   std::int64_t http_max_connections = 10'000;
   std::string fsync = "always";  // always | interval
   std::int64_t fsync_interval_ms = 50;
+  std::string receive_fsync = "always";  // always | deferred
   std::int64_t max_batch_bytes = 64LL << 20;
   std::int64_t max_batch_records = 100'000;
   std::int64_t publish_stream_window = 1024;

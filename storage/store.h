@@ -14,8 +14,8 @@
 // Visibility: RocksDB serves a write to Get() and iterators as soon as it is written, which
 // can be before its fsync. Owners of state therefore publish a change only from its callback
 // (PartitionLog hides records until MarkDurable), so nothing a crash could undo is served.
-// The one exception is deliberate: a queue receive answers before its leases are durable
-// (see broker::QueuePartition).
+// The one exception is opt-in: with BrokerOptions::defer_receive_fsync a queue receive
+// answers before its leases are durable (see broker::QueuePartition).
 //
 // Failure: once a write or an fsync fails, every later write fails too (Unavailable), because
 // what reached the disk is no longer known; a restart recovers from the WAL.

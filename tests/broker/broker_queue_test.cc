@@ -4,6 +4,7 @@
 // topic deletion guarded by its queues, and a restart keeping leases and progress.
 
 #include <future>
+#include <memory>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -37,6 +38,7 @@ class BrokerQueueTest : public ::testing::Test {
     BrokerOptions options;
     options.worker_threads = 2;
     options.retention_check_interval = milliseconds(0);
+    options.defer_receive_fsync = defer_receive_fsync_;
     auto broker = Broker::Open(*store_, clock_, options);
     ASSERT_TRUE(broker) << broker.error().ToString();
     broker_ = std::move(*broker);
@@ -182,6 +184,7 @@ class BrokerQueueTest : public ::testing::Test {
 
   TempDir dir_;
   ManualClock clock_;
+  bool defer_receive_fsync_ = false;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<Broker> broker_;
 };
@@ -722,10 +725,79 @@ TEST_F(BrokerQueueTest, QueuesLeasesAndProgressSurviveARestart) {
       << "subscription ids were reused";
 }
 
-// A receive is answered before its lease is fsynced, so a crash can forget it. Its receipt
-// must not come back to life: the next run's receive of the message gets another
-// generation, and only that one deletes it. A lease that was written keeps its receipt.
+// Holds the store's completions back: every write queued after Hold() completes only
+// after Release(). Write callbacks run one at a time in queue order, so one that waits
+// delays all later ones.
+class CompletionGate {
+ public:
+  void Hold(storage::Store& store) {
+    auto entered = std::make_shared<std::promise<void>>();
+    auto in = entered->get_future();
+    store.Write(storage::WriteBatch(), [entered, open = open_](Status) {
+      entered->set_value();
+      open.wait();
+    });
+    ASSERT_EQ(in.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  }
+  void Release() { release_.set_value(); }
+  ~CompletionGate() {
+    if (open_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) Release();
+  }
+
+ private:
+  std::promise<void> release_;
+  std::shared_future<void> open_ = release_.get_future().share();
+};
+
+// A lease carries the message's receive count, so by default a receive is answered only
+// once its lease is durable: a crash must not forget a delivery, or a poison message could
+// be delivered past its max receive count.
+TEST_F(BrokerQueueTest, AReceiveIsAnsweredOnlyOnceItsLeaseIsDurable) {
+  ASSERT_TRUE(CreateQueue("durable"));
+  ASSERT_TRUE(Send("durable", {"a"}));
+  CompletionGate gate;
+  gate.Hold(*store_);
+  std::promise<Result<std::vector<QueueMessage>>> answer;
+  auto answered = answer.get_future();
+  broker_->ReceiveMessages({"durable", 1, std::nullopt, std::nullopt},
+                           [&answer](Result<std::vector<QueueMessage>> r) {
+                             answer.set_value(std::move(r));
+                           });
+  EXPECT_EQ(answered.wait_for(milliseconds(300)), std::future_status::timeout)
+      << "the receive was answered before its lease was durable";
+  gate.Release();
+  ASSERT_EQ(answered.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto got = answered.get();
+  ASSERT_TRUE(got) << got.error().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).message.receive_count, 1u);
+}
+
+// With defer_receive_fsync the answer does not wait for the store.
+TEST_F(BrokerQueueTest, ADeferredReceiveIsAnsweredBeforeItsLeaseIsDurable) {
+  Close();
+  defer_receive_fsync_ = true;
+  Open();
+  ASSERT_TRUE(CreateQueue("deferred"));
+  ASSERT_TRUE(Send("deferred", {"a"}));
+  CompletionGate gate;
+  gate.Hold(*store_);
+  Waiter<std::vector<QueueMessage>> w;
+  broker_->ReceiveMessages({"deferred", 1, std::nullopt, std::nullopt}, w.Callback());
+  auto got = w.Get(std::chrono::seconds(10));
+  ASSERT_TRUE(got) << got.error().ToString();
+  EXPECT_EQ(got->size(), 1u);
+  gate.Release();
+}
+
+// With defer_receive_fsync (or after a power loss under fsync: interval) a crash can forget
+// a receive whose answer went out. Its receipt must not come back to life: the next run's
+// receive of the message gets another generation, and only that one deletes it. A lease
+// that was written keeps its receipt.
 TEST_F(BrokerQueueTest, AReceiptOfAReceiveACrashForgotStaysStale) {
+  Close();
+  defer_receive_fsync_ = true;
+  Open();
   ASSERT_TRUE(CreateQueue("forget"));
   ASSERT_TRUE(Send("forget", {"a", "b"}));
   auto got = Receive("forget", 2);
