@@ -17,6 +17,7 @@
 
 #include "broker/broker.h"
 #include "broker/queue_partition.h"
+#include "broker/topic.h"
 #include "common/coding.h"
 #include "common/logging.h"
 #include "storage/keys.h"
@@ -30,6 +31,8 @@ inline spdlog::logger& Log() {
 }
 
 inline Error UnknownTopic(const std::string& name) {
+  // A name no topic could have is a bad argument, not a missing topic.
+  if (Status valid = ValidateTopicName(name); !valid) return valid.error();
   return NotFound("topic '" + name + "' does not exist");
 }
 

@@ -71,9 +71,16 @@ grpc::Status InvalidArgumentStatus(std::string message) {
 // Listings page by name: the token is the last name of the previous page, so it must
 // belong to the same prefix.
 std::optional<grpc::Status> CheckPageToken(const std::string& prefix, const std::string& token) {
-  if (token.empty() || token.rfind(prefix, 0) == 0) return std::nullopt;
-  return InvalidArgumentStatus("page_token does not belong to a listing of prefix '" + prefix +
-                               "'");
+  if (token.empty()) return std::nullopt;
+  if (token.rfind(prefix, 0) != 0) {
+    return InvalidArgumentStatus("page_token does not belong to a listing of prefix '" + prefix +
+                                 "'");
+  }
+  // A token is the last topic name of the page before: anything else was never handed out.
+  if (!broker::ValidateTopicName(token)) {
+    return InvalidArgumentStatus("page_token '" + token + "' was not handed out by ListTopics");
+  }
+  return std::nullopt;
 }
 
 std::uint32_t PageSize(std::uint32_t requested) {
@@ -133,7 +140,7 @@ class PublishStreamReactor final
     : public grpc::ServerBidiReactor<v1::PublishStreamRequest, v1::PublishStreamResponse> {
  public:
   PublishStreamReactor(broker::Broker& broker, PublishStreamWindow window, CallCounter& calls)
-      : broker_(broker), window_(window), calls_(calls) {
+      : broker_(broker), window_(window), calls_(calls), latency_(calls.Latency("PublishStream")) {
     StartRead(&request_);
   }
 
@@ -164,9 +171,11 @@ class PublishStreamReactor final
   void OnWriteDone(bool ok) override {
     Actions next;
     std::size_t settled = 1;
+    std::chrono::steady_clock::time_point read_at;
     {
       std::lock_guard lock(mu_);
       writing_ = false;
+      read_at = responses_.front().read_at;
       in_flight_bytes_ -= responses_.front().request_bytes;
       responses_.pop_front();
       --in_flight_;
@@ -181,6 +190,10 @@ class PublishStreamReactor final
       }
       next = NextLocked();
     }
+    if (ok && latency_ != nullptr) {
+      latency_->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - read_at).count());
+    }
     for (std::size_t i = 0; i < settled; ++i)
       calls_.Leave();
     Run(next);
@@ -190,10 +203,11 @@ class PublishStreamReactor final
 
  private:
   // An answer waiting to be written, with the size of the request it answers, which the
-  // window counts until the answer is written.
+  // window counts until the answer is written, and when that request was read.
   struct Answer {
     v1::PublishStreamResponse response;
     std::size_t request_bytes;
+    std::chrono::steady_clock::time_point read_at;
   };
   struct Actions {
     const v1::PublishStreamResponse* write = nullptr;
@@ -204,27 +218,30 @@ class PublishStreamReactor final
 
   void Submit(v1::PublishStreamRequest request, std::size_t bytes) {
     const std::uint64_t sequence = request.sequence();
+    const auto read_at = std::chrono::steady_clock::now();
     // Read after shutdown began: refuse it so the producer resends it to the next server.
     if (calls_.draining()) {
-      return Complete(sequence, Unavailable("spoold is shutting down"), bytes);
+      return Complete(sequence, Unavailable("spoold is shutting down"), bytes, read_at);
     }
     auto records = RecordsFromRequest(request.batch(), broker_.clock().WallMillis());
-    if (!records) return Complete(sequence, records.error(), bytes);
-    broker_.Produce(request.batch().topic(), PartitionOf(request.batch()), std::move(*records),
-                    [this, sequence, bytes](Result<std::vector<broker::ProducedRecord>> produced) {
-                      if (!produced) return Complete(sequence, produced.error(), bytes);
-                      v1::PublishStreamResponse response;
-                      response.set_sequence(sequence);
-                      FillPublishResponse(*produced, response.mutable_response());
-                      Complete({std::move(response), bytes});
-                    });
+    if (!records) return Complete(sequence, records.error(), bytes, read_at);
+    broker_.Produce(
+        request.batch().topic(), PartitionOf(request.batch()), std::move(*records),
+        [this, sequence, bytes, read_at](Result<std::vector<broker::ProducedRecord>> produced) {
+          if (!produced) return Complete(sequence, produced.error(), bytes, read_at);
+          v1::PublishStreamResponse response;
+          response.set_sequence(sequence);
+          FillPublishResponse(*produced, response.mutable_response());
+          Complete({std::move(response), bytes, read_at});
+        });
   }
 
-  void Complete(std::uint64_t sequence, const Error& error, std::size_t bytes) {
+  void Complete(std::uint64_t sequence, const Error& error, std::size_t bytes,
+                std::chrono::steady_clock::time_point read_at) {
     v1::PublishStreamResponse response;
     response.set_sequence(sequence);
     ToProtoError(error, response.mutable_error());
-    Complete({std::move(response), bytes});
+    Complete({std::move(response), bytes, read_at});
   }
 
   void Complete(Answer answer) {
@@ -279,6 +296,7 @@ class PublishStreamReactor final
   broker::Broker& broker_;
   const PublishStreamWindow window_;
   CallCounter& calls_;
+  Histogram* latency_;                // each batch, from its read to its answer written
   v1::PublishStreamRequest request_;  // the read in progress
   std::mutex mu_;
   // Answers not yet written; the front one is being written while writing_.
@@ -302,6 +320,7 @@ CallCounter::CallCounter() {
                              "DeleteTopic",
                              "GetBrokerInfo",
                              "Publish",
+                             "PublishStream",
                              "Fetch",
                              "ListOffsets",
                              "Heartbeat",
@@ -324,7 +343,12 @@ CallCounter::CallCounter() {
                              "DeleteMessageBatch",
                              "ChangeMessageVisibility",
                              "ChangeMessageVisibilityBatch",
-                             "NackMessage"}) {
+                             "NackMessage",
+                             "SetQueueAttributes",
+                             "ListDeadLetterSourceQueues",
+                             "StartRedrive",
+                             "ListRedriveTasks",
+                             "CancelRedrive"}) {
     latency_.emplace(method, std::make_unique<Histogram>(Histogram::LatencyBounds()));
   }
 }
@@ -336,7 +360,8 @@ Histogram* CallCounter::Latency(std::string_view method) {
 
 void CallCounter::Render(MetricsWriter& out) const {
   out.Family("spool_grpc_request_duration_seconds", "histogram",
-             "Time from the start of a unary gRPC call to its completion, by method.");
+             "Time from the start of a unary gRPC call to its completion, by method; for "
+             "PublishStream, from the read of each batch to its answer written.");
   for (const auto& [method, histogram] : latency_) {
     out.HistogramSamples("spool_grpc_request_duration_seconds", {{"method", method}}, *histogram);
   }

@@ -98,7 +98,7 @@ class DaemonTest : public ::testing::Test {
   void SetUp() override { StartDaemon(); }
 
   void StartDaemon() {
-    ASSERT_TRUE(daemon_.Start(SPOOLD_BINARY, dir_.Sub("data"))) << daemon_.output();
+    ASSERT_TRUE(daemon_.Start(SPOOLD_BINARY, dir_.Sub("data"), extra_args_)) << daemon_.output();
     channel_ = grpc::CreateChannel(daemon_.address(), grpc::InsecureChannelCredentials());
     admin_ = v1::AdminService::NewStub(channel_);
     publish_ = v1::PublishService::NewStub(channel_);
@@ -191,6 +191,29 @@ class DaemonTest : public ::testing::Test {
     return s.ok() ? response.topic().partitions(partition).end_offset() : UINT64_MAX;
   }
 
+  // The topic's config and partition count as GetTopic reports them.
+  v1::Topic GetTopic(const std::string& name) {
+    v1::GetTopicRequest request;
+    request.set_name(name);
+    v1::GetTopicResponse response;
+    grpc::Status s = admin_->GetTopic(Context().get(), request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response.topic();
+  }
+
+  std::vector<std::string> TopicNames() {
+    v1::ListTopicsRequest request;
+    v1::ListTopicsResponse response;
+    grpc::Status s = admin_->ListTopics(Context().get(), request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::vector<std::string> names;
+    for (const auto& t : response.topics())
+      names.push_back(t.name());
+    return names;
+  }
+
+  // Flags for spoold beyond the data directory and listen addresses.
+  std::vector<std::string> extra_args_;
   TempDir dir_;
   SpooldProcess daemon_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -269,6 +292,25 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
   ASSERT_TRUE(Publish("m", {MakeRecord("abc"), MakeRecord("de")}, &published, 1).ok());
   v1::FetchResponse fetched;
   ASSERT_TRUE(Fetch("m", 1, 0, &fetched).ok());
+  {
+    // One batch on a PublishStream, to partition 0: timed per batch.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+    auto stream = publish_->PublishStream(&context);
+    v1::PublishStreamRequest request;
+    request.set_sequence(1);
+    request.mutable_batch()->set_topic("m");
+    request.mutable_batch()->set_partition(0);
+    *request.mutable_batch()->add_records() = MakeRecord("s");
+    ASSERT_TRUE(stream->Write(request));
+    stream->WritesDone();
+    v1::PublishStreamResponse answer;
+    ASSERT_TRUE(stream->Read(&answer));
+    EXPECT_FALSE(answer.has_error());
+    while (stream->Read(&answer)) {
+    }
+    ASSERT_TRUE(stream->Finish().ok());
+  }
   // Group series: one group with a committed offset, one with a live member.
   auto groups = v1::GroupService::NewStub(channel_);
   {
@@ -381,6 +423,9 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
             std::string::npos);
   EXPECT_NE(body.find("spool_grpc_request_duration_seconds_count{method=\"Publish\"} 1"),
             std::string::npos);
+  EXPECT_NE(body.find("spool_grpc_request_duration_seconds_count{method=\"PublishStream\"} 1"),
+            std::string::npos)
+      << "each batch of a PublishStream is timed";
   EXPECT_NE(body.find("spool_store_wal_syncs_total"), std::string::npos);
   EXPECT_NE(
       body.find("spool_group_committed_offset{group=\"billing\",topic=\"m\",partition=\"1\"} 1"),
@@ -663,6 +708,323 @@ TEST_F(DaemonTest, DataSurvivesARestart) {
   ASSERT_EQ(records.size(), 2u);
   EXPECT_EQ(records[0].value(), "a");
   EXPECT_EQ(records[1].value(), "b");
+}
+
+TEST_F(DaemonTest, CreateTopicWithOutOfRangeConfigIsInvalidArgumentAndCreatesNothing) {
+  auto create = [&](const std::string& name, auto set) {
+    v1::CreateTopicRequest request;
+    request.mutable_config()->set_name(name);
+    set(*request.mutable_config());
+    v1::CreateTopicResponse response;
+    return admin_->CreateTopic(Context().get(), request, &response).error_code();
+  };
+  using v1::TopicConfig;
+  constexpr std::int64_t kMaxMessageLimit = 64 << 20;
+
+  EXPECT_EQ(create("rms0", [](TopicConfig& c) { c.set_retention_ms(0); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("rms-2", [](TopicConfig& c) { c.set_retention_ms(-2); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("rb0", [](TopicConfig& c) { c.set_retention_bytes(0); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("rb-2", [](TopicConfig& c) { c.set_retention_bytes(-2); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("mmb0", [](TopicConfig& c) { c.set_max_message_bytes(0); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("mmb-1", [](TopicConfig& c) { c.set_max_message_bytes(-1); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(create("mmbbig", [](TopicConfig& c) { c.set_max_message_bytes(kMaxMessageLimit + 1); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // The edges of the ranges are accepted.
+  EXPECT_EQ(create("edge",
+                   [](TopicConfig& c) {
+                     c.set_retention_ms(-1);
+                     c.set_retention_bytes(-1);
+                     c.set_max_message_bytes(kMaxMessageLimit);
+                   }),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(create("low",
+                   [](TopicConfig& c) {
+                     c.set_retention_ms(1);
+                     c.set_retention_bytes(1);
+                     c.set_max_message_bytes(1);
+                   }),
+            grpc::StatusCode::OK);
+
+  EXPECT_EQ(TopicNames(), (std::vector<std::string>{"edge", "low"}))
+      << "no rejected topic was created";
+}
+
+TEST_F(DaemonTest, UpdateTopicWithABadValueOrUnknownTopicChangesNothing) {
+  {
+    v1::CreateTopicRequest request;
+    request.mutable_config()->set_name("t");
+    request.mutable_config()->set_partitions(2);
+    request.mutable_config()->set_retention_ms(3'600'000);
+    request.mutable_config()->set_retention_bytes(1 << 30);
+    request.mutable_config()->set_max_message_bytes(1 << 16);
+    v1::CreateTopicResponse response;
+    ASSERT_TRUE(admin_->CreateTopic(Context().get(), request, &response).ok());
+  }
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("keep")}, &published, 0).ok());
+  auto update = [&](const std::string& name, auto set) {
+    v1::UpdateTopicRequest request;
+    request.set_name(name);
+    set(request);
+    v1::UpdateTopicResponse response;
+    return admin_->UpdateTopic(Context().get(), request, &response).error_code();
+  };
+  using v1::UpdateTopicRequest;
+
+  // A valid partition growth in the same request must not be applied either.
+  EXPECT_EQ(update("t",
+                   [](UpdateTopicRequest& r) {
+                     r.set_partitions(4);
+                     r.set_retention_ms(0);
+                   }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(update("t", [](UpdateTopicRequest& r) { r.set_retention_ms(-5); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(update("t",
+                   [](UpdateTopicRequest& r) {
+                     r.set_retention_ms(60'000);
+                     r.set_retention_bytes(0);
+                   }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(update("t", [](UpdateTopicRequest& r) { r.set_max_message_bytes((64 << 20) + 1); }),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(update("missing", [](UpdateTopicRequest& r) { r.set_retention_ms(60'000); }),
+            grpc::StatusCode::NOT_FOUND);
+
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round == 0 ? "before restart" : "after restart");
+    const v1::Topic topic = GetTopic("t");
+    EXPECT_EQ(topic.config().partitions(), 2u);
+    EXPECT_EQ(topic.partitions_size(), 2);
+    EXPECT_EQ(topic.config().retention_ms(), 3'600'000);
+    EXPECT_EQ(topic.config().retention_bytes(), 1 << 30);
+    EXPECT_EQ(topic.config().max_message_bytes(), 1 << 16);
+    EXPECT_EQ(EndOffset("t", 0), 1u);
+    EXPECT_EQ(TopicNames(), (std::vector<std::string>{"t"})) << "'missing' was not created";
+    if (round == 0) RestartDaemon();  // what is stored, not only what is in memory
+  }
+}
+
+TEST_F(DaemonTest, ListTopicsRejectsAPageTokenOfAnotherPrefix) {
+  for (const char* name : {"a.0", "a.1", "b.0"})
+    ASSERT_TRUE(CreateTopic(name, 1).ok());
+  auto list = [&](const std::string& prefix, const std::string& token,
+                  v1::ListTopicsResponse* response) {
+    v1::ListTopicsRequest request;
+    request.set_prefix(prefix);
+    request.set_page_size(1);
+    request.set_page_token(token);
+    return admin_->ListTopics(Context().get(), request, response);
+  };
+  v1::ListTopicsResponse response;
+
+  // Tokens spoold never handed out for prefix "a.": another prefix's names, or none at all.
+  EXPECT_EQ(list("a.", "b.0", &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(list("a.", "zzz", &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(list("a.", "a", &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(list("a.", "A.0", &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A token it did hand out still works.
+  v1::ListTopicsResponse first;
+  ASSERT_TRUE(list("a.", "", &first).ok());
+  ASSERT_EQ(first.next_page_token(), "a.0");
+  v1::ListTopicsResponse second;
+  ASSERT_TRUE(list("a.", first.next_page_token(), &second).ok());
+  ASSERT_EQ(second.topics_size(), 1);
+  EXPECT_EQ(second.topics(0).name(), "a.1");
+}
+
+// The page token is the last name of the previous page: one that can never be a topic name
+// was never handed out (admin.proto: INVALID_ARGUMENT).
+TEST_F(DaemonTest, ListTopicsRejectsAPageTokenThatIsNoTopicName) {
+  ASSERT_TRUE(CreateTopic("a.0", 1).ok());
+  v1::ListTopicsRequest request;
+  request.set_prefix("a.");
+  request.set_page_token("a. not a name!");
+  v1::ListTopicsResponse response;
+
+  EXPECT_EQ(admin_->ListTopics(Context().get(), request, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(DaemonTest, FetchAboveItsRecordOrByteLimitIsInvalidArgument) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("r")}, &published).ok());
+  auto fetch = [&](std::uint32_t max_records, std::uint64_t max_bytes,
+                   v1::FetchResponse* response) {
+    v1::FetchRequest request;
+    request.set_topic("t");
+    request.set_max_records(max_records);
+    request.set_max_bytes(max_bytes);
+    return stream_->Fetch(Context().get(), request, response);
+  };
+  v1::FetchResponse rejected;
+
+  EXPECT_EQ(fetch(100'001, 0, &rejected).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(fetch(UINT32_MAX, 0, &rejected).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(fetch(0, (64 << 20) + 1, &rejected).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(fetch(0, UINT64_MAX, &rejected).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // At the limits it answers.
+  v1::FetchResponse fetched;
+  grpc::Status s = fetch(100'000, 64 << 20, &fetched);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(fetched.records_size(), 1);
+  EXPECT_EQ(fetched.records(0).value(), "r");
+}
+
+TEST_F(DaemonTest, ListOffsetsRejectsABadSpecAndUnknownTopicOrPartition) {
+  ASSERT_TRUE(CreateTopic("t", 2).ok());
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("a"), MakeRecord("b")}, &published, 0).ok());
+  auto list = [&](const std::string& topic, std::uint32_t partition, v1::OffsetSpec spec,
+                  v1::ListOffsetsResponse* response) {
+    v1::ListOffsetsRequest request;
+    request.set_topic(topic);
+    request.set_partition(partition);
+    request.set_spec(spec);
+    return stream_->ListOffsets(Context().get(), request, response);
+  };
+  v1::ListOffsetsResponse rejected;
+
+  EXPECT_EQ(list("t", 0, v1::OFFSET_SPEC_UNSPECIFIED, &rejected).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(list("t", 0, static_cast<v1::OffsetSpec>(42), &rejected).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(list("missing", 0, v1::OFFSET_SPEC_LATEST, &rejected).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(list("t", 2, v1::OFFSET_SPEC_LATEST, &rejected).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(list("t", UINT32_MAX, v1::OFFSET_SPEC_EARLIEST, &rejected).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  // A good query still answers.
+  v1::ListOffsetsResponse latest;
+  grpc::Status s = list("t", 0, v1::OFFSET_SPEC_LATEST, &latest);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(latest.offset(), 2u);
+  EXPECT_EQ(TopicNames(), (std::vector<std::string>{"t"}));
+}
+
+// A name no topic could have is INVALID_ARGUMENT, not NOT_FOUND, wherever a topic is named
+// (consume.proto Fetch and ListOffsets, publish.proto Publish, admin.proto GetTopic).
+TEST_F(DaemonTest, BadTopicNameIsInvalidArgumentNotNotFound) {
+  const std::string bad = "bad name";
+  v1::ListOffsetsRequest offsets;
+  offsets.set_topic(bad);
+  offsets.set_spec(v1::OFFSET_SPEC_LATEST);
+  v1::ListOffsetsResponse offsets_response;
+  v1::FetchResponse fetched;
+  v1::PublishResponse published;
+  v1::GetTopicRequest get;
+  get.set_name(bad);
+  v1::GetTopicResponse got;
+
+  EXPECT_EQ(stream_->ListOffsets(Context().get(), offsets, &offsets_response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Fetch(bad, 0, 0, &fetched).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Publish(bad, {MakeRecord("x")}, &published).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(admin_->GetTopic(Context().get(), get, &got).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// A spoold with small publish limits: 10 records and 4096 bytes a batch, hence a gRPC
+// receive limit of 4096 bytes + 1 MiB.
+class SmallBatchDaemonTest : public DaemonTest {
+ protected:
+  static constexpr std::size_t kMaxBatchBytes = 4096;
+  static constexpr std::size_t kMaxReceiveBytes = kMaxBatchBytes + (1u << 20);
+  SmallBatchDaemonTest() {
+    extra_args_ = {"--max-batch-records", "10", "--max-batch-bytes",
+                   std::to_string(kMaxBatchBytes)};
+  }
+};
+
+TEST_F(SmallBatchDaemonTest, PublishOverTheBatchLimitsIsResourceExhaustedAndWritesNothing) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  std::vector<v1::Record> ten(10, MakeRecord("r"));
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", ten, &published).ok()) << "ten records are within the limit";
+  ASSERT_EQ(EndOffset("t", 0), 10u);
+  v1::PublishResponse ignored;
+
+  std::vector<v1::Record> eleven(11, MakeRecord("r"));
+  grpc::Status too_many = Publish("t", eleven, &ignored);
+  grpc::Status too_many_to_partition = Publish("t", eleven, &ignored, 0);
+  grpc::Status too_large = Publish(
+      "t", {MakeRecord(std::string(3000, 'x')), MakeRecord(std::string(3000, 'y'))}, &ignored);
+  v1::PublishStreamResponse streamed;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+    auto stream = publish_->PublishStream(&context);
+    v1::PublishStreamRequest request;
+    request.set_sequence(7);
+    request.mutable_batch()->set_topic("t");
+    for (const auto& r : eleven)
+      *request.mutable_batch()->add_records() = r;
+    ASSERT_TRUE(stream->Write(request));
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Read(&streamed));
+    grpc::Status s = stream->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+
+  EXPECT_EQ(too_many.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << too_many.error_message();
+  EXPECT_EQ(too_many_to_partition.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(too_large.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << too_large.error_message();
+  EXPECT_NE(too_large.error_message().find("limit is 4096"), std::string::npos)
+      << "refused by the batch byte limit, not another: " << too_large.error_message();
+  EXPECT_EQ(streamed.sequence(), 7u);
+  ASSERT_TRUE(streamed.has_error());
+  EXPECT_EQ(streamed.error().code(), v1::ERROR_CODE_RESOURCE_EXHAUSTED);
+  EXPECT_EQ(EndOffset("t", 0), 10u) << "no rejected record was written";
+}
+
+TEST_F(SmallBatchDaemonTest, RequestAboveTheGrpcReceiveLimitIsRefused) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  v1::GetBrokerInfoRequest info_request;
+  v1::GetBrokerInfoResponse info;
+  ASSERT_TRUE(admin_->GetBrokerInfo(Context().get(), info_request, &info).ok());
+  EXPECT_EQ(info.max_batch_records(), 10u);
+  EXPECT_EQ(info.max_batch_bytes(), kMaxBatchBytes);
+  EXPECT_EQ(info.max_grpc_message_bytes(), kMaxReceiveBytes);
+  v1::PublishResponse ignored;
+
+  grpc::Status s = Publish("t", {MakeRecord(std::string(kMaxReceiveBytes + 1024, 'x'))}, &ignored);
+
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  // gRPC's own refusal, before the broker (which would also refuse it, by its own limits).
+  EXPECT_NE(s.error_message().find("larger than max"), std::string::npos) << s.error_message();
+  EXPECT_EQ(EndOffset("t", 0), 0u) << "nothing was written";
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("after")}, &published).ok()) << "spoold still serves";
+  EXPECT_EQ(EndOffset("t", 0), 1u);
+}
+
+TEST_F(DaemonTest, SigintStopsGracefullyLikeSigterm) {
+  ASSERT_TRUE(CreateTopic("t", 1).ok());
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("t", {MakeRecord("a"), MakeRecord("b"), MakeRecord("c")}, &published).ok());
+
+  const int code = daemon_.StopWith(SIGINT);
+  const std::string output = daemon_.output();
+  StartDaemon();
+  auto records = FetchAll("t", 0);
+
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find("received signal " + std::to_string(SIGINT)), std::string::npos) << output;
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0].value(), "a");
+  EXPECT_EQ(records[1].value(), "b");
+  EXPECT_EQ(records[2].value(), "c");
 }
 
 // Type=notify in deploy/spoold.service relies on this: spoold sends READY=1 to

@@ -65,8 +65,14 @@ class SpooldProcess {
 
   // SIGTERM, then wait for exit; returns the exit code (-1 if it had to be killed).
   int Stop(std::chrono::seconds timeout = std::chrono::seconds(30)) {
+    return StopWith(SIGTERM, timeout);
+  }
+
+  // Sends `signal` (SIGTERM, SIGINT), then waits for exit; returns the exit code (-1 if it
+  // had to be killed).
+  int StopWith(int signal, std::chrono::seconds timeout = std::chrono::seconds(30)) {
     if (pid_ <= 0) return exit_code_;
-    kill(pid_, SIGTERM);
+    kill(pid_, signal);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       int status = 0;
