@@ -47,9 +47,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -q >&2
   "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-  # The packages start system-wide services; this script runs its own instances.
-  "${sudo_cmd[@]}" systemctl disable --now redis-server rabbitmq-server beanstalkd nats-server \
-    >/dev/null 2>&1 || true
+  # A server package just installed starts a system-wide service; this script runs its own
+  # instances. Services that were installed before are left as they are.
+  started=()
+  for p in "${missing[@]}"; do
+    case "$p" in redis-server | rabbitmq-server | beanstalkd | nats-server) started+=("$p") ;; esac
+  done
+  if [ ${#started[@]} -gt 0 ]; then
+    "${sudo_cmd[@]}" systemctl disable --now "${started[@]}" >/dev/null 2>&1 || true
+  fi
+fi
+
+# --- Spool itself ---------------------------------------------------------------------------
+# On a fresh clone, build what the Spool rows run (the Release preset, as deploy/run.sh does).
+if [ ! -x "$SPOOLD" ] || [ ! -x "$SPOOL_BENCH" ]; then
+  echo "peers: building spoold and spool-bench (Release)" >&2
+  "$ROOT/deploy/install-deps.sh" >&2
+  (cd "$ROOT" && cmake --preset release >&2 && cmake --build --preset release --target spoold spool-bench >&2)
 fi
 
 # --- temp dirs, cleanup ---------------------------------------------------------------------
