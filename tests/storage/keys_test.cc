@@ -51,6 +51,28 @@ TEST(KeysTest, LogKeysSortLikeTheirFields) {
   EXPECT_EQ(by_fields, by_key);
 }
 
+// The time index is searched by seeking to (topic, partition, timestamp): its keys must sort
+// by those fields, then by offset, whatever their magnitudes.
+TEST(KeysTest, TimeIndexKeysSortLikeTheirFields) {
+  std::mt19937_64 rng(7);
+  using Tuple = std::tuple<std::uint32_t, std::uint32_t, std::uint64_t, std::uint64_t>;
+  std::vector<Tuple> tuples;
+  for (int i = 0; i < 2000; ++i) {
+    tuples.emplace_back(static_cast<std::uint32_t>(rng() % 3), static_cast<std::uint32_t>(rng() % 3),
+                        rng() % 2 == 0 ? rng() % 1000 : rng(), rng() % 2 == 0 ? rng() % 1000 : rng());
+  }
+  std::vector<Tuple> by_fields = tuples;
+  std::sort(by_fields.begin(), by_fields.end());
+  std::vector<Tuple> by_key = tuples;
+  auto key = [](const Tuple& t) {
+    return TimeIndexKey(std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t));
+  };
+  std::sort(by_key.begin(), by_key.end(),
+            [&](const Tuple& a, const Tuple& b) { return key(a) < key(b); });
+
+  EXPECT_EQ(by_fields, by_key);
+}
+
 TEST(KeysTest, RangesEncloseExactlyTheirPartitionAndTopic) {
   const std::string key = LogKey(5, 9, UINT64_MAX);
 
