@@ -381,10 +381,10 @@ int RunLatency(Options o) {
                  received, static_cast<unsigned long long>(expected));
     const auto now = Clock::now();
     for (std::uint64_t i = received; i < expected; ++i) {
-      latencies_us.push_back(std::chrono::duration<double, std::micro>(
-                                 now - (base + std::chrono::duration_cast<Clock::duration>(
-                                                   interval * i)))
-                                 .count());
+      latencies_us.push_back(
+          std::chrono::duration<double, std::micro>(
+              now - (base + std::chrono::duration_cast<Clock::duration>(interval * i)))
+              .count());
     }
   }
   std::sort(latencies_us.begin(), latencies_us.end());

@@ -17,9 +17,9 @@
 //
 // Changes are applied here at once and added to a WriteBatch that the caller writes; the
 // caller answers a delete, visibility change or receive when that write is durable (a
-// deferred receive as soon as it is queued). Nobody else can take what changed (a lease, a delete), and if
-// the write fails the store refuses every later write, so memory and disk never disagree
-// about anything acknowledged.
+// deferred receive as soon as it is queued). Nobody else can take what changed (a lease, a
+// delete), and if the write fails the store refuses every later write, so memory and disk
+// never disagree about anything acknowledged.
 //
 // Thread-safety: not thread-safe; owned by the partition's strand, like the PartitionLog it
 // reads (which must outlive it).

@@ -757,12 +757,11 @@ TEST_F(BrokerQueueTest, AReceiveIsAnsweredOnlyOnceItsLeaseIsDurable) {
   ASSERT_TRUE(Send("durable", {"a"}));
   CompletionGate gate;
   gate.Hold(*store_);
-  std::promise<Result<std::vector<QueueMessage>>> answer;
-  auto answered = answer.get_future();
-  broker_->ReceiveMessages({"durable", 1, std::nullopt, std::nullopt},
-                           [&answer](Result<std::vector<QueueMessage>> r) {
-                             answer.set_value(std::move(r));
-                           });
+  auto answer = std::make_shared<std::promise<Result<std::vector<QueueMessage>>>>();
+  auto answered = answer->get_future();
+  broker_->ReceiveMessages(
+      {"durable", 1, std::nullopt, std::nullopt},
+      [answer](Result<std::vector<QueueMessage>> r) { answer->set_value(std::move(r)); });
   EXPECT_EQ(answered.wait_for(milliseconds(300)), std::future_status::timeout)
       << "the receive was answered before its lease was durable";
   gate.Release();

@@ -212,6 +212,24 @@ class DaemonTest : public ::testing::Test {
     return names;
   }
 
+  // Sends `request` as the only request of a new PublishStream; its answer goes to
+  // `answer`. Returns the stream's status, or UNKNOWN when the write or the answer failed.
+  grpc::Status PublishOnStream(const v1::PublishStreamRequest& request,
+                               v1::PublishStreamResponse* answer) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+    auto stream = publish_->PublishStream(&context);
+    if (!stream->Write(request)) return {grpc::StatusCode::UNKNOWN, "the write failed"};
+    stream->WritesDone();
+    const bool answered = stream->Read(answer);
+    v1::PublishStreamResponse extra;
+    while (stream->Read(&extra)) {
+    }
+    grpc::Status s = stream->Finish();
+    if (s.ok() && !answered) return {grpc::StatusCode::UNKNOWN, "no answer"};
+    return s;
+  }
+
   // Flags for spoold beyond the data directory and listen addresses.
   std::vector<std::string> extra_args_;
   TempDir dir_;
@@ -294,22 +312,15 @@ TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
   ASSERT_TRUE(Fetch("m", 1, 0, &fetched).ok());
   {
     // One batch on a PublishStream, to partition 0: timed per batch.
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
-    auto stream = publish_->PublishStream(&context);
     v1::PublishStreamRequest request;
     request.set_sequence(1);
     request.mutable_batch()->set_topic("m");
     request.mutable_batch()->set_partition(0);
     *request.mutable_batch()->add_records() = MakeRecord("s");
-    ASSERT_TRUE(stream->Write(request));
-    stream->WritesDone();
     v1::PublishStreamResponse answer;
-    ASSERT_TRUE(stream->Read(&answer));
+    grpc::Status s = PublishOnStream(request, &answer);
+    ASSERT_TRUE(s.ok()) << s.error_message();
     EXPECT_FALSE(answer.has_error());
-    while (stream->Read(&answer)) {
-    }
-    ASSERT_TRUE(stream->Finish().ok());
   }
   // Group series: one group with a committed offset, one with a live member.
   auto groups = v1::GroupService::NewStub(channel_);
@@ -960,18 +971,12 @@ TEST_F(SmallBatchDaemonTest, PublishOverTheBatchLimitsIsResourceExhaustedAndWrit
       "t", {MakeRecord(std::string(3000, 'x')), MakeRecord(std::string(3000, 'y'))}, &ignored);
   v1::PublishStreamResponse streamed;
   {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
-    auto stream = publish_->PublishStream(&context);
     v1::PublishStreamRequest request;
     request.set_sequence(7);
     request.mutable_batch()->set_topic("t");
     for (const auto& r : eleven)
       *request.mutable_batch()->add_records() = r;
-    ASSERT_TRUE(stream->Write(request));
-    stream->WritesDone();
-    EXPECT_TRUE(stream->Read(&streamed));
-    grpc::Status s = stream->Finish();
+    grpc::Status s = PublishOnStream(request, &streamed);
     EXPECT_TRUE(s.ok()) << s.error_message();
   }
 

@@ -58,8 +58,9 @@ TEST(KeysTest, TimeIndexKeysSortLikeTheirFields) {
   using Tuple = std::tuple<std::uint32_t, std::uint32_t, std::uint64_t, std::uint64_t>;
   std::vector<Tuple> tuples;
   for (int i = 0; i < 2000; ++i) {
-    tuples.emplace_back(static_cast<std::uint32_t>(rng() % 3), static_cast<std::uint32_t>(rng() % 3),
-                        rng() % 2 == 0 ? rng() % 1000 : rng(), rng() % 2 == 0 ? rng() % 1000 : rng());
+    tuples.emplace_back(
+        static_cast<std::uint32_t>(rng() % 3), static_cast<std::uint32_t>(rng() % 3),
+        rng() % 2 == 0 ? rng() % 1000 : rng(), rng() % 2 == 0 ? rng() % 1000 : rng());
   }
   std::vector<Tuple> by_fields = tuples;
   std::sort(by_fields.begin(), by_fields.end());
