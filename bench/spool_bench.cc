@@ -374,9 +374,9 @@ int RunLatency(Options o) {
   const std::size_t received = latencies_us.size();
   if (received < expected) {
     // Each record still missing counts at the time it has waited so far (a lower bound);
-    // dropping them would report a saturated broker's latency from the lucky few. Records
-    // are fetched in offset order, and publishes go out in order, so the missing ones are
-    // the last ones.
+    // dropping them would report a saturated broker's latency from the lucky few. They are
+    // given the latest due times, which keeps every figure a lower bound even when unary
+    // publishes land out of order.
     std::fprintf(stderr, "latency: received %zu of %llu records; the figures are lower bounds\n",
                  received, static_cast<unsigned long long>(expected));
     const auto now = Clock::now();

@@ -668,7 +668,13 @@ void Broker::ReceiveStep(std::shared_ptr<ReceiveOp> op, std::size_t step) {
     // one, so an empty write queued now answers for all the leases (and dead letters move
     // only once the leases that locked them are durable).
     store_.Write(storage::WriteBatch(), [this, op](Status s) mutable {
-      if (!s) op->error = s.error();
+      if (!s) {
+        // The leases may never reach the disk, and the store takes no more writes: deliver
+        // nothing (what was leased here becomes receivable when its lease runs out).
+        op->error = s.error();
+        op->messages.clear();
+        op->dead.clear();
+      }
       if (s && !op->dead.empty()) {
         auto dead = std::move(op->dead);
         op->dead.clear();

@@ -76,9 +76,10 @@ std::optional<grpc::Status> CheckPageToken(const std::string& prefix, const std:
     return InvalidArgumentStatus("page_token does not belong to a listing of prefix '" + prefix +
                                  "'");
   }
-  // A token is the last topic name of the page before: anything else was never handed out.
+  // A token is the last name of the page before (topic, group and queue names are all
+  // valid topic names): anything else was never handed out.
   if (!broker::ValidateTopicName(token)) {
-    return InvalidArgumentStatus("page_token '" + token + "' was not handed out by ListTopics");
+    return InvalidArgumentStatus("page_token '" + token + "' was not handed out by this listing");
   }
   return std::nullopt;
 }

@@ -30,11 +30,12 @@ namespace spool::protocol {
 
 // Counts the calls the services are working on, so that shutdown can wait for them before
 // closing the server (gRPC's own deadline-based shutdown also waits on idle connections),
-// and times every unary call per method for /metrics.
+// and times every unary call (and each PublishStream batch) per method for /metrics.
 class CallCounter {
  public:
   CallCounter();
-  // The latency histogram of a unary method (by its bare name, e.g. "Publish").
+  // The latency histogram of a method (by its bare name, e.g. "Publish"); null for one that
+  // is not timed.
   Histogram* Latency(std::string_view method);
   // spool_grpc_request_duration_seconds{method=...}
   void Render(MetricsWriter& out) const;

@@ -310,6 +310,7 @@ void Store::WriteLoop() {
       group.swap(pending_);
     }
     Status status = Failure();
+    if (status && options_.write_fault) status = options_.write_fault();
     if (status) status = WriteGroup(group);
     if (!status) Fail(status.error());
     batches_written_.fetch_add(group.size(), std::memory_order_relaxed);

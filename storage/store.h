@@ -59,6 +59,9 @@ struct StoreOptions {
   // (~3.8 GB here): the quiet families (meta, offsets, dedup) kept gigabytes of log alive,
   // a restart replayed all of it, and deleting it at once stalled writes for a second.
   std::uint64_t max_wal_bytes = 256u << 20;
+  // For tests: called before each group is written; an error fails that group as a failed
+  // RocksDB write would (and so every later write). Unset outside tests.
+  std::function<Status()> write_fault;
 };
 
 // An ordered list of changes applied atomically. Copies keys and values into one buffer:

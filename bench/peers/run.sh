@@ -60,7 +60,7 @@ fi
 
 # --- Spool itself ---------------------------------------------------------------------------
 # On a fresh clone, build what the Spool rows run (the Release preset, as deploy/run.sh does).
-if [ ! -x "$SPOOLD" ] || [ ! -x "$SPOOL_BENCH" ]; then
+if [[ " $PEERS " == *" spool "* ]] && { [ ! -x "$SPOOLD" ] || [ ! -x "$SPOOL_BENCH" ]; }; then
   echo "peers: building spoold and spool-bench (Release)" >&2
   "$ROOT/deploy/install-deps.sh" >&2
   (cd "$ROOT" && cmake --preset release >&2 && cmake --build --preset release --target spoold spool-bench >&2)

@@ -3,6 +3,7 @@
 // delete and visibility by receipt, purge, describe counts, list, delete with the topic,
 // topic deletion guarded by its queues, and a restart keeping leases and progress.
 
+#include <atomic>
 #include <future>
 #include <memory>
 #include <set>
@@ -32,7 +33,12 @@ class BrokerQueueTest : public ::testing::Test {
   void TearDown() override { Close(); }
 
   void Open() {
-    auto store = storage::Store::Open(dir_.path(), {});
+    storage::StoreOptions store_options;
+    store_options.write_fault = [fail = fail_writes_]() -> Status {
+      if (fail->load()) return Internal("injected write failure");
+      return Ok();
+    };
+    auto store = storage::Store::Open(dir_.path(), store_options);
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     BrokerOptions options;
@@ -185,6 +191,8 @@ class BrokerQueueTest : public ::testing::Test {
   TempDir dir_;
   ManualClock clock_;
   bool defer_receive_fsync_ = false;
+  // While set, every store write fails (as a disk error would).
+  std::shared_ptr<std::atomic<bool>> fail_writes_ = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<Broker> broker_;
 };
@@ -770,6 +778,23 @@ TEST_F(BrokerQueueTest, AReceiveIsAnsweredOnlyOnceItsLeaseIsDurable) {
   ASSERT_TRUE(got) << got.error().ToString();
   ASSERT_EQ(got->size(), 1u);
   EXPECT_EQ(got->at(0).message.receive_count, 1u);
+}
+
+// A receive whose leases fail to reach the disk delivers nothing: its messages' receive
+// counts would be lost.
+TEST_F(BrokerQueueTest, AReceiveWhoseLeaseWriteFailsDeliversNothing) {
+  ASSERT_TRUE(CreateQueue("failing"));
+  ASSERT_TRUE(Send("failing", {"a"}));
+  fail_writes_->store(true);
+
+  auto got = Receive("failing", 1);
+
+  ASSERT_FALSE(got) << "delivered " << got->size() << " message(s) whose lease was not written";
+  // The lease write fails as injected; a write queued after it fails as the store's
+  // failure (Unavailable), depending on whether they went to the disk together.
+  EXPECT_TRUE(got.error().code == ErrorCode::kInternal ||
+              got.error().code == ErrorCode::kUnavailable)
+      << got.error().ToString();
 }
 
 // With defer_receive_fsync the answer does not wait for the store.

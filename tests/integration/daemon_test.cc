@@ -921,8 +921,8 @@ TEST_F(DaemonTest, ListOffsetsRejectsABadSpecAndUnknownTopicOrPartition) {
   EXPECT_EQ(TopicNames(), (std::vector<std::string>{"t"}));
 }
 
-// A name no topic could have is INVALID_ARGUMENT, not NOT_FOUND, wherever a topic is named
-// (consume.proto Fetch and ListOffsets, publish.proto Publish, admin.proto GetTopic).
+// A name no topic could have is INVALID_ARGUMENT, not NOT_FOUND, where these calls name a
+// topic (consume.proto Fetch and ListOffsets, publish.proto Publish, admin.proto GetTopic).
 TEST_F(DaemonTest, BadTopicNameIsInvalidArgumentNotNotFound) {
   const std::string bad = "bad name";
   v1::ListOffsetsRequest offsets;

@@ -149,8 +149,12 @@ class QueueEndToEndTest : public ::testing::Test {
             std::this_thread::sleep_for(milliseconds(50));  // restarting: retry
             continue;
           }
-          for (const auto& m : response.messages()) {
+          // Recorded before any is processed: a lease that ran out while this consumer was
+          // deleting earlier messages could otherwise let another consumer record the next
+          // receive first.
+          for (const auto& m : response.messages())
             ledger.Received(m);
+          for (const auto& m : response.messages()) {
             const int roll = percent(random);
             if (roll < 15) continue;  // "crashed" while processing: the lease runs out
             if (roll < 30) {

@@ -159,6 +159,38 @@ TEST(StoreTest, WritesAfterCloseAreRefused) {
   EXPECT_TRUE(store->Close()) << "Close is idempotent";
 }
 
+// After a failed write nothing counts as written again until a restart: what reached the
+// disk is no longer known.
+TEST(StoreTest, AFailedWriteFailsItAndEveryLaterWrite) {
+  TempDir dir;
+  std::atomic<bool> fail_next{false};
+  StoreOptions options;
+  options.write_fault = [&fail_next]() -> Status {
+    if (fail_next.exchange(false)) return Internal("injected write failure");
+    return Ok();
+  };
+  auto store = OpenStore(dir.path(), options);
+  auto put = [&](const std::string& key) {
+    WriteBatch batch;
+    batch.Put(ColumnFamily::kLog, key, "v");
+    return store->WriteSync(std::move(batch));
+  };
+  ASSERT_TRUE(put("a"));
+
+  fail_next = true;
+  Status failed = put("b");
+  Status later = put("c");
+
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ErrorCode::kInternal);
+  ASSERT_FALSE(later) << "a write after a failure was acknowledged";
+  EXPECT_EQ(later.error().code, ErrorCode::kUnavailable);
+  store.reset();
+  auto reopened = OpenStore(dir.path());
+  EXPECT_TRUE(reopened->Get(ColumnFamily::kLog, "a")->has_value());
+  EXPECT_FALSE(reopened->Get(ColumnFamily::kLog, "c")->has_value());
+}
+
 TEST(StoreTest, IntervalModeAcknowledgesAndPersistsOnClose) {
   TempDir dir;
   {
