@@ -1154,6 +1154,39 @@ TEST_F(BrokerQueueTest, ALongPollWakesForAReleaseAndForALeaseEnding) {
   EXPECT_EQ(expired->at(0).message.receive_count, 3u);
 }
 
+// A FIFO group unlocks when its in-flight message is deleted, and that wakes a long poll;
+// a message nacked with a delay keeps its group locked until the delay ends, which wakes it
+// too, with the nacked message first.
+TEST_F(BrokerQueueTest, AFifoGroupHeldByAnInFlightOrNackedMessageWakesALongPollWhenFreed) {
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  fifo.content_based_deduplication = true;
+  ASSERT_TRUE(CreateQueue("held.fifo", fifo));
+  ASSERT_TRUE(Send("held.fifo", {"a1", "a2", "a3"}, std::nullopt, "A"));
+  auto first = Receive("held.fifo", 1);
+  ASSERT_EQ(first->size(), 1u);
+  ASSERT_EQ(first->at(0).message.record.value, "a1");
+
+  PendingReceive unlocked(*broker_, {"held.fifo", 1, std::nullopt, 10'000});
+  EXPECT_FALSE(unlocked.Answered(milliseconds(200))) << "a2 was delivered while a1 was in flight";
+  ASSERT_TRUE(Delete("held.fifo", first->at(0)));
+  auto second = unlocked.Get();
+  ASSERT_EQ(second->size(), 1u) << "deleting a1 did not wake the long poll";
+  ASSERT_EQ(second->at(0).message.record.value, "a2");
+
+  StatusWaiter nacked;
+  broker_->NackMessage("held.fifo", Receipt(second->at(0)), 1'000, nacked.Callback());
+  ASSERT_TRUE(nacked.Get());
+  EXPECT_TRUE(Receive("held.fifo", 10)->empty()) << "a3 overtook a2, which a nack delayed";
+  PendingReceive delayed(*broker_, {"held.fifo", 10, std::nullopt, 10'000});
+  EXPECT_FALSE(delayed.Answered(milliseconds(200)));
+  clock_.Advance(milliseconds(1'000));
+  auto again = delayed.Get();
+  ASSERT_FALSE(again->empty()) << "the nack's delay ending did not wake the long poll";
+  EXPECT_EQ(again->at(0).message.record.value, "a2");
+  EXPECT_EQ(again->at(0).message.receive_count, 2u);
+}
+
 TEST_F(BrokerQueueTest, AParkedReceiveWhoseCallerHasGoneLeasesNothing) {
   QueueAttributes a;
   a.redrive_policy = RedrivePolicy{"gone-dlq", 1};
