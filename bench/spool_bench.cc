@@ -313,16 +313,20 @@ int RunLatency(Options o) {
   });
   auto publish = v1::PublishService::NewStub(channel);
   const auto interval = std::chrono::duration<double>(1.0 / o.rate);
+  // When the i-th record is due, from `base`.
+  auto due = [&](std::uint64_t i) {
+    return std::chrono::duration_cast<Clock::duration>(interval * i);
+  };
   // The i-th record waits until it is due and carries that due time, not the moment it went
   // out: a publisher that falls behind (a slow answer on the unary path, a full stream)
   // counts the delay as latency, as the peer clients in bench/peers do.
   auto next_record = [&](std::uint64_t i) {
-    const auto due = std::chrono::duration_cast<Clock::duration>(interval * i);
-    std::this_thread::sleep_until(base + due);
+    std::this_thread::sleep_until(base + due(i));
     v1::PublishRequest request;
     request.set_topic(o.topic);
     std::string value(std::max<std::size_t>(o.record_size, 8), '\0');
-    const std::int64_t sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(due).count();
+    const std::int64_t sent_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(due(i)).count();
     std::memcpy(value.data(), &sent_ns, sizeof sent_ns);
     request.add_records()->set_value(std::move(value));
     return request;
@@ -382,9 +386,7 @@ int RunLatency(Options o) {
     const auto now = Clock::now();
     for (std::uint64_t i = received; i < expected; ++i) {
       latencies_us.push_back(
-          std::chrono::duration<double, std::micro>(
-              now - (base + std::chrono::duration_cast<Clock::duration>(interval * i)))
-              .count());
+          std::chrono::duration<double, std::micro>(now - (base + due(i))).count());
     }
   }
   std::sort(latencies_us.begin(), latencies_us.end());

@@ -1,5 +1,6 @@
 #include "storage/store.h"
 
+#include <algorithm>
 #include <array>
 #include <deque>
 #include <future>
@@ -295,6 +296,7 @@ Status Store::WriteGroup(const std::vector<Pending>& group) {
       if (!s.ok()) return FromRocks(s, "building a write batch");
     }
   }
+  if (wb.Count() == 0) return Ok();  // only barriers (see Write)
   write_groups_.fetch_add(1, std::memory_order_relaxed);
   return FromRocks(db_->db->Write(rocksdb::WriteOptions(), &wb), "writing to the log");
 }
@@ -316,7 +318,10 @@ void Store::WriteLoop() {
     batches_written_.fetch_add(group.size(), std::memory_order_relaxed);
     if (sync_each) {
       // Hand the group to the syncer and go on writing the next one while it fsyncs.
-      Written written{{}, std::move(status)};
+      Written written{
+          {}, std::move(status), std::all_of(group.begin(), group.end(), [](const Pending& p) {
+            return p.batch.empty();
+          })};
       written.callbacks.reserve(group.size());
       for (Pending& p : group)
         written.callbacks.push_back(std::move(p.done));
@@ -359,9 +364,13 @@ void Store::SyncLoop() {
       if (!taken.empty()) {
         // Everything taken was written before this sync started, so one fsync covers it.
         // After a failure nothing counts as synced again: Linux reports a failed fsync
-        // once, so a later "successful" one proves nothing about the earlier data.
+        // once, so a later "successful" one proves nothing about the earlier data. Empty
+        // writes (barriers that only wait for the writes before them) need no fsync of
+        // their own: everything written before them was taken, and synced, before them.
         Status synced = Failure();
-        if (synced) synced = SyncWal();
+        const bool wrote =
+            std::any_of(taken.begin(), taken.end(), [](const Written& w) { return !w.empty; });
+        if (synced && wrote) synced = SyncWal();
         if (!synced) Fail(synced.error());
         for (Written& w : taken) {
           const Status& status = w.status ? synced : w.status;

@@ -145,7 +145,9 @@ class Store {
   ~Store();
 
   // Queues `batch`; `done` runs once the batch is durable per the fsync mode (or failed).
-  // After Close() began, `done` gets Unavailable at once.
+  // After Close() began, `done` gets Unavailable at once. An empty batch is a barrier: its
+  // `done` runs once every write queued before it is durable, and it costs no fsync of its
+  // own.
   void Write(WriteBatch batch, WriteCallback done);
   // Write() and wait. Never call it from a write callback.
   Status WriteSync(WriteBatch batch);
@@ -173,7 +175,8 @@ class Store {
   // A group the writer has written, waiting for the fsync that makes it durable.
   struct Written {
     std::vector<WriteCallback> callbacks;
-    Status status;  // of the write itself
+    Status status;       // of the write itself
+    bool empty = false;  // no batch of the group changed anything
   };
 
   Store(std::string dir, StoreOptions options, std::unique_ptr<Db> db);

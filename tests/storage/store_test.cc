@@ -191,6 +191,20 @@ TEST(StoreTest, AFailedWriteFailsItAndEveryLaterWrite) {
   EXPECT_FALSE(reopened->Get(ColumnFamily::kLog, "c")->has_value());
 }
 
+// An empty write completes after the writes before it, and never pays an fsync of its own.
+TEST(StoreTest, AnEmptyWriteIsABarrierWithoutAnFsync) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  WriteBatch batch;
+  batch.Put(ColumnFamily::kLog, "k", "v");
+  ASSERT_TRUE(store->WriteSync(std::move(batch)));
+  const std::uint64_t syncs = store->Stats().wal_syncs;
+
+  ASSERT_TRUE(store->WriteSync(WriteBatch()));
+
+  EXPECT_EQ(store->Stats().wal_syncs, syncs) << "an empty write was fsynced";
+}
+
 TEST(StoreTest, IntervalModeAcknowledgesAndPersistsOnClose) {
   TempDir dir;
   {
