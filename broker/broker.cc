@@ -117,12 +117,21 @@ Status Broker::Load() {
     topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
     topic->receivers = std::make_shared<ReceiveWaitList>();
     topic->dedup = std::make_shared<DedupTable>();
+    std::vector<storage::PartitionLog> logs;
+    std::uint64_t end_offsets = 0;
     for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
       auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
       if (!log) return log.error();
-      topic->partitions.push_back(
-          std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
-                                          std::move(*log), topic->receivers, topic->dedup));
+      end_offsets = std::max(end_offsets, log->end_offset());
+      logs.push_back(std::move(*log));
+    }
+    auto next_sequence = TopicSequence::Resume(store_, topic->metadata.id, end_offsets);
+    if (!next_sequence) return next_sequence.error();
+    topic->sequence = std::make_shared<TopicSequence>(topic->metadata.id, *next_sequence);
+    for (auto& log : logs) {
+      topic->partitions.push_back(std::make_shared<PartitionSlot>(
+          boost::asio::make_strand(pool_.get_executor()), std::move(log), topic->receivers,
+          topic->dedup, topic->sequence));
     }
     next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
     loaded.emplace(topic->metadata.config.name, std::move(topic));
@@ -360,6 +369,7 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
   topic->next_sticky = std::make_shared<std::atomic<std::uint32_t>>(0);
   topic->receivers = std::make_shared<ReceiveWaitList>();
   topic->dedup = std::make_shared<DedupTable>();
+  topic->sequence = std::make_shared<TopicSequence>(topic->metadata.id, 1);
   std::string counter;
   PutFixed64BE(counter, next_topic_id_ + 1);
   batch.Put(ColumnFamily::kMeta, MetaKey(MetaTag::kTopic, topic->metadata.config.name),
@@ -370,9 +380,9 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
   for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return log.error();
-    topic->partitions.push_back(
-        std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
-                                        std::move(*log), topic->receivers, topic->dedup));
+    topic->partitions.push_back(std::make_shared<PartitionSlot>(
+        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers,
+        topic->dedup, topic->sequence));
   }
   return topic;
 }
@@ -433,9 +443,9 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
   for (auto p = static_cast<std::uint32_t>(topic->partitions.size()); p < config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return done(log.error());
-    topic->partitions.push_back(
-        std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
-                                        std::move(*log), topic->receivers, topic->dedup));
+    topic->partitions.push_back(std::make_shared<PartitionSlot>(
+        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers,
+        topic->dedup, topic->sequence));
   }
   {
     std::unique_lock lock(topics_mu_);
@@ -582,7 +592,7 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
     any_dedup = true;
     DedupTable::Claim claim = topic->dedup->Take(*records[i].dedup_id, now);
     if (claim.kind == DedupTable::Claim::Kind::kDuplicate) {
-      values[i] = {claim.hit.partition, claim.hit.offset, true};
+      values[i] = {claim.hit.partition, claim.hit.offset, true, claim.hit.sequence};
       appended[i] = false;
     } else if (claim.kind == DedupTable::Claim::Kind::kPending) {
       waits.emplace_back(i, std::move(claim.pending));
@@ -613,7 +623,7 @@ void Broker::Produce(const std::string& topic_name, std::optional<std::uint32_t>
   for (auto& [i, pending] : waits) {
     pending->Then([op, i = i](Result<DedupHit> outcome) {
       if (!outcome) return op->Fail(outcome.error());
-      op->value()[i] = {outcome->partition, outcome->offset, true};
+      op->value()[i] = {outcome->partition, outcome->offset, true, outcome->sequence};
       op->Finish();
     });
   }
@@ -644,6 +654,16 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
     return op->Fail(NotFound("the topic was deleted"));
   }
   storage::WriteBatch batch = std::move(extra);
+  // Grouped records are numbered across the topic's partitions; the numbering lock is held
+  // until the batch is queued, so batches reach the store in the order of their numbers.
+  std::shared_ptr<TopicSequence> sequence;  // outlives the lock on it
+  std::unique_lock<std::mutex> numbering;
+  if (std::any_of(records.begin(), records.end(),
+                  [](const storage::Record& r) { return r.message_group_id.has_value(); })) {
+    sequence = slot->sequence;
+    numbering = sequence->Lock();
+    sequence->Assign(records, batch);
+  }
   auto prepared = slot->log.PrepareAppend(records, clock_.WallMillis(), batch);
   const std::uint32_t partition = slot->log.partition();
   // Deduplication ids are stored in the append's own batch: durable together.
@@ -660,7 +680,7 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
       continue;
     }
     Dedup d{*records[i].dedup_id,
-            {partition, prepared->first_offset + i},
+            {partition, prepared->first_offset + i, records[i].sequence},
             records[i].append_timestamp_ms + kDedupWindowMs};
     batch.Put(ColumnFamily::kDedup, storage::DedupKey(slot->log.topic(), d.id),
               DedupTable::EncodeValue(d.hit, d.expires_ms));
@@ -672,7 +692,7 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
     payload_bytes += r.value.size() + (r.key ? r.key->size() : 0);
   }
   for (std::size_t i = 0; i < indexes.size(); ++i) {
-    op->value()[indexes[i]] = {partition, prepared->first_offset + i};
+    op->value()[indexes[i]] = {partition, prepared->first_offset + i, false, records[i].sequence};
   }
   // The producer is answered from the syncer thread, without waiting for a strand hop. The
   // strand learns of the durable records first: its handler is queued before the answer is
@@ -707,6 +727,7 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
     if (!s) return finishing->Fail(s.error());
     finishing->Finish();
   });
+  if (sequence) sequence->Queued();
 }
 
 void Broker::Fetch(const std::string& topic, std::uint32_t partition, std::uint64_t offset,

@@ -105,6 +105,8 @@ struct ProducedRecord {
   // Not appended: its deduplication id was appended within the last 5 minutes, at
   // (partition, offset).
   bool duplicate = false;
+  // A record with a message group id: its sequence number (storage::Record::sequence).
+  std::optional<std::uint64_t> sequence;
   bool operator==(const ProducedRecord&) const = default;
 };
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -35,6 +36,65 @@ inline Error UnknownTopic(const std::string& name) {
   if (Status valid = ValidateTopicName(name); !valid) return valid.error();
   return NotFound("topic '" + name + "' does not exist");
 }
+
+// Sequence numbers of a topic's grouped records (FIFO queues report them): each such record
+// appended to any partition of the topic gets a higher number than every one before it.
+// Numbers come from blocks; a block's end is stored in `meta` (storage::SequenceKey) in the
+// same batch as the first records numbered past the previous end. Those batches are queued
+// to the store under the lock, in the order their numbers were handed out, and the store
+// writes in queue order, so a durable number is always below a durable block end. A restart
+// resumes at the stored end: numbers skip, and never repeat or go back.
+class TopicSequence {
+ public:
+  static constexpr std::uint64_t kBlock = 1 << 16;
+
+  TopicSequence(std::uint32_t topic, std::uint64_t next)
+      : topic_(topic), next_(next), stored_end_(next) {}
+
+  // Held from Assign until the batch is queued to the store.
+  std::unique_lock<std::mutex> Lock() { return std::unique_lock(mu_); }
+
+  // With the lock held: numbers the records that have a message group id, adding a new block
+  // end to `batch` when they pass the stored one.
+  void Assign(std::span<storage::Record> records, storage::WriteBatch& batch) {
+    for (storage::Record& r : records) {
+      if (r.message_group_id) r.sequence = next_++;
+    }
+    if (next_ > stored_end_) {
+      pending_end_ = next_ + kBlock;
+      std::string value;
+      PutFixed64BE(value, pending_end_);
+      batch.Put(storage::ColumnFamily::kMeta, storage::SequenceKey(topic_), std::move(value));
+    }
+  }
+
+  // With the lock held: the batch of the last Assign is queued. A batch that never is (its
+  // append failed) leaves the stored end as it was, so the next one writes a new end.
+  void Queued() { stored_end_ = std::max(stored_end_, pending_end_); }
+
+  // Where a topic's numbering resumes: past the stored block end, and past every offset (a
+  // FIFO queue's sequence number before numbers were stored).
+  static Result<std::uint64_t> Resume(const storage::Store& store, std::uint32_t topic,
+                                      std::uint64_t end_offsets) {
+    auto stored = store.Get(storage::ColumnFamily::kMeta, storage::SequenceKey(topic));
+    if (!stored) return stored.error();
+    std::uint64_t end = 0;
+    if (stored->has_value()) {
+      std::string_view in = **stored;
+      if (!GetFixed64BE(in, &end) || !in.empty()) {
+        return DataLoss("corrupt sequence block of topic " + std::to_string(topic));
+      }
+    }
+    return std::max({end, end_offsets, std::uint64_t{1}});
+  }
+
+ private:
+  const std::uint32_t topic_;
+  std::mutex mu_;
+  std::uint64_t next_;             // guarded by mu_
+  std::uint64_t stored_end_;       // guarded by mu_: the end queued to the store
+  std::uint64_t pending_end_ = 0;  // guarded by mu_
+};
 
 inline Error UnknownPartition(const std::string& topic, std::uint32_t partition,
                               std::size_t count) {
@@ -172,8 +232,12 @@ struct ReceiveWaitList {
 
 struct Broker::PartitionSlot {
   PartitionSlot(Strand s, storage::PartitionLog l, std::shared_ptr<ReceiveWaitList> r,
-                std::shared_ptr<DedupTable> d)
-      : strand(std::move(s)), log(std::move(l)), receivers(std::move(r)), dedup(std::move(d)) {
+                std::shared_ptr<DedupTable> d, std::shared_ptr<internal::TopicSequence> q)
+      : strand(std::move(s)),
+        log(std::move(l)),
+        receivers(std::move(r)),
+        dedup(std::move(d)),
+        sequence(std::move(q)) {
     Publish();
   }
 
@@ -244,9 +308,10 @@ struct Broker::PartitionSlot {
   }
 
   Strand strand;
-  storage::PartitionLog log;                   // strand only
-  std::shared_ptr<ReceiveWaitList> receivers;  // the topic's
-  std::shared_ptr<DedupTable> dedup;           // the topic's
+  storage::PartitionLog log;                          // strand only
+  std::shared_ptr<ReceiveWaitList> receivers;         // the topic's
+  std::shared_ptr<DedupTable> dedup;                  // the topic's
+  std::shared_ptr<internal::TopicSequence> sequence;  // the topic's
   // Queue subscriptions reading this partition, by id; they point into `log`.
   std::map<std::uint32_t, std::unique_ptr<QueuePartition>> queues;  // strand only
   std::set<std::uint32_t> deleted_queues;                           // strand only
@@ -270,6 +335,7 @@ struct Broker::Topic {
   // Shared likewise: receives parked on the topic's queues, and deduplication ids.
   std::shared_ptr<ReceiveWaitList> receivers;
   std::shared_ptr<DedupTable> dedup;
+  std::shared_ptr<internal::TopicSequence> sequence;
 };
 
 struct Broker::ProduceOp : internal::Gather<std::vector<ProducedRecord>> {

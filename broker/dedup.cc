@@ -103,6 +103,8 @@ std::string DedupTable::EncodeValue(DedupHit hit, std::int64_t expires_ms) {
   PutFixed32BE(out, hit.partition);
   PutFixed64BE(out, hit.offset);
   PutVarsint64(out, expires_ms);
+  // Optional and last, so that entries written before sequence numbers existed still read.
+  if (hit.sequence) PutVarint64(out, *hit.sequence);
   return out;
 }
 
@@ -110,8 +112,15 @@ Result<std::pair<DedupHit, std::int64_t>> DedupTable::DecodeValue(std::string_vi
   DedupHit hit;
   std::int64_t expires = 0;
   if (!GetFixed32BE(in, &hit.partition) || !GetFixed64BE(in, &hit.offset) ||
-      !GetVarsint64(in, &expires) || !in.empty()) {
+      !GetVarsint64(in, &expires)) {
     return DataLoss("corrupt deduplication entry");
+  }
+  if (!in.empty()) {
+    std::uint64_t sequence = 0;
+    if (!GetVarint64(in, &sequence) || !in.empty()) {
+      return DataLoss("corrupt deduplication entry");
+    }
+    hit.sequence = sequence;
   }
   return std::make_pair(hit, expires);
 }

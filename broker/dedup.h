@@ -30,6 +30,7 @@ inline constexpr std::int64_t kDedupWindowMs = 5 * 60 * 1000;
 struct DedupHit {
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
+  std::optional<std::uint64_t> sequence;  // the record's, if it has one
 };
 
 // The outcome of an append someone else is making.

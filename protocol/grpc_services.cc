@@ -902,7 +902,7 @@ void SentToProto(const broker::ProducedRecord& p, std::uint32_t topic_id, bool f
   out->set_message_id(MessageId(topic_id, p.partition, p.offset));
   out->set_partition(p.partition);
   out->set_offset(p.offset);
-  if (fifo) out->set_sequence_number(p.offset);
+  if (fifo) out->set_sequence_number(p.sequence.value_or(p.offset));
   out->set_duplicate(p.duplicate);
 }
 

@@ -211,7 +211,8 @@ void MessageToProto(broker::QueueMessage&& in, std::uint32_t topic_id, std::uint
   out->set_producer_timestamp_ms(r.producer_timestamp_ms);
   if (r.message_group_id) out->set_message_group_id(*r.message_group_id);
   if (r.dedup_id) out->set_deduplication_id(*r.dedup_id);
-  if (fifo) out->set_sequence_number(m.offset);
+  // Records appended before sequence numbers were stored number by offset.
+  if (fifo) out->set_sequence_number(r.sequence.value_or(m.offset));
   out->set_partition(in.partition);
   out->set_offset(m.offset);
   out->set_visibility_deadline_ms(m.visibility_deadline_ms);

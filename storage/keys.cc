@@ -71,6 +71,10 @@ std::string LogStartKey(std::uint32_t topic, std::uint32_t partition) {
   return MetaKey(MetaTag::kLogStart, PartitionPrefix(topic, partition));
 }
 
+std::string SequenceKey(std::uint32_t topic) {
+  return MetaKey(MetaTag::kSequence, TopicPrefix(topic));
+}
+
 std::string GroupMetaKey(std::string_view group) {
   std::string key(1, kGroupMetaTag);
   key.append(group);

@@ -50,9 +50,11 @@ enum class MetaTag : char {
   kCounter = 'C',   // 'C' | name                      -> u64 (e.g. the next topic id)
   kQueue = 'Q',     // 'Q' | name                      -> queue metadata (broker)
   kRedriveTask = 'R',  // 'R' | id u64                  -> redrive task (broker)
+  kSequence = 'N',     // 'N' | topic u32               -> sequence numbers handed out below (broker)
 };
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);
+std::string SequenceKey(std::uint32_t topic);
 
 // offsets: consumer groups. Group ids are [A-Za-z0-9._-], so the 0x00 after the id ends it:
 // one group's keys are one contiguous range that no other group's id can enter.

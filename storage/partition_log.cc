@@ -305,6 +305,7 @@ void PartitionLog::DeleteTopicData(std::uint32_t topic, WriteBatch& batch) {
   batch.DeleteRange(ColumnFamily::kTimeIndex, TopicPrefix(topic), TopicRangeEnd(topic));
   batch.DeleteRange(ColumnFamily::kMeta, MetaKey(MetaTag::kLogStart, TopicPrefix(topic)),
                     MetaKey(MetaTag::kLogStart, TopicRangeEnd(topic)));
+  batch.Delete(ColumnFamily::kMeta, SequenceKey(topic));
 }
 
 }  // namespace spool::storage

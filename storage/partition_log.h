@@ -89,7 +89,8 @@ class PartitionLog {
   Result<std::uint64_t> PrepareRetention(const RetentionLimits& limits, std::int64_t now_ms,
                                          WriteBatch& batch);
 
-  // Adds to `batch` the deletion of every record, index entry and log start of a topic.
+  // Adds to `batch` the deletion of every record, index entry and log start of a topic, and
+  // of its sequence number block (SequenceKey).
   static void DeleteTopicData(std::uint32_t topic, WriteBatch& batch);
 
   std::uint32_t topic() const { return topic_; }

@@ -18,7 +18,8 @@ enum Flags : std::uint8_t {
   kHasGroup = 1 << 1,
   kHasDedup = 1 << 2,
   kHasDeliverAfter = 1 << 3,
-  kKnownFlags = kHasKey | kHasGroup | kHasDedup | kHasDeliverAfter,
+  kHasSequence = 1 << 4,
+  kKnownFlags = kHasKey | kHasGroup | kHasDedup | kHasDeliverAfter | kHasSequence,
 };
 
 std::size_t VarintSize(std::uint64_t v) {
@@ -117,6 +118,7 @@ std::size_t EncodedRecordSize(const Record& record) {
   if (record.message_group_id) n += BytesSize(*record.message_group_id);
   if (record.dedup_id) n += BytesSize(*record.dedup_id);
   if (record.deliver_after_ms) n += VarsintSize(*record.deliver_after_ms);
+  if (record.sequence) n += VarintSize(*record.sequence);
   return n;
 }
 
@@ -128,6 +130,7 @@ void EncodeRecord(const Record& record, std::string& out) {
   if (record.message_group_id) flags |= kHasGroup;
   if (record.dedup_id) flags |= kHasDedup;
   if (record.deliver_after_ms) flags |= kHasDeliverAfter;
+  if (record.sequence) flags |= kHasSequence;
   out.push_back(static_cast<char>(kRecordFormatVersion));
   out.push_back(static_cast<char>(flags));
   PutVarsint64(out, record.producer_timestamp_ms);
@@ -142,6 +145,7 @@ void EncodeRecord(const Record& record, std::string& out) {
   if (record.message_group_id) PutLengthPrefixed(out, *record.message_group_id);
   if (record.dedup_id) PutLengthPrefixed(out, *record.dedup_id);
   if (record.deliver_after_ms) PutVarsint64(out, *record.deliver_after_ms);
+  if (record.sequence) PutVarint64(out, *record.sequence);
   PutFixed32BE(out, Crc32c(std::string_view(out).substr(start)));
 }
 
@@ -193,6 +197,11 @@ Result<Record> DecodeRecord(std::string_view bytes) {
     std::int64_t deliver_after = 0;
     if (!GetVarsint64(in, &deliver_after)) return Corrupt("bad deliver-after");
     r.deliver_after_ms = deliver_after;
+  }
+  if (flags & kHasSequence) {
+    std::uint64_t sequence = 0;
+    if (!GetVarint64(in, &sequence)) return Corrupt("bad sequence number");
+    r.sequence = sequence;
   }
   if (!in.empty()) return Corrupt(std::to_string(in.size()) + " trailing bytes");
   return r;

@@ -4,7 +4,8 @@
 //
 // Encoding, version 1 (all varints LEB128, see common/coding.h):
 //   u8      version = 1
-//   u8      flags: bit0 key present, bit1 message group id, bit2 dedup id, bit3 deliver-after
+//   u8      flags: bit0 key present, bit1 message group id, bit2 dedup id, bit3 deliver-after,
+//           bit4 sequence number
 //   varsint producer timestamp (ms since epoch; 0 if the producer gave none)
 //   varsint append timestamp (ms since epoch, set by the broker)
 //   [bytes  key]                    if bit0; bytes = varint length + raw bytes
@@ -13,6 +14,7 @@
 //   [bytes  message group id]       if bit1
 //   [bytes  dedup id]               if bit2
 //   [varsint deliver-after (ms)]    if bit3
+//   [varint  sequence number]       if bit4
 //   u32     CRC32C (Castagnoli) of every byte above, big-endian
 // A decoder rejects unknown versions, unknown flag bits, truncation, trailing bytes and a
 // checksum mismatch with a DataLoss error: never a crash, never a silently wrong record.
@@ -40,6 +42,9 @@ struct Record {
   std::optional<std::string> message_group_id;
   std::optional<std::string> dedup_id;
   std::optional<std::int64_t> deliver_after_ms;
+  // Set by the broker on every record with a message group id: increases with each such
+  // record appended to the topic, across its partitions (a FIFO queue's sequence number).
+  std::optional<std::uint64_t> sequence;
 
   bool operator==(const Record&) const = default;
 };

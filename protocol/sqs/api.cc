@@ -1278,12 +1278,19 @@ struct Actions {
                 {"MD5OfMessageBody", s.md5_body}};
     if (s.md5_attributes) out["MD5OfMessageAttributes"] = *s.md5_attributes;
     if (s.md5_system) out["MD5OfMessageSystemAttributes"] = *s.md5_system;
-    if (ids.fifo) out["SequenceNumber"] = SequenceNumber(produced.partition, produced.offset);
+    if (ids.fifo) {
+      out["SequenceNumber"] =
+          SequenceNumber(produced.partition, produced.offset, produced.sequence);
+    }
     return out;
   }
 
-  // Increasing within a partition, which is where FIFO order holds; distinct across them.
-  static std::string SequenceNumber(std::uint32_t partition, std::uint64_t offset) {
+  // A 1, then the record's sequence number (which increases across the queue) in 24 digits:
+  // above every number given before sequence numbers were stored (the partition + 1, then
+  // the offset in 20 digits: increasing only within a partition), which such records keep.
+  static std::string SequenceNumber(std::uint32_t partition, std::uint64_t offset,
+                                    std::optional<std::uint64_t> sequence) {
+    if (sequence) return fmt::format("1{:024}", *sequence);
     return fmt::format("{}{:020}", partition + 1, offset);
   }
 
@@ -1441,7 +1448,7 @@ struct Actions {
         system["MessageDeduplicationId"] =
             separator == std::string::npos ? *r.dedup_id : r.dedup_id->substr(separator + 1);
       }
-      system["SequenceNumber"] = SequenceNumber(m.partition, rm.offset);
+      system["SequenceNumber"] = SequenceNumber(m.partition, rm.offset, r.sequence);
     }
     if (trace) system["AWSTraceHeader"] = *trace;
     if (source_queue) system["DeadLetterQueueSourceArn"] = ArnOf(*source_queue);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <future>
+#include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -1241,6 +1242,34 @@ TEST_F(BrokerQueueTest, ParkedReceivesAnswerOnReleaseWaitersAndQueueDeletion) {
   ASSERT_TRUE(b);
   EXPECT_TRUE(b->empty());
   EXPECT_TRUE(Receive("b", 1)->empty()) << "receives after ReleaseWaiters answer at once";
+}
+
+TEST_F(BrokerQueueTest, AFifoQueuesSequenceNumbersIncreaseAcrossItsPartitions) {
+  QueueAttributes fifo;
+  fifo.fifo = true;
+  fifo.content_based_deduplication = true;
+  fifo.partitions = 4;
+  ASSERT_TRUE(CreateQueue("wide.fifo", fifo));
+  std::map<std::string, std::uint64_t> numbers;  // body -> its sequence number
+  std::uint64_t last = 0;
+  std::set<std::uint32_t> partitions;
+  for (int i = 0; i < 16; ++i) {
+    const std::string body = "m" + std::to_string(i);
+    auto sent = Send("wide.fifo", {body}, std::nullopt, "g" + std::to_string(i));
+    ASSERT_TRUE(sent) << sent.error().ToString();
+    ASSERT_TRUE(sent->at(0).sequence);
+    EXPECT_GT(*sent->at(0).sequence, last) << body;
+    last = *sent->at(0).sequence;
+    numbers[body] = last;
+    partitions.insert(sent->at(0).partition);
+  }
+  EXPECT_GT(partitions.size(), 1u) << "the groups spread over the partitions";
+  auto got = ReceiveAll("wide.fifo", 16);
+  ASSERT_EQ(got.size(), 16u);
+  for (const QueueMessage& m : got) {
+    EXPECT_EQ(m.message.record.sequence,
+              std::optional<std::uint64_t>(numbers.at(m.message.record.value)));
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "broker/broker_internal.h"
 #include "broker/partitioner.h"
 #include "tests/testing/manual_clock.h"
 #include "tests/testing/temp_dir.h"
@@ -141,7 +142,8 @@ TEST_F(BrokerTest, ProducedRecordsAreFetchedBackInOrder) {
   auto fetched = Fetch("t", 1, 0);
 
   ASSERT_TRUE(produced);
-  EXPECT_EQ(*produced, (std::vector<ProducedRecord>{{1, 0}, {1, 1}, {1, 2}}));
+  EXPECT_EQ(*produced,
+            (std::vector<ProducedRecord>{{1, 0, false, {}}, {1, 1, false, {}}, {1, 2, false, {}}}));
   ASSERT_TRUE(fetched);
   ASSERT_EQ(fetched->size(), 3u);
   EXPECT_EQ((*fetched)[2].record.value, "c");
@@ -470,9 +472,9 @@ TEST_F(BrokerTest, ARecordWhoseIdWasAppendedWithinFiveMinutesIsNotAppendedAgain)
   auto retry =
       Produce("d", 0, {WithId("a again", "id-1"), WithId("c", "id-3"), WithId("c twice", "id-3")});
   ASSERT_TRUE(retry);
-  EXPECT_EQ(retry->at(0), (ProducedRecord{1, 0, true}));
-  EXPECT_EQ(retry->at(1), (ProducedRecord{0, 0, false}));
-  EXPECT_EQ(retry->at(2), (ProducedRecord{0, 0, true})) << "repeated in one batch";
+  EXPECT_EQ(retry->at(0), (ProducedRecord{1, 0, true, {}}));
+  EXPECT_EQ(retry->at(1), (ProducedRecord{0, 0, false, {}}));
+  EXPECT_EQ(retry->at(2), (ProducedRecord{0, 0, true, {}})) << "repeated in one batch";
   EXPECT_EQ(broker_->DescribeTopic("d")->partitions[0].end_offset, 1u);
   EXPECT_EQ(broker_->DescribeTopic("d")->partitions[1].end_offset, 2u);
   // The ids survive a restart; the window is five minutes of the broker's clock.
@@ -603,6 +605,108 @@ TEST_F(BrokerTest, NegativeMaxWaitIsRejected) {
 
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+}
+
+Record Grouped(std::string value, std::string group) {
+  Record r = Value(std::move(value));
+  r.message_group_id = std::move(group);
+  return r;
+}
+
+TEST_F(BrokerTest, GroupedRecordsAreNumberedAcrossPartitionsAndRestarts) {
+  ASSERT_TRUE(Create("seq", 4));
+  std::uint64_t last = 0;
+  std::vector<std::pair<ProducedRecord, std::string>> sent;
+  auto send = [&](std::uint32_t partition, const std::string& value) {
+    auto produced = Produce("seq", partition, {Grouped(value, "g" + value)});
+    ASSERT_TRUE(produced) << produced.error().ToString();
+    const ProducedRecord& r = produced->at(0);
+    ASSERT_TRUE(r.sequence) << value;
+    EXPECT_GT(*r.sequence, last) << value << " in partition " << partition;
+    last = *r.sequence;
+    sent.emplace_back(r, value);
+  };
+  // One partition after another, so that offsets alone would go back.
+  for (std::uint32_t round = 0; round < 3; ++round) {
+    for (std::uint32_t p = 0; p < 4; ++p)
+      send(p, std::to_string(round) + "-" + std::to_string(p));
+  }
+  auto ungrouped = Produce("seq", 0, {Value("plain")});
+  ASSERT_TRUE(ungrouped);
+  EXPECT_FALSE(ungrouped->at(0).sequence) << "only grouped records are numbered";
+  // Each stored record carries its number.
+  for (const auto& [r, value] : sent) {
+    auto fetched = Fetch("seq", r.partition, r.offset, 1);
+    ASSERT_TRUE(fetched);
+    ASSERT_EQ(fetched->size(), 1u);
+    EXPECT_EQ(fetched->front().record.value, value);
+    EXPECT_EQ(fetched->front().record.sequence, r.sequence);
+  }
+  // Twelve numbers over four partitions of three records each: a restart that resumed from
+  // the offsets would hand out numbers already given.
+  for (int restart = 0; restart < 2; ++restart) {
+    Reopen();
+    send(restart == 0 ? 3 : 1, "after restart " + std::to_string(restart));
+  }
+}
+
+TEST_F(BrokerTest, ADuplicateAnswersWithTheOriginalsSequenceNumber) {
+  ASSERT_TRUE(Create("dup", 2));
+  Record r = Grouped("a", "g");
+  r.dedup_id = "id-1";
+  auto first = Produce("dup", std::nullopt, {r});
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(first->at(0).sequence);
+  ASSERT_TRUE(Produce("dup", std::nullopt, {Grouped("b", "h")}));
+  auto again = Produce("dup", std::nullopt, {r});
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->at(0).duplicate);
+  EXPECT_EQ(again->at(0).sequence, first->at(0).sequence);
+  Reopen();  // the stored deduplication entry keeps the number too
+  auto after = Produce("dup", std::nullopt, {r});
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->at(0).duplicate);
+  EXPECT_EQ(after->at(0).sequence, first->at(0).sequence);
+}
+
+TEST(TopicSequenceTest, ABlockEndIsStoredWhenPassedAndAgainIfItsBatchWasNeverQueued) {
+  internal::TopicSequence sequence(7, 5);
+  std::vector<Record> two = {Grouped("a", "g"), Value("b"), Grouped("c", "g")};
+  storage::WriteBatch first;
+  {
+    auto lock = sequence.Lock();
+    sequence.Assign(two, first);
+    sequence.Queued();
+  }
+  EXPECT_EQ(two[0].sequence, std::optional<std::uint64_t>(5));
+  EXPECT_FALSE(two[1].sequence);
+  EXPECT_EQ(two[2].sequence, std::optional<std::uint64_t>(6));
+  EXPECT_EQ(first.size(), 1u) << "the first number past the stored end writes a block end";
+
+  // The rest of the block needs no write; the first number past it does.
+  // Numbers 7 on: the block stored above ends at 7 + kBlock.
+  std::vector<Record> block(internal::TopicSequence::kBlock + 1, Grouped("x", "g"));
+  storage::WriteBatch within;
+  storage::WriteBatch past;
+  {
+    auto lock = sequence.Lock();
+    sequence.Assign(std::span(block).first(block.size() - 3), within);
+    sequence.Queued();
+    sequence.Assign(std::span(block).last(3), past);
+    // Not queued: as if its append had failed.
+  }
+  EXPECT_EQ(within.size(), 0u);
+  EXPECT_EQ(past.size(), 1u);
+  EXPECT_EQ(block.back().sequence, std::optional<std::uint64_t>(7 + block.size() - 1));
+  std::vector<Record> next = {Grouped("y", "g")};
+  storage::WriteBatch retry;
+  {
+    auto lock = sequence.Lock();
+    sequence.Assign(next, retry);
+    sequence.Queued();
+  }
+  EXPECT_EQ(retry.size(), 1u) << "the end that never reached the store is written again";
+  EXPECT_GT(*next[0].sequence, *block.back().sequence);
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ TEST(DedupTableTest, AnIdIsNewThenPendingThenADuplicateUntilItExpires) {
   std::optional<Result<DedupHit>> seen;
   pending.pending->Then([&](Result<DedupHit> r) { seen = std::move(r); });
   EXPECT_FALSE(seen) << "answered before the append finished";
-  table.Complete("a", {2, 40}, 1'000 + kDedupWindowMs);
+  table.Complete("a", {2, 40, {}}, 1'000 + kDedupWindowMs);
   ASSERT_TRUE(seen && *seen);
   EXPECT_EQ((*seen)->offset, 40u);
   auto dup = table.Take("a", 2'000);
@@ -47,7 +47,7 @@ TEST(DedupTableTest, AFailedAppendFailsItsWaitersAndFreesTheId) {
 
 TEST(DedupTableTest, RestoredIdsCountAndClearKeepsAppendsInFlight) {
   DedupTable table;
-  table.Restore("r", {0, 7}, 10'000);
+  table.Restore("r", {0, 7, {}}, 10'000);
   EXPECT_EQ(table.Take("r", 9'999).kind, Kind::kDuplicate);
   ASSERT_EQ(table.Take("in-flight", 0).kind, Kind::kNew);
   table.Clear();
@@ -56,14 +56,24 @@ TEST(DedupTableTest, RestoredIdsCountAndClearKeepsAppendsInFlight) {
 }
 
 TEST(DedupTableTest, StoredValuesRoundTripAndCorruptionIsDataLoss) {
-  const std::string v = DedupTable::EncodeValue({3, 1ull << 40}, 123'456);
+  const std::string v = DedupTable::EncodeValue({3, 1ull << 40, {}}, 123'456);
   auto back = DedupTable::DecodeValue(v);
   ASSERT_TRUE(back);
   EXPECT_EQ(back->first.partition, 3u);
   EXPECT_EQ(back->first.offset, 1ull << 40);
   EXPECT_EQ(back->second, 123'456);
+  EXPECT_FALSE(back->first.sequence) << "an entry written before sequence numbers has none";
   EXPECT_EQ(DedupTable::DecodeValue(v.substr(0, 5)).error().code, ErrorCode::kDataLoss);
-  EXPECT_EQ(DedupTable::DecodeValue(v + "x").error().code, ErrorCode::kDataLoss);
+  EXPECT_EQ(DedupTable::DecodeValue(v + "\x80").error().code, ErrorCode::kDataLoss)
+      << "a truncated sequence number";
+
+  const std::string numbered = DedupTable::EncodeValue({3, 7, 1ull << 50}, 9);
+  auto with_sequence = DedupTable::DecodeValue(numbered);
+  ASSERT_TRUE(with_sequence);
+  EXPECT_EQ(with_sequence->first.sequence, std::optional<std::uint64_t>(1ull << 50));
+  EXPECT_EQ(with_sequence->first.offset, 7u);
+  EXPECT_EQ(with_sequence->second, 9);
+  EXPECT_EQ(DedupTable::DecodeValue(numbered + "x").error().code, ErrorCode::kDataLoss);
 }
 
 }  // namespace

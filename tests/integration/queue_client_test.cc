@@ -395,6 +395,7 @@ TEST_F(QueueClientTest, FifoQueuesKeepEachGroupsOrderAndDeduplicate) {
   EXPECT_TRUE(again.duplicate());
   EXPECT_EQ(again.message_id(), a1.message_id());
   EXPECT_TRUE(a1.has_sequence_number());
+  EXPECT_EQ(again.sequence_number(), a1.sequence_number()) << "the original's number";
 
   // Every message once, each group in send order.
   std::vector<std::string> a, b;

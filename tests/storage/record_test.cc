@@ -17,6 +17,7 @@ Record FullRecord() {
   r.message_group_id = "group-a";
   r.dedup_id = "dedup-1";
   r.deliver_after_ms = 1767225700000;
+  r.sequence = std::uint64_t{1} << 40;
   return r;
 }
 

@@ -69,6 +69,7 @@ describe('FIFO queues', { timeout: 60000 }, () => {
     }
     assert.ok(increasing(['g1-m1', 'g1-m2', 'g1-m3'].map((b) => sent[b].SequenceNumber)));
     assert.ok(increasing(['g2-m1', 'g2-m2'].map((b) => sent[b].SequenceNumber)));
+    assert.ok(increasing(plan.map(([, b]) => sent[b].SequenceNumber)), 'and across the queue');
 
     const got = await drain(url, plan.length);
     const bodies = (group) => got.filter((m) => m.Attributes.MessageGroupId === group).map((m) => m.Body);
