@@ -162,10 +162,17 @@ class PublishStreamReactor final
       std::lock_guard lock(mu_);
       ++in_flight_;
       in_flight_bytes_ += bytes;
+    }
+    // Submitted before reading may resume: while paused_ is false no other thread starts a
+    // read, so the next batch cannot reach the broker first (an answer written on another
+    // thread would otherwise resume reading, and a partition's batches would be appended
+    // out of order).
+    Submit(std::move(request), bytes);
+    {
+      std::lock_guard lock(mu_);
       paused_ = true;  // NextLocked resumes reading while the window has room
       next = NextLocked();
     }
-    Submit(std::move(request), bytes);
     Run(next);
   }
 
