@@ -322,6 +322,12 @@ TopicInfo Broker::Describe(const Topic& topic) const {
                                slot.published_records.value(), slot.published_bytes.value(),
                                slot.fetched_records.value(), slot.fetched_bytes.value()});
   }
+  std::shared_lock lock(topics_mu_);
+  for (const auto& [name, queue] : queues_) {  // sorted by name
+    if (queue->topic != topic.metadata.config.name) continue;
+    info.queues.push_back(name);
+    if (queue->owns_topic) info.owner_queue = name;
+  }
   return info;
 }
 

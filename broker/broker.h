@@ -125,6 +125,8 @@ struct PartitionInfo {
 struct TopicInfo {
   TopicMetadata metadata;
   std::vector<PartitionInfo> partitions;
+  std::vector<std::string> queues;  // the queue subscriptions reading the topic, sorted
+  std::string owner_queue;          // the queue that owns the topic, if any
 };
 
 // Fields left empty keep their value. Partitions may only grow.

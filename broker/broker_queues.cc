@@ -1054,7 +1054,8 @@ void Broker::ChangeMessageVisibility(const std::string& queue, QueueReceipt rece
                                      std::int64_t visible_in_ms, bool release,
                                      StatusCallback done) {
   if (visible_in_ms < 0 || visible_in_ms > kMaxVisibilityTimeoutMs) {
-    return done(InvalidArgument("the visibility timeout must be within 0-" +
+    return done(InvalidArgument(std::string(release ? "the nack delay" : "the visibility timeout") +
+                                " must be within 0-" +
                                 std::to_string(kMaxVisibilityTimeoutMs / 1000) + " s"));
   }
   OnQueuePartition(

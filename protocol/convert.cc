@@ -106,6 +106,9 @@ void TopicToProto(const broker::TopicInfo& in, v1::Topic* out) {
     total += p.size_bytes;
   }
   out->set_size_bytes(total);
+  for (const std::string& queue : in.queues)
+    out->add_queues(queue);
+  out->set_owner_queue(in.owner_queue);
 }
 
 }  // namespace spool::protocol

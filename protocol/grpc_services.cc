@@ -480,6 +480,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
   response->set_max_batch_bytes(info_.max_batch_bytes);
   response->set_max_grpc_message_bytes(info_.max_grpc_message_bytes);
   response->set_topic_count(static_cast<std::uint32_t>(broker_.ListTopics().size()));
+  response->set_queue_count(
+      static_cast<std::uint32_t>(broker_.ListQueues("", "", SIZE_MAX).size()));
+  response->set_group_count(
+      static_cast<std::uint32_t>(broker_.ListGroups("", "", SIZE_MAX).size()));
   return FinishWith(calls_, __func__, grpc::Status::OK);
 }
 
@@ -1161,23 +1165,39 @@ grpc::ServerUnaryReactor* QueueServiceImpl::SendMessage(grpc::CallbackServerCont
   return reactor;
 }
 
+namespace {
+
+constexpr std::size_t kMaxBatchEntryId = 80;
+
+// Checks a batch's shape: entries present, at most 1,000, ids of at most 80 characters and
+// unique.
+template <class Entries>
+std::optional<grpc::Status> CheckBatch(const Entries& entries) {
+  if (entries.empty()) return InvalidArgumentStatus("no entries");
+  if (static_cast<std::size_t>(entries.size()) > kMaxQueueBatch) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "more than 1000 entries");
+  }
+  std::set<std::string> seen;
+  for (const auto& e : entries) {
+    if (e.id().size() > kMaxBatchEntryId) {
+      return InvalidArgumentStatus("an entry id is " + std::to_string(e.id().size()) +
+                                   " characters; the limit is " + std::to_string(kMaxBatchEntryId));
+    }
+    if (!e.id().empty() && !seen.insert(e.id()).second) {
+      return InvalidArgumentStatus("entry id '" + e.id() + "' is used twice");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* QueueServiceImpl::SendMessageBatch(
     grpc::CallbackServerContext* /*context*/, const v1::SendMessageBatchRequest* request,
     v1::SendMessageBatchResponse* response) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
+  if (auto bad = CheckBatch(request->entries())) return FinishWith(calls_, __func__, *bad);
   const int n = request->entries_size();
-  if (n == 0) return FinishWith(calls_, __func__, InvalidArgumentStatus("no entries"));
-  if (static_cast<std::size_t>(n) > kMaxQueueBatch) {
-    return FinishWith(calls_, __func__,
-                      {grpc::StatusCode::RESOURCE_EXHAUSTED, "more than 1000 entries"});
-  }
-  std::set<std::string> entry_ids;
-  for (const auto& e : request->entries()) {
-    if (!e.id().empty() && !entry_ids.insert(e.id()).second) {
-      return FinishWith(calls_, __func__,
-                        InvalidArgumentStatus("entry id '" + e.id() + "' is used twice"));
-    }
-  }
   auto ids = IdsOf(broker_, request->queue());
   if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
   auto queue = broker_.FindQueueMetadata(request->queue());
@@ -1205,20 +1225,18 @@ grpc::ServerUnaryReactor* QueueServiceImpl::SendMessageBatch(
   }
   if (sends.empty()) return FinishWith(calls_, __func__, grpc::Status::OK);
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.SendMessages(
-      request->queue(), std::move(sends),
-      [reactor, response, ids = *ids,
-       sent_index = std::move(sent_index)](Result<std::vector<broker::ProducedRecord>> sent) {
-        for (std::size_t k = 0; k < sent_index.size(); ++k) {
-          v1::SendMessageBatchResult* result = response->mutable_results(sent_index[k]);
-          if (!sent) {
-            ToProtoError(sent.error(), result->mutable_error());
-          } else {
-            SentToProto(sent->at(k), ids.topic_id, ids.fifo, result->mutable_sent());
-          }
-        }
-        reactor->Finish(grpc::Status::OK);
-      });
+  broker_.SendMessages(request->queue(), std::move(sends),
+                       [reactor, response, ids = *ids, sent_index = std::move(sent_index)](
+                           Result<std::vector<broker::ProducedRecord>> sent) {
+                         // The valid entries are one append: its failure (over max_batch_bytes,
+                         // shutting down, a store error) is the call's, not an entry's.
+                         if (!sent) return reactor->Finish(ToGrpcStatus(sent.error()));
+                         for (std::size_t k = 0; k < sent_index.size(); ++k) {
+                           SentToProto(sent->at(k), ids.topic_id, ids.fifo,
+                                       response->mutable_results(sent_index[k])->mutable_sent());
+                         }
+                         reactor->Finish(grpc::Status::OK);
+                       });
   return reactor;
 }
 
@@ -1307,22 +1325,6 @@ class BatchAnswer {
   google::protobuf::RepeatedPtrField<v1::BatchEntryResult>* results_;
   std::atomic<int> pending_;
 };
-
-// Checks a batch's shape: entries present, at most 1,000, ids unique.
-template <class Entries>
-std::optional<grpc::Status> CheckBatch(const Entries& entries) {
-  if (entries.empty()) return InvalidArgumentStatus("no entries");
-  if (static_cast<std::size_t>(entries.size()) > kMaxQueueBatch) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "more than 1000 entries");
-  }
-  std::set<std::string> seen;
-  for (const auto& e : entries) {
-    if (!e.id().empty() && !seen.insert(e.id()).second) {
-      return InvalidArgumentStatus("entry id '" + e.id() + "' is used twice");
-    }
-  }
-  return std::nullopt;
-}
 
 }  // namespace
 

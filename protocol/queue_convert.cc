@@ -1,5 +1,6 @@
 #include "protocol/queue_convert.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -100,7 +101,13 @@ Result<broker::QueueAttributes> AttributesFromProto(const v1::QueueAttributes& i
     base.delivery_delay_ms = in.delivery_delay_seconds() * kMsPerSecond;
   }
   if (in.has_retention_seconds()) {
-    base.retention_ms = in.retention_seconds() == -1 ? -1 : in.retention_seconds() * kMsPerSecond;
+    const std::int64_t seconds = in.retention_seconds();
+    // Checked before the conversion to milliseconds, which could overflow and wrap into range.
+    if (seconds != -1 && (seconds < 0 || seconds > INT64_MAX / kMsPerSecond)) {
+      return InvalidArgument("retention_seconds " + std::to_string(seconds) +
+                             " is out of range 60-1209600 (or -1: kept until deleted)");
+    }
+    base.retention_ms = seconds == -1 ? -1 : seconds * kMsPerSecond;
   }
   if (in.has_max_message_bytes()) base.max_message_bytes = in.max_message_bytes();
   if (in.has_receive_wait_seconds()) {

@@ -355,6 +355,9 @@ TEST_F(GroupTest, CommittedOffsetsSurviveARestartAndTheGroupResumesThere) {
   ASSERT_EQ(daemon_.Stop(), 0);
   ASSERT_TRUE(daemon_.Start(SPOOLD_BINARY, dir_.Sub("data"))) << daemon_.output();
   Connect();
+  auto info = Admin(*client_).GetBrokerInfo();
+  ASSERT_TRUE(info.ok()) << info.status.error_message();
+  EXPECT_EQ(info->group_count(), 1u) << "a group with committed offsets and no members counts";
   // The committed offsets are back, and a new member starts from them.
   std::size_t rest = 0;
   Consumer consumer(*client_, options);

@@ -1,11 +1,19 @@
 // The gRPC QueueService against an in-process server (real store, broker and gRPC on
 // 127.0.0.1 port 0): queue administration, sends and batches with per-entry errors, receives
 // with leases and long polls, deletes, visibility changes and nacks by receipt handle, FIFO
-// deduplication, dead letters, and the status code of each bad input.
+// deduplication, dead letters, and the status code of each bad input, which changes nothing.
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -13,6 +21,7 @@
 #include "broker/broker.h"
 #include "common/clock.h"
 #include "protocol/grpc_server.h"
+#include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/queue.grpc.pb.h"
 #include "storage/store.h"
 #include "tests/testing/temp_dir.h"
@@ -42,9 +51,11 @@ class QueueServiceTest : public ::testing::Test {
     auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
                                        grpc::InsecureChannelCredentials());
     stub_ = v1::QueueService::NewStub(channel);
+    admin_ = v1::AdminService::NewStub(channel);
   }
   void TearDown() override {
     stub_.reset();
+    admin_.reset();
     if (broker_) broker_->ReleaseWaiters();
     if (server_) server_->Shutdown(milliseconds(10'000));
     server_.reset();
@@ -101,11 +112,63 @@ class QueueServiceTest : public ::testing::Test {
     return stub_->DeleteMessage(Context().get(), request, &response);
   }
 
+  // What the API shows of the broker's state, by item. Partitions show their end offsets
+  // only: a retention run may move their start over deleted messages at any time.
+  std::map<std::string, std::string> Snapshot() {
+    std::map<std::string, std::string> out;
+    auto ok = [](const grpc::Status& s, const std::string& what) {
+      EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+    };
+    v1::ListQueuesResponse queues;
+    ok(stub_->ListQueues(Context().get(), {}, &queues), "ListQueues");
+    out["queue list"] = queues.DebugString();
+    v1::ListTopicsResponse topics;
+    ok(admin_->ListTopics(Context().get(), {}, &topics), "ListTopics");
+    out["topic list"] = topics.DebugString();
+    v1::GetBrokerInfoResponse info;
+    ok(admin_->GetBrokerInfo(Context().get(), {}, &info), "GetBrokerInfo");
+    out["broker counts"] = std::to_string(info.topic_count()) + " topics, " +
+                           std::to_string(info.queue_count()) + " queues";
+    for (const std::string& name : queues.queues()) {
+      v1::GetQueueAttributesRequest get;
+      get.set_queue(name);
+      v1::GetQueueAttributesResponse got;
+      ok(stub_->GetQueueAttributes(Context().get(), get, &got), "GetQueueAttributes " + name);
+      out["queue " + name] = got.queue().DebugString();
+      v1::GetTopicRequest topic;
+      topic.set_name(got.queue().topic());
+      v1::GetTopicResponse described;
+      ok(admin_->GetTopic(Context().get(), topic, &described), "GetTopic " + topic.name());
+      std::string& shown = out["topic " + topic.name()];
+      shown = described.topic().config().DebugString();
+      for (const auto& p : described.topic().partitions())
+        shown += "partition " + std::to_string(p.partition()) + " ends at " +
+                 std::to_string(p.end_offset()) + "\n";
+      for (const auto& q : described.topic().queues())
+        shown += "read by " + q + "\n";
+      shown += "owned by " + described.topic().owner_queue() + "\n";
+      v1::ListRedriveTasksRequest tasks;
+      tasks.set_source_queue(name);
+      tasks.set_max_results(10);
+      v1::ListRedriveTasksResponse listed;
+      ok(stub_->ListRedriveTasks(Context().get(), tasks, &listed), "ListRedriveTasks " + name);
+      out["redrive tasks of " + name] = listed.DebugString();
+      v1::ListDeadLetterSourceQueuesRequest sources;
+      sources.set_queue(name);
+      v1::ListDeadLetterSourceQueuesResponse found;
+      ok(stub_->ListDeadLetterSourceQueues(Context().get(), sources, &found),
+         "ListDeadLetterSourceQueues " + name);
+      out["dead-letter sources of " + name] = found.DebugString();
+    }
+    return out;
+  }
+
   testing::TempDir dir_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<broker::Broker> broker_;
   std::unique_ptr<protocol::GrpcServer> server_;
   std::unique_ptr<v1::QueueService::Stub> stub_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
 };
 
 TEST_F(QueueServiceTest, AQueueIsCreatedDescribedListedPurgedAndDeleted) {
@@ -150,6 +213,28 @@ TEST_F(QueueServiceTest, AQueueIsCreatedDescribedListedPurgedAndDeleted) {
   ASSERT_TRUE(stub_->DeleteQueue(Context().get(), del, &deleted).ok());
   EXPECT_EQ(stub_->GetQueueAttributes(Context().get(), get, &got).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(QueueServiceTest, ATopicNamesItsQueuesAndTheBrokerCountsThem) {
+  ASSERT_TRUE(Create("owner").ok());
+  v1::CreateQueueRequest fan_out;
+  fan_out.set_name("reader");
+  fan_out.set_topic("owner");
+  v1::CreateQueueResponse created;
+  ASSERT_TRUE(stub_->CreateQueue(Context().get(), fan_out, &created).ok());
+  ASSERT_TRUE(Create("alone").ok());
+  v1::GetTopicRequest get;
+  get.set_name("owner");
+  v1::GetTopicResponse topic;
+  ASSERT_TRUE(admin_->GetTopic(Context().get(), get, &topic).ok());
+  EXPECT_EQ(std::vector<std::string>(topic.topic().queues().begin(), topic.topic().queues().end()),
+            (std::vector<std::string>{"owner", "reader"}));
+  EXPECT_EQ(topic.topic().owner_queue(), "owner");
+  v1::GetBrokerInfoResponse info;
+  ASSERT_TRUE(admin_->GetBrokerInfo(Context().get(), {}, &info).ok());
+  EXPECT_EQ(info.topic_count(), 2u);
+  EXPECT_EQ(info.queue_count(), 3u);
+  EXPECT_EQ(info.group_count(), 0u);
 }
 
 TEST_F(QueueServiceTest, MessagesAreReceivedDeletedReleasedAndNacked) {
@@ -721,6 +806,856 @@ TEST_F(QueueServiceTest, BadInputsGetDistinctStatuses) {
   grpc::Status foreign = Delete("q", other.messages(0).receipt_handle());
   EXPECT_EQ(foreign.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(foreign.error_message().find("another queue"), std::string::npos);
+}
+
+// A refusal: its code, and the part of its message that tells it from the other refusals.
+void ExpectRefused(const grpc::Status& s, grpc::StatusCode code, std::string_view says,
+                   std::string_view call) {
+  EXPECT_EQ(s.error_code(), code) << call << ": " << s.error_message();
+  EXPECT_NE(s.error_message().find(says), std::string::npos)
+      << call << ": \"" << s.error_message() << "\" does not say \"" << says << "\"";
+}
+
+void ExpectEntryRefused(const v1::Error& e, v1::ErrorCode code, std::string_view says,
+                        std::string_view entry) {
+  EXPECT_EQ(e.code(), code) << entry << ": " << e.message();
+  EXPECT_NE(e.message().find(says), std::string::npos)
+      << entry << ": \"" << e.message() << "\" does not say \"" << says << "\"";
+}
+
+void ExpectSame(const std::map<std::string, std::string>& before,
+                const std::map<std::string, std::string>& after, std::string_view when) {
+  std::set<std::string> items;
+  for (const auto& [item, shown] : before)
+    items.insert(item);
+  for (const auto& [item, shown] : after)
+    items.insert(item);
+  for (const std::string& item : items) {
+    const std::string was = before.contains(item) ? before.at(item) : "(absent)\n";
+    const std::string is = after.contains(item) ? after.at(item) : "(absent)\n";
+    EXPECT_EQ(was, is) << item << " changed " << when;
+  }
+}
+
+// A handle of the same queue as `like` for another receive: what a client could forge. The
+// layout is protocol/queue_convert.cc's (version and subscription, then partition, offset
+// and generation in hex).
+std::string ForgeReceipt(const std::string& like, std::uint32_t partition, std::uint64_t offset,
+                         std::uint64_t generation) {
+  char rest[41];
+  std::snprintf(rest, sizeof rest, "%08x%016llx%016llx", partition,
+                static_cast<unsigned long long>(offset),
+                static_cast<unsigned long long>(generation));
+  return like.substr(0, 10) + rest;
+}
+
+TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
+  // A dead-letter queue that admits only "std", a standard queue using it, a FIFO queue, a
+  // finished redrive task, and messages visible, delayed, in flight and deleted.
+  v1::QueueAttributes dlq_attributes;
+  dlq_attributes.mutable_redrive_allow_policy()->set_permission(v1::REDRIVE_PERMISSION_BY_QUEUE);
+  dlq_attributes.mutable_redrive_allow_policy()->add_source_queues("std");
+  ASSERT_TRUE(Create("dlq", dlq_attributes).ok());
+  v1::QueueAttributes std_attributes;
+  // Long enough that no lease ends while the test runs.
+  std_attributes.set_visibility_timeout_seconds(600);
+  std_attributes.set_partitions(2);
+  std_attributes.set_max_message_bytes(1024);
+  std_attributes.mutable_redrive_policy()->set_dead_letter_queue("dlq");
+  std_attributes.mutable_redrive_policy()->set_max_receive_count(5);
+  ASSERT_TRUE(Create("std", std_attributes).ok());
+  v1::QueueAttributes fifo_attributes;
+  fifo_attributes.set_fifo(true);
+  fifo_attributes.set_visibility_timeout_seconds(600);
+  ASSERT_TRUE(Create("orders.fifo", fifo_attributes).ok());
+
+  v1::StartRedriveRequest start;
+  start.set_source_queue("dlq");
+  start.set_destination_queue("std");
+  v1::StartRedriveResponse started;
+  ASSERT_TRUE(stub_->StartRedrive(Context().get(), start, &started).ok());
+  v1::RedriveTask task = started.task();
+  for (int i = 0; i < 500 && task.status() == v1::REDRIVE_TASK_STATUS_RUNNING; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+    v1::ListRedriveTasksRequest list;
+    list.set_source_queue("dlq");
+    v1::ListRedriveTasksResponse listed;
+    ASSERT_TRUE(stub_->ListRedriveTasks(Context().get(), list, &listed).ok());
+    ASSERT_EQ(listed.tasks_size(), 1);
+    task = listed.tasks(0);
+  }
+  ASSERT_EQ(task.status(), v1::REDRIVE_TASK_STATUS_COMPLETED) << task.failure_reason();
+
+  // One message group puts every message of "std" in one partition: receives take them
+  // oldest first.
+  std::vector<v1::SendMessageResult> sent;
+  for (int i = 0; i < 6; ++i)
+    sent.push_back(Send("std", "m" + std::to_string(i), "k").result());
+  v1::SendMessageRequest delayed;
+  delayed.set_queue("std");
+  delayed.set_body("later");
+  delayed.set_message_group_id("k");
+  delayed.set_delay_seconds(900);
+  v1::SendMessageResponse delayed_sent;
+  ASSERT_TRUE(stub_->SendMessage(Context().get(), delayed, &delayed_sent).ok());
+  Send("dlq", "d0");
+  Send("dlq", "d1");
+  Send("orders.fifo", "f0", "g", "fd0");
+  Send("orders.fifo", "f1", "g", "fd1");
+  Send("orders.fifo", "f2", "h", "fd2");
+
+  auto first = Receive("std", 1);
+  ASSERT_EQ(first.messages_size(), 1);
+  ASSERT_EQ(first.messages(0).message_id(), sent[0].message_id());
+  const std::string deleted = first.messages(0).receipt_handle();
+  ASSERT_TRUE(Delete("std", deleted).ok());
+  auto leased = Receive("std", 2);
+  ASSERT_EQ(leased.messages_size(), 2);
+  ASSERT_EQ(leased.messages(0).message_id(), sent[1].message_id());
+  ASSERT_EQ(leased.messages(1).message_id(), sent[2].message_id());
+  const std::string stale = leased.messages(0).receipt_handle();
+  const std::string m2 = leased.messages(1).receipt_handle();
+  {
+    v1::ChangeMessageVisibilityRequest release;
+    release.set_queue("std");
+    release.set_receipt_handle(stale);
+    release.set_visibility_timeout_seconds(0);
+    v1::ChangeMessageVisibilityResponse released;
+    ASSERT_TRUE(stub_->ChangeMessageVisibility(Context().get(), release, &released).ok());
+  }
+  auto again = Receive("std", 1);
+  ASSERT_EQ(again.messages_size(), 1);
+  ASSERT_EQ(again.messages(0).message_id(), sent[1].message_id());
+  ASSERT_EQ(again.messages(0).receive_count(), 2u);
+  const std::string m1 = again.messages(0).receipt_handle();
+  auto fifo_leased = Receive("orders.fifo", 1);
+  ASSERT_EQ(fifo_leased.messages_size(), 1);
+  ASSERT_EQ(fifo_leased.messages(0).body(), "f0");
+  const std::string f0 = fifo_leased.messages(0).receipt_handle();
+  // Well-formed handles of "std" that no receive issued: for a message never received, and
+  // for a partition the queue does not have.
+  const std::string unreceived = ForgeReceipt(m1, sent[3].partition(), sent[3].offset(), 1);
+  const std::string no_partition = ForgeReceipt(m1, 7, 0, 1);
+
+  const std::map<std::string, std::string> initial = Snapshot();
+  {
+    v1::GetQueueAttributesRequest get;
+    get.set_queue("std");
+    v1::GetQueueAttributesResponse got;
+    ASSERT_TRUE(stub_->GetQueueAttributes(Context().get(), get, &got).ok());
+    ASSERT_EQ(got.queue().stats().approximate_visible(), 3u);
+    ASSERT_EQ(got.queue().stats().approximate_in_flight(), 2u);
+    ASSERT_EQ(got.queue().stats().approximate_delayed(), 1u);
+  }
+  // Each group of calls is compared with the state before it, so that a change shows where
+  // it came from; the end compares with the start.
+  std::map<std::string, std::string> before = initial;
+  auto expect_unchanged_by = [&](std::string_view calls) {
+    std::map<std::string, std::string> now = Snapshot();
+    ExpectSame(before, now, "by bad " + std::string(calls));
+    before = std::move(now);
+  };
+  using grpc::StatusCode;
+
+  // CreateQueue.
+  {
+    auto create = [this](const std::string& name, v1::QueueAttributes a,
+                         const std::string& topic = "") {
+      v1::CreateQueueRequest request;
+      request.set_name(name);
+      request.set_topic(topic);
+      *request.mutable_attributes() = std::move(a);
+      v1::CreateQueueResponse response;
+      return stub_->CreateQueue(Context().get(), request, &response);
+    };
+    v1::QueueAttributes a;
+    ExpectRefused(create("bad name", a), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+    ExpectRefused(create("", a), StatusCode::INVALID_ARGUMENT, "empty", "empty name");
+    a.set_visibility_timeout_seconds(5);
+    ExpectRefused(create("std", a), StatusCode::ALREADY_EXISTS, "other settings",
+                  "std with another visibility");
+    a.set_visibility_timeout_seconds(43'201);
+    ExpectRefused(create("std", a), StatusCode::INVALID_ARGUMENT, "visibility_timeout",
+                  "std with visibility out of range");
+    ExpectRefused(create("fresh", a), StatusCode::INVALID_ARGUMENT, "visibility_timeout",
+                  "visibility out of range");
+    a.Clear();
+    a.set_fifo(true);
+    ExpectRefused(create("fresh", a), StatusCode::INVALID_ARGUMENT, ".fifo",
+                  "FIFO without the suffix");
+    a.Clear();
+    a.set_max_in_flight(0);
+    ExpectRefused(create("fresh", a), StatusCode::INVALID_ARGUMENT, "max_in_flight",
+                  "max_in_flight 0");
+    a.Clear();
+    a.set_content_based_deduplication(true);
+    ExpectRefused(create("fresh", a), StatusCode::INVALID_ARGUMENT, "content_based_deduplication",
+                  "content-based deduplication, standard");
+    a.Clear();
+    a.mutable_redrive_allow_policy()->add_source_queues("std");
+    ExpectRefused(create("fresh", a), StatusCode::INVALID_ARGUMENT, "permission",
+                  "allow policy without a permission");
+    a.Clear();
+    a.mutable_redrive_policy()->set_dead_letter_queue("fresh");
+    a.mutable_redrive_policy()->set_max_receive_count(3);
+    ExpectRefused(create("fresh", a), StatusCode::INVALID_ARGUMENT, "its own dead-letter queue",
+                  "own dead-letter queue");
+    a.mutable_redrive_policy()->set_dead_letter_queue("missing");
+    ExpectRefused(create("fresh", a), StatusCode::NOT_FOUND, "'missing'",
+                  "unknown dead-letter queue");
+    a.mutable_redrive_policy()->set_dead_letter_queue("orders.fifo");
+    ExpectRefused(create("fresh", a), StatusCode::FAILED_PRECONDITION, "standard too",
+                  "FIFO dead-letter queue");
+    a.mutable_redrive_policy()->set_dead_letter_queue("dlq");
+    ExpectRefused(create("fresh", a), StatusCode::FAILED_PRECONDITION, "allow policy",
+                  "dead-letter queue that does not admit it");
+    a.Clear();
+    ExpectRefused(create("fresh", a, "missing-topic"), StatusCode::NOT_FOUND, "missing-topic",
+                  "unknown topic");
+    a.set_partitions(2);
+    ExpectRefused(create("fresh", a, "std"), StatusCode::INVALID_ARGUMENT, "belong to the topic",
+                  "partitions on a shared topic");
+    a.Clear();
+    // Far above the 1,209,600 s limit: 2^61 + 86,400 s, whose milliseconds (times 1000)
+    // wrap around 64 bits to exactly one day.
+    a.set_retention_seconds((std::int64_t{1} << 61) + 86'400);
+    ExpectRefused(create("huge-retention", a), StatusCode::INVALID_ARGUMENT, "retention",
+                  "retention far out of range");
+  }
+  expect_unchanged_by("CreateQueue");
+
+  // GetQueueAttributes.
+  {
+    auto get = [this](const std::string& name) {
+      v1::GetQueueAttributesRequest request;
+      request.set_queue(name);
+      v1::GetQueueAttributesResponse response;
+      return stub_->GetQueueAttributes(Context().get(), request, &response);
+    };
+    ExpectRefused(get("missing"), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    ExpectRefused(get("bad name"), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+    ExpectRefused(get(""), StatusCode::INVALID_ARGUMENT, "empty", "empty name");
+  }
+  expect_unchanged_by("GetQueueAttributes");
+
+  // SetQueueAttributes: alone, and next to a valid change that must not be applied either.
+  {
+    auto set = [this](const std::string& name, v1::QueueAttributes a) {
+      v1::SetQueueAttributesRequest request;
+      request.set_queue(name);
+      *request.mutable_attributes() = std::move(a);
+      v1::SetQueueAttributesResponse response;
+      return stub_->SetQueueAttributes(Context().get(), request, &response);
+    };
+    v1::QueueAttributes a;
+    a.set_visibility_timeout_seconds(43'201);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "visibility_timeout",
+                  "visibility out of range");
+    a.Clear();
+    a.set_delivery_delay_seconds(901);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "delivery_delay",
+                  "delivery delay out of range");
+    a.Clear();
+    a.set_receive_wait_seconds(21);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "receive_wait",
+                  "receive wait out of range");
+    a.Clear();
+    a.set_max_message_bytes(0);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "max_message_bytes",
+                  "max_message_bytes 0");
+    a.set_max_message_bytes(1'048'577);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "max_message_bytes",
+                  "max_message_bytes above 1 MiB");
+    a.Clear();
+    a.set_retention_seconds(59);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "retention", "retention 59 s");
+    a.set_retention_seconds((std::int64_t{1} << 61) + 86'400);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "retention",
+                  "retention far out of range");
+    a.Clear();
+    a.set_fifo(true);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "type is fixed", "fifo on std");
+    a.Clear();
+    a.set_content_based_deduplication(true);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "content_based_deduplication",
+                  "content-based deduplication on std");
+    a.Clear();
+    a.set_partitions(1);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "not shrink", "fewer partitions");
+    a.Clear();
+    a.set_visibility_timeout_seconds(7);
+    a.set_max_in_flight(0);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "max_in_flight",
+                  "a valid visibility with max_in_flight 0");
+    a.Clear();
+    a.set_partitions(3);
+    a.mutable_redrive_policy()->set_dead_letter_queue("missing");
+    a.mutable_redrive_policy()->set_max_receive_count(3);
+    ExpectRefused(set("std", a), StatusCode::NOT_FOUND, "'missing'",
+                  "more partitions with an unknown dead-letter queue");
+    a.Clear();
+    a.mutable_redrive_policy()->set_dead_letter_queue("std");
+    a.mutable_redrive_policy()->set_max_receive_count(3);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "its own dead-letter queue",
+                  "own dead-letter queue");
+    a.mutable_redrive_policy()->set_dead_letter_queue("dlq");
+    a.mutable_redrive_policy()->set_max_receive_count(0);
+    ExpectRefused(set("std", a), StatusCode::INVALID_ARGUMENT, "max_receive_count",
+                  "max_receive_count 0");
+    a.mutable_redrive_policy()->set_dead_letter_queue("orders.fifo");
+    a.mutable_redrive_policy()->set_max_receive_count(3);
+    ExpectRefused(set("std", a), StatusCode::FAILED_PRECONDITION, "standard too",
+                  "FIFO dead-letter queue");
+    a.Clear();
+    a.mutable_redrive_allow_policy()->set_permission(v1::REDRIVE_PERMISSION_BY_QUEUE);
+    ExpectRefused(set("dlq", a), StatusCode::INVALID_ARGUMENT, "source queues",
+                  "allow policy by queue naming none");
+    a.mutable_redrive_allow_policy()->set_permission(v1::REDRIVE_PERMISSION_ALLOW_ALL);
+    a.mutable_redrive_allow_policy()->add_source_queues("std");
+    ExpectRefused(set("dlq", a), StatusCode::INVALID_ARGUMENT, "only for a redrive allow policy",
+                  "allow-all policy naming queues");
+    a.Clear();
+    a.set_partitions(2);
+    a.set_visibility_timeout_seconds(7);
+    ExpectRefused(set("orders.fifo", a), StatusCode::FAILED_PRECONDITION,
+                  "partition count cannot change", "more partitions for FIFO with a visibility");
+    a.Clear();
+    a.set_visibility_timeout_seconds(7);
+    ExpectRefused(set("missing", a), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    ExpectRefused(set("bad name", a), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+  }
+  expect_unchanged_by("SetQueueAttributes");
+
+  // ListQueues and ListDeadLetterSourceQueues: page tokens never handed out.
+  {
+    v1::ListQueuesRequest list;
+    v1::ListQueuesResponse page;
+    list.set_page_token("not a name!");
+    ExpectRefused(stub_->ListQueues(Context().get(), list, &page), StatusCode::INVALID_ARGUMENT,
+                  "not handed out", "malformed page token");
+    list.set_prefix("s");
+    list.set_page_token("dlq");
+    ExpectRefused(stub_->ListQueues(Context().get(), list, &page), StatusCode::INVALID_ARGUMENT,
+                  "prefix", "page token of another prefix");
+    v1::ListDeadLetterSourceQueuesRequest sources;
+    v1::ListDeadLetterSourceQueuesResponse found;
+    sources.set_queue("dlq");
+    sources.set_page_token("not a name!");
+    ExpectRefused(stub_->ListDeadLetterSourceQueues(Context().get(), sources, &found),
+                  StatusCode::INVALID_ARGUMENT, "page_token", "malformed page token");
+    sources.clear_page_token();
+    sources.set_queue("missing");
+    ExpectRefused(stub_->ListDeadLetterSourceQueues(Context().get(), sources, &found),
+                  StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    sources.set_queue("bad name");
+    ExpectRefused(stub_->ListDeadLetterSourceQueues(Context().get(), sources, &found),
+                  StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+  }
+  expect_unchanged_by("listings");
+
+  // DeleteQueue and PurgeQueue.
+  {
+    for (const auto& [name, code, says] :
+         {std::tuple{"missing", StatusCode::NOT_FOUND, "does not exist"},
+          std::tuple{"missing.fifo", StatusCode::NOT_FOUND, "does not exist"},
+          std::tuple{"bad name", StatusCode::INVALID_ARGUMENT, "not allowed"},
+          std::tuple{"", StatusCode::INVALID_ARGUMENT, "empty"}}) {
+      v1::DeleteQueueRequest del;
+      del.set_queue(name);
+      v1::DeleteQueueResponse deleted_queue;
+      ExpectRefused(stub_->DeleteQueue(Context().get(), del, &deleted_queue), code, says,
+                    std::string("DeleteQueue '") + name + "'");
+      v1::PurgeQueueRequest purge;
+      purge.set_queue(name);
+      v1::PurgeQueueResponse purged;
+      ExpectRefused(stub_->PurgeQueue(Context().get(), purge, &purged), code, says,
+                    std::string("PurgeQueue '") + name + "'");
+    }
+  }
+  expect_unchanged_by("DeleteQueue and PurgeQueue");
+
+  // SendMessage.
+  {
+    auto send = [this](v1::SendMessageRequest request) {
+      v1::SendMessageResponse response;
+      return stub_->SendMessage(Context().get(), request, &response);
+    };
+    v1::SendMessageRequest r;
+    r.set_queue("missing");
+    r.set_body("x");
+    ExpectRefused(send(r), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    r.set_queue("bad name");
+    ExpectRefused(send(r), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+    r.set_queue("std");
+    r.set_body("");
+    ExpectRefused(send(r), StatusCode::INVALID_ARGUMENT, "empty", "empty body");
+    r.set_body("x");
+    r.set_delay_seconds(901);
+    ExpectRefused(send(r), StatusCode::INVALID_ARGUMENT, "delay", "delay out of range");
+    r.clear_delay_seconds();
+    r.add_headers()->set_key("spool.mine");
+    ExpectRefused(send(r), StatusCode::INVALID_ARGUMENT, "reserved", "reserved header");
+    r.clear_headers();
+    r.set_message_group_id(std::string(129, 'g'));
+    ExpectRefused(send(r), StatusCode::INVALID_ARGUMENT, "message_group_id", "long group id");
+    r.clear_message_group_id();
+    r.set_deduplication_id("has space");
+    ExpectRefused(send(r), StatusCode::INVALID_ARGUMENT, "deduplication_id", "bad dedup id");
+    r.clear_deduplication_id();
+    r.set_body(std::string(2000, 'b'));
+    ExpectRefused(send(r), StatusCode::RESOURCE_EXHAUSTED, "1024", "above max_message_bytes");
+    v1::SendMessageRequest f;
+    f.set_queue("orders.fifo");
+    f.set_body("x");
+    f.set_deduplication_id("refused-1");
+    ExpectRefused(send(f), StatusCode::INVALID_ARGUMENT, "message group", "FIFO without group");
+    f.set_message_group_id("g");
+    f.clear_deduplication_id();
+    ExpectRefused(send(f), StatusCode::INVALID_ARGUMENT, "deduplication id",
+                  "FIFO without dedup id");
+    f.set_deduplication_id("refused-2");
+    f.set_delay_seconds(5);
+    ExpectRefused(send(f), StatusCode::INVALID_ARGUMENT, "delay", "FIFO with a delay");
+  }
+  expect_unchanged_by("SendMessage");
+
+  // SendMessageBatch: refused as a whole, valid entries included; or every entry refused.
+  {
+    auto batch = [this](v1::SendMessageBatchRequest request, v1::SendMessageBatchResponse* out) {
+      return stub_->SendMessageBatch(Context().get(), request, out);
+    };
+    v1::SendMessageBatchResponse response;
+    v1::SendMessageBatchRequest r;
+    r.set_queue("std");
+    ExpectRefused(batch(r, &response), StatusCode::INVALID_ARGUMENT, "no entries", "no entries");
+    for (int i = 0; i < 2; ++i) {
+      auto* e = r.add_entries();
+      e->set_id("same");
+      e->set_body("valid");
+      e->set_deduplication_id("refused-3");
+    }
+    ExpectRefused(batch(r, &response), StatusCode::INVALID_ARGUMENT, "used twice", "one id twice");
+    r.clear_entries();
+    for (int i = 0; i < 1001; ++i) {
+      auto* e = r.add_entries();
+      e->set_id("e" + std::to_string(i));
+      e->set_body("valid");
+    }
+    ExpectRefused(batch(r, &response), StatusCode::RESOURCE_EXHAUSTED, "1000", "1001 entries");
+    r.mutable_entries()->DeleteSubrange(1, 1000);
+    r.set_queue("missing");
+    ExpectRefused(batch(r, &response), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    r.set_queue("bad name");
+    ExpectRefused(batch(r, &response), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+
+    v1::SendMessageBatchRequest bad;
+    bad.set_queue("std");
+    auto entry = [&bad](const std::string& id) {
+      auto* e = bad.add_entries();
+      e->set_id(id);
+      e->set_body("x");
+      return e;
+    };
+    entry("empty")->set_body("");
+    entry("late")->set_delay_seconds(901);
+    entry("reserved")->add_headers()->set_key("spool.mine");
+    entry("big")->set_body(std::string(2000, 'b'));
+    entry("group")->set_message_group_id(std::string(129, 'g'));
+    entry("dedup")->set_deduplication_id("has space");
+    response.Clear();
+    grpc::Status s = batch(bad, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.results_size(), 6);
+    const std::vector<std::tuple<v1::ErrorCode, std::string_view>> expected = {
+        {v1::ERROR_CODE_INVALID_ARGUMENT, "empty"},
+        {v1::ERROR_CODE_INVALID_ARGUMENT, "delay"},
+        {v1::ERROR_CODE_INVALID_ARGUMENT, "reserved"},
+        {v1::ERROR_CODE_RESOURCE_EXHAUSTED, "1024"},
+        {v1::ERROR_CODE_INVALID_ARGUMENT, "message_group_id"},
+        {v1::ERROR_CODE_INVALID_ARGUMENT, "deduplication_id"}};
+    for (int i = 0; i < 6; ++i) {
+      const auto& result = response.results(i);
+      EXPECT_EQ(result.id(), bad.entries(i).id());
+      EXPECT_TRUE(result.has_error()) << result.id() << " was sent";
+      ExpectEntryRefused(result.error(), std::get<0>(expected[i]), std::get<1>(expected[i]),
+                         result.id());
+    }
+
+    v1::SendMessageBatchRequest fifo_bad;
+    fifo_bad.set_queue("orders.fifo");
+    auto* no_group = fifo_bad.add_entries();
+    no_group->set_id("no-group");
+    no_group->set_body("x");
+    no_group->set_deduplication_id("refused-4");
+    auto* no_dedup = fifo_bad.add_entries();
+    no_dedup->set_id("no-dedup");
+    no_dedup->set_body("x");
+    no_dedup->set_message_group_id("g");
+    auto* late = fifo_bad.add_entries();
+    late->set_id("late");
+    late->set_body("x");
+    late->set_message_group_id("g");
+    late->set_deduplication_id("refused-5");
+    late->set_delay_seconds(5);
+    response.Clear();
+    s = batch(fifo_bad, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.results_size(), 3);
+    ExpectEntryRefused(response.results(0).error(), v1::ERROR_CODE_INVALID_ARGUMENT,
+                       "message group", "no-group");
+    ExpectEntryRefused(response.results(1).error(), v1::ERROR_CODE_INVALID_ARGUMENT,
+                       "deduplication id", "no-dedup");
+    ExpectEntryRefused(response.results(2).error(), v1::ERROR_CODE_INVALID_ARGUMENT, "delay",
+                       "late");
+
+    // The API allows entry ids of up to 80 characters; the refusal may be the call's or the
+    // entry's.
+    v1::SendMessageBatchRequest long_id;
+    long_id.set_queue("dlq");
+    auto* e = long_id.add_entries();
+    e->set_id(std::string(81, 'i'));
+    e->set_body("x");
+    response.Clear();
+    s = batch(long_id, &response);
+    const bool refused =
+        s.ok() ? response.results_size() == 1 && response.results(0).has_error() &&
+                     response.results(0).error().code() == v1::ERROR_CODE_INVALID_ARGUMENT
+               : s.error_code() == StatusCode::INVALID_ARGUMENT;
+    EXPECT_TRUE(refused) << "an entry id of 81 characters: " << s.error_message() << " "
+                         << response.DebugString();
+  }
+  expect_unchanged_by("SendMessageBatch");
+
+  // ReceiveMessages.
+  {
+    auto receive = [this](const std::string& queue, std::uint32_t max,
+                          std::optional<std::uint32_t> visibility,
+                          std::optional<std::uint32_t> wait) {
+      v1::ReceiveMessagesRequest request;
+      request.set_queue(queue);
+      request.set_max_messages(max);
+      if (visibility) request.set_visibility_timeout_seconds(*visibility);
+      if (wait) request.set_wait_time_seconds(*wait);
+      v1::ReceiveMessagesResponse response;
+      grpc::Status s = stub_->ReceiveMessages(Context().get(), request, &response);
+      EXPECT_EQ(response.messages_size(), 0) << "a refused receive returned messages";
+      return s;
+    };
+    ExpectRefused(receive("std", 1001, {}, {}), StatusCode::INVALID_ARGUMENT, "max_messages",
+                  "max_messages 1001");
+    ExpectRefused(receive("std", 10, 43'201, {}), StatusCode::INVALID_ARGUMENT,
+                  "visibility timeout", "visibility out of range");
+    ExpectRefused(receive("std", 10, {}, 21), StatusCode::INVALID_ARGUMENT, "wait time",
+                  "wait out of range");
+    ExpectRefused(receive("missing", 10, {}, {}), StatusCode::NOT_FOUND, "does not exist",
+                  "unknown queue");
+    ExpectRefused(receive("bad name", 10, {}, {}), StatusCode::INVALID_ARGUMENT, "not allowed",
+                  "bad name");
+  }
+  expect_unchanged_by("ReceiveMessages");
+
+  // Per-handle errors, the same for the unary calls and their batches' entries (whose
+  // ErrorCode numbers are gRPC's).
+  struct BadHandle {
+    std::string label;
+    std::string handle;
+    StatusCode code;
+    std::string_view says;
+  };
+  const std::vector<BadHandle> garbage = {
+      {"garbage", "zz", StatusCode::INVALID_ARGUMENT, "malformed"},
+      {"upper-case hex", m1.substr(0, 2) + "ABCDEF01" + m1.substr(10), StatusCode::INVALID_ARGUMENT,
+       "malformed"},
+      {"foreign", f0, StatusCode::INVALID_ARGUMENT, "another queue"},
+      {"no partition", no_partition, StatusCode::INVALID_ARGUMENT, "does not have"},
+      {"stale", stale, StatusCode::FAILED_PRECONDITION, "received again"},
+      {"unreceived", unreceived, StatusCode::FAILED_PRECONDITION, "has not been received"}};
+
+  // DeleteMessage and DeleteMessageBatch.
+  {
+    for (const BadHandle& bad : garbage)
+      ExpectRefused(Delete("std", bad.handle), bad.code, bad.says, "DeleteMessage " + bad.label);
+    ExpectRefused(Delete("missing", m1), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    ExpectRefused(Delete("bad name", m1), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+
+    v1::DeleteMessageBatchRequest r;
+    v1::DeleteMessageBatchResponse response;
+    r.set_queue("std");
+    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
+                  StatusCode::INVALID_ARGUMENT, "no entries", "no entries");
+    for (const std::string& handle : {m1, m2}) {
+      auto* e = r.add_entries();
+      e->set_id("same");
+      e->set_receipt_handle(handle);
+    }
+    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
+                  StatusCode::INVALID_ARGUMENT, "used twice", "one id twice, good handles");
+    r.clear_entries();
+    for (int i = 0; i < 1001; ++i) {
+      auto* e = r.add_entries();
+      e->set_id("e" + std::to_string(i));
+      e->set_receipt_handle(i % 2 == 0 ? m1 : m2);
+    }
+    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
+                  StatusCode::RESOURCE_EXHAUSTED, "1000", "1001 entries, good handles");
+    r.mutable_entries()->DeleteSubrange(1, 1000);
+    r.set_queue("missing");
+    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response), StatusCode::NOT_FOUND,
+                  "does not exist", "unknown queue");
+    r.set_queue("bad name");
+    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
+                  StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+
+    r.set_queue("std");
+    r.clear_entries();
+    for (const BadHandle& bad : garbage) {
+      auto* e = r.add_entries();
+      e->set_id(bad.label);
+      e->set_receipt_handle(bad.handle);
+    }
+    response.Clear();
+    grpc::Status s = stub_->DeleteMessageBatch(Context().get(), r, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.results_size(), static_cast<int>(garbage.size()));
+    for (std::size_t i = 0; i < garbage.size(); ++i) {
+      const auto& result = response.results(static_cast<int>(i));
+      EXPECT_EQ(result.id(), garbage[i].label);
+      EXPECT_TRUE(result.has_error()) << garbage[i].label << " was deleted";
+      ExpectEntryRefused(result.error(), static_cast<v1::ErrorCode>(garbage[i].code),
+                         garbage[i].says, "DeleteMessageBatch " + garbage[i].label);
+    }
+  }
+  expect_unchanged_by("DeleteMessage and DeleteMessageBatch");
+
+  // A lease is capped at 12 hours from its receive: once a few milliseconds have passed, a
+  // 43,200 s lease from now exceeds it.
+  std::this_thread::sleep_for(milliseconds(5));
+  // ChangeMessageVisibility and its batch.
+  {
+    auto change = [this](const std::string& queue, const std::string& handle,
+                         std::uint32_t seconds) {
+      v1::ChangeMessageVisibilityRequest request;
+      request.set_queue(queue);
+      request.set_receipt_handle(handle);
+      request.set_visibility_timeout_seconds(seconds);
+      v1::ChangeMessageVisibilityResponse response;
+      return stub_->ChangeMessageVisibility(Context().get(), request, &response);
+    };
+    for (const BadHandle& bad : garbage) {
+      ExpectRefused(change("std", bad.handle, 0), bad.code, bad.says,
+                    "ChangeMessageVisibility " + bad.label);
+    }
+    ExpectRefused(change("std", deleted, 0), StatusCode::FAILED_PRECONDITION, "was deleted",
+                  "a deleted message");
+    ExpectRefused(change("std", m2, 43'201), StatusCode::INVALID_ARGUMENT, "0-43200",
+                  "visibility out of range");
+    ExpectRefused(change("std", m2, 43'200), StatusCode::INVALID_ARGUMENT, "after the message",
+                  "a lease beyond 12 hours from the receive");
+    ExpectRefused(change("missing", m2, 0), StatusCode::NOT_FOUND, "does not exist",
+                  "unknown queue");
+    ExpectRefused(change("bad name", m2, 0), StatusCode::INVALID_ARGUMENT, "not allowed",
+                  "bad name");
+
+    v1::ChangeMessageVisibilityBatchRequest r;
+    v1::ChangeMessageVisibilityBatchResponse response;
+    r.set_queue("std");
+    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
+                  StatusCode::INVALID_ARGUMENT, "no entries", "no entries");
+    for (const std::string& handle : {m1, m2}) {
+      auto* e = r.add_entries();
+      e->set_id("same");
+      e->set_receipt_handle(handle);
+      e->set_visibility_timeout_seconds(0);
+    }
+    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
+                  StatusCode::INVALID_ARGUMENT, "used twice", "one id twice, good handles");
+    r.clear_entries();
+    for (int i = 0; i < 1001; ++i) {
+      auto* e = r.add_entries();
+      e->set_id("e" + std::to_string(i));
+      e->set_receipt_handle(i % 2 == 0 ? m1 : m2);
+      e->set_visibility_timeout_seconds(0);
+    }
+    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
+                  StatusCode::RESOURCE_EXHAUSTED, "1000", "1001 entries, good handles");
+    r.mutable_entries()->DeleteSubrange(1, 1000);
+    r.set_queue("missing");
+    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
+                  StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    r.set_queue("bad name");
+    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
+                  StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+
+    std::vector<BadHandle> entries = garbage;
+    entries.push_back({"deleted", deleted, StatusCode::FAILED_PRECONDITION, "was deleted"});
+    const std::size_t handle_entries = entries.size();
+    entries.push_back({"out of range", m1, StatusCode::INVALID_ARGUMENT, "0-43200"});
+    entries.push_back({"beyond 12 hours", m2, StatusCode::INVALID_ARGUMENT, "after the message"});
+    r.set_queue("std");
+    r.clear_entries();
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      auto* e = r.add_entries();
+      e->set_id(entries[i].label);
+      e->set_receipt_handle(entries[i].handle);
+      e->set_visibility_timeout_seconds(i < handle_entries    ? 0
+                                        : i == handle_entries ? 43'201
+                                                              : 43'200);
+    }
+    response.Clear();
+    grpc::Status s = stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.results_size(), static_cast<int>(entries.size()));
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      const auto& result = response.results(static_cast<int>(i));
+      EXPECT_EQ(result.id(), entries[i].label);
+      EXPECT_TRUE(result.has_error()) << entries[i].label << " was changed";
+      ExpectEntryRefused(result.error(), static_cast<v1::ErrorCode>(entries[i].code),
+                         entries[i].says, "ChangeMessageVisibilityBatch " + entries[i].label);
+    }
+  }
+  expect_unchanged_by("ChangeMessageVisibility and its batch");
+
+  // NackMessage.
+  {
+    auto nack = [this](const std::string& queue, const std::string& handle, std::uint32_t delay) {
+      v1::NackMessageRequest request;
+      request.set_queue(queue);
+      request.set_receipt_handle(handle);
+      request.set_delay_seconds(delay);
+      v1::NackMessageResponse response;
+      return stub_->NackMessage(Context().get(), request, &response);
+    };
+    for (const BadHandle& bad : garbage)
+      ExpectRefused(nack("std", bad.handle, 0), bad.code, bad.says, "NackMessage " + bad.label);
+    ExpectRefused(nack("std", deleted, 0), StatusCode::FAILED_PRECONDITION, "was deleted",
+                  "a deleted message");
+    // The request has no visibility timeout: the error should name its delay.
+    ExpectRefused(nack("std", m1, 43'201), StatusCode::INVALID_ARGUMENT, "delay",
+                  "delay out of range");
+    ExpectRefused(nack("std", m1, 43'200), StatusCode::INVALID_ARGUMENT, "after the message",
+                  "a delay beyond 12 hours from the receive");
+    ExpectRefused(nack("missing", m1, 0), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    ExpectRefused(nack("bad name", m1, 0), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+  }
+  expect_unchanged_by("NackMessage");
+
+  // StreamingReceive: a bad first request ends the stream before anything is received, and
+  // the deletes and nacks it carries are not carried out.
+  {
+    auto stream_status = [this](const v1::StreamingReceiveRequest& first) {
+      auto context = Context(seconds(10));
+      auto stream = stub_->StreamingReceive(context.get());
+      stream->Write(first);
+      auto got = ReadUntil(*stream, [](const auto&) { return false; });
+      EXPECT_EQ(MessagesIn(got), 0u) << "a refused stream delivered messages";
+      return stream->Finish();
+    };
+    v1::StreamingReceiveRequest r;
+    ExpectRefused(stream_status(r), StatusCode::INVALID_ARGUMENT, "name the queue", "no queue");
+    r.set_queue("missing");
+    ExpectRefused(stream_status(r), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    r.set_queue("bad name");
+    ExpectRefused(stream_status(r), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+    r.set_queue("std");
+    r.set_visibility_timeout_seconds(43'201);
+    ExpectRefused(stream_status(r), StatusCode::INVALID_ARGUMENT, "visibility_timeout_seconds",
+                  "visibility out of range");
+    r.clear_visibility_timeout_seconds();
+    r.set_max_outstanding_messages(120'001);
+    r.add_deletes(m1);
+    r.add_nacks()->set_receipt_handle(m2);
+    r.add_visibility_changes()->set_receipt_handle(f0);
+    ExpectRefused(stream_status(r), StatusCode::INVALID_ARGUMENT, "max_outstanding_messages",
+                  "a window too wide, with deletes and nacks of good handles");
+  }
+  expect_unchanged_by("StreamingReceive");
+
+  // StartRedrive, ListRedriveTasks and CancelRedrive.
+  {
+    auto redrive = [this](const std::string& source, const std::string& destination,
+                          std::optional<std::uint32_t> rate) {
+      v1::StartRedriveRequest request;
+      request.set_source_queue(source);
+      request.set_destination_queue(destination);
+      if (rate) request.set_max_messages_per_second(*rate);
+      v1::StartRedriveResponse response;
+      return stub_->StartRedrive(Context().get(), request, &response);
+    };
+    ExpectRefused(redrive("dlq", "", 0), StatusCode::INVALID_ARGUMENT, "rate", "rate 0");
+    ExpectRefused(redrive("dlq", "", 10'001), StatusCode::INVALID_ARGUMENT, "rate", "rate 10001");
+    ExpectRefused(redrive("bad name", "", {}), StatusCode::INVALID_ARGUMENT, "not allowed",
+                  "bad source name");
+    ExpectRefused(redrive("dlq", "bad name", {}), StatusCode::INVALID_ARGUMENT, "not allowed",
+                  "bad destination name");
+    ExpectRefused(redrive("dlq", "dlq", {}), StatusCode::INVALID_ARGUMENT, "the queue they are in",
+                  "destination is the source");
+    ExpectRefused(redrive("missing", "", {}), StatusCode::NOT_FOUND, "'missing'", "unknown source");
+    ExpectRefused(redrive("dlq", "missing", {}), StatusCode::NOT_FOUND, "'missing'",
+                  "unknown destination");
+    ExpectRefused(redrive("std", "", {}), StatusCode::FAILED_PRECONDITION,
+                  "not the dead-letter queue", "a source that is no dead-letter queue");
+    ExpectRefused(redrive("dlq", "orders.fifo", {}), StatusCode::FAILED_PRECONDITION, "one type",
+                  "a FIFO destination");
+
+    v1::ListRedriveTasksRequest list;
+    v1::ListRedriveTasksResponse listed;
+    list.set_source_queue("dlq");
+    list.set_max_results(11);
+    ExpectRefused(stub_->ListRedriveTasks(Context().get(), list, &listed),
+                  StatusCode::INVALID_ARGUMENT, "max_results", "max_results 11");
+    list.set_max_results(1);
+    list.set_source_queue("missing");
+    ExpectRefused(stub_->ListRedriveTasks(Context().get(), list, &listed), StatusCode::NOT_FOUND,
+                  "does not exist", "unknown queue");
+    list.set_source_queue("bad name");
+    ExpectRefused(stub_->ListRedriveTasks(Context().get(), list, &listed),
+                  StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+
+    auto cancel = [this](const std::string& id) {
+      v1::CancelRedriveRequest request;
+      request.set_task_id(id);
+      v1::CancelRedriveResponse response;
+      return stub_->CancelRedrive(Context().get(), request, &response);
+    };
+    ExpectRefused(cancel("xyz"), StatusCode::INVALID_ARGUMENT, "malformed", "short id");
+    ExpectRefused(cancel(""), StatusCode::INVALID_ARGUMENT, "malformed", "empty id");
+    ExpectRefused(cancel("00000000000000FF"), StatusCode::INVALID_ARGUMENT, "malformed",
+                  "upper-case id");
+    ExpectRefused(cancel("00000000000000ff"), StatusCode::NOT_FOUND, "no redrive task",
+                  "unknown task");
+    ExpectRefused(cancel(task.task_id()), StatusCode::FAILED_PRECONDITION, "not RUNNING",
+                  "a completed task");
+  }
+  expect_unchanged_by("redrive calls");
+
+  ExpectSame(initial, Snapshot(), "by all the bad requests");
+
+  // The leases held: the leased messages are still hidden, no refused call counted a receive,
+  // and the newest handles still work.
+  auto visible = Receive("std", 10);
+  std::multiset<std::string> ids;
+  for (const auto& m : visible.messages()) {
+    ids.insert(m.message_id());
+    EXPECT_EQ(m.receive_count(), 1u) << m.body();
+  }
+  EXPECT_EQ(ids, (std::multiset<std::string>{sent[3].message_id(), sent[4].message_id(),
+                                             sent[5].message_id()}));
+  EXPECT_TRUE(Delete("std", m1).ok());
+  EXPECT_TRUE(Delete("std", m2).ok());
+  EXPECT_TRUE(Delete("orders.fifo", f0).ok());
+  auto fifo_next = Receive("orders.fifo", 10);
+  ASSERT_GE(fifo_next.messages_size(), 1);
+  std::set<std::string> fifo_bodies;
+  for (const auto& m : fifo_next.messages())
+    fifo_bodies.insert(m.body());
+  EXPECT_TRUE(fifo_bodies.contains("f1")) << "f0's delete did not unlock its group";
+
+  // Refused sends claimed no deduplication id.
+  EXPECT_FALSE(Send("orders.fifo", "x", "g", "refused-1").result().duplicate());
+  EXPECT_FALSE(Send("orders.fifo", "x", "g", "refused-2").result().duplicate());
+  EXPECT_FALSE(Send("orders.fifo", "x", "g", "refused-4").result().duplicate());
+  EXPECT_FALSE(Send("orders.fifo", "x", "g", "refused-5").result().duplicate());
+  EXPECT_FALSE(Send("std", "x", std::nullopt, "refused-3").result().duplicate());
 }
 
 }  // namespace
