@@ -7,10 +7,12 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include <arpa/inet.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -18,6 +20,7 @@
 #include <sys/un.h>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "spool/v1/admin.grpc.pb.h"
 #include "spool/v1/consume.grpc.pb.h"
 #include "spool/v1/groups.grpc.pb.h"
@@ -492,6 +495,59 @@ TEST_F(DaemonTest, HealthServiceReportsServing) {
 
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(DaemonTest, ReflectionListsEveryServiceAndDescribesIt) {
+  namespace reflection = grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(channel_);
+  auto context = Context();
+  auto stream = stub->ServerReflectionInfo(context.get());
+  ASSERT_TRUE(stream);
+
+  reflection::ServerReflectionRequest list;
+  list.set_list_services("");
+  ASSERT_TRUE(stream->Write(list));
+  reflection::ServerReflectionResponse listed;
+  ASSERT_TRUE(stream->Read(&listed));
+  ASSERT_TRUE(listed.has_list_services_response()) << listed.DebugString();
+  std::set<std::string> services;
+  for (const auto& service : listed.list_services_response().service())
+    services.insert(service.name());
+  for (const char* name :
+       {"spool.v1.AdminService", "spool.v1.PublishService", "spool.v1.StreamService",
+        "spool.v1.GroupService", "spool.v1.QueueService"}) {
+    EXPECT_TRUE(services.contains(name)) << name << " is not listed";
+  }
+
+  // A tool can build requests from what reflection sends: the file that defines a service.
+  reflection::ServerReflectionRequest describe;
+  describe.set_file_containing_symbol("spool.v1.QueueService");
+  ASSERT_TRUE(stream->Write(describe));
+  reflection::ServerReflectionResponse described;
+  ASSERT_TRUE(stream->Read(&described));
+  ASSERT_TRUE(described.has_file_descriptor_response()) << described.DebugString();
+  bool found = false;
+  for (const std::string& bytes : described.file_descriptor_response().file_descriptor_proto()) {
+    google::protobuf::FileDescriptorProto file;
+    ASSERT_TRUE(file.ParseFromString(bytes));
+    for (const auto& service : file.service()) {
+      if (file.package() == "spool.v1" && service.name() == "QueueService") {
+        found = true;
+        EXPECT_GT(service.method_size(), 10) << "the queue service's methods";
+      }
+    }
+  }
+  EXPECT_TRUE(found) << "no file defines spool.v1.QueueService";
+
+  reflection::ServerReflectionRequest unknown;
+  unknown.set_file_containing_symbol("spool.v1.NoSuchService");
+  ASSERT_TRUE(stream->Write(unknown));
+  reflection::ServerReflectionResponse refused;
+  ASSERT_TRUE(stream->Read(&refused));
+  ASSERT_TRUE(refused.has_error_response());
+  EXPECT_EQ(refused.error_response().error_code(), grpc::StatusCode::NOT_FOUND);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_F(DaemonTest, LongPollFetchWakesOnPublish) {
