@@ -4,6 +4,8 @@
 #include "spool/producer.h"
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <future>
 #include <set>
 #include <string>
@@ -226,6 +228,59 @@ TEST(ProducerTest, ResendsAfterTheStreamBreaksWithoutReordering) {
   ExpectInOrderAtLeastOnce(log, 400);
   EXPECT_GE(server.streams(), 3u);
   EXPECT_GT(log.size(), 400u) << "the batch whose answer was lost is written twice";
+}
+
+// Sends values 0..records-1, spread round-robin over `partitions`, while the server holds its
+// answers, so the producer fills its window and then has to wait with batches to spare. The
+// window must be reached and never passed, so this fails both when max_in_flight is ignored
+// and when it is never used; it then checks every record lands once, with its offset.
+void ExpectWindowOfMaxInFlightBatches(std::size_t max_in_flight, int records,
+                                      std::uint32_t partitions) {
+  testing::FakePublishServer server;
+  server.HoldAnswers();
+  Client client = ClientFor(server);
+  ProducerOptions options;
+  options.max_in_flight = max_in_flight;
+  options.max_batch_records = 2;
+  options.linger = milliseconds(1);
+  Producer producer(client, options);
+  std::vector<std::future<Delivery>> futures;
+  for (int i = 0; i < records; ++i)
+    futures.push_back(producer.Send(Record(std::to_string(i), i % partitions)));
+
+  EXPECT_TRUE(server.WaitForUnanswered(max_in_flight, std::chrono::seconds(10)))
+      << "the producer never filled its window of " << max_in_flight << " batches";
+  // The rest is sealed and ready, so a producer that ignored the cap would pass it at once.
+  EXPECT_FALSE(server.WaitForUnanswered(max_in_flight + 1, milliseconds(300)))
+      << "the producer had more than " << max_in_flight << " batches outstanding";
+  server.ReleaseAnswers();  // before any ASSERT, so a failure cannot leave Close waiting
+
+  ASSERT_TRUE(producer.Flush(std::chrono::seconds(30)));
+  for (int i = 0; i < records; ++i) {
+    ASSERT_EQ(futures[i].wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    Delivery d = futures[i].get();
+    ASSERT_TRUE(d.ok()) << i << ": " << d.status.error_message();
+    EXPECT_EQ(d.partition, static_cast<std::uint32_t>(i) % partitions);
+    EXPECT_EQ(d.offset, static_cast<std::uint64_t>(i) / partitions);
+    EXPECT_EQ(server.Log(d.partition).at(d.offset), std::to_string(i));
+  }
+  std::size_t logged = 0;
+  for (std::uint32_t p = 0; p < partitions; ++p)
+    logged += server.Log(p).size();
+  EXPECT_EQ(logged, static_cast<std::size_t>(records)) << "a record was written twice";
+  EXPECT_GE(server.BatchSizes().size(), 10 * max_in_flight) << "too few batches to test a cap";
+  EXPECT_EQ(server.max_unanswered(), max_in_flight);
+  EXPECT_EQ(server.unanswered(), 0u);
+  EXPECT_EQ(producer.stats().batches_retried, 0u);
+}
+
+TEST(ProducerTest, NeverHasMoreThanMaxInFlightBatchesOutstanding) {
+  ExpectWindowOfMaxInFlightBatches(/*max_in_flight=*/3, /*records=*/80, /*partitions=*/1);
+}
+
+// The window belongs to the stream, not to a partition: batches of four partitions share it.
+TEST(ProducerTest, MaxInFlightIsOneWindowForAllPartitions) {
+  ExpectWindowOfMaxInFlightBatches(/*max_in_flight=*/2, /*records=*/80, /*partitions=*/4);
 }
 
 TEST(ProducerTest, PermanentErrorsFailTheirRecordsAndNothingElse) {
