@@ -61,11 +61,11 @@ std::function<void(Status)> FinishOnStatus(grpc::ServerUnaryReactor* reactor) {
 }
 
 grpc::Status ShuttingDownStatus() {
-  return {grpc::StatusCode::UNAVAILABLE, "spoold is shutting down"};
+  return ToGrpcStatus(Unavailable("spoold is shutting down"));
 }
 
 grpc::Status InvalidArgumentStatus(std::string message) {
-  return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
+  return ToGrpcStatus(InvalidArgument(std::move(message)));
 }
 
 // Listings page by name: the token is the last name of the previous page, so it must
@@ -1175,7 +1175,7 @@ template <class Entries>
 std::optional<grpc::Status> CheckBatch(const Entries& entries) {
   if (entries.empty()) return InvalidArgumentStatus("no entries");
   if (static_cast<std::size_t>(entries.size()) > kMaxQueueBatch) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "more than 1000 entries");
+    return ToGrpcStatus(ResourceExhausted("more than 1000 entries"));
   }
   std::set<std::string> seen;
   for (const auto& e : entries) {

@@ -30,7 +30,7 @@ constexpr std::int64_t kLongPollMs = 20'000;
 constexpr std::size_t kMaxResponseBytes = 3 << 20;
 
 grpc::Status Invalid(std::string message) {
-  return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
+  return ToGrpcStatus(InvalidArgument(std::move(message)));
 }
 
 // The stream's state; broker callbacks and the alarm hold it, so it outlives the reactor.
@@ -395,7 +395,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
     Actions next;
     if (finished_) return next;
     if (!end_status_ && (calls_.draining() || broker_.waiters_released())) {
-      end_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "spoold is shutting down");
+      end_status_ = ToGrpcStatus(Unavailable("spoold is shutting down"));
     }
     const bool ending = DoneDeliveringLocked();
     if (started_ && !ending && !receiving_) {
