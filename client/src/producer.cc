@@ -128,6 +128,8 @@ class Producer::Impl {
   std::chrono::milliseconds backoff_;
   bool closed_ = false;   // no more Sends
   bool closing_ = false;  // the sender winds down once idle
+  // Close's bound: past it, a stream the server has not ended after WritesDone is cancelled.
+  SteadyClock::time_point close_deadline_ = SteadyClock::time_point::max();
   bool abandon_ = false;  // the sender fails what is left
   Stats stats_;
 
@@ -229,6 +231,9 @@ bool Producer::Impl::Flush(std::chrono::milliseconds timeout) {
 void Producer::Impl::Close(std::chrono::milliseconds timeout) {
   std::lock_guard close_lock(close_mu_);
   if (!sender_.joinable()) return;
+  // Clamped so that a huge bound cannot overflow the clock.
+  const auto deadline = SteadyClock::now() +
+                        std::min<std::chrono::milliseconds>(timeout, std::chrono::hours(24 * 366));
   {
     std::lock_guard lock(mu_);
     closed_ = true;
@@ -238,6 +243,7 @@ void Producer::Impl::Close(std::chrono::milliseconds timeout) {
   {
     std::lock_guard lock(mu_);
     closing_ = true;
+    close_deadline_ = deadline;
     if (!flushed) {
       abandon_ = true;
       // Unblocks a Write the server is not taking.
@@ -361,7 +367,12 @@ void Producer::Impl::SenderLoop() {
         session->stream->WritesDone();
         lock.lock();
       }
-      wake_.wait(lock, [&] { return session_->ended; });
+      if (!wake_.wait_until(lock, close_deadline_, [&] { return session_->ended; })) {
+        // Every record is acknowledged; a server that does not end the stream must not
+        // hold Close past its bound.
+        session_->context.TryCancel();
+        wake_.wait(lock, [&] { return session_->ended; });
+      }
       continue;
     }
     // Records pile up in their open batch while the window is full; that is the batching.

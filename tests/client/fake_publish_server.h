@@ -51,6 +51,7 @@ class FakePublishServer final : public v1::PublishService::Service {
   void Stop() {
     Release();
     ReleaseAnswers();
+    StopLingering();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
 
@@ -58,6 +59,17 @@ class FakePublishServer final : public v1::PublishService::Service {
   void set_policy(Policy policy) {
     std::lock_guard lock(mu_);
     policy_ = std::move(policy);
+  }
+  // While set, a stream the producer half-closes (WritesDone) is not ended until the producer
+  // cancels it or StopLingering() is called: a server that never finishes a call.
+  void LingerAfterWritesDone() {
+    std::lock_guard lock(mu_);
+    linger_ = true;
+  }
+  void StopLingering() {
+    std::lock_guard lock(mu_);
+    linger_ = false;
+    cv_.notify_all();
   }
   // While held, batches are read but not answered (nor appended) until Release().
   void Hold() {
@@ -124,6 +136,12 @@ class FakePublishServer final : public v1::PublishService::Service {
     Outbox outbox;
     std::thread answerer([&] { Answer(context, stream, outbox); });
     const grpc::Status status = Serve(context, stream, outbox);
+    if (status.ok()) {
+      std::unique_lock lock(mu_);
+      // Polls because cancellation does not notify cv_.
+      while (linger_ && !context->IsCancelled())
+        cv_.wait_for(lock, std::chrono::milliseconds(10));
+    }
     {
       std::lock_guard lock(mu_);
       outbox.reading = false;
@@ -243,6 +261,7 @@ class FakePublishServer final : public v1::PublishService::Service {
   Policy policy_;
   bool held_ = false;
   bool answers_held_ = false;
+  bool linger_ = false;
   std::size_t unanswered_ = 0;
   std::size_t max_unanswered_ = 0;
   std::uint64_t received_ = 0;

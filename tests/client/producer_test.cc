@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <future>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -281,6 +282,26 @@ TEST(ProducerTest, NeverHasMoreThanMaxInFlightBatchesOutstanding) {
 // The window belongs to the stream, not to a partition: batches of four partitions share it.
 TEST(ProducerTest, MaxInFlightIsOneWindowForAllPartitions) {
   ExpectWindowOfMaxInFlightBatches(/*max_in_flight=*/2, /*records=*/80, /*partitions=*/4);
+}
+
+// Every record is acknowledged, but the server never ends the stream after the producer's
+// WritesDone: Close must still return within its bound (it cancels the stream), not wait
+// for the server forever.
+TEST(ProducerTest, CloseKeepsItsBoundWhenTheServerNeverEndsTheStream) {
+  testing::FakePublishServer server;
+  server.LingerAfterWritesDone();
+  Client client = ClientFor(server);
+  auto producer = std::make_unique<Producer>(client, ProducerOptions{});
+  auto delivered = producer->Send(Record("a"));
+  ASSERT_EQ(delivered.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_TRUE(delivered.get().ok());
+
+  auto closed = std::async(std::launch::async, [&] { producer->Close(milliseconds(300)); });
+  const bool in_time = closed.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  server.StopLingering();  // lets a Close that waits for the server end, so the test can too
+  closed.wait();
+  EXPECT_TRUE(in_time) << "Close(300 ms) waited for a server that never ended the stream";
+  EXPECT_EQ(server.Log(0).size(), 1u);
 }
 
 TEST(ProducerTest, PermanentErrorsFailTheirRecordsAndNothingElse) {

@@ -91,7 +91,9 @@ class Producer {
   bool Flush(std::chrono::milliseconds timeout = std::chrono::hours(24));
 
   // Flushes for up to `timeout`, fails what is left with CANCELLED, and stops. Later sends
-  // fail with FAILED_PRECONDITION. Idempotent.
+  // fail with FAILED_PRECONDITION. Idempotent. A stream the server has not ended by then is
+  // cancelled, so Close returns within about `timeout` (it still waits for a connection
+  // attempt in progress, up to max_retry_backoff).
   void Close(std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
   struct Stats {
