@@ -284,6 +284,21 @@ Status ApplyEnvironment(const std::function<const char*(const char*)>& getenv, C
   return Ok();
 }
 
+Status CheckEnvironmentNames(const std::vector<std::string>& names) {
+  for (const std::string& var : names) {
+    if (!var.starts_with("SPOOL_") || var == "SPOOL_CONFIG" || var == "SPOOL_SERVER") continue;
+    const bool known = std::any_of(ConfigKeys().begin(), ConfigKeys().end(),
+                                   [&](const ConfigKey& key) { return key.EnvVar() == var; });
+    if (!known) {
+      return InvalidArgument("environment " + var +
+                             ": not a spoold setting (unset it; the SPOOL_ variables are " +
+                             "SPOOL_CONFIG and SPOOL_<KEY> for a key of spoold --help, " +
+                             "and the CLI's SPOOL_SERVER)");
+    }
+  }
+  return Ok();
+}
+
 Status ApplyValues(const std::map<std::string, std::string>& values, const std::string& source,
                    Config& config) {
   for (const auto& [name, value] : values) {

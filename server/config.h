@@ -3,7 +3,7 @@
 // spoold's configuration: every key has an embedded default and can be set, in rising order
 // of precedence, by the YAML file given with --config, by a SPOOL_<KEY> environment variable
 // (SPOOL_DATA_DIR, ...) and by a command-line flag (--data-dir, ...). An unknown key in the
-// file or a bad value anywhere stops startup with one line that names it.
+// file or the environment, or a bad value anywhere, stops startup with one line that names it.
 //
 // Thread-safety: built once in main before any thread starts.
 
@@ -70,9 +70,12 @@ const std::vector<ConfigKey>& ConfigKeys();
 
 // Applies the keys of a YAML mapping; `source` names the file in errors.
 Status ApplyYaml(const std::string& yaml_text, const std::string& source, Config& config);
-// Applies every SPOOL_<KEY> variable, looked up with `getenv`, that names a key. Other
-// SPOOL_ variables are left alone: the prefix is shared with Spool's other tools.
+// Applies every SPOOL_<KEY> variable, looked up with `getenv`, that names a key (others are
+// CheckEnvironmentNames's concern).
 Status ApplyEnvironment(const std::function<const char*(const char*)>& getenv, Config& config);
+// Refuses a SPOOL_ variable (from `names`, the environment's) that sets nothing: a misspelled
+// key must not be ignored. SPOOL_CONFIG (the file) and SPOOL_SERVER (the CLI's) are allowed.
+Status CheckEnvironmentNames(const std::vector<std::string>& names);
 // Applies key=value pairs (from flags).
 Status ApplyValues(const std::map<std::string, std::string>& values, const std::string& source,
                    Config& config);

@@ -15,6 +15,8 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -60,7 +62,9 @@ int main(int argc, char** argv) {
       "spoold - the Spool message broker daemon\n\n"
       "Every option can also be set in the --config YAML file (key as shown in\n"
       "brackets) or by a SPOOL_<KEY> environment variable; flags win over the\n"
-      "environment, which wins over the file."};
+      "environment, which wins over the file. Any other SPOOL_ variable (but\n"
+      "SPOOL_CONFIG and the CLI's SPOOL_SERVER) stops startup, so that a\n"
+      "misspelled one is not ignored."};
   std::string config_file;
   app.add_option("--config", config_file, "YAML configuration file [SPOOL_CONFIG]");
   spool::server::Config defaults;
@@ -88,6 +92,15 @@ int main(int argc, char** argv) {
       spdlog::error("{}", s.error().message);
       return 2;
     }
+  }
+  std::vector<std::string> env_names;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view variable(*entry);
+    env_names.emplace_back(variable.substr(0, variable.find('=')));
+  }
+  if (spool::Status s = spool::server::CheckEnvironmentNames(env_names); !s) {
+    spdlog::error("{}", s.error().message);
+    return 2;
   }
   if (spool::Status s = spool::server::ApplyEnvironment(
           [](const char* name) { return std::getenv(name); }, config);

@@ -8,8 +8,9 @@ SPOOL_ADDR=""
 peer_start() {
   local dir="$1" fsync="${2:-always}" log="$1/spoold.log" i
   mkdir -p "$dir"
-  "$SPOOLD" --data-dir "$dir/data" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-    --fsync "$fsync" --log-level info >"$log" 2>&1 &
+  # spoold refuses SPOOL_ variables that are not its settings, and run.sh exports SPOOL_BENCH.
+  env -u SPOOL_BENCH "$SPOOLD" --data-dir "$dir/data" --grpc-listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 --fsync "$fsync" --log-level info >"$log" 2>&1 &
   SPOOL_PID=$!
   track_pid "$SPOOL_PID"
   for ((i = 0; i < 300; i++)); do

@@ -1136,7 +1136,10 @@ TEST_F(DaemonTest, BadConfigurationStopsStartupWithOneClearLine) {
   SpooldProcess from_file;
   SpooldProcess from_flag;
   SpooldProcess from_dir;
+  SpooldProcess from_env;
 
+  const int env_code = from_env.RunToExit(
+      "/usr/bin/env", {"SPOOL_FSYNC_INTERVAL=5", SPOOLD_BINARY, "--data-dir", dir_.Sub("y")});
   const int file_code = from_file.RunToExit(SPOOLD_BINARY, {"--config", bad_file});
   const int flag_code =
       from_flag.RunToExit(SPOOLD_BINARY, {"--data-dir", dir_.Sub("x"), "--fsync", "sometimes"});
@@ -1153,6 +1156,10 @@ TEST_F(DaemonTest, BadConfigurationStopsStartupWithOneClearLine) {
   EXPECT_NE(dir_code, 0);
   EXPECT_NE(from_dir.output().find("cannot open the store"), std::string::npos)
       << from_dir.output();
+  EXPECT_EQ(env_code, 2) << "a misspelled SPOOL_ variable (the key is fsync_interval_ms)";
+  EXPECT_NE(from_env.output().find("environment SPOOL_FSYNC_INTERVAL: not a spoold setting"),
+            std::string::npos)
+      << from_env.output();
 }
 
 TEST_F(DaemonTest, SigtermUnderLoadLosesNoAcknowledgedRecord) {

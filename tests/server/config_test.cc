@@ -62,11 +62,21 @@ TEST(ConfigTest, UnknownKeysAndBadValuesAreNamed) {
   EXPECT_EQ(config.data_dir, "./data") << "a rejected file changes nothing it did not set";
 }
 
+TEST(ConfigTest, AnUnknownSpoolVariableIsRefusedByName) {
+  EXPECT_TRUE(CheckEnvironmentNames({"PATH", "SPOOL_DATA_DIR", "SPOOL_FSYNC_INTERVAL_MS",
+                                     "SPOOL_CONFIG", "SPOOL_SERVER", "SPOOLD", "HOME"}));
+  Status misspelled = CheckEnvironmentNames({"SPOOL_DATA_DIR", "SPOOL_FSYNC_INTERVAL"});
+  ASSERT_FALSE(misspelled);
+  EXPECT_EQ(misspelled.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(misspelled.error().message.find("SPOOL_FSYNC_INTERVAL:"), std::string::npos)
+      << misspelled.error().message;
+  EXPECT_FALSE(CheckEnvironmentNames({"SPOOL_data_dir"})) << "keys are upper case";
+}
+
 TEST(ConfigTest, EnvironmentOverridesTheFileAndFlagsOverrideBoth) {
   Config config;
   const std::map<std::string, std::string> env = {{"SPOOL_DATA_DIR", "/from/env"},
-                                                  {"SPOOL_LOG_LEVEL", "debug"},
-                                                  {"SPOOL_SOMETHING_ELSE", "ignored"}};
+                                                  {"SPOOL_LOG_LEVEL", "debug"}};
   auto getenv = [&](const char* name) -> const char* {
     auto it = env.find(name);
     return it == env.end() ? nullptr : it->second.c_str();
