@@ -20,6 +20,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -706,8 +707,12 @@ struct QueueArgs {
   std::string wait, visibility;
   bool delete_received = false;
   bool follow = false;
-  // delete-message, change-visibility
-  std::string handle, seconds;
+  // redrive allow policy (create, set): "all", "none" or source queue names
+  std::string redrive_allow;
+  // delete-message (several handles), change-visibility, nack ('-': handles from stdin)
+  std::vector<std::string> handles;
+  std::string handle;  // change-visibility's
+  std::string seconds;
   // redrive
   std::string task_id, to;
   std::optional<std::uint32_t> rate;
@@ -753,6 +758,24 @@ spool::v1::QueueAttributes QueueAttributesOrThrow(const QueueArgs& args) {
   if (args.no_content_based_dedup) a.set_content_based_deduplication(false);
   if (args.partitions) a.set_partitions(*args.partitions);
   if (args.max_in_flight) a.set_max_in_flight(*args.max_in_flight);
+  if (!args.redrive_allow.empty()) {
+    auto* policy = a.mutable_redrive_allow_policy();
+    if (args.redrive_allow == "all") {
+      policy->set_permission(spool::v1::REDRIVE_PERMISSION_ALLOW_ALL);
+    } else if (args.redrive_allow == "none") {
+      policy->set_permission(spool::v1::REDRIVE_PERMISSION_DENY_ALL);
+    } else {
+      policy->set_permission(spool::v1::REDRIVE_PERMISSION_BY_QUEUE);
+      std::istringstream names(args.redrive_allow);
+      for (std::string name; std::getline(names, name, ',');) {
+        if (name.empty()) {
+          throw UsageError{"--redrive-allow: '" + args.redrive_allow +
+                           "' has an empty queue name (give all, none or QUEUE[,QUEUE...])"};
+        }
+        policy->add_source_queues(name);
+      }
+    }
+  }
   if (args.no_dlq) {
     if (!args.dlq.empty() || args.max_receives)
       throw UsageError{"--no-dlq cannot be used with --dlq or --max-receives"};
@@ -831,7 +854,7 @@ int QueueSet(const Global& global, const QueueArgs& args) {
     throw UsageError{
         "queue set: nothing to change (give --visibility-timeout, --delay, --retention, "
         "--max-message-bytes, --receive-wait, --[no-]content-based-dedup, --dlq with "
-        "--max-receives, --no-dlq, --partitions or --max-in-flight)"};
+        "--max-receives, --no-dlq, --redrive-allow, --partitions or --max-in-flight)"};
   }
   spool::QueueClient queues(Connect(global));
   auto queue = queues.SetQueueAttributes(args.name, attributes);
@@ -1025,22 +1048,108 @@ int QueueReceive(const Global& global, const QueueArgs& args) {
   return exit_code;
 }
 
-int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
-  spool::QueueClient queues(Connect(global));
-  grpc::Status status = queues.DeleteMessage(args.name, args.handle);
-  if (!status.ok()) return Fail(status, "cannot delete the message from " + args.name);
-  if (global.json) {
-    PrintJson({{"queue", args.name}, {"deleted", args.handle}});
-  } else {
-    std::cout << "deleted the message from " << args.name << "\n";
+// The receipt handles given, or with "-" those on stdin (one per line, blank lines skipped).
+std::vector<std::string> HandlesOrThrow(const std::vector<std::string>& given) {
+  std::vector<std::string> handles;
+  for (const std::string& handle : given) {
+    if (handle != "-") {
+      handles.push_back(handle);
+      continue;
+    }
+    for (std::string line; std::getline(std::cin, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) handles.push_back(line);
+    }
   }
-  return kExitOk;
+  if (handles.empty()) throw UsageError{"no receipt handles (none on stdin)"};
+  return handles;
+}
+
+// What every batch-capable server accepts: SQS's limit, far below the native API's.
+constexpr std::size_t kCliBatch = 10;
+
+// Prints one line (JSON: one object) per handle and returns the exit code: 1 if any failed.
+int ReportHandles(const Global& global, const std::string& queue, const std::string& done,
+                  const std::vector<std::string>& handles,
+                  const std::vector<grpc::Status>& outcomes) {
+  int exit_code = kExitOk;
+  Json out = Json::array();
+  for (std::size_t i = 0; i < handles.size(); ++i) {
+    if (!outcomes[i].ok()) {
+      exit_code = Fail(outcomes[i], "message " + std::to_string(i + 1) + " of " +
+                                        std::to_string(handles.size()) + " in " + queue);
+    }
+    if (global.json) {
+      Json entry = {{"queue", queue}, {"receipt_handle", handles[i]}, {"ok", outcomes[i].ok()}};
+      if (!outcomes[i].ok()) entry["error"] = outcomes[i].error_message();
+      out.push_back(entry);
+    }
+  }
+  if (global.json) {
+    PrintJson(out);
+  } else {
+    const auto ok = static_cast<std::size_t>(
+        std::count_if(outcomes.begin(), outcomes.end(), [](const auto& s) { return s.ok(); }));
+    std::cout << done << " " << ok << " of " << handles.size() << " message(s) in " << queue
+              << "\n";
+  }
+  return exit_code;
+}
+
+int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
+  const std::vector<std::string> handles = HandlesOrThrow(args.handles);
+  spool::QueueClient queues(Connect(global));
+  if (handles.size() == 1 && args.handles.front() != "-") {
+    grpc::Status status = queues.DeleteMessage(args.name, handles.front());
+    if (!status.ok()) return Fail(status, "cannot delete the message from " + args.name);
+    if (global.json) {
+      PrintJson({{"queue", args.name}, {"deleted", handles.front()}});
+    } else {
+      std::cout << "deleted the message from " << args.name << "\n";
+    }
+    return kExitOk;
+  }
+  std::vector<grpc::Status> outcomes;
+  for (std::size_t from = 0; from < handles.size(); from += kCliBatch) {
+    const std::vector<std::string> chunk(
+        handles.begin() + static_cast<std::ptrdiff_t>(from),
+        handles.begin() + static_cast<std::ptrdiff_t>(std::min(handles.size(), from + kCliBatch)));
+    auto deleted = queues.DeleteMessageBatch(args.name, chunk);
+    for (std::size_t i = 0; i < chunk.size(); ++i) {
+      if (!deleted.ok()) {
+        outcomes.push_back(deleted.status);
+      } else {
+        outcomes.push_back((*deleted)[i].has_error() ? EntryStatus((*deleted)[i].error())
+                                                     : grpc::Status::OK);
+      }
+    }
+  }
+  return ReportHandles(global, args.name, "deleted", handles, outcomes);
 }
 
 int QueueChangeVisibility(const Global& global, const QueueArgs& args) {
   const std::uint32_t seconds = SecondsOrThrow("seconds", args.seconds);
+  const std::vector<std::string> handles = HandlesOrThrow({args.handle});
   spool::QueueClient queues(Connect(global));
-  auto deadline = queues.ChangeMessageVisibility(args.name, args.handle, seconds);
+  if (args.handle == "-") {
+    std::vector<grpc::Status> outcomes;
+    for (std::size_t from = 0; from < handles.size(); from += kCliBatch) {
+      std::vector<spool::VisibilityChange> chunk;
+      for (std::size_t i = from; i < std::min(handles.size(), from + kCliBatch); ++i)
+        chunk.push_back({handles[i], seconds});
+      auto changed = queues.ChangeMessageVisibilityBatch(args.name, chunk);
+      for (std::size_t i = 0; i < chunk.size(); ++i) {
+        if (!changed.ok()) {
+          outcomes.push_back(changed.status);
+        } else {
+          outcomes.push_back((*changed)[i].has_error() ? EntryStatus((*changed)[i].error())
+                                                       : grpc::Status::OK);
+        }
+      }
+    }
+    return ReportHandles(global, args.name, "changed the visibility of", handles, outcomes);
+  }
+  auto deadline = queues.ChangeMessageVisibility(args.name, handles.front(), seconds);
   if (!deadline.ok())
     return Fail(deadline.status, "cannot change the message's visibility in " + args.name);
   if (global.json) {
@@ -1053,6 +1162,16 @@ int QueueChangeVisibility(const Global& global, const QueueArgs& args) {
     std::cout << "the message is hidden until " << spool::cli::FormatTimestampMs(*deadline) << "\n";
   }
   return kExitOk;
+}
+
+int QueueNack(const Global& global, const QueueArgs& args) {
+  const std::uint32_t delay = args.delay.empty() ? 0 : SecondsOrThrow("--delay", args.delay);
+  const std::vector<std::string> handles = HandlesOrThrow(args.handles);
+  spool::QueueClient queues(Connect(global));
+  std::vector<grpc::Status> outcomes;
+  for (const std::string& handle : handles)
+    outcomes.push_back(queues.NackMessage(args.name, handle, delay));
+  return ReportHandles(global, args.name, "gave back", handles, outcomes);
 }
 
 int QueueDlqSources(const Global& global, const QueueArgs& args) {
@@ -1264,6 +1383,9 @@ int main(int argc, char** argv) {
                         "Partitions of the queue's own topic");
     command->add_option("--max-in-flight", queue_args.max_in_flight,
                         "Most messages leased at once");
+    command->add_option("--redrive-allow", queue_args.redrive_allow,
+                        "Which queues may use this one as their dead-letter queue: all, none, "
+                        "or QUEUE[,QUEUE...] (at most 10)");
   };
   CLI::App* qcreate = queue->add_subcommand("create", "Create a queue");
   qcreate->add_option("name", queue_args.name, "Queue name (a FIFO queue's ends in .fifo)")
@@ -1323,19 +1445,35 @@ int main(int argc, char** argv) {
                      "Open a receive stream and print messages as they come, until Ctrl-C");
   qreceive->callback([&] { run = [&] { return QueueReceive(global, queue_args); }; });
 
-  CLI::App* qdelmsg =
-      queue->add_subcommand("delete-message", "Delete (acknowledge) a received message");
+  CLI::App* qdelmsg = queue->add_subcommand(
+      "delete-message", "Delete (acknowledge) received messages, in batches when several");
   qdelmsg->add_option("name", queue_args.name, "Queue name")->required();
-  qdelmsg->add_option("handle", queue_args.handle, "Receipt handle from the receive")->required();
+  qdelmsg
+      ->add_option("handle", queue_args.handles,
+                   "Receipt handles from the receive ('-': one per line from stdin)")
+      ->required();
   qdelmsg->callback([&] { run = [&] { return QueueDeleteMessage(global, queue_args); }; });
 
   CLI::App* qvisibility = queue->add_subcommand(
-      "change-visibility", "End a received message's lease SECONDS from now (0: at once)");
+      "change-visibility", "End received messages' leases SECONDS from now (0: at once)");
   qvisibility->add_option("name", queue_args.name, "Queue name")->required();
-  qvisibility->add_option("handle", queue_args.handle, "Receipt handle from the receive")
+  qvisibility
+      ->add_option("handle", queue_args.handle,
+                   "Receipt handle from the receive ('-': one per line from stdin, in batches)")
       ->required();
   qvisibility->add_option("seconds", queue_args.seconds, "New lease (30, 5m)")->required();
   qvisibility->callback([&] { run = [&] { return QueueChangeVisibility(global, queue_args); }; });
+
+  CLI::App* qnack = queue->add_subcommand(
+      "nack", "Give received messages back (processing failed): visible again after --delay");
+  qnack->add_option("name", queue_args.name, "Queue name")->required();
+  qnack
+      ->add_option("handle", queue_args.handles,
+                   "Receipt handles from the receive ('-': one per line from stdin)")
+      ->required();
+  qnack->add_option("--delay", queue_args.delay,
+                    "Keep them hidden this long first, in seconds (default 0, at most 12h)");
+  qnack->callback([&] { run = [&] { return QueueNack(global, queue_args); }; });
 
   CLI::App* qsources = queue->add_subcommand(
       "dlq-sources", "List the queues that use this one as their dead-letter queue");

@@ -487,6 +487,61 @@ TEST_F(CliTest, QueueCommandsInTablesAndJson) {
   EXPECT_TRUE(gone.out.empty());
 }
 
+TEST_F(CliTest, QueueHandlesInBatchesNacksAndRedriveAllowPolicies) {
+  ASSERT_EQ(Run({"queue", "create", "work", "--visibility-timeout", "60"}).exit_code, 0);
+  ASSERT_EQ(Run({"queue", "send", "work", "a", "b", "c", "d"}).exit_code, 0);
+  CliResult got = Run({"--json", "queue", "receive", "work", "--max", "10", "--wait", "1"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  std::map<std::string, std::string> handle;  // body -> receipt handle
+  for (const auto& m : Json::parse(got.out))
+    handle[m["body"].get<std::string>()] = m["receipt_handle"].get<std::string>();
+  ASSERT_EQ(handle.size(), 4u) << got.out;
+
+  // Several handles: one batch, a result per handle; a stale one fails alone.
+  CliResult deleted = Run({"queue", "delete-message", "work", handle["a"], handle["b"], "zz"});
+  EXPECT_EQ(deleted.exit_code, 1) << "one handle was garbage";
+  EXPECT_THAT(deleted.out, HasSubstr("deleted 2 of 3 message(s) in work"));
+  EXPECT_THAT(deleted.err, HasSubstr("message 3 of 3 in work: INVALID_ARGUMENT"));
+
+  // A nack gives "c" back at once; "d" goes back through a batch read from stdin.
+  CliResult nacked = Run({"queue", "nack", "work", handle["c"]});
+  ASSERT_EQ(nacked.exit_code, 0) << nacked.err;
+  EXPECT_THAT(nacked.out, HasSubstr("gave back 1 of 1 message(s) in work"));
+  CliResult released =
+      Run({"--json", "queue", "change-visibility", "work", "-", "0"}, handle["d"] + "\n\n");
+  ASSERT_EQ(released.exit_code, 0) << released.err;
+  EXPECT_EQ(Json::parse(released.out)[0]["ok"], true) << released.out;
+  CliResult again = Run({"--json", "queue", "receive", "work", "--max", "10", "--wait", "1"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  std::set<std::string> bodies;
+  std::string lines;
+  for (const auto& m : Json::parse(again.out)) {
+    bodies.insert(m["body"].get<std::string>());
+    EXPECT_EQ(m["receive_count"], 2) << m.dump();
+    lines += m["receipt_handle"].get<std::string>() + "\n";
+  }
+  EXPECT_EQ(bodies, (std::set<std::string>{"c", "d"})) << "a and b were deleted";
+  CliResult rest = Run({"queue", "delete-message", "work", "-"}, lines);
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_THAT(rest.out, HasSubstr("deleted 2 of 2 message(s) in work"));
+  EXPECT_THAT(Run({"queue", "describe", "work"}).out,
+              HasSubstr("0 visible, 0 in flight, 0 delayed"));
+
+  // Which queues may use a dead-letter queue.
+  ASSERT_EQ(Run({"queue", "create", "dlq", "--redrive-allow", "none"}).exit_code, 0);
+  CliResult refused = Run({"queue", "create", "src", "--dlq", "dlq", "--max-receives", "3"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("FAILED_PRECONDITION"));
+  CliResult allowed = Run({"queue", "set", "dlq", "--redrive-allow", "src,other"});
+  ASSERT_EQ(allowed.exit_code, 0) << allowed.err;
+  EXPECT_THAT(allowed.out, HasSubstr("Dead letters from:  src, other"));
+  ASSERT_EQ(Run({"queue", "create", "src", "--dlq", "dlq", "--max-receives", "3"}).exit_code, 0);
+  CliResult opened = Run({"--json", "queue", "set", "dlq", "--redrive-allow", "all"});
+  ASSERT_EQ(opened.exit_code, 0) << opened.err;
+  EXPECT_EQ(Json::parse(opened.out)["attributes"]["redrive_allow_policy"]["permission"],
+            "REDRIVE_PERMISSION_ALLOW_ALL");
+}
+
 TEST_F(CliTest, QueueReceiveFollowStreamsUntilMaxAndDeletesWhatItPrinted) {
   ASSERT_EQ(Run({"queue", "create", "jobs"}).exit_code, 0);
   ASSERT_EQ(Run({"queue", "send", "jobs", "a", "b", "c"}).exit_code, 0);
@@ -580,6 +635,10 @@ TEST_F(CliTest, QueueBadInputsExitWithTwoAndServerRefusalsWithOne) {
       {{"queue", "receive", "q", "--follow", "--wait", "1"}, "--wait does not go with --follow"},
       {{"queue", "receive", "q", "--follow", "--max", "0"}, "--max must be at least 1"},
       {{"queue", "change-visibility", "q", "h", "later"}, "seconds: 'later'"},
+      {{"queue", "nack", "q", "h", "--delay", "soon"}, "--delay: 'soon'"},
+      {{"queue", "nack", "q"}, "handle is required"},
+      {{"queue", "delete-message", "q", "-"}, "no receipt handles (none on stdin)"},
+      {{"queue", "set", "q", "--redrive-allow", "a,,b"}, "has an empty queue name"},
       {{"queue", "redrive"}, "A subcommand is required"},
   };
   for (const auto& [args, message] : usage) {
