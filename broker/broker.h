@@ -64,6 +64,9 @@ struct BrokerOptions {
   // crash can then forget the last receives (their messages are receivable again at once
   // and their receive counts miss them).
   bool defer_receive_fsync = false;
+  // The most messages one native SendMessages or ReceiveMessages call takes (and, for the
+  // front ends, entries in one delete or visibility batch). The SQS API keeps SQS's 10.
+  std::size_t max_queue_batch = 1'000;
 };
 
 // A group's position in a partition, with where a member taking the partition now starts:
@@ -327,6 +330,8 @@ class Broker {
   // Sorted by name, after `after` (exclusive), at most `limit`.
   std::vector<std::string> ListQueues(const std::string& prefix, const std::string& after,
                                       std::size_t limit) const;
+  // BrokerOptions::max_queue_batch.
+  std::size_t max_queue_batch() const { return options_.max_queue_batch; }
   // Non-blocking read of the queue table; null if there is no such queue.
   std::shared_ptr<const QueueMetadata> FindQueueMetadata(const std::string& name) const {
     return FindQueue(name);

@@ -24,8 +24,6 @@ using storage::MetaKey;
 using storage::MetaTag;
 
 const std::string kNextSubscriptionIdCounter = "next_subscription_id";
-constexpr std::size_t kMaxReceiveMessages = 1'000;
-constexpr std::size_t kMaxSendMessages = 1'000;
 constexpr std::size_t kDescribeExamineLimit = 10'000;
 
 // Content-based deduplication ids: the SHA-256 of the body, in lower-case hex.
@@ -548,8 +546,8 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
   auto queue = FindQueue(queue_name);
   if (!queue) return done(UnknownQueue(queue_name));
   if (messages.empty()) return done(InvalidArgument("no messages to send"));
-  if (messages.size() > kMaxSendMessages) {
-    return done(ResourceExhausted("more than " + std::to_string(kMaxSendMessages) +
+  if (messages.size() > options_.max_queue_batch) {
+    return done(ResourceExhausted("more than " + std::to_string(options_.max_queue_batch) +
                                   " messages in one send"));
   }
   const QueueAttributes& a = queue->attributes;
@@ -582,9 +580,9 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
 }
 
 void Broker::ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done) {
-  if (request.max_messages < 1 || request.max_messages > kMaxReceiveMessages) {
-    return done(
-        InvalidArgument("max_messages must be within 1-" + std::to_string(kMaxReceiveMessages)));
+  if (request.max_messages < 1 || request.max_messages > options_.max_queue_batch) {
+    return done(InvalidArgument("max_messages must be within 1-" +
+                                std::to_string(options_.max_queue_batch)));
   }
   if (request.visibility_ms &&
       (*request.visibility_ms < 0 || *request.visibility_ms > kMaxVisibilityTimeoutMs)) {

@@ -479,6 +479,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
   response->set_max_batch_records(static_cast<std::uint32_t>(info_.max_batch_records));
   response->set_max_batch_bytes(info_.max_batch_bytes);
   response->set_max_grpc_message_bytes(info_.max_grpc_message_bytes);
+  response->set_max_queue_batch(static_cast<std::uint32_t>(broker_.max_queue_batch()));
   response->set_topic_count(static_cast<std::uint32_t>(broker_.ListTopics().size()));
   response->set_queue_count(
       static_cast<std::uint32_t>(broker_.ListQueues("", "", SIZE_MAX).size()));
@@ -887,7 +888,6 @@ grpc::ServerUnaryReactor* GroupServiceImpl::ResetOffsets(grpc::CallbackServerCon
 
 namespace {
 
-constexpr std::size_t kMaxQueueBatch = 1000;
 constexpr std::uint32_t kDefaultQueuePage = 1000;
 
 // A send entry as a record, validated like a published one (ids, reserved headers).
@@ -1169,13 +1169,13 @@ namespace {
 
 constexpr std::size_t kMaxBatchEntryId = 80;
 
-// Checks a batch's shape: entries present, at most 1,000, ids of at most 80 characters and
-// unique.
+// Checks a batch's shape: entries present, at most `max` (the broker's max_queue_batch), ids
+// of at most 80 characters and unique.
 template <class Entries>
-std::optional<grpc::Status> CheckBatch(const Entries& entries) {
+std::optional<grpc::Status> CheckBatch(const Entries& entries, std::size_t max) {
   if (entries.empty()) return InvalidArgumentStatus("no entries");
-  if (static_cast<std::size_t>(entries.size()) > kMaxQueueBatch) {
-    return ToGrpcStatus(ResourceExhausted("more than 1000 entries"));
+  if (static_cast<std::size_t>(entries.size()) > max) {
+    return ToGrpcStatus(ResourceExhausted("more than " + std::to_string(max) + " entries"));
   }
   std::set<std::string> seen;
   for (const auto& e : entries) {
@@ -1196,7 +1196,8 @@ grpc::ServerUnaryReactor* QueueServiceImpl::SendMessageBatch(
     grpc::CallbackServerContext* /*context*/, const v1::SendMessageBatchRequest* request,
     v1::SendMessageBatchResponse* response) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
-  if (auto bad = CheckBatch(request->entries())) return FinishWith(calls_, __func__, *bad);
+  if (auto bad = CheckBatch(request->entries(), broker_.max_queue_batch()))
+    return FinishWith(calls_, __func__, *bad);
   const int n = request->entries_size();
   auto ids = IdsOf(broker_, request->queue());
   if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
@@ -1332,7 +1333,8 @@ grpc::ServerUnaryReactor* QueueServiceImpl::DeleteMessageBatch(
     grpc::CallbackServerContext* /*context*/, const v1::DeleteMessageBatchRequest* request,
     v1::DeleteMessageBatchResponse* response) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
-  if (auto bad = CheckBatch(request->entries())) return FinishWith(calls_, __func__, *bad);
+  if (auto bad = CheckBatch(request->entries(), broker_.max_queue_batch()))
+    return FinishWith(calls_, __func__, *bad);
   auto ids = IdsOf(broker_, request->queue());
   if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
@@ -1394,7 +1396,8 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ChangeMessageVisibilityBatch(
     const v1::ChangeMessageVisibilityBatchRequest* request,
     v1::ChangeMessageVisibilityBatchResponse* response) {
   if (calls_.draining()) return FinishWith(calls_, __func__, ShuttingDownStatus());
-  if (auto bad = CheckBatch(request->entries())) return FinishWith(calls_, __func__, *bad);
+  if (auto bad = CheckBatch(request->entries(), broker_.max_queue_batch()))
+    return FinishWith(calls_, __func__, *bad);
   auto ids = IdsOf(broker_, request->queue());
   if (!ids) return FinishWith(calls_, __func__, ToGrpcStatus(ids.error()));
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);

@@ -164,6 +164,10 @@ const std::vector<ConfigKey>& ConfigKeys() {
              &Config::max_batch_bytes, 1024, 256LL << 20),
       IntKey("max_batch_records", "Most records in one publish batch", &Config::max_batch_records,
              1, 1'000'000),
+      IntKey("queue_max_batch",
+             "Most messages in one native queue send or receive, and entries in one delete "
+             "or visibility batch (the SQS API keeps SQS's 10)",
+             &Config::queue_max_batch, 10, 1'000),
       IntKey("publish_stream_window",
              "Batches one PublishStream may have unanswered; past it, or once they hold "
              "max_batch_bytes, the stream is not read until answers go out",

@@ -27,6 +27,7 @@ struct Config {
   std::string receive_fsync = "always";  // always | deferred
   std::int64_t max_batch_bytes = 64LL << 20;
   std::int64_t max_batch_records = 100'000;
+  std::int64_t queue_max_batch = 1'000;
   std::int64_t publish_stream_window = 1024;
   std::int64_t worker_threads = 0;  // 0: one per core
   std::int64_t retention_check_interval_ms = 30'000;

@@ -142,6 +142,7 @@ int main(int argc, char** argv) {
   broker_options.max_batch_records = static_cast<std::size_t>(config.max_batch_records);
   broker_options.worker_threads = static_cast<std::size_t>(config.worker_threads);
   broker_options.defer_receive_fsync = config.receive_fsync == "deferred";
+  broker_options.max_queue_batch = static_cast<std::size_t>(config.queue_max_batch);
   broker_options.retention_check_interval =
       std::chrono::milliseconds(config.retention_check_interval_ms);
   broker_options.groups.min_session_timeout_ms = config.group_min_session_timeout_ms;

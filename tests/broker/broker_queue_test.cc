@@ -46,6 +46,7 @@ class BrokerQueueTest : public ::testing::Test {
     options.worker_threads = 2;
     options.retention_check_interval = milliseconds(0);
     options.defer_receive_fsync = defer_receive_fsync_;
+    options.max_queue_batch = max_queue_batch_;
     auto broker = Broker::Open(*store_, clock_, options);
     ASSERT_TRUE(broker) << broker.error().ToString();
     broker_ = std::move(*broker);
@@ -192,6 +193,7 @@ class BrokerQueueTest : public ::testing::Test {
   TempDir dir_;
   ManualClock clock_;
   bool defer_receive_fsync_ = false;
+  std::size_t max_queue_batch_ = 1'000;
   // While set, every store write fails (as a disk error would).
   std::shared_ptr<std::atomic<bool>> fail_writes_ = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<storage::Store> store_;
@@ -1270,6 +1272,29 @@ TEST_F(BrokerQueueTest, AFifoQueuesSequenceNumbersIncreaseAcrossItsPartitions) {
     EXPECT_EQ(m.message.record.sequence,
               std::optional<std::uint64_t>(numbers.at(m.message.record.value)));
   }
+}
+
+TEST_F(BrokerQueueTest, TheNativeBatchLimitIsConfigured) {
+  EXPECT_EQ(broker_->max_queue_batch(), 1'000u);
+  Close();
+  max_queue_batch_ = 10;
+  Open();
+  ASSERT_TRUE(CreateQueue("jobs"));
+  std::vector<std::string> eleven(11, "m");
+  auto refused = Send("jobs", eleven);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kResourceExhausted);
+  EXPECT_NE(refused.error().message.find("more than 10 messages"), std::string::npos)
+      << refused.error().message;
+  EXPECT_EQ(Describe("jobs")->counts.visible, 0u) << "a refused send appends nothing";
+  ASSERT_TRUE(Send("jobs", std::vector<std::string>(10, "m")));
+  auto too_many = Receive("jobs", 11);
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(too_many.error().message.find("within 1-10"), std::string::npos);
+  auto all = Receive("jobs", 10);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 10u);
 }
 
 }  // namespace

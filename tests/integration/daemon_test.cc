@@ -1007,10 +1007,49 @@ class SmallBatchDaemonTest : public DaemonTest {
   static constexpr std::size_t kMaxBatchBytes = 4096;
   static constexpr std::size_t kMaxReceiveBytes = kMaxBatchBytes + (1u << 20);
   SmallBatchDaemonTest() {
-    extra_args_ = {"--max-batch-records", "10", "--max-batch-bytes",
-                   std::to_string(kMaxBatchBytes)};
+    extra_args_ = {"--max-batch-records", "10", "--max-batch-bytes", std::to_string(kMaxBatchBytes),
+                   "--queue-max-batch",   "10"};
   }
 };
+
+TEST_F(SmallBatchDaemonTest, QueueCallsAboveTheConfiguredBatchLimitAreRefused) {
+  auto queues = v1::QueueService::NewStub(channel_);
+  v1::CreateQueueRequest create;
+  create.set_name("jobs");
+  v1::CreateQueueResponse created;
+  ASSERT_TRUE(queues->CreateQueue(Context().get(), create, &created).ok());
+  v1::GetBrokerInfoResponse info;
+  ASSERT_TRUE(admin_->GetBrokerInfo(Context().get(), {}, &info).ok());
+  EXPECT_EQ(info.max_queue_batch(), 10u);
+
+  v1::SendMessageBatchRequest send;
+  send.set_queue("jobs");
+  for (int i = 0; i < 11; ++i)
+    send.add_entries()->set_body("m");
+  v1::SendMessageBatchResponse sent;
+  grpc::Status too_many = queues->SendMessageBatch(Context().get(), send, &sent);
+  EXPECT_EQ(too_many.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(too_many.error_message().find("more than 10 entries"), std::string::npos)
+      << too_many.error_message();
+  v1::DeleteMessageBatchRequest remove;
+  remove.set_queue("jobs");
+  for (int i = 0; i < 11; ++i)
+    remove.add_entries()->set_receipt_handle("h");
+  v1::DeleteMessageBatchResponse removed;
+  EXPECT_EQ(queues->DeleteMessageBatch(Context().get(), remove, &removed).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  v1::ReceiveMessagesRequest receive;
+  receive.set_queue("jobs");
+  receive.set_max_messages(11);
+  v1::ReceiveMessagesResponse received;
+  EXPECT_EQ(queues->ReceiveMessages(Context().get(), receive, &received).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(EndOffset("jobs", 0), 0u) << "the refused batch sent nothing";
+
+  send.mutable_entries()->RemoveLast();
+  ASSERT_TRUE(queues->SendMessageBatch(Context().get(), send, &sent).ok());
+  EXPECT_EQ(EndOffset("jobs", 0), 10u);
+}
 
 TEST_F(SmallBatchDaemonTest, PublishOverTheBatchLimitsIsResourceExhaustedAndWritesNothing) {
   ASSERT_TRUE(CreateTopic("t", 1).ok());
