@@ -189,6 +189,14 @@ struct QueueMessage {
   ReceivedMessage message;
 };
 
+// What a receive leased, and whether the queue's in-flight limit held messages back: the
+// answer has fewer than asked (perhaps none, after a long poll) because max_in_flight
+// messages are leased.
+struct QueueReceived {
+  std::vector<QueueMessage> messages;
+  bool in_flight_limit = false;
+};
+
 // Names a received message: the receipt handle's contents.
 struct QueueReceipt {
   std::uint32_t partition = 0;
@@ -351,6 +359,8 @@ class Broker {
   // delete (FIFO), or the time a lease or delay ends. It answers empty at the end of the
   // wait, and at once after ReleaseWaiters().
   void ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done);
+  // The same, also saying whether the queue's in-flight limit cut the answer short.
+  void ReceiveMessagesWithLimit(QueueReceive request, Callback<QueueReceived> done);
   // True once ReleaseWaiters() ran: receives answer at once from then on, so a caller that
   // loops on long polls (a receive stream) must stop.
   bool waiters_released() const { return no_parking_.load(); }

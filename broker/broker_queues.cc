@@ -82,7 +82,7 @@ struct Broker::ReceiveOp {
   QueueReceive request;
   std::int64_t deadline_ms = 0;  // of the long poll (the broker's clock)
   bool may_park = true;
-  Callback<std::vector<QueueMessage>> done;
+  Callback<QueueReceived> done;
   // One attempt:
   std::shared_ptr<const QueueMetadata> queue;
   std::shared_ptr<const Topic> topic;
@@ -92,7 +92,7 @@ struct Broker::ReceiveOp {
   std::vector<QueueMessage> messages;
   std::optional<std::int64_t> next_visible_ms;
   std::vector<DeadLetter> dead;
-  bool in_flight_limit = false;  // a partition leased nothing for its in-flight limit
+  bool in_flight_limit = false;  // a partition leased less than it could for the limit
   std::shared_ptr<QueueCounters> counters;
   bool more_to_scan = false;  // a partition stopped at its scan budget
   bool leased = false;        // this call queued lease writes (in any attempt)
@@ -580,6 +580,14 @@ void Broker::SendMessages(const std::string& queue_name, std::vector<QueueSend> 
 }
 
 void Broker::ReceiveMessages(QueueReceive request, Callback<std::vector<QueueMessage>> done) {
+  ReceiveMessagesWithLimit(std::move(request),
+                           [done = std::move(done)](Result<QueueReceived> received) {
+                             if (!received) return done(received.error());
+                             done(std::move(received->messages));
+                           });
+}
+
+void Broker::ReceiveMessagesWithLimit(QueueReceive request, Callback<QueueReceived> done) {
   if (request.max_messages < 1 || request.max_messages > options_.max_queue_batch) {
     return done(InvalidArgument("max_messages must be within 1-" +
                                 std::to_string(options_.max_queue_batch)));
@@ -613,7 +621,7 @@ void Broker::ReceiveAttempt(std::shared_ptr<ReceiveOp> op) {
     return Leave();
   }
   if (op->request.cancelled && op->request.cancelled()) {
-    op->done(std::vector<QueueMessage>{});
+    op->done(QueueReceived{});
     op.reset();
     return Leave();
   }
@@ -778,7 +786,8 @@ void Broker::ReceiveDone(std::shared_ptr<ReceiveOp> op) {
                               [](const QueueMessage& m) { return m.message.receive_count > 1; })),
             std::memory_order_relaxed);
       }
-      done(std::move(op->messages));
+      const bool limited = op->in_flight_limit && op->messages.size() < op->request.max_messages;
+      done(QueueReceived{std::move(op->messages), limited});
     }
     // The op owns its topic, whose partitions own strands of pool_. This may run on the
     // store's syncer thread (after dead letters), and Leave() lets Shutdown() join and

@@ -411,6 +411,8 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     result.error = std::move(failed);
   }
 
+  // The limit, not a lack of receivable messages, cut this answer short.
+  if (room < options.max_messages && result.messages.size() == room) result.in_flight_limit = true;
   result.in_flight = in_flight + result.messages.size() + result.dead_letters.size();
   result.more_to_scan =
       scan_budget == 0 && scanned_ < std::min(options.end_offset, log_->end_offset());

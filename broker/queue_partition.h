@@ -101,8 +101,9 @@ struct QueueReceiveResult {
   // The earliest time at which something not receivable now becomes receivable (a lease or
   // a delay ending), for long polls.
   std::optional<std::int64_t> next_visible_ms;
-  bool in_flight_limit = false;  // nothing leased because max_in_flight messages are leased
-  std::size_t in_flight = 0;     // leases that have not ended, after this receive
+  // Fewer leased than asked (perhaps none) because max_in_flight messages are leased.
+  bool in_flight_limit = false;
+  std::size_t in_flight = 0;  // leases that have not ended, after this receive
   // The receive stopped at its scan budget with records left to examine.
   bool more_to_scan = false;
   // A message could not be read (e.g. a checksum failure): what was taken before it is in

@@ -1269,26 +1269,27 @@ grpc::ServerUnaryReactor* QueueServiceImpl::ReceiveMessages(
   receive.cancelled = [context] { return context->IsCancelled(); };
   const std::uint64_t max_bytes = request->max_bytes() == 0 ? 3 << 20 : request->max_bytes();
   grpc::ServerUnaryReactor* reactor = new CountedUnaryReactor(calls_, __func__);
-  broker_.ReceiveMessages(std::move(receive), [this, context, reactor, response, ids = *ids,
-                                               max_bytes, queue = request->queue()](
-                                                  Result<std::vector<broker::QueueMessage>> got) {
-    if (!got) return reactor->Finish(ToGrpcStatus(got.error()));
-    // All of them are leased; those beyond max_bytes, or all if the caller has gone, are
-    // released at once for others.
-    const bool gone = context->IsCancelled();
-    std::uint64_t bytes = 0;
-    for (auto& m : *got) {
-      bytes += m.message.record.value.size();
-      if (gone || (response->messages_size() > 0 && bytes > max_bytes)) {
-        broker_.ChangeMessageVisibility(
-            queue, {m.partition, m.message.offset, m.message.generation}, 0, [](Status) {});
-        continue;
-      }
-      MessageToProto(std::move(m), ids.topic_id, ids.subscription, ids.fifo,
-                     response->add_messages());
-    }
-    reactor->Finish(grpc::Status::OK);
-  });
+  broker_.ReceiveMessagesWithLimit(
+      std::move(receive), [this, context, reactor, response, ids = *ids, max_bytes,
+                           queue = request->queue()](Result<broker::QueueReceived> got) {
+        if (!got) return reactor->Finish(ToGrpcStatus(got.error()));
+        response->set_in_flight_limit_reached(got->in_flight_limit);
+        // All of them are leased; those beyond max_bytes, or all if the caller has gone, are
+        // released at once for others.
+        const bool gone = context->IsCancelled();
+        std::uint64_t bytes = 0;
+        for (auto& m : got->messages) {
+          bytes += m.message.record.value.size();
+          if (gone || (response->messages_size() > 0 && bytes > max_bytes)) {
+            broker_.ChangeMessageVisibility(
+                queue, {m.partition, m.message.offset, m.message.generation}, 0, [](Status) {});
+            continue;
+          }
+          MessageToProto(std::move(m), ids.topic_id, ids.subscription, ids.fifo,
+                         response->add_messages());
+        }
+        reactor->Finish(grpc::Status::OK);
+      });
   return reactor;
 }
 

@@ -588,14 +588,32 @@ TEST_F(BrokerQueueTest, TheInFlightLimitIsAnErrorWithoutAWaitAndEmptyWithOne) {
   QueueAttributes a;
   a.max_in_flight = 1;
   ASSERT_TRUE(CreateQueue("narrow", a));
-  ASSERT_TRUE(Send("narrow", {"1", "2"}));
-  ASSERT_EQ(Receive("narrow", 10)->size(), 1u);
+  ASSERT_TRUE(Send("narrow", {"1", "2", "3"}));
+  auto receive = [&](std::size_t max, std::optional<std::int64_t> wait_ms) {
+    Waiter<QueueReceived> w;
+    broker_->ReceiveMessagesWithLimit({"narrow", max, std::nullopt, wait_ms}, w.Callback());
+    return w.Get();
+  };
+  auto cut = receive(10, std::nullopt);
+  ASSERT_TRUE(cut) << cut.error().ToString();
+  EXPECT_EQ(cut->messages.size(), 1u);
+  EXPECT_TRUE(cut->in_flight_limit) << "one of ten, and two more visible: the limit says why";
   EXPECT_EQ(Receive("narrow", 10).error().code, ErrorCode::kResourceExhausted);
-  Waiter<std::vector<QueueMessage>> w;
-  broker_->ReceiveMessages({"narrow", 1, std::nullopt, 200}, w.Callback());
-  auto waited = w.Get();
+  auto waited = receive(1, 200);
   ASSERT_TRUE(waited) << waited.error().ToString();
-  EXPECT_TRUE(waited->empty());
+  EXPECT_TRUE(waited->messages.empty());
+  EXPECT_TRUE(waited->in_flight_limit) << "a long poll ends empty, and says why";
+  ASSERT_TRUE(Delete("narrow", cut->messages.at(0)));
+  auto exact = receive(1, std::nullopt);
+  ASSERT_TRUE(exact) << exact.error().ToString();
+  EXPECT_EQ(exact->messages.size(), 1u);
+  EXPECT_FALSE(exact->in_flight_limit) << "all that was asked came";
+  ASSERT_TRUE(Delete("narrow", exact->messages.at(0)));
+  ASSERT_TRUE(SetAttributes("narrow", [&](QueueAttributes& q) { q.max_in_flight = 10; }));
+  auto short_of_messages = receive(10, std::nullopt);
+  ASSERT_TRUE(short_of_messages) << short_of_messages.error().ToString();
+  EXPECT_EQ(short_of_messages->messages.size(), 1u);
+  EXPECT_FALSE(short_of_messages->in_flight_limit) << "fewer because there were no more";
 }
 
 TEST_F(BrokerQueueTest, TheInFlightLimitHoldsAcrossPartitions) {

@@ -237,6 +237,24 @@ TEST_F(QueueServiceTest, ATopicNamesItsQueuesAndTheBrokerCountsThem) {
   EXPECT_EQ(info.group_count(), 0u);
 }
 
+TEST_F(QueueServiceTest, AReceiveCutShortByTheInFlightLimitSaysSo) {
+  v1::QueueAttributes narrow;
+  narrow.set_max_in_flight(1);
+  ASSERT_TRUE(Create("narrow", narrow).ok());
+  Send("narrow", "a");
+  Send("narrow", "b");
+  auto cut = Receive("narrow", 10);
+  EXPECT_EQ(cut.messages_size(), 1);
+  EXPECT_TRUE(cut.in_flight_limit_reached());
+  auto waited = Receive("narrow", 10, 1);
+  EXPECT_EQ(waited.messages_size(), 0);
+  EXPECT_TRUE(waited.in_flight_limit_reached()) << "a long poll ends empty and says why";
+  ASSERT_TRUE(Delete("narrow", cut.messages(0).receipt_handle()).ok());
+  auto exact = Receive("narrow", 1);
+  EXPECT_EQ(exact.messages_size(), 1);
+  EXPECT_FALSE(exact.in_flight_limit_reached());
+}
+
 TEST_F(QueueServiceTest, MessagesAreReceivedDeletedReleasedAndNacked) {
   ASSERT_TRUE(Create("work").ok());
   v1::SendMessageRequest send;
