@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <limits>
@@ -1068,6 +1069,30 @@ std::vector<std::string> HandlesOrThrow(const std::vector<std::string>& given) {
 // What every batch-capable server accepts: SQS's limit, far below the native API's.
 constexpr std::size_t kCliBatch = 10;
 
+// Runs `call` (a batch call of the QueueClient) on the handles kCliBatch at a time and returns
+// each handle's outcome: its entry's error, or the whole call's.
+std::vector<grpc::Status> InBatches(
+    const std::vector<std::string>& handles,
+    const std::function<spool::CallResult<std::vector<spool::v1::BatchEntryResult>>(
+        const std::vector<std::string>&)>& call) {
+  std::vector<grpc::Status> outcomes;
+  for (std::size_t from = 0; from < handles.size(); from += kCliBatch) {
+    const std::vector<std::string> chunk(
+        handles.begin() + static_cast<std::ptrdiff_t>(from),
+        handles.begin() + static_cast<std::ptrdiff_t>(std::min(handles.size(), from + kCliBatch)));
+    auto results = call(chunk);
+    for (std::size_t i = 0; i < chunk.size(); ++i) {
+      if (!results.ok()) {
+        outcomes.push_back(results.status);
+      } else {
+        outcomes.push_back((*results)[i].has_error() ? EntryStatus((*results)[i].error())
+                                                     : grpc::Status::OK);
+      }
+    }
+  }
+  return outcomes;
+}
+
 // Prints one line (JSON: one object) per handle and returns the exit code: 1 if any failed.
 int ReportHandles(const Global& global, const std::string& queue, const std::string& done,
                   const std::vector<std::string>& handles,
@@ -1109,21 +1134,9 @@ int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
     }
     return kExitOk;
   }
-  std::vector<grpc::Status> outcomes;
-  for (std::size_t from = 0; from < handles.size(); from += kCliBatch) {
-    const std::vector<std::string> chunk(
-        handles.begin() + static_cast<std::ptrdiff_t>(from),
-        handles.begin() + static_cast<std::ptrdiff_t>(std::min(handles.size(), from + kCliBatch)));
-    auto deleted = queues.DeleteMessageBatch(args.name, chunk);
-    for (std::size_t i = 0; i < chunk.size(); ++i) {
-      if (!deleted.ok()) {
-        outcomes.push_back(deleted.status);
-      } else {
-        outcomes.push_back((*deleted)[i].has_error() ? EntryStatus((*deleted)[i].error())
-                                                     : grpc::Status::OK);
-      }
-    }
-  }
+  const auto outcomes = InBatches(handles, [&](const std::vector<std::string>& chunk) {
+    return queues.DeleteMessageBatch(args.name, chunk);
+  });
   return ReportHandles(global, args.name, "deleted", handles, outcomes);
 }
 
@@ -1132,21 +1145,12 @@ int QueueChangeVisibility(const Global& global, const QueueArgs& args) {
   const std::vector<std::string> handles = HandlesOrThrow({args.handle});
   spool::QueueClient queues(Connect(global));
   if (args.handle == "-") {
-    std::vector<grpc::Status> outcomes;
-    for (std::size_t from = 0; from < handles.size(); from += kCliBatch) {
-      std::vector<spool::VisibilityChange> chunk;
-      for (std::size_t i = from; i < std::min(handles.size(), from + kCliBatch); ++i)
-        chunk.push_back({handles[i], seconds});
-      auto changed = queues.ChangeMessageVisibilityBatch(args.name, chunk);
-      for (std::size_t i = 0; i < chunk.size(); ++i) {
-        if (!changed.ok()) {
-          outcomes.push_back(changed.status);
-        } else {
-          outcomes.push_back((*changed)[i].has_error() ? EntryStatus((*changed)[i].error())
-                                                       : grpc::Status::OK);
-        }
-      }
-    }
+    const auto outcomes = InBatches(handles, [&](const std::vector<std::string>& chunk) {
+      std::vector<spool::VisibilityChange> changes;
+      for (const std::string& handle : chunk)
+        changes.push_back({handle, seconds});
+      return queues.ChangeMessageVisibilityBatch(args.name, changes);
+    });
     return ReportHandles(global, args.name, "changed the visibility of", handles, outcomes);
   }
   auto deadline = queues.ChangeMessageVisibility(args.name, handles.front(), seconds);

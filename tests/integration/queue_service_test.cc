@@ -1388,6 +1388,18 @@ TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
       {"no partition", no_partition, StatusCode::INVALID_ARGUMENT, "does not have"},
       {"stale", stale, StatusCode::FAILED_PRECONDITION, "received again"},
       {"unreceived", unreceived, StatusCode::FAILED_PRECONDITION, "has not been received"}};
+  // A batch whose every entry was refused, each for its own reason, in order.
+  auto expect_entries_refused = [](const auto& response, const std::vector<BadHandle>& entries,
+                                   const std::string& call) {
+    ASSERT_EQ(response.results_size(), static_cast<int>(entries.size()));
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      const auto& result = response.results(static_cast<int>(i));
+      EXPECT_EQ(result.id(), entries[i].label);
+      EXPECT_TRUE(result.has_error()) << entries[i].label << " succeeded in " << call;
+      ExpectEntryRefused(result.error(), static_cast<v1::ErrorCode>(entries[i].code),
+                         entries[i].says, call + " " + entries[i].label);
+    }
+  };
 
   // DeleteMessage and DeleteMessageBatch.
   {
@@ -1434,14 +1446,7 @@ TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
     response.Clear();
     grpc::Status s = stub_->DeleteMessageBatch(Context().get(), r, &response);
     ASSERT_TRUE(s.ok()) << s.error_message();
-    ASSERT_EQ(response.results_size(), static_cast<int>(garbage.size()));
-    for (std::size_t i = 0; i < garbage.size(); ++i) {
-      const auto& result = response.results(static_cast<int>(i));
-      EXPECT_EQ(result.id(), garbage[i].label);
-      EXPECT_TRUE(result.has_error()) << garbage[i].label << " was deleted";
-      ExpectEntryRefused(result.error(), static_cast<v1::ErrorCode>(garbage[i].code),
-                         garbage[i].says, "DeleteMessageBatch " + garbage[i].label);
-    }
+    expect_entries_refused(response, garbage, "DeleteMessageBatch");
   }
   expect_unchanged_by("DeleteMessage and DeleteMessageBatch");
 
@@ -1522,14 +1527,7 @@ TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
     response.Clear();
     grpc::Status s = stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response);
     ASSERT_TRUE(s.ok()) << s.error_message();
-    ASSERT_EQ(response.results_size(), static_cast<int>(entries.size()));
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-      const auto& result = response.results(static_cast<int>(i));
-      EXPECT_EQ(result.id(), entries[i].label);
-      EXPECT_TRUE(result.has_error()) << entries[i].label << " was changed";
-      ExpectEntryRefused(result.error(), static_cast<v1::ErrorCode>(entries[i].code),
-                         entries[i].says, "ChangeMessageVisibilityBatch " + entries[i].label);
-    }
+    expect_entries_refused(response, entries, "ChangeMessageVisibilityBatch");
   }
   expect_unchanged_by("ChangeMessageVisibility and its batch");
 
