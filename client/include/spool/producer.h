@@ -37,13 +37,15 @@ enum class BufferFullPolicy {
 struct ProducerOptions {
   std::chrono::milliseconds linger{5};
   std::size_t max_batch_bytes = 1 << 20;
-  std::size_t max_batch_records = 10'000;
-  std::size_t max_in_flight = 16;  // batches outstanding on the stream
+  std::size_t max_batch_records = 10'000;  // 0 counts as 1
+  // Batches written to the stream and not yet answered, over all partitions; 0 counts as 1.
+  std::size_t max_in_flight = 16;
   // Bytes of records accepted by Send and not yet delivered (or failed).
   std::size_t buffer_bytes = 64 << 20;
   BufferFullPolicy when_full = BufferFullPolicy::kBlock;
   std::chrono::milliseconds max_block{60'000};
-  // From Send until a record's batch stops being retried.
+  // From Send until a record's batch stops being retried. A batch written to the stream is
+  // waited for until it is answered or the stream breaks (a Close bounds that wait).
   std::chrono::milliseconds delivery_timeout{120'000};
   std::chrono::milliseconds retry_backoff{100};
   std::chrono::milliseconds max_retry_backoff{1'000};
