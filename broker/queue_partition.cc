@@ -494,13 +494,15 @@ Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint64_t gene
                                         bool release) {
   if (visible_in_ms < 0) return InvalidArgument("the visibility timeout must not be negative");
   auto it = states_.find(offset);
-  if (offset < floor_ || offset < log_->start_offset() || it == states_.end() || it->second.acked) {
+  if (offset < floor_ || offset < log_->start_offset() ||
+      (it != states_.end() && it->second.acked)) {
     return FailedPrecondition("message " + std::to_string(offset) + " was deleted");
   }
-  QueueMessageState& state = it->second;
-  if (state.receive_count == 0 || state.visible_at_ms == kLocked) {
+  // No state above the floor: never received (or past the log's end), as Delete says.
+  if (it == states_.end() || it->second.receive_count == 0 || it->second.visible_at_ms == kLocked) {
     return FailedPrecondition("message " + std::to_string(offset) + " has not been received");
   }
+  QueueMessageState& state = it->second;
   if (state.generation != generation) {
     return FailedPrecondition("message " + std::to_string(offset) +
                               " was received again since this receipt handle was issued");

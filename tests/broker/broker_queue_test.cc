@@ -1315,5 +1315,28 @@ TEST_F(BrokerQueueTest, TheNativeBatchLimitIsConfigured) {
   EXPECT_EQ(all->size(), 10u);
 }
 
+TEST_F(BrokerQueueTest, AVisibilityChangeOrNackOfAMessageNeverReceivedSaysSo) {
+  ASSERT_TRUE(CreateQueue("jobs"));
+  ASSERT_TRUE(Send("jobs", {"a"}));
+  // Offset 0 was sent and never received; offset 7 is past the log's end (a forged handle).
+  for (std::uint64_t offset : {0u, 7u}) {
+    for (bool nack : {false, true}) {
+      StatusWaiter w;
+      broker_->ChangeMessageVisibility("jobs", QueueReceipt{0, offset, 1}, 0, nack, w.Callback());
+      Status s = w.Get();
+      ASSERT_FALSE(s) << offset;
+      EXPECT_EQ(s.error().code, ErrorCode::kFailedPrecondition);
+      EXPECT_NE(s.error().message.find("has not been received"), std::string::npos)
+          << "offset " << offset << (nack ? " (nack)" : "") << ": " << s.error().message;
+    }
+  }
+  StatusWaiter w;
+  broker_->DeleteMessage("jobs", QueueReceipt{0, 7, 1}, w.Callback());
+  Status deleted = w.Get();
+  ASSERT_FALSE(deleted);
+  EXPECT_NE(deleted.error().message.find("has not been received"), std::string::npos)
+      << "Delete says the same";
+}
+
 }  // namespace
 }  // namespace spool::broker
