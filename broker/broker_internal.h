@@ -57,6 +57,7 @@ class TopicSequence {
   // With the lock held: numbers the records that have a message group id, adding a new block
   // end to `batch` when they pass the stored one.
   void Assign(std::span<storage::Record> records, storage::WriteBatch& batch) {
+    pending_end_ = 0;  // an end from an earlier Assign whose batch was never queued is void
     for (storage::Record& r : records) {
       if (r.message_group_id) r.sequence = next_++;
     }
