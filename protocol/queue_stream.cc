@@ -411,8 +411,9 @@ class Stream : public std::enable_shared_from_this<Stream> {
       if (room > 0 && (outstanding_bytes_ < max_bytes_ || outstanding_.empty())) {
         receiving_ = true;
         calls_.Enter();  // until it answers, so shutdown waits for it
-        next.receive = broker::QueueReceive{queue_, std::min(room, kMaxPerReceive), visibility_ms_,
-                                            kLongPollMs};
+        // Within the broker's own receive limit (queue_max_batch), which may be below ours.
+        const std::size_t per_receive = std::min({room, kMaxPerReceive, broker_.max_queue_batch()});
+        next.receive = broker::QueueReceive{queue_, per_receive, visibility_ms_, kLongPollMs};
       } else if (earliest && (!alarm_at_ms_ || *earliest < *alarm_at_ms_)) {
         // A full window reopens when a lease ends, if nothing frees it before.
         alarm_at_ms_ = earliest;

@@ -1051,6 +1051,37 @@ TEST_F(SmallBatchDaemonTest, QueueCallsAboveTheConfiguredBatchLimitAreRefused) {
   EXPECT_EQ(EndOffset("jobs", 0), 10u);
 }
 
+// The receive stream leases in receives of its own; they must keep to the configured limit.
+TEST_F(SmallBatchDaemonTest, AReceiveStreamKeepsToTheConfiguredBatchLimit) {
+  auto queues = v1::QueueService::NewStub(channel_);
+  v1::CreateQueueRequest create;
+  create.set_name("jobs");
+  v1::CreateQueueResponse created;
+  ASSERT_TRUE(queues->CreateQueue(Context().get(), create, &created).ok());
+  v1::SendMessageBatchRequest send;
+  send.set_queue("jobs");
+  for (int i = 0; i < 10; ++i)
+    send.add_entries()->set_body("m");
+  v1::SendMessageBatchResponse sent;
+  for (int round = 0; round < 3; ++round)
+    ASSERT_TRUE(queues->SendMessageBatch(Context().get(), send, &sent).ok());
+
+  auto context = Context();
+  auto stream = queues->StreamingReceive(context.get());
+  v1::StreamingReceiveRequest open;
+  open.set_queue("jobs");
+  open.set_max_outstanding_messages(50);
+  ASSERT_TRUE(stream->Write(open));
+  std::size_t delivered = 0;
+  v1::StreamingReceiveResponse response;
+  while (delivered < 30 && stream->Read(&response))
+    delivered += static_cast<std::size_t>(response.messages_size());
+  EXPECT_EQ(delivered, 30u) << "the stream ended early";
+  context->TryCancel();
+  grpc::Status ended = stream->Finish();
+  EXPECT_NE(ended.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << ended.error_message();
+}
+
 TEST_F(SmallBatchDaemonTest, PublishOverTheBatchLimitsIsResourceExhaustedAndWritesNothing) {
   ASSERT_TRUE(CreateTopic("t", 1).ok());
   std::vector<v1::Record> ten(10, MakeRecord("r"));
