@@ -45,12 +45,12 @@ std::string PartitionRangeEnd(std::uint32_t topic, std::uint32_t partition);
 // meta: a one-byte type tag, then type-specific fields. Every tag in use is listed here so
 // that two owners never collide.
 enum class MetaTag : char {
-  kTopic = 'T',     // 'T' | name                      -> topic config (broker)
-  kLogStart = 'S',  // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
-  kCounter = 'C',   // 'C' | name                      -> u64 (e.g. the next topic id)
-  kQueue = 'Q',     // 'Q' | name                      -> queue metadata (broker)
+  kTopic = 'T',        // 'T' | name                      -> topic config (broker)
+  kLogStart = 'S',     // 'S' | topic u32 | partition u32 -> start offset u64 | position u64
+  kCounter = 'C',      // 'C' | name                      -> u64 (e.g. the next topic id)
+  kQueue = 'Q',        // 'Q' | name                      -> queue metadata (broker)
   kRedriveTask = 'R',  // 'R' | id u64                  -> redrive task (broker)
-  kSequence = 'N',     // 'N' | topic u32               -> sequence numbers handed out below (broker)
+  kSequence = 'N',     // 'N' | topic u32               -> sequence block end u64 (broker)
 };
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);
