@@ -1401,6 +1401,32 @@ TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
     }
   };
 
+  // The whole-call refusals the receipt batches share (their shape, then the queue's name),
+  // each carrying the good handles m1 and m2, which must stay leased. `call` sends a request.
+  auto expect_batch_refused = [&](auto r, auto call) {
+    r.set_queue("std");
+    ExpectRefused(call(r), StatusCode::INVALID_ARGUMENT, "no entries", "no entries");
+    for (const std::string& handle : {m1, m2}) {
+      auto* e = r.add_entries();
+      e->set_id("same");
+      e->set_receipt_handle(handle);
+    }
+    ExpectRefused(call(r), StatusCode::INVALID_ARGUMENT, "used twice",
+                  "one id twice, good handles");
+    r.clear_entries();
+    for (int i = 0; i < 1001; ++i) {
+      auto* e = r.add_entries();
+      e->set_id("e" + std::to_string(i));
+      e->set_receipt_handle(i % 2 == 0 ? m1 : m2);
+    }
+    ExpectRefused(call(r), StatusCode::RESOURCE_EXHAUSTED, "1000", "1001 entries, good handles");
+    r.mutable_entries()->DeleteSubrange(1, 1000);
+    r.set_queue("missing");
+    ExpectRefused(call(r), StatusCode::NOT_FOUND, "does not exist", "unknown queue");
+    r.set_queue("bad name");
+    ExpectRefused(call(r), StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+  };
+
   // DeleteMessage and DeleteMessageBatch.
   {
     for (const BadHandle& bad : garbage)
@@ -1410,31 +1436,9 @@ TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
 
     v1::DeleteMessageBatchRequest r;
     v1::DeleteMessageBatchResponse response;
-    r.set_queue("std");
-    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
-                  StatusCode::INVALID_ARGUMENT, "no entries", "no entries");
-    for (const std::string& handle : {m1, m2}) {
-      auto* e = r.add_entries();
-      e->set_id("same");
-      e->set_receipt_handle(handle);
-    }
-    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
-                  StatusCode::INVALID_ARGUMENT, "used twice", "one id twice, good handles");
-    r.clear_entries();
-    for (int i = 0; i < 1001; ++i) {
-      auto* e = r.add_entries();
-      e->set_id("e" + std::to_string(i));
-      e->set_receipt_handle(i % 2 == 0 ? m1 : m2);
-    }
-    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
-                  StatusCode::RESOURCE_EXHAUSTED, "1000", "1001 entries, good handles");
-    r.mutable_entries()->DeleteSubrange(1, 1000);
-    r.set_queue("missing");
-    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response), StatusCode::NOT_FOUND,
-                  "does not exist", "unknown queue");
-    r.set_queue("bad name");
-    ExpectRefused(stub_->DeleteMessageBatch(Context().get(), r, &response),
-                  StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+    expect_batch_refused(r, [&](const v1::DeleteMessageBatchRequest& request) {
+      return stub_->DeleteMessageBatch(Context().get(), request, &response);
+    });
 
     r.set_queue("std");
     r.clear_entries();
@@ -1481,33 +1485,10 @@ TEST_F(QueueServiceTest, BadInputToEveryOperationChangesNothing) {
 
     v1::ChangeMessageVisibilityBatchRequest r;
     v1::ChangeMessageVisibilityBatchResponse response;
-    r.set_queue("std");
-    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
-                  StatusCode::INVALID_ARGUMENT, "no entries", "no entries");
-    for (const std::string& handle : {m1, m2}) {
-      auto* e = r.add_entries();
-      e->set_id("same");
-      e->set_receipt_handle(handle);
-      e->set_visibility_timeout_seconds(0);
-    }
-    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
-                  StatusCode::INVALID_ARGUMENT, "used twice", "one id twice, good handles");
-    r.clear_entries();
-    for (int i = 0; i < 1001; ++i) {
-      auto* e = r.add_entries();
-      e->set_id("e" + std::to_string(i));
-      e->set_receipt_handle(i % 2 == 0 ? m1 : m2);
-      e->set_visibility_timeout_seconds(0);
-    }
-    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
-                  StatusCode::RESOURCE_EXHAUSTED, "1000", "1001 entries, good handles");
-    r.mutable_entries()->DeleteSubrange(1, 1000);
-    r.set_queue("missing");
-    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
-                  StatusCode::NOT_FOUND, "does not exist", "unknown queue");
-    r.set_queue("bad name");
-    ExpectRefused(stub_->ChangeMessageVisibilityBatch(Context().get(), r, &response),
-                  StatusCode::INVALID_ARGUMENT, "not allowed", "bad name");
+    // Entries' visibility_timeout_seconds stay 0, a valid value.
+    expect_batch_refused(r, [&](const v1::ChangeMessageVisibilityBatchRequest& request) {
+      return stub_->ChangeMessageVisibilityBatch(Context().get(), request, &response);
+    });
 
     std::vector<BadHandle> entries = garbage;
     entries.push_back({"deleted", deleted, StatusCode::FAILED_PRECONDITION, "was deleted"});
