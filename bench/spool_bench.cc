@@ -71,6 +71,8 @@ struct Options {
   std::size_t inflight = 8;
   std::size_t producers = 1;
   double duration_s = 10;
+  // produce: stop after this many acknowledged records, or at --duration (0: time only).
+  std::uint64_t max_records = 0;
   bool unary = false;
   bool stream = false;  // latency: on a PublishStream
   double rate = 10'000;
@@ -191,7 +193,7 @@ std::uint64_t ProduceOnStream(const std::shared_ptr<grpc::Channel>& channel, con
 // no thread is woken per call to hand work to another, so the client costs little next to
 // the server it measures.
 std::uint64_t ProduceUnary(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
-                           Clock::time_point end) {
+                           Clock::time_point end, std::uint64_t limit) {
   auto stub = v1::PublishService::NewStub(channel);
   std::mt19937_64 rng(std::random_device{}());
   const v1::PublishRequest batch = MakeBatch(o, rng);
@@ -207,8 +209,10 @@ std::uint64_t ProduceUnary(const std::shared_ptr<grpc::Channel>& channel, const 
     call->rpc = stub->AsyncPublish(&call->context, batch, &cq);
     call->rpc->Finish(&call->response, &call->status, call);
   };
+  // Calls are started while fewer than `limit` records are asked for.
+  std::uint64_t asked = 0;
   std::size_t outstanding = 0;
-  for (; outstanding < o.inflight; ++outstanding)
+  for (; outstanding < o.inflight && asked < limit; ++outstanding, asked += o.batch)
     start();
   std::uint64_t acked = 0;
   std::uint64_t failed = 0;
@@ -221,8 +225,9 @@ std::uint64_t ProduceUnary(const std::shared_ptr<grpc::Channel>& channel, const 
     } else if (failed++ == 0) {
       std::fprintf(stderr, "publish failed: %s\n", call->status.error_message().c_str());
     }
-    if (Clock::now() < end) {
+    if (Clock::now() < end && asked < limit) {
       start();
+      asked += o.batch;
     } else {
       --outstanding;
     }
@@ -241,10 +246,14 @@ int RunProduce(const Options& o) {
   std::vector<std::thread> threads;
   std::atomic<std::uint64_t> total{0};
   for (std::size_t p = 0; p < o.producers; ++p) {
-    threads.emplace_back([&, p] {
+    // The count bound is shared out: the first producers take one more of the remainder.
+    const std::uint64_t limit =
+        o.max_records == 0 ? UINT64_MAX
+                           : o.max_records / o.producers + (p < o.max_records % o.producers);
+    threads.emplace_back([&, p, limit] {
       // A channel per producer, as separate client processes would have.
       auto own = OwnChannel(o.address, p);
-      total += o.unary ? ProduceUnary(own, o, end) : ProduceOnStream(own, o, end);
+      total += o.unary ? ProduceUnary(own, o, end, limit) : ProduceOnStream(own, o, end, limit);
     });
   }
   for (auto& t : threads)
@@ -258,6 +267,71 @@ int RunProduce(const Options& o) {
       static_cast<unsigned long long>(total.load()), seconds, rate,
       rate * static_cast<double>(o.record_size) / 1e6);
   return total > 0 ? 0 : 1;
+}
+
+// Each of the `expected` records (the i-th due `interval` * i after `base`) still missing from
+// `latencies_us` counts at the time it has waited so far, a lower bound: dropping them would
+// report a saturated broker's latency from the lucky few. They are given the latest due times,
+// which keeps every figure a lower bound even when records land out of order.
+void CountMissing(std::vector<double>& latencies_us, std::uint64_t expected, Clock::time_point base,
+                  std::chrono::duration<double> interval) {
+  const std::size_t received = latencies_us.size();
+  if (received >= expected) return;
+  std::fprintf(stderr, "latency: received %zu of %llu records; the figures are lower bounds\n",
+               received, static_cast<unsigned long long>(expected));
+  const auto now = Clock::now();
+  for (std::uint64_t i = received; i < expected; ++i) {
+    const auto due = base + std::chrono::duration_cast<Clock::duration>(interval * i);
+    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - due).count());
+  }
+}
+
+// The i-th record of a latency run: it waits until it is due (`interval` * i after `base`)
+// and carries that due time in its first 8 bytes, not the moment it went out, so a publisher
+// that falls behind (a slow answer, a full stream) counts the delay as latency, as the peer
+// clients in bench/peers do.
+v1::PublishRequest ScheduledRecord(const std::string& topic, std::size_t size, std::uint64_t i,
+                                   Clock::time_point base, std::chrono::duration<double> interval) {
+  const auto due = std::chrono::duration_cast<Clock::duration>(interval * i);
+  std::this_thread::sleep_until(base + due);
+  v1::PublishRequest request;
+  request.set_topic(topic);
+  std::string value(std::max<std::size_t>(size, 8), '\0');
+  const std::int64_t sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(due).count();
+  std::memcpy(value.data(), &sent_ns, sizeof sent_ns);
+  request.add_records()->set_value(std::move(value));
+  return request;
+}
+
+// Publishes `expected` scheduled records to `topic`, each its own request on one
+// PublishStream, answered one by one: pipelined like a Redis client's XADDs on one
+// connection, not batched. A publisher a second behind the end of the schedule stops (the
+// missing records then count as CountMissing says), as the peer clients do.
+void PublishOnSchedule(v1::PublishService::Stub& stub, const std::string& topic, const Options& o,
+                       std::uint64_t expected, Clock::time_point base,
+                       std::chrono::duration<double> interval) {
+  const auto give_up = After(base, static_cast<double>(expected) / o.rate + 1);
+  grpc::ClientContext context;
+  auto stream = stub.PublishStream(&context);
+  std::thread answers([&] {
+    v1::PublishStreamResponse response;
+    while (stream->Read(&response)) {
+      if (response.has_error()) {
+        std::fprintf(stderr, "publish failed: %s\n", response.error().message().c_str());
+      }
+    }
+  });
+  for (std::uint64_t i = 0; i < expected && Clock::now() < give_up; ++i) {
+    v1::PublishStreamRequest request;
+    request.set_sequence(i);
+    *request.mutable_batch() = ScheduledRecord(topic, o.record_size, i, base, interval);
+    if (!stream->Write(request)) break;
+  }
+  stream->WritesDone();
+  answers.join();
+  if (grpc::Status s = stream->Finish(); !s.ok()) {
+    std::fprintf(stderr, "stream ended: %s\n", s.error_message().c_str());
+  }
 }
 
 int RunLatency(Options o) {
@@ -313,48 +387,8 @@ int RunLatency(Options o) {
   });
   auto publish = v1::PublishService::NewStub(channel);
   const auto interval = std::chrono::duration<double>(1.0 / o.rate);
-  // When the i-th record is due, from `base`.
-  auto due = [&](std::uint64_t i) {
-    return std::chrono::duration_cast<Clock::duration>(interval * i);
-  };
-  // The i-th record waits until it is due and carries that due time, not the moment it went
-  // out: a publisher that falls behind (a slow answer on the unary path, a full stream)
-  // counts the delay as latency, as the peer clients in bench/peers do.
-  auto next_record = [&](std::uint64_t i) {
-    std::this_thread::sleep_until(base + due(i));
-    v1::PublishRequest request;
-    request.set_topic(o.topic);
-    std::string value(std::max<std::size_t>(o.record_size, 8), '\0');
-    const std::int64_t sent_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(due(i)).count();
-    std::memcpy(value.data(), &sent_ns, sizeof sent_ns);
-    request.add_records()->set_value(std::move(value));
-    return request;
-  };
   if (o.stream) {
-    // Every record is its own request on one PublishStream, answered one by one: pipelined
-    // like a Redis client's XADDs on one connection, but not batched.
-    grpc::ClientContext context;
-    auto stream = publish->PublishStream(&context);
-    std::thread answers([&] {
-      v1::PublishStreamResponse response;
-      while (stream->Read(&response)) {
-        if (response.has_error()) {
-          std::fprintf(stderr, "publish failed: %s\n", response.error().message().c_str());
-        }
-      }
-    });
-    for (std::uint64_t i = 0; i < expected; ++i) {
-      v1::PublishStreamRequest request;
-      request.set_sequence(i);
-      *request.mutable_batch() = next_record(i);
-      if (!stream->Write(request)) break;
-    }
-    stream->WritesDone();
-    answers.join();
-    if (grpc::Status s = stream->Finish(); !s.ok()) {
-      std::fprintf(stderr, "stream ended: %s\n", s.error_message().c_str());
-    }
+    PublishOnSchedule(*publish, o.topic, o, expected, base, interval);
     consumer.join();
   } else {
     std::atomic<std::size_t> outstanding{0};
@@ -365,7 +399,7 @@ int RunLatency(Options o) {
         v1::PublishResponse response;
       };
       auto call = std::make_shared<Call>();
-      call->request = next_record(i);
+      call->request = ScheduledRecord(o.topic, o.record_size, i, base, interval);
       ++outstanding;
       publish->async()->Publish(&call->context, &call->request, &call->response,
                                 [call, &outstanding](grpc::Status) { --outstanding; });
@@ -376,19 +410,7 @@ int RunLatency(Options o) {
   }
   if (latencies_us.empty()) return 1;
   const std::size_t received = latencies_us.size();
-  if (received < expected) {
-    // Each record still missing counts at the time it has waited so far (a lower bound);
-    // dropping them would report a saturated broker's latency from the lucky few. They are
-    // given the latest due times, which keeps every figure a lower bound even when unary
-    // publishes land out of order.
-    std::fprintf(stderr, "latency: received %zu of %llu records; the figures are lower bounds\n",
-                 received, static_cast<unsigned long long>(expected));
-    const auto now = Clock::now();
-    for (std::uint64_t i = received; i < expected; ++i) {
-      latencies_us.push_back(
-          std::chrono::duration<double, std::micro>(now - (base + due(i))).count());
-    }
-  }
+  CountMissing(latencies_us, expected, base, interval);
   std::sort(latencies_us.begin(), latencies_us.end());
   auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
@@ -846,6 +868,101 @@ int RunQueueLatency(const Options& o) {
   return latencies_us.size() == expected ? 0 : 1;
 }
 
+// queue-latency --stream: one PublishStream into the queue's topic (PublishOnSchedule) and
+// `consumers` StreamingReceive streams that delete what they get on the same stream. The
+// latency is publish (its due time) to delivery, as the peers' queue clients measure it
+// (RabbitMQ's basic.consume, beanstalkd's reserve): pushed deliveries and pipelined sends on
+// both sides, as those clients have.
+int RunQueueLatencyStream(const Options& o) {
+  auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
+  auto stub = v1::QueueService::NewStub(channel);
+  const std::string queue = NewQueue(*stub, o, "latency");
+  if (queue.empty()) return 1;
+  const auto expected = static_cast<std::uint64_t>(o.rate * o.duration_s);
+  std::atomic<Clock::rep> base_ticks{0};  // set just before the first send
+  std::mutex mu;
+  std::vector<double> latencies_us;
+  latencies_us.reserve(expected);
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::size_t> attached{0};
+  struct Receiver {
+    grpc::ClientContext context;
+    std::unique_ptr<v1::QueueService::Stub> stub;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::StreamingReceiveRequest, v1::StreamingReceiveResponse>>
+        stream;
+  };
+  std::vector<std::unique_ptr<Receiver>> receivers;
+  std::vector<std::thread> consumers;
+  for (std::size_t c = 0; c < o.consumers; ++c) {
+    Receiver* receiver = receivers.emplace_back(std::make_unique<Receiver>()).get();
+    receiver->stub = v1::QueueService::NewStub(OwnChannel(o.address, c));
+    receiver->stream = receiver->stub->StreamingReceive(&receiver->context);
+    consumers.emplace_back([&, &r = *receiver] {
+      v1::StreamingReceiveRequest first;
+      first.set_queue(queue);
+      first.set_max_outstanding_messages(1000);
+      if (!r.stream->Write(first)) return;
+      ++attached;
+      std::vector<double> mine;
+      std::uint64_t sequence = 0;
+      v1::StreamingReceiveResponse response;
+      while (r.stream->Read(&response)) {
+        if (response.messages_size() == 0) continue;
+        const auto now = Clock::now();
+        const Clock::time_point base{Clock::duration(base_ticks.load())};
+        v1::StreamingReceiveRequest acks;
+        acks.set_sequence(++sequence);
+        for (const auto& m : response.messages()) {
+          std::int64_t sent_ns = 0;
+          std::memcpy(&sent_ns, m.body().data(), std::min(sizeof sent_ns, m.body().size()));
+          mine.push_back(std::chrono::duration<double, std::micro>(
+                             now - (base + std::chrono::nanoseconds(sent_ns)))
+                             .count());
+          acks.add_deletes(m.receipt_handle());
+        }
+        delivered += static_cast<std::uint64_t>(response.messages_size());
+        if (!r.stream->Write(acks)) break;
+      }
+      std::lock_guard lock(mu);
+      latencies_us.insert(latencies_us.end(), mine.begin(), mine.end());
+    });
+  }
+  // The first request only says the stream is there; give the broker a moment to attach it,
+  // so that connecting does not count as latency.
+  for (int i = 0; i < 500 && attached.load() < o.consumers; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto base = Clock::now();
+  base_ticks = base.time_since_epoch().count();
+  const auto interval = std::chrono::duration<double>(1.0 / o.rate);
+  auto publish = v1::PublishService::NewStub(channel);
+  PublishOnSchedule(*publish, queue, o, expected, base, interval);
+  // Deliveries still on their way get as long as the schedule took (at least 2 s), as the
+  // peer clients wait.
+  const auto drain_until = After(Clock::now(), std::max(2.0, o.duration_s));
+  while (delivered.load() < expected && Clock::now() < drain_until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (auto& r : receivers)
+    r->context.TryCancel();
+  for (auto& t : consumers)
+    t.join();
+  for (auto& r : receivers)
+    r->stream->Finish();  // CANCELLED, by the loop above
+  DeleteQueue(*stub, queue);
+  if (latencies_us.empty()) return 1;
+  const std::size_t received = latencies_us.size();
+  CountMissing(latencies_us, expected, base, interval);
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at = [&](double q) { return Percentile(latencies_us, q); };
+  std::printf(
+      "queue latency publish->delivery (streams) at %.0f msgs/s, message %zu B, %zu consumers: "
+      "%zu samples, p50 %.0f us, p99 %.0f us, p999 %.0f us, max %.0f us\n",
+      o.rate, o.record_size, o.consumers, latencies_us.size(), at(0.5), at(0.99), at(0.999),
+      latencies_us.back());
+  return received == expected ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -864,6 +981,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
   produce->add_option("--producers", o.producers, "Producer threads")->capture_default_str();
   produce->add_flag("--unary", o.unary, "Unary Publish calls instead of a PublishStream");
+  produce
+      ->add_option("--messages", o.max_records,
+                   "Stop after this many records, or at --duration (0: at --duration only)")
+      ->capture_default_str();
   auto* latency = app.add_subcommand("latency", "Publish-to-fetch latency at a fixed rate");
   latency->add_option("--rate", o.rate, "Records per second")->capture_default_str();
   latency->add_flag("--stream", o.stream,
@@ -893,6 +1014,10 @@ int main(int argc, char** argv) {
                    "fails if a group's order is broken")
       ->capture_default_str();
   queue_latency->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
+  queue_latency->add_flag("--stream", o.stream,
+                          "Publish on a PublishStream to the queue's topic and receive on "
+                          "StreamingReceive streams (latency to delivery), instead of unary "
+                          "sends and ReceiveMessages (latency to the delete)");
   auto* read = app.add_subcommand("read", "Sequential Fetch of a topic filled beforehand");
   read->add_option("--partitions", o.partitions, "Partitions (one reader each)")
       ->capture_default_str();
@@ -919,6 +1044,6 @@ int main(int argc, char** argv) {
   if (read->parsed()) return RunRead(o);
   if (queue_send->parsed()) return RunQueueSend(o);
   if (queue_cycle->parsed()) return RunQueueCycle(o);
-  if (queue_latency->parsed()) return RunQueueLatency(o);
+  if (queue_latency->parsed()) return o.stream ? RunQueueLatencyStream(o) : RunQueueLatency(o);
   return produce->parsed() ? RunProduce(o) : RunLatency(o);
 }
