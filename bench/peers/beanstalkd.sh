@@ -25,39 +25,40 @@ peer_stop() {
   fi
 }
 
+# beanstalkd_client SECONDS ARGS...: one run, bounded by SECONDS.
 beanstalkd_client() {
-  run_client beanstalkd_bench "$((BEANSTALKD_SECS * 3 + 30))" --host 127.0.0.1 \
-    --port "$BEANSTALKD_PORT" --size "$BEANSTALKD_SIZE" --duration-s "$BEANSTALKD_SECS" "$@"
+  local secs="$1"
+  shift
+  run_client beanstalkd_bench "$((secs * 3 + 30))" --host 127.0.0.1 \
+    --port "$BEANSTALKD_PORT" --size "$BEANSTALKD_SIZE" --duration-s "$secs" "$@"
 }
 
 # beanstalkd_row LABEL WORKLOAD CLIENT_ARGS...: one msgs/s row.
 beanstalkd_row() {
   local label="$1" workload="$2" out
   shift 2
-  out="$(beanstalkd_client "$@")"
+  out="$(beanstalkd_client "$BENCH_SECS" "$@")"
   row beanstalkd "$label" "$workload" "$(cut -d' ' -f1 <<<"$out")" msgs/s
 }
 
 beanstalkd_level() {
-  local label="$1" n="$BEANSTALKD_N" lat
-  beanstalkd_row "$label" "produce w1" --workload produce --window 1 --count "$BEANSTALKD_N1"
+  local label="$1" n="$BENCH_N" lat
+  beanstalkd_row "$label" "produce w1" --workload produce --window 1 --count "$BENCH_N1"
   beanstalkd_row "$label" "produce w1000" --workload produce --window 1000 --count "$n"
   beanstalkd_row "$label" "consume queue" --workload consume --consumers 1 --count "$n"
   beanstalkd_row "$label" "cycle 4c" --workload cycle --consumers 4 --count "$n"
-  lat="$(beanstalkd_client --workload latency --rate 10000 --count "$n")"
-  row beanstalkd "$label" "latency p50" "$(cut -s -d' ' -f1 <<<"$lat")" ms
-  row beanstalkd "$label" "latency p99" "$(cut -s -d' ' -f2 <<<"$lat")" ms
-  row beanstalkd "$label" "latency p999" "$(cut -s -d' ' -f3 <<<"$lat")" ms
+  # put, then reserve + delete: a queue's delivery (beanstalkd has no streams).
+  lat="$(beanstalkd_client "$BENCH_LAT_SECS" --workload latency --rate "$BENCH_RATE" \
+    --count "$BENCH_LAT_N")"
+  row beanstalkd "$label" "queue latency p50" "$(cut -s -d' ' -f1 <<<"$lat")" ms
+  row beanstalkd "$label" "queue latency p99" "$(cut -s -d' ' -f2 <<<"$lat")" ms
+  row beanstalkd "$label" "queue latency p999" "$(cut -s -d' ' -f3 <<<"$lat")" ms
 }
 
+# peer_rows QUICK SIZE: the counts come from run.sh (BENCH_*).
 peer_rows() {
-  local quick="$1" fsync_ms
+  local fsync_ms
   BEANSTALKD_SIZE="$2"
-  if [ "$quick" = 1 ]; then
-    BEANSTALKD_SECS=1 BEANSTALKD_N=5000 BEANSTALKD_N1=1000
-  else
-    BEANSTALKD_SECS=10 BEANSTALKD_N=200000 BEANSTALKD_N1=50000
-  fi
   for fsync_ms in 0 1000; do
     peer_start "$WORK/data-beanstalkd/f$fsync_ms" "$fsync_ms"
     if [ "$fsync_ms" = 0 ]; then

@@ -43,30 +43,25 @@ nats_client() {
 nats_row() {
   local name="$1" value unit
   shift
-  read -r value unit <<<"$(nats_client "$NATS_TIMEOUT" "$@")"
+  read -r value unit <<<"$(nats_client $((BENCH_SECS * 4 + 60)) --duration-s "$BENCH_SECS" "$@")"
   row nats "$NATS_LABEL" "$name" "${value:-FAILED}" "${unit:-msgs/s}"
 }
 
-# peer_rows QUICK SIZE
+# peer_rows QUICK SIZE: the counts come from run.sh (BENCH_*).
 peer_rows() {
-  local quick="$1" size="$2" n1 n dur p50 p99 p999 unit
-  if [ "$quick" = 1 ]; then
-    n1=1000 n=20000 dur=5
-  else
-    n1=20000 n=500000 dur=30
-  fi
-  NATS_TIMEOUT=$((dur * 4 + 60))
+  local size="$2" n="$BENCH_N" p50 p99 p999 unit
   peer_start "$WORK/data-nats/js" || return 1
-  local common=(--size "$size" --duration-s "$dur")
-  nats_row "produce w1" --workload produce --window 1 --count "$n1" "${common[@]}"
-  nats_row "produce w1000" --workload produce --window 1000 --count "$n" "${common[@]}"
-  nats_row "consume stream" --workload stream --window 1000 --count "$n" "${common[@]}"
-  nats_row "consume queue" --workload consume --window 1000 --count "$n" "${common[@]}"
-  nats_row "cycle 4c" --workload cycle --consumers 4 --window 1000 --count "$n" "${common[@]}"
-  read -r p50 p99 p999 unit <<<"$(nats_client "$NATS_TIMEOUT" --workload latency \
-    --rate 10000 --count $((10000 * dur)) "${common[@]}")"
-  row nats "$NATS_LABEL" "latency p50" "${p50:-FAILED}" ms
-  row nats "$NATS_LABEL" "latency p99" "${p99:-FAILED}" ms
-  row nats "$NATS_LABEL" "latency p999" "${p999:-FAILED}" ms
+  nats_row "produce w1" --workload produce --window 1 --count "$BENCH_N1" --size "$size"
+  nats_row "produce w1000" --workload produce --window 1000 --count "$n" --size "$size"
+  nats_row "consume stream" --workload stream --window 1000 --count "$BENCH_STREAM_N" \
+    --size "$size"
+  nats_row "consume queue" --workload consume --window 1000 --count "$n" --size "$size"
+  nats_row "cycle 4c" --workload cycle --consumers 4 --window 1000 --count "$n" --size "$size"
+  # A push consumer that acks each message: a queue's delivery.
+  read -r p50 p99 p999 unit <<<"$(nats_client $((BENCH_LAT_SECS * 4 + 60)) --workload latency \
+    --rate "$BENCH_RATE" --count "$BENCH_LAT_N" --duration-s "$BENCH_LAT_SECS" --size "$size")"
+  row nats "$NATS_LABEL" "queue latency p50" "${p50:-FAILED}" ms
+  row nats "$NATS_LABEL" "queue latency p99" "${p99:-FAILED}" ms
+  row nats "$NATS_LABEL" "queue latency p999" "${p999:-FAILED}" ms
   peer_stop
 }

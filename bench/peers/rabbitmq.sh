@@ -7,8 +7,9 @@
 #   durable: a quorum queue (its Raft log is fdatasync'ed before the confirm);
 #   durable: a classic durable queue (the message store fsyncs before the confirm; with a
 #            window of 1, strace shows one fsync per message);
-#   relaxed: a stream queue, for "consume stream" only (a stream confirms without an fsync
-#            per message: strace shows far fewer fdatasync calls than messages).
+#   relaxed: a stream queue, for the produce rows and "consume stream" (a stream confirms
+#            without an fsync per message: strace shows far fewer fdatasync calls than
+#            messages).
 # RabbitMQ has no native batch publish over AMQP 0-9-1, so there is no "produce batch100" row.
 
 RMQ_PID=""
@@ -103,44 +104,51 @@ peer_stop() {
   fi
 }
 
-# rmq_rows QUICK SIZE QUEUE_TYPE LABEL: every workload against one queue type.
-rmq_rows() {
-  local quick="$1" size="$2" qtype="$3" label="$4" n1 n dur secs value unit p50 p99 p999
-  if [ "$quick" = 1 ]; then
-    n1=300 n=10000 dur=5
-  else
-    n1=5000 n=200000 dur=30
-  fi
-  secs=$((dur * 4 + 60))
-  local common=(--host 127.0.0.1 --port "$RMQ_PORT" --queue-type "$qtype" --size "$size"
-    --duration-s "$dur")
-  local spec name args
-  for spec in "produce w1|--workload produce --window 1 --count $n1" \
-    "produce w1000|--workload produce --window 1000 --count $n" \
-    "consume queue|--workload consume --window 1000 --count $n" \
-    "cycle 4c|--workload cycle --consumers 4 --window 1000 --count $n"; do
-    name="${spec%%|*}"
-    read -r -a args <<<"${spec#*|}"
-    read -r value unit <<<"$(run_client rabbitmq_bench "$secs" "${common[@]}" "${args[@]}")"
-    row rabbitmq "$label" "$name" "${value:-FAILED}" "${unit:-msgs/s}"
-  done
-  read -r p50 p99 p999 unit <<<"$(run_client rabbitmq_bench "$secs" "${common[@]}" \
-    --workload latency --rate 10000 --count $((10000 * dur)))"
-  row rabbitmq "$label" "latency p50" "${p50:-FAILED}" ms
-  row rabbitmq "$label" "latency p99" "${p99:-FAILED}" ms
-  row rabbitmq "$label" "latency p999" "${p999:-FAILED}" ms
+# rmq_run SECONDS ARGS...: one run of rabbitmq_bench, bounded by SECONDS; prints its result.
+rmq_run() {
+  local secs="$1"
+  shift
+  run_client rabbitmq_bench $((secs * 4 + 60)) --host 127.0.0.1 --port "$RMQ_PORT" \
+    --duration-s "$secs" "$@"
 }
 
-# peer_rows QUICK SIZE
+# rmq_row LABEL WORKLOAD ARGS...: one msgs/s row.
+rmq_row() {
+  local label="$1" name="$2" value unit
+  shift 2
+  read -r value unit <<<"$(rmq_run "$BENCH_SECS" "$@")"
+  row rabbitmq "$label" "$name" "${value:-FAILED}" "${unit:-msgs/s}"
+}
+
+# rmq_rows SIZE QUEUE_TYPE LABEL: every workload against one queue type.
+rmq_rows() {
+  local size="$1" qtype="$2" label="$3" n="$BENCH_N" p50 p99 p999 unit
+  local common=(--queue-type "$qtype" --size "$size")
+  rmq_row "$label" "produce w1" "${common[@]}" --workload produce --window 1 --count "$BENCH_N1"
+  rmq_row "$label" "produce w1000" "${common[@]}" --workload produce --window 1000 --count "$n"
+  rmq_row "$label" "consume queue" "${common[@]}" --workload consume --window 1000 --count "$n"
+  rmq_row "$label" "cycle 4c" "${common[@]}" --workload cycle --consumers 4 --window 1000 \
+    --count "$n"
+  # basic.consume and a basic.ack per delivery: a queue's delivery.
+  read -r p50 p99 p999 unit <<<"$(rmq_run "$BENCH_LAT_SECS" "${common[@]}" --workload latency \
+    --rate "$BENCH_RATE" --count "$BENCH_LAT_N")"
+  row rabbitmq "$label" "queue latency p50" "${p50:-FAILED}" ms
+  row rabbitmq "$label" "queue latency p99" "${p99:-FAILED}" ms
+  row rabbitmq "$label" "queue latency p999" "${p999:-FAILED}" ms
+}
+
+# peer_rows QUICK SIZE: the counts come from run.sh (BENCH_*).
 peer_rows() {
-  local n=10000 dur=5 value unit
-  [ "$1" = 1 ] || n=200000 dur=30
+  local size="$2" relaxed="relaxed: stream queue, publisher confirms, no fsync per message"
+  local stream=(--queue-type stream --size "$size")
   peer_start "$WORK/data-rabbitmq/node" || return 1
-  rmq_rows "$1" "$2" quorum "durable: quorum queue, persistent, publisher confirms"
-  rmq_rows "$1" "$2" classic "durable: classic durable queue, persistent, publisher confirms"
-  read -r value unit <<<"$(run_client rabbitmq_bench $((dur * 4 + 60)) --host 127.0.0.1 \
-    --port "$RMQ_PORT" --workload stream --window 1000 --count "$n" --size "$2" --duration-s "$dur")"
-  row rabbitmq "relaxed: stream queue, publisher confirms, no fsync per message" \
-    "consume stream" "${value:-FAILED}" "${unit:-msgs/s}"
+  rmq_rows "$size" quorum "durable: quorum queue, persistent, publisher confirms"
+  rmq_rows "$size" classic "durable: classic durable queue, persistent, publisher confirms"
+  # A stream queue confirms without an fsync per message: RabbitMQ's relaxed produce rows.
+  rmq_row "$relaxed" "produce w1" "${stream[@]}" --workload produce --window 1 --count "$BENCH_N1"
+  rmq_row "$relaxed" "produce w1000" "${stream[@]}" --workload produce --window 1000 \
+    --count "$BENCH_N"
+  rmq_row "$relaxed" "consume stream" "${stream[@]}" --workload stream --window 1000 \
+    --count "$BENCH_STREAM_N"
   peer_stop
 }

@@ -26,41 +26,47 @@ peer_stop() {
   fi
 }
 
+# redis_client SECONDS ARGS...: one run, bounded by SECONDS.
 redis_client() {
-  run_client redis_bench "$((REDIS_SECS * 3 + 30))" --host 127.0.0.1 --port "$REDIS_PORT" \
-    --size "$REDIS_SIZE" --duration-s "$REDIS_SECS" "$@"
+  local secs="$1"
+  shift
+  run_client redis_bench "$((secs * 3 + 30))" --host 127.0.0.1 --port "$REDIS_PORT" \
+    --size "$REDIS_SIZE" --duration-s "$secs" "$@"
 }
 
 # redis_row LABEL WORKLOAD CLIENT_ARGS...: one msgs/s row.
 redis_row() {
   local label="$1" workload="$2" out
   shift 2
-  out="$(redis_client "$@")"
+  out="$(redis_client "$BENCH_SECS" "$@")"
   row redis "$label" "$workload" "$(cut -d' ' -f1 <<<"$out")" msgs/s
 }
 
-redis_level() {
-  local label="$1" lat
-  redis_row "$label" "produce w1" --workload produce --window 1 --count "$REDIS_N1"
-  redis_row "$label" "produce w1000" --workload produce --window 1000 --count "$REDIS_N"
-  redis_row "$label" "consume stream" --workload stream --count "$REDIS_N"
-  redis_row "$label" "consume queue" --workload consume --consumers 1 --window 100 \
-    --count "$REDIS_N"
-  redis_row "$label" "cycle 4c" --workload cycle --consumers 4 --window 100 --count "$REDIS_N"
-  lat="$(redis_client --workload latency --rate 10000 --count "$REDIS_N")"
-  row redis "$label" "latency p50" "$(cut -s -d' ' -f1 <<<"$lat")" ms
-  row redis "$label" "latency p99" "$(cut -s -d' ' -f2 <<<"$lat")" ms
-  row redis "$label" "latency p999" "$(cut -s -d' ' -f3 <<<"$lat")" ms
+# redis_latency_rows LABEL PREFIX WORKLOAD: the three percentile rows of a latency run.
+redis_latency_rows() {
+  local lat i=1 p
+  lat="$(redis_client "$BENCH_LAT_SECS" --workload "$3" --rate "$BENCH_RATE" --count "$BENCH_LAT_N")"
+  for p in p50 p99 p999; do
+    row redis "$1" "$2 $p" "$(cut -s -d' ' -f$i <<<"$lat")" ms
+    i=$((i + 1))
+  done
 }
 
+redis_level() {
+  local label="$1" n="$BENCH_N"
+  redis_row "$label" "produce w1" --workload produce --window 1 --count "$BENCH_N1"
+  redis_row "$label" "produce w1000" --workload produce --window 1000 --count "$n"
+  redis_row "$label" "consume stream" --workload stream --count "$BENCH_STREAM_N"
+  redis_row "$label" "consume queue" --workload consume --consumers 1 --window 100 --count "$n"
+  redis_row "$label" "cycle 4c" --workload cycle --consumers 4 --window 100 --count "$n"
+  redis_latency_rows "$label" latency latency
+  redis_latency_rows "$label" "queue latency" qlatency
+}
+
+# peer_rows QUICK SIZE: the counts come from run.sh (BENCH_*).
 peer_rows() {
-  local quick="$1" fsync
+  local fsync
   REDIS_SIZE="$2"
-  if [ "$quick" = 1 ]; then
-    REDIS_SECS=1 REDIS_N=10000 REDIS_N1=2000
-  else
-    REDIS_SECS=10 REDIS_N=1000000 REDIS_N1=100000
-  fi
   for fsync in always everysec; do
     peer_start "$WORK/data-redis/$fsync" "$fsync"
     if [ "$fsync" = always ]; then

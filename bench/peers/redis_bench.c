@@ -132,7 +132,10 @@ static void *cycle_consumer(void *arg) {
 }
 
 // Latency: a producer XADDs at `rate` with its scheduled send time in the payload, a
-// consumer XREAD BLOCKs the stream and records now - that time.
+// consumer records now - that time for each entry it gets. `latency`: the consumer XREAD
+// BLOCKs the stream. `qlatency`: it reads as a consumer group member (XREADGROUP BLOCK ... >)
+// and XACKs what it got, the queue cycle's commands.
+static int lat_group;
 static double *lat_ms;
 static atomic_long lat_n;  // one writer, the consumer thread: a load and a store increment it
 static atomic_long lat_sent;
@@ -143,10 +146,15 @@ static void *lat_consumer(void *arg) {
   (void)arg;
   redisContext *c = connect_or_die();
   char last[64] = "0-0";
+  // XACK lat g id...: at most 1000 ids, one read's worth.
+  const char **argv = malloc(sizeof *argv * 1003);
+  if (!argv) die("malloc", c);
   for (;;) {
-    redisReply *r = redisCommand(c, "XREAD BLOCK 200 COUNT 1000 STREAMS lat %s", last);
+    redisReply *r = lat_group
+                        ? redisCommand(c, "XREADGROUP GROUP g c BLOCK 200 COUNT 1000 STREAMS lat >")
+                        : redisCommand(c, "XREAD BLOCK 200 COUNT 1000 STREAMS lat %s", last);
     const double t = now_s();
-    if (!r || r->type == REDIS_REPLY_ERROR) die("XREAD", c);
+    if (!r || r->type == REDIS_REPLY_ERROR) die(lat_group ? "XREADGROUP" : "XREAD", c);
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
       redisReply *entries = r->element[0]->element[1];
       for (size_t i = 0; i < entries->elements; i++) {
@@ -158,14 +166,22 @@ static void *lat_consumer(void *arg) {
           lat_ms[got] = (t - sent) * 1e3;
           atomic_store(&lat_n, got + 1);
         }
+        argv[3 + i] = entries->element[i]->element[0]->str;
       }
       snprintf(last, sizeof last, "%s", entries->element[entries->elements - 1]->element[0]->str);
+      if (lat_group && entries->elements > 0) {
+        argv[0] = "XACK", argv[1] = "lat", argv[2] = "g";
+        redisReply *a = redisCommandArgv(c, 3 + (int)entries->elements, argv, NULL);
+        if (!a || a->type != REDIS_REPLY_INTEGER) die("XACK", c);
+        freeReplyObject(a);
+      }
     }
     freeReplyObject(r);
     if (!atomic_load(&producing) &&
         (atomic_load(&lat_n) >= atomic_load(&lat_sent) || t > atomic_load(&drain_until)))
       break;
   }
+  free(argv);
   redisFree(c);
   return NULL;
 }
@@ -173,6 +189,7 @@ static void *lat_consumer(void *arg) {
 static int latency(void) {
   redisContext *c = connect_or_die();
   must(c, "DEL lat");
+  if (lat_group) must(c, "XGROUP CREATE lat g $ MKSTREAM");
   long n = (long)(A.rate * A.duration_s);
   if (n > A.count) n = A.count;
   A.count = n;
@@ -214,7 +231,7 @@ static int latency(void) {
 int main(int argc, char **argv) {
   peer_parse_args("redis_bench",
                   "usage: redis_bench --host H --port N "
-                  "--workload produce|stream|consume|cycle|latency\n" PEER_USAGE_COMMON,
+                  "--workload produce|stream|consume|cycle|latency|qlatency\n" PEER_USAGE_COMMON,
                   argc, argv, &A, NULL);
   if (A.size < (int)sizeof(double) || A.count < 1 || A.window < 1 || A.consumers < 1 ||
       A.rate <= 0) {
@@ -249,7 +266,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < A.consumers; i++) pthread_join(threads[i], NULL);
     seconds = now_s() - start;
     done = acked_total;
-  } else if (!strcmp(A.workload, "latency")) {
+  } else if (!strcmp(A.workload, "latency") || !strcmp(A.workload, "qlatency")) {
+    lat_group = !strcmp(A.workload, "qlatency");
     const int rc = latency();
     redisFree(c);
     return rc;

@@ -28,6 +28,18 @@ done
 case "$SIZE" in ''|*[!0-9]*) echo "--size must be a number of bytes" >&2; exit 2 ;; esac
 
 export ROOT PEERS_DIR QUICK SIZE
+
+# Every peer runs each workload with the same counts and the same time bound (README.md,
+# "Counts"): N1 messages one at a time, N for the other produce, queue and cycle rows,
+# STREAM_N for the stream read, LAT_N for latency at RATE msgs/s; SECS bounds each run.
+if [ "$QUICK" = 1 ]; then
+  BENCH_N1=1000 BENCH_N=5000 BENCH_STREAM_N=10000 BENCH_LAT_N=10000 BENCH_SECS=5
+else
+  BENCH_N1=20000 BENCH_N=500000 BENCH_STREAM_N=1000000 BENCH_LAT_N=100000 BENCH_SECS=30
+fi
+BENCH_RATE=10000
+BENCH_LAT_SECS=$((BENCH_LAT_N / BENCH_RATE))
+export BENCH_N1 BENCH_N BENCH_STREAM_N BENCH_LAT_N BENCH_LAT_SECS BENCH_RATE BENCH_SECS
 export SPOOLD="${SPOOLD:-$ROOT/build/release/server/spoold}"
 export SPOOL_BENCH="${SPOOL_BENCH:-$ROOT/build/release/bench/spool-bench}"
 
@@ -181,7 +193,7 @@ done
 
 # The rows each peer's script writes (all its durability levels): a row that goes missing
 # fails the run as one without a number does. A change to a script's workloads changes this.
-declare -A expected_rows=([spool]=20 [redis]=16 [beanstalkd]=14 [nats]=8 [rabbitmq]=15)
+declare -A expected_rows=([spool]=26 [redis]=22 [beanstalkd]=14 [nats]=8 [rabbitmq]=17)
 for peer in $PEERS; do
   want="${expected_rows[$peer]:-}"
   got="$(grep -c "^ROW|$peer|" "$ROWS" || true)"

@@ -32,13 +32,13 @@ peer_stop() {
   fi
 }
 
-# spool_bench TOPIC SUBCOMMAND ARGS...: runs spool-bench and prints its result line.
+# spool_bench SECONDS TOPIC SUBCOMMAND ARGS...: runs spool-bench for at most SECONDS and
+# prints its result line.
 spool_bench() {
-  local topic="$1" secs
-  shift
-  secs="$(awk -v d="$SPOOL_DURATION" 'BEGIN { printf "%d", d * 3 + 30 }')"
-  timeout -k 5 "$secs" "$SPOOL_BENCH" --address "$SPOOL_ADDR" --topic "$topic" \
-    --record-size "$SPOOL_SIZE" --duration "$SPOOL_DURATION" "$@" ||
+  local secs="$1" topic="$2"
+  shift 2
+  timeout -k 5 "$((secs * 3 + 30))" "$SPOOL_BENCH" --address "$SPOOL_ADDR" --topic "$topic" \
+    --record-size "$SPOOL_SIZE" --duration "$secs" "$@" ||
     echo "spool: spool-bench $* exited with an error" >&2
 }
 
@@ -47,42 +47,41 @@ rate_of() { sed -n 's/.* = \([0-9.]*\) \(msgs\|records\)\/s.*/\1/p' | head -n 1;
 # Prints percentile P (p50, p99, p999) of a latency line, in ms.
 pct_ms() { sed -n "s/.* $1 \([0-9.]*\) us.*/\1/p" | head -n 1 | awk '{ printf "%.3f", $1 / 1000 }'; }
 
-spool_level() {
-  local label="$1" out
-  out="$(spool_bench w1 produce --unary --batch 1 --inflight 1)"
-  row spool "$label" "produce w1" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench w1000 produce --batch 1 --inflight 1000)"
-  row spool "$label" "produce w1000" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench b100 produce --batch 100 --inflight 8)"
-  row spool "$label" "produce batch100" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench rd read --messages "$SPOOL_STREAM_N")"
-  row spool "$label" "consume stream" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench q1 queue-cycle --consumers 1 --batch 100 --messages "$SPOOL_MESSAGES")"
-  row spool "$label" "consume queue" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench q4 queue-cycle --consumers 4 --batch 100 --messages "$SPOOL_MESSAGES")"
-  row spool "$label" "cycle 4c" "$(rate_of <<<"$out")" msgs/s
-  # No peer has per-group FIFO in a work queue (README.md), so this row has no ratio.
-  out="$(spool_bench f4 queue-cycle --consumers 4 --batch 100 --groups 64 \
-    --messages "$SPOOL_MESSAGES")"
-  row spool "$label" "fifo cycle 4c" "$(rate_of <<<"$out")" msgs/s
-  out="$(spool_bench lat latency --rate 10000 --stream)"
-  row spool "$label" "latency p50" "$(pct_ms p50 <<<"$out")" ms
-  row spool "$label" "latency p99" "$(pct_ms p99 <<<"$out")" ms
-  row spool "$label" "latency p999" "$(pct_ms p999 <<<"$out")" ms
+# latency_rows LABEL PREFIX OUTPUT: the three percentile rows of a latency run.
+latency_rows() {
+  local p
+  for p in p50 p99 p999; do
+    row spool "$1" "$2 $p" "$(pct_ms "$p" <<<"$3")" ms
+  done
 }
 
+spool_level() {
+  local label="$1" s="$BENCH_SECS" n="$BENCH_N" out
+  out="$(spool_bench "$s" w1 produce --unary --batch 1 --inflight 1 --messages "$BENCH_N1")"
+  row spool "$label" "produce w1" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench "$s" w1000 produce --batch 1 --inflight 1000 --messages "$n")"
+  row spool "$label" "produce w1000" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench "$s" b100 produce --batch 100 --inflight 8 --messages "$n")"
+  row spool "$label" "produce batch100" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench "$s" rd read --messages "$BENCH_STREAM_N")"
+  row spool "$label" "consume stream" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench "$s" q1 queue-cycle --consumers 1 --batch 100 --messages "$n")"
+  row spool "$label" "consume queue" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench "$s" q4 queue-cycle --consumers 4 --batch 100 --messages "$n")"
+  row spool "$label" "cycle 4c" "$(rate_of <<<"$out")" msgs/s
+  # No peer has per-group FIFO in a work queue (README.md), so this row has no ratio.
+  out="$(spool_bench "$s" f4 queue-cycle --consumers 4 --batch 100 --groups 64 --messages "$n")"
+  row spool "$label" "fifo cycle 4c" "$(rate_of <<<"$out")" msgs/s
+  out="$(spool_bench "$BENCH_LAT_SECS" lat latency --rate "$BENCH_RATE" --stream)"
+  latency_rows "$label" latency "$out"
+  out="$(spool_bench "$BENCH_LAT_SECS" qlat queue-latency --rate "$BENCH_RATE" --stream \
+    --consumers 1)"
+  latency_rows "$label" "queue latency" "$out"
+}
+
+# peer_rows QUICK SIZE: the counts come from run.sh (BENCH_*).
 peer_rows() {
-  local quick="$1"
   SPOOL_SIZE="$2"
-  if [ "$quick" = 1 ]; then
-    SPOOL_DURATION=1
-    SPOOL_MESSAGES=5000
-    SPOOL_STREAM_N=10000
-  else
-    SPOOL_DURATION=10
-    SPOOL_MESSAGES=200000
-    SPOOL_STREAM_N=1000000
-  fi
   local fsync
   for fsync in always interval; do
     peer_start "$WORK/data-spool/$fsync" "$fsync"
