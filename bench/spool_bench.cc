@@ -80,6 +80,8 @@ struct Options {
   std::size_t messages = 100'000;
   // queue-cycle: a FIFO queue with messages spread over this many groups (0: standard).
   std::size_t groups = 0;
+  // queue-cycle and queue-latency --stream: max_outstanding_messages of each StreamingReceive.
+  std::size_t outstanding = 1000;
   // read: records per Fetch.
   std::uint32_t fetch_records = 1000;
 };
@@ -693,12 +695,14 @@ int RunQueueSend(const Options& o) {
 }
 
 // One consumer: receive up to `batch`, delete them in one call; `on_deleted` gets each body.
+using Messages = google::protobuf::RepeatedPtrField<v1::QueueMessage>;
+
 // `on_received` (optional) sees each answer before its delete.
 void ConsumeQueue(const std::shared_ptr<grpc::Channel>& channel, const Options& o,
                   const std::string& queue, const std::atomic<bool>& stop,
                   const std::function<bool(const v1::QueueMessage&)>& on_deleted,
                   std::atomic<std::uint64_t>& deleted,
-                  const std::function<void(const v1::ReceiveMessagesResponse&)>& on_received = {}) {
+                  const std::function<void(const Messages&)>& on_received = {}) {
   auto stub = v1::QueueService::NewStub(channel);
   while (!stop) {
     v1::ReceiveMessagesRequest receive;
@@ -711,7 +715,7 @@ void ConsumeQueue(const std::shared_ptr<grpc::Channel>& channel, const Options& 
         received.messages_size() == 0) {
       continue;
     }
-    if (on_received) on_received(received);
+    if (on_received) on_received(received.messages());
     v1::DeleteMessageBatchRequest del;
     del.set_queue(queue);
     for (int i = 0; i < received.messages_size(); ++i) {
@@ -730,6 +734,70 @@ void ConsumeQueue(const std::shared_ptr<grpc::Channel>& channel, const Options& 
   }
 }
 
+// One consumer on a StreamingReceive stream of its own channel: the broker pushes up to
+// `outstanding` messages; each response's messages go to `on_messages`, then are deleted by
+// one request on the same stream. confirmed() counts the deletes the broker confirmed
+// durable.
+class StreamingConsumer {
+ public:
+  StreamingConsumer(const std::string& address, std::size_t id, std::string queue,
+                    std::uint32_t outstanding, std::function<void(const Messages&)> on_messages)
+      : stub_(v1::QueueService::NewStub(OwnChannel(address, id))),
+        stream_(stub_->StreamingReceive(&context_)),
+        on_messages_(std::move(on_messages)),
+        thread_([this, queue = std::move(queue), outstanding] { Run(queue, outstanding); }) {}
+  ~StreamingConsumer() { Stop(); }
+
+  bool attached() const { return attached_; }
+  std::uint64_t confirmed() const { return confirmed_; }
+  // Ends the stream (CANCELLED); deletes not confirmed by then are not counted.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    context_.TryCancel();
+    thread_.join();
+    stream_->Finish();
+  }
+
+ private:
+  void Run(const std::string& queue, std::uint32_t outstanding) {
+    v1::StreamingReceiveRequest first;
+    first.set_queue(queue);
+    first.set_max_outstanding_messages(outstanding);
+    if (!stream_->Write(first)) return;
+    attached_ = true;
+    std::map<std::uint64_t, int> unconfirmed;  // request sequence -> its deletes
+    std::uint64_t sequence = 0;
+    v1::StreamingReceiveResponse response;
+    while (stream_->Read(&response)) {
+      if (response.has_confirmation()) {
+        const auto& c = response.confirmation();
+        if (auto it = unconfirmed.find(c.sequence()); it != unconfirmed.end()) {
+          confirmed_ += static_cast<std::uint64_t>(it->second - c.failures_size());
+          unconfirmed.erase(it);
+        }
+      }
+      if (response.messages_size() == 0) continue;
+      on_messages_(response.messages());
+      v1::StreamingReceiveRequest acks;
+      acks.set_sequence(++sequence);
+      for (const auto& m : response.messages())
+        acks.add_deletes(m.receipt_handle());
+      unconfirmed.emplace(sequence, response.messages_size());
+      if (!stream_->Write(acks)) break;
+    }
+  }
+
+  grpc::ClientContext context_;
+  std::unique_ptr<v1::QueueService::Stub> stub_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::StreamingReceiveRequest, v1::StreamingReceiveResponse>>
+      stream_;
+  std::function<void(const Messages&)> on_messages_;
+  std::atomic<bool> attached_{false};
+  std::atomic<std::uint64_t> confirmed_{0};
+  std::thread thread_;  // last: it uses every member above
+};
+
 int RunQueueCycle(const Options& o) {
   auto channel = grpc::CreateChannel(o.address, grpc::InsecureChannelCredentials());
   auto stub = v1::QueueService::NewStub(channel);
@@ -746,9 +814,9 @@ int RunQueueCycle(const Options& o) {
   std::mutex order_mu;
   std::map<std::string, std::uint64_t> last_sequence;
   std::uint64_t out_of_order = 0;
-  auto check_order = [&](const v1::ReceiveMessagesResponse& received) {
+  auto check_order = [&](const Messages& received) {
     std::lock_guard lock(order_mu);
-    for (const auto& m : received.messages()) {
+    for (const auto& m : received) {
       auto [it, fresh] = last_sequence.try_emplace(m.message_group_id(), m.sequence_number());
       if (!fresh) {
         // Equal is the same message again (its delete failed and its lease ran out).
@@ -759,29 +827,46 @@ int RunQueueCycle(const Options& o) {
   };
   const auto start = Clock::now();
   const auto end = After(start, o.duration_s);
+  const std::function<void(const Messages&)> on_received =
+      o.groups > 0 ? std::function<void(const Messages&)>(check_order) : [](const Messages&) {};
   std::vector<std::thread> consumers;
+  std::vector<std::unique_ptr<StreamingConsumer>> streams;
   for (std::size_t c = 0; c < o.consumers; ++c) {
+    if (o.stream) {
+      streams.push_back(std::make_unique<StreamingConsumer>(
+          o.address, c, queue, static_cast<std::uint32_t>(o.outstanding), on_received));
+      continue;
+    }
     consumers.emplace_back([&, c] {
       auto own = OwnChannel(o.address, c);
       ConsumeQueue(
-          own, o, queue, stop, [](const v1::QueueMessage&) { return true; }, deleted,
-          o.groups > 0 ? std::function<void(const v1::ReceiveMessagesResponse&)>(check_order)
-                       : nullptr);
+          own, o, queue, stop, [](const v1::QueueMessage&) { return true; }, deleted, on_received);
     });
   }
-  while (deleted.load() < filled && Clock::now() < end)
+  auto done_so_far = [&] {
+    std::uint64_t n = deleted.load();
+    for (const auto& s : streams)
+      n += s->confirmed();
+    return n;
+  };
+  while (done_so_far() < filled && Clock::now() < end)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  const std::uint64_t done = deleted.load();
+  const std::uint64_t done = done_so_far();
   stop = true;
   for (auto& t : consumers)
     t.join();
+  for (auto& s : streams)
+    s->Stop();
   const std::string kind =
       o.groups > 0 ? "FIFO, " + std::to_string(o.groups) + " groups" : std::string("standard");
+  const std::string how =
+      o.stream ? "StreamingReceive, " + std::to_string(o.outstanding) + " outstanding"
+               : "receive + delete batch of " + std::to_string(o.batch);
   std::printf(
-      "queue cycle (receive + delete batch): %s, message %zu B, batch %zu, consumers %zu, %u "
-      "partitions: %llu of %llu in %.1f s = %.0f msgs/s\n",
-      kind.c_str(), o.record_size, o.batch, o.consumers, o.partitions,
+      "queue cycle (%s): %s, message %zu B, consumers %zu, %u partitions: %llu of %llu in %.1f "
+      "s = %.0f msgs/s\n",
+      how.c_str(), kind.c_str(), o.record_size, o.consumers, o.partitions,
       static_cast<unsigned long long>(done), static_cast<unsigned long long>(filled), seconds,
       static_cast<double>(done) / seconds);
   DeleteQueue(*stub, queue);
@@ -884,53 +969,32 @@ int RunQueueLatencyStream(const Options& o) {
   std::vector<double> latencies_us;
   latencies_us.reserve(expected);
   std::atomic<std::uint64_t> delivered{0};
-  std::atomic<std::size_t> attached{0};
-  struct Receiver {
-    grpc::ClientContext context;
-    std::unique_ptr<v1::QueueService::Stub> stub;
-    std::unique_ptr<
-        grpc::ClientReaderWriter<v1::StreamingReceiveRequest, v1::StreamingReceiveResponse>>
-        stream;
+  // Timed at delivery, before the delete goes back on the stream.
+  auto on_messages = [&](const Messages& messages) {
+    const auto now = Clock::now();
+    const Clock::time_point base{Clock::duration(base_ticks.load())};
+    std::lock_guard lock(mu);
+    for (const auto& m : messages) {
+      std::int64_t sent_ns = 0;
+      std::memcpy(&sent_ns, m.body().data(), std::min(sizeof sent_ns, m.body().size()));
+      latencies_us.push_back(std::chrono::duration<double, std::micro>(
+                                 now - (base + std::chrono::nanoseconds(sent_ns)))
+                                 .count());
+    }
+    delivered += static_cast<std::uint64_t>(messages.size());
   };
-  std::vector<std::unique_ptr<Receiver>> receivers;
-  std::vector<std::thread> consumers;
+  std::vector<std::unique_ptr<StreamingConsumer>> consumers;
   for (std::size_t c = 0; c < o.consumers; ++c) {
-    Receiver* receiver = receivers.emplace_back(std::make_unique<Receiver>()).get();
-    receiver->stub = v1::QueueService::NewStub(OwnChannel(o.address, c));
-    receiver->stream = receiver->stub->StreamingReceive(&receiver->context);
-    consumers.emplace_back([&, &r = *receiver] {
-      v1::StreamingReceiveRequest first;
-      first.set_queue(queue);
-      first.set_max_outstanding_messages(1000);
-      if (!r.stream->Write(first)) return;
-      ++attached;
-      std::vector<double> mine;
-      std::uint64_t sequence = 0;
-      v1::StreamingReceiveResponse response;
-      while (r.stream->Read(&response)) {
-        if (response.messages_size() == 0) continue;
-        const auto now = Clock::now();
-        const Clock::time_point base{Clock::duration(base_ticks.load())};
-        v1::StreamingReceiveRequest acks;
-        acks.set_sequence(++sequence);
-        for (const auto& m : response.messages()) {
-          std::int64_t sent_ns = 0;
-          std::memcpy(&sent_ns, m.body().data(), std::min(sizeof sent_ns, m.body().size()));
-          mine.push_back(std::chrono::duration<double, std::micro>(
-                             now - (base + std::chrono::nanoseconds(sent_ns)))
-                             .count());
-          acks.add_deletes(m.receipt_handle());
-        }
-        delivered += static_cast<std::uint64_t>(response.messages_size());
-        if (!r.stream->Write(acks)) break;
-      }
-      std::lock_guard lock(mu);
-      latencies_us.insert(latencies_us.end(), mine.begin(), mine.end());
-    });
+    consumers.push_back(std::make_unique<StreamingConsumer>(
+        o.address, c, queue, static_cast<std::uint32_t>(o.outstanding), on_messages));
   }
   // The first request only says the stream is there; give the broker a moment to attach it,
   // so that connecting does not count as latency.
-  for (int i = 0; i < 500 && attached.load() < o.consumers; ++i)
+  auto attached = [&] {
+    return std::all_of(consumers.begin(), consumers.end(),
+                       [](const auto& c) { return c->attached(); });
+  };
+  for (int i = 0; i < 500 && !attached(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const auto base = Clock::now();
@@ -943,12 +1007,8 @@ int RunQueueLatencyStream(const Options& o) {
   const auto drain_until = After(Clock::now(), std::max(2.0, o.duration_s));
   while (delivered.load() < expected && Clock::now() < drain_until)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  for (auto& r : receivers)
-    r->context.TryCancel();
-  for (auto& t : consumers)
-    t.join();
-  for (auto& r : receivers)
-    r->stream->Finish();  // CANCELLED, by the loop above
+  for (auto& c : consumers)
+    c->Stop();
   DeleteQueue(*stub, queue);
   if (latencies_us.empty()) return 1;
   const std::size_t received = latencies_us.size();
@@ -1013,7 +1073,20 @@ int main(int argc, char** argv) {
                    "FIFO queue with messages spread over this many groups (0: standard); "
                    "fails if a group's order is broken")
       ->capture_default_str();
+  queue_cycle->add_flag("--stream", o.stream,
+                        "Consume on StreamingReceive streams (deletes on the same stream) "
+                        "instead of ReceiveMessages + DeleteMessageBatch");
+  queue_cycle
+      ->add_option("--outstanding", o.outstanding,
+                   "--stream: messages each stream may have outstanding (1-120000)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{120'000}));
   queue_latency->add_option("--consumers", o.consumers, "Consumer threads")->capture_default_str();
+  queue_latency
+      ->add_option("--outstanding", o.outstanding,
+                   "--stream: messages each stream may have outstanding (1-120000)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{120'000}));
   queue_latency->add_flag("--stream", o.stream,
                           "Publish on a PublishStream to the queue's topic and receive on "
                           "StreamingReceive streams (latency to delivery), instead of unary "
