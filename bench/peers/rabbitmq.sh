@@ -7,6 +7,8 @@
 #   durable: a quorum queue (its Raft log is fdatasync'ed before the confirm);
 #   durable: a classic durable queue (the message store fsyncs before the confirm; with a
 #            window of 1, strace shows one fsync per message);
+#   relaxed: a classic queue that is not durable, with transient messages (confirmed
+#            without touching the disk; lost when the node restarts), every queue workload;
 #   relaxed: a stream queue, for the produce rows and "consume stream" (a stream confirms
 #            without an fsync per message: strace shows far fewer fdatasync calls than
 #            messages).
@@ -144,6 +146,8 @@ peer_rows() {
   peer_start "$WORK/data-rabbitmq/node" || return 1
   rmq_rows "$size" quorum "durable: quorum queue, persistent, publisher confirms"
   rmq_rows "$size" classic "durable: classic durable queue, persistent, publisher confirms"
+  rmq_rows "$size" transient \
+    "relaxed: classic queue, transient messages, publisher confirms, lost on a restart"
   # A stream queue confirms without an fsync per message: RabbitMQ's relaxed produce rows.
   rmq_row "$relaxed" "produce w1" "${stream[@]}" --workload produce --window 1 --count "$BENCH_N1"
   rmq_row "$relaxed" "produce w1000" "${stream[@]}" --workload produce --window 1000 \

@@ -6,7 +6,10 @@
  * The queue "bench" is deleted and declared durable at the start of each run,
  * as a quorum, classic or stream queue (--queue-type). Messages are published
  * persistent (delivery_mode 2) to the default exchange on a channel in confirm
- * mode; a message counts once its basic.ack (confirm) arrived.
+ * mode; a message counts once its basic.ack (confirm) arrived. --queue-type
+ * transient declares a classic queue that is not durable and publishes
+ * transient messages (delivery_mode 1): confirmed without touching the disk,
+ * gone when the node restarts.
  *
  *   produce  keep at most `window` messages unconfirmed (1 = one at a time).
  *   consume  queue receive+ack: basic.qos prefetch `window`, basic.consume,
@@ -55,12 +58,12 @@ static void parse_args(int argc, char **argv)
     peer_parse_args("rabbitmq_bench",
                     "usage: rabbitmq_bench --host H --port N "
                     "--workload produce|stream|consume|cycle|latency\n"
-                    "  [--queue-type quorum|classic|stream]\n" PEER_USAGE_COMMON,
+                    "  [--queue-type quorum|classic|stream|transient]\n" PEER_USAGE_COMMON,
                     argc, argv, &A, queue_type_flag);
     if (A.size < 16 || A.size > 1 << 20 || A.count < 1 || A.count > MAX_COUNT || A.window < 1 ||
         A.consumers < 1 || A.consumers > MAX_CONSUMERS || A.rate < 1 || A.duration_s <= 0 ||
         (strcmp(queue_type, "quorum") && strcmp(queue_type, "classic") &&
-         strcmp(queue_type, "stream")))
+         strcmp(queue_type, "stream") && strcmp(queue_type, "transient")))
         peer_usage();
 }
 
@@ -122,9 +125,10 @@ static int fresh_queue(amqp_connection_state_t c)
     amqp_table_entry_t e;
     e.key = amqp_cstring_bytes("x-queue-type");
     e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = amqp_cstring_bytes(queue_type);
+    const int transient = !strcmp(queue_type, "transient");
+    e.value.value.bytes = amqp_cstring_bytes(transient ? "classic" : queue_type);
     amqp_table_t args = {1, &e};
-    amqp_queue_declare(c, 1, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0, args);
+    amqp_queue_declare(c, 1, amqp_cstring_bytes(QUEUE), 0, !transient, 0, 0, args);
     return rpc_failed(c, "queue.declare");
 }
 
@@ -204,7 +208,7 @@ static int pub_one(struct publisher *p, const char *buf)
         return 1;
     amqp_basic_properties_t props;
     props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
-    props.delivery_mode = 2; /* persistent */
+    props.delivery_mode = strcmp(queue_type, "transient") ? 2 : 1; /* persistent, transient */
     amqp_bytes_t body = {(size_t)A.size, (void *)buf};
     int rc = amqp_basic_publish(p->c, 1, amqp_empty_bytes, amqp_cstring_bytes(QUEUE), 0, 0, &props, body);
     if (rc != AMQP_STATUS_OK) {

@@ -193,7 +193,7 @@ done
 
 # The rows each peer's script writes (all its durability levels): a row that goes missing
 # fails the run as one without a number does. A change to a script's workloads changes this.
-declare -A expected_rows=([spool]=26 [redis]=22 [beanstalkd]=14 [nats]=8 [rabbitmq]=17)
+declare -A expected_rows=([spool]=26 [redis]=22 [beanstalkd]=14 [nats]=8 [rabbitmq]=24)
 for peer in $PEERS; do
   want="${expected_rows[$peer]:-}"
   got="$(grep -c "^ROW|$peer|" "$ROWS" || true)"
