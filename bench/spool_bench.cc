@@ -274,18 +274,22 @@ int RunProduce(const Options& o) {
 // Each of the `expected` records (the i-th due `interval` * i after `base`) still missing from
 // `latencies_us` counts at the time it has waited so far, a lower bound: dropping them would
 // report a saturated broker's latency from the lucky few. They are given the latest due times,
-// which keeps every figure a lower bound even when records land out of order.
-void CountMissing(std::vector<double>& latencies_us, std::uint64_t expected, Clock::time_point base,
-                  std::chrono::duration<double> interval) {
+// which keeps every figure a lower bound even when records land out of order. Then sorts the
+// samples for Percentile, and returns how many records arrived.
+std::size_t CountMissingAndSort(std::vector<double>& latencies_us, std::uint64_t expected,
+                                Clock::time_point base, std::chrono::duration<double> interval) {
   const std::size_t received = latencies_us.size();
-  if (received >= expected) return;
-  std::fprintf(stderr, "latency: received %zu of %llu records; the figures are lower bounds\n",
-               received, static_cast<unsigned long long>(expected));
-  const auto now = Clock::now();
-  for (std::uint64_t i = received; i < expected; ++i) {
-    const auto due = base + std::chrono::duration_cast<Clock::duration>(interval * i);
-    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - due).count());
+  if (received < expected) {
+    std::fprintf(stderr, "latency: received %zu of %llu records; the figures are lower bounds\n",
+                 received, static_cast<unsigned long long>(expected));
+    const auto now = Clock::now();
+    for (std::uint64_t i = received; i < expected; ++i) {
+      const auto due = base + std::chrono::duration_cast<Clock::duration>(interval * i);
+      latencies_us.push_back(std::chrono::duration<double, std::micro>(now - due).count());
+    }
   }
+  std::sort(latencies_us.begin(), latencies_us.end());
+  return received;
 }
 
 // The i-th record of a latency run: it waits until it is due (`interval` * i after `base`)
@@ -308,7 +312,7 @@ v1::PublishRequest ScheduledRecord(const std::string& topic, std::size_t size, s
 // Publishes `expected` scheduled records to `topic`, each its own request on one
 // PublishStream, answered one by one: pipelined like a Redis client's XADDs on one
 // connection, not batched. A publisher a second behind the end of the schedule stops (the
-// missing records then count as CountMissing says), as the peer clients do.
+// missing records then count as CountMissingAndSort says), as the peer clients do.
 void PublishOnSchedule(v1::PublishService::Stub& stub, const std::string& topic, const Options& o,
                        std::uint64_t expected, Clock::time_point base,
                        std::chrono::duration<double> interval) {
@@ -411,9 +415,7 @@ int RunLatency(Options o) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (latencies_us.empty()) return 1;
-  const std::size_t received = latencies_us.size();
-  CountMissing(latencies_us, expected, base, interval);
-  std::sort(latencies_us.begin(), latencies_us.end());
+  const std::size_t received = CountMissingAndSort(latencies_us, expected, base, interval);
   auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
       "latency publish->fetch at %.0f msgs/s, record %zu B: %zu samples, p50 %.0f us, p99 %.0f "
@@ -1011,9 +1013,7 @@ int RunQueueLatencyStream(const Options& o) {
     c->Stop();
   DeleteQueue(*stub, queue);
   if (latencies_us.empty()) return 1;
-  const std::size_t received = latencies_us.size();
-  CountMissing(latencies_us, expected, base, interval);
-  std::sort(latencies_us.begin(), latencies_us.end());
+  const std::size_t received = CountMissingAndSort(latencies_us, expected, base, interval);
   auto at = [&](double q) { return Percentile(latencies_us, q); };
   std::printf(
       "queue latency publish->delivery (streams) at %.0f msgs/s, message %zu B, %zu consumers: "
