@@ -697,6 +697,14 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   for (const storage::Record& r : records) {
     payload_bytes += r.value.size() + (r.key ? r.key->size() : 0);
   }
+  // The records whose delivery is still ahead, for the queues' counts (AppendedDelays).
+  std::vector<std::pair<std::uint64_t, std::int64_t>> delays;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const storage::Record& r = records[i];
+    if (r.deliver_after_ms && *r.deliver_after_ms > r.append_timestamp_ms) {
+      delays.emplace_back(prepared->first_offset + i, *r.deliver_after_ms);
+    }
+  }
   for (std::size_t i = 0; i < indexes.size(); ++i) {
     op->value()[indexes[i]] = {partition, prepared->first_offset + i, false, records[i].sequence};
   }
@@ -706,7 +714,8 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   // The slot moves into that handler: once the answer lets Shutdown() proceed, nothing on
   // the syncer thread may still own a strand of the pool being destroyed.
   store_.Write(std::move(batch), [slot = std::move(slot), op = std::move(op), append = *prepared,
-                                  payload_bytes, dedup = std::move(dedup)](Status s) mutable {
+                                  payload_bytes, dedup = std::move(dedup),
+                                  delays = std::move(delays)](Status s) mutable {
     auto& strand = slot->strand;
     for (const Dedup& d : dedup) {
       if (s) {
@@ -722,8 +731,10 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
       slot->AdvanceEnd(append.end);
       slot->published_records.Add(append.end.offset - append.first_offset);
       slot->published_bytes.Add(payload_bytes);
-      boost::asio::post(strand, [slot = std::move(slot), append] {
+      boost::asio::post(strand, [slot = std::move(slot), append, delays = std::move(delays)] {
         slot->log.MarkDurable(append);
+        for (const auto& [offset, deliver_after_ms] : delays)
+          slot->delays.Note(offset, deliver_after_ms);
         slot->Publish();
         if (!slot->waiters.empty()) slot->ServeWaiters(false);
         slot->receivers->Wake();

@@ -236,6 +236,7 @@ struct Broker::PartitionSlot {
                 std::shared_ptr<DedupTable> d, std::shared_ptr<internal::TopicSequence> q)
       : strand(std::move(s)),
         log(std::move(l)),
+        delays(log.end_offset()),
         receivers(std::move(r)),
         dedup(std::move(d)),
         sequence(std::move(q)) {
@@ -302,7 +303,7 @@ struct Broker::PartitionSlot {
     auto it = queues.find(subscription);
     if (it != queues.end()) return it->second.get();
     if (deleted_queues.count(subscription)) return NotFound("the queue was deleted");
-    auto loaded = QueuePartition::Load(store, subscription, log);
+    auto loaded = QueuePartition::Load(store, subscription, log, &delays);
     if (!loaded) return loaded.error();
     auto state = std::make_unique<QueuePartition>(std::move(*loaded));
     return queues.emplace(subscription, std::move(state)).first->second.get();
@@ -310,6 +311,7 @@ struct Broker::PartitionSlot {
 
   Strand strand;
   storage::PartitionLog log;                          // strand only
+  AppendedDelays delays;                              // strand only
   std::shared_ptr<ReceiveWaitList> receivers;         // the topic's
   std::shared_ptr<DedupTable> dedup;                  // the topic's
   std::shared_ptr<internal::TopicSequence> sequence;  // the topic's

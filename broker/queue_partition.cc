@@ -15,6 +15,8 @@ constexpr std::uint8_t kStateVersion = 2;
 constexpr std::size_t kScanChunk = 256;
 constexpr std::size_t kMaxScanPerReceive = 10'000;
 constexpr std::size_t kScanBytes = 4 << 20;
+// Counts: the most delayed records it steps over looking for the oldest visible one.
+constexpr std::size_t kOldestWalkLimit = 10'000;
 
 }  // namespace
 
@@ -50,8 +52,9 @@ Result<QueueMessageState> DecodeQueueMessageState(std::string_view in) {
 }
 
 Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::uint32_t subscription,
-                                            const storage::PartitionLog& log) {
-  QueuePartition q(subscription, log);
+                                            const storage::PartitionLog& log,
+                                            AppendedDelays* delays) {
+  QueuePartition q(subscription, log, delays);
   const std::uint32_t partition = log.partition();
   auto floor = store.Get(storage::ColumnFamily::kQueueState,
                          storage::QueueFloorKey(subscription, partition));
@@ -574,8 +577,11 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
 
 Status QueuePartition::Examine(std::size_t max) {
   const std::uint64_t from = std::max(scanned_, log_->start_offset());
-  if (log_->end_offset() <= from || log_->end_offset() - from > max) return Ok();
-  while (scanned_ < log_->end_offset()) {
+  // AppendedDelays knows the records from its start on.
+  const std::uint64_t end =
+      delays_ ? std::min(log_->end_offset(), delays_->from()) : log_->end_offset();
+  if (end <= from || end - from > max) return Ok();
+  while (scanned_ < end) {
     auto records = Scan(kScanChunk);
     if (!records) return records.error();
     if (records->empty()) break;
@@ -583,7 +589,7 @@ Status QueuePartition::Examine(std::size_t max) {
   return Ok();
 }
 
-QueueCounts QueuePartition::Counts(std::int64_t now_ms) const {
+QueueCounts QueuePartition::Counts(std::int64_t now_ms) {
   // The index sizes are maintained; only entries that are due now are walked (leases that
   // ended, and examined messages not taken yet).
   QueueCounts c;
@@ -614,9 +620,49 @@ QueueCounts QueuePartition::Counts(std::int64_t now_ms) const {
       if (it->first == first_free) ++first_free;
     }
   }
+  // Records appended since the partition opened are known delayed or not without reading
+  // them (loaded states lie below AppendedDelays::from(), so nothing counts twice).
+  if (delays_ && from < end) {
+    const std::uint64_t delayed = delays_->CountDelayed(from, end, now_ms);
+    unexamined -= delayed;
+    c.delayed += delayed;
+    if (first_free >= delays_->from()) {
+      // Past a long run of delayed records the oldest visible one is not looked for.
+      const auto free = delays_->FirstNotDelayed(first_free, end, now_ms, kOldestWalkLimit);
+      first_free = free.value_or(end);
+    }
+  }
   c.visible += unexamined;
   if (first_free < end) consider(first_free);
   return c;
+}
+
+std::uint64_t AppendedDelays::CountDelayed(std::uint64_t begin, std::uint64_t end,
+                                           std::int64_t now_ms) {
+  std::uint64_t delayed = 0;
+  for (auto it = delays_.lower_bound(begin); it != delays_.end() && it->first < end;) {
+    if (it->second <= now_ms) {
+      it = delays_.erase(it);
+    } else {
+      ++delayed;
+      ++it;
+    }
+  }
+  return delayed;
+}
+
+std::optional<std::uint64_t> AppendedDelays::FirstNotDelayed(std::uint64_t begin, std::uint64_t end,
+                                                             std::int64_t now_ms,
+                                                             std::size_t max) const {
+  std::uint64_t offset = begin;
+  std::size_t walked = 0;
+  for (auto it = delays_.lower_bound(begin); it != delays_.end() && it->first == offset; ++it) {
+    if (it->second <= now_ms) break;
+    if (++walked > max) return std::nullopt;
+    ++offset;
+  }
+  if (offset >= end) return std::nullopt;
+  return offset;
 }
 
 std::size_t QueuePartition::InFlight(std::int64_t now_ms) const {

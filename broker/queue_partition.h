@@ -111,10 +111,39 @@ struct QueueReceiveResult {
   std::optional<Error> error;
 };
 
+// The delivery times of records appended to one partition since it was opened in this process
+// whose delivery was still ahead, so that counts can tell delayed messages from visible ones
+// without reading records no receive has examined. Shared by the partition's queue
+// subscriptions. Strand only.
+class AppendedDelays {
+ public:
+  static constexpr std::size_t kMaxNoted = 1'000'000;
+
+  explicit AppendedDelays(std::uint64_t from) : from_(from) {}
+  // Every record from this offset on was noted: the log end when the partition was opened.
+  std::uint64_t from() const { return from_; }
+  // Past kMaxNoted records still delayed, more are not noted (memory stays bounded) and
+  // count as visible until a receive examines them, as before a restart.
+  void Note(std::uint64_t offset, std::int64_t deliver_after_ms) {
+    if (delays_.size() < kMaxNoted) delays_.emplace(offset, deliver_after_ms);
+  }
+  // How many records in [begin, end) are delayed at now_ms, walking only those; forgets every
+  // record met whose time has come (it stays visible until examined, for every subscription).
+  std::uint64_t CountDelayed(std::uint64_t begin, std::uint64_t end, std::int64_t now_ms);
+  // The first offset in [begin, end) that is not delayed at now_ms, looking at most `max`
+  // delayed records past `begin`; nullopt if there is none or the walk was cut short.
+  std::optional<std::uint64_t> FirstNotDelayed(std::uint64_t begin, std::uint64_t end,
+                                               std::int64_t now_ms, std::size_t max) const;
+
+ private:
+  std::uint64_t from_;
+  std::map<std::uint64_t, std::int64_t> delays_;  // offset -> deliver_after_ms
+};
+
 struct QueueCounts {
   std::uint64_t visible = 0;    // approximate: log messages not yet examined count as visible
   std::uint64_t in_flight = 0;  // leased
-  std::uint64_t delayed = 0;    // examined and waiting for their delivery time
+  std::uint64_t delayed = 0;    // waiting for their delivery time (or a nack's delay)
   // The lowest offset that a receive could return now.
   std::optional<std::uint64_t> oldest_visible;
 };
@@ -122,8 +151,11 @@ struct QueueCounts {
 class QueuePartition {
  public:
   // Reads the floor and message states of `subscription` on `log`'s partition.
+  // `delays` (optional; it must outlive this) tells which records appended since the partition
+  // opened are delayed, so Counts need not examine them.
   static Result<QueuePartition> Load(const storage::Store& store, std::uint32_t subscription,
-                                     const storage::PartitionLog& log);
+                                     const storage::PartitionLog& log,
+                                     AppendedDelays* delays = nullptr);
 
   // Leases receivable messages, oldest first (FIFO: a group at a time, never one while
   // another message of its group is in flight). The caller bounds options.visibility_ms
@@ -158,10 +190,13 @@ class QueuePartition {
   // Everything below `end` (at most the log end) is done: a purge.
   void AckBelow(std::uint64_t end, storage::WriteBatch& batch);
 
-  // Examines the messages no receive has looked at yet, when there are at most `max` of
-  // them, so that Counts sees which are delayed (it counts unexamined ones as visible).
+  // Examines the messages no receive has looked at yet that AppendedDelays does not cover
+  // (those appended before the partition opened, after a restart), when there are at most
+  // `max` of them, so that Counts sees which are delayed (it counts those it cannot tell as
+  // visible).
   Status Examine(std::size_t max);
-  QueueCounts Counts(std::int64_t now_ms) const;
+  // Not const: it lets AppendedDelays forget the records whose delivery time has come.
+  QueueCounts Counts(std::int64_t now_ms);
   // Leases that have not ended (dead letters waiting to move included); walks only the
   // leases that ended.
   std::size_t InFlight(std::int64_t now_ms) const;
@@ -170,8 +205,9 @@ class QueuePartition {
   std::optional<QueueMessageState> State(std::uint64_t offset) const;
 
  private:
-  QueuePartition(std::uint32_t subscription, const storage::PartitionLog& log)
-      : subscription_(subscription), log_(&log) {}
+  QueuePartition(std::uint32_t subscription, const storage::PartitionLog& log,
+                 AppendedDelays* delays)
+      : subscription_(subscription), log_(&log), delays_(delays) {}
 
   using Index = std::set<std::pair<std::int64_t, std::uint64_t>>;  // (visible_at_ms, offset)
   // visible_at_ms of a dead letter locked (in memory only) until it is moved.
@@ -219,6 +255,7 @@ class QueuePartition {
 
   std::uint32_t subscription_;
   const storage::PartitionLog* log_;
+  AppendedDelays* delays_;  // may be null
   std::uint64_t floor_ = 0;
   // Every offset in [floor_, scanned_) that is not done has a state. States above scanned_
   // are those loaded at startup, whose records have not been examined again yet.

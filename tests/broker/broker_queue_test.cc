@@ -547,6 +547,46 @@ TEST_F(BrokerQueueTest, MessagesAreLeasedDeletedAndReleasedAcrossPartitions) {
   EXPECT_EQ(w.Get().error().code, ErrorCode::kInvalidArgument);
 }
 
+// Delayed messages count as delayed, not visible, also past the 10,000 records per partition
+// that a description examines: each delayed append is noted when it becomes durable.
+TEST_F(BrokerQueueTest, DelayedMessagesCountAsDelayedWithoutBeingExamined) {
+  ASSERT_TRUE(CreateQueue("later"));
+  ASSERT_TRUE(Send("later", {"now"}, 0));
+  for (int b = 0; b < 12; ++b)
+    ASSERT_TRUE(Send("later", std::vector<std::string>(1'000, "x"), 60'000));
+  auto info = Describe("later");
+  ASSERT_TRUE(info) << info.error().ToString();
+  EXPECT_EQ(info->counts.delayed, 12'000u);
+  EXPECT_EQ(info->counts.visible, 1u);
+  EXPECT_TRUE(info->oldest_visible_sent_ms);
+
+  // The receive takes "now" and examines delayed records past it: none may count twice.
+  auto got = Receive("later", 10);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).message.record.value, "now");
+  info = Describe("later");
+  EXPECT_EQ(info->counts.delayed, 12'000u);
+  EXPECT_EQ(info->counts.in_flight, 1u);
+  EXPECT_EQ(info->counts.visible, 0u);
+  EXPECT_FALSE(info->oldest_visible_sent_ms) << "every other message is delayed";
+  ASSERT_TRUE(Delete("later", got->at(0)));
+
+  clock_.Advance(milliseconds(60'000));
+  info = Describe("later");
+  EXPECT_EQ(info->counts.delayed, 0u);
+  EXPECT_EQ(info->counts.visible, 12'000u);
+  EXPECT_TRUE(info->oldest_visible_sent_ms);
+
+  ASSERT_TRUE(Send("later", std::vector<std::string>(5, "y"), 60'000));
+  Waiter<std::uint64_t> purged;
+  broker_->PurgeQueue("later", purged.Callback());
+  ASSERT_TRUE(purged.Get());
+  info = Describe("later");
+  EXPECT_EQ(info->counts.visible + info->counts.in_flight + info->counts.delayed, 0u)
+      << "a purge takes delayed messages too";
+}
+
 TEST_F(BrokerQueueTest, SendValidatesAndAppliesDelays) {
   QueueAttributes a;
   a.delivery_delay_ms = 2'000;

@@ -733,5 +733,22 @@ TEST_F(QueuePartitionTest, GenerationsStartAtTheFloorAndNeverRepeat) {
   EXPECT_TRUE(Delete(third[0]));
 }
 
+TEST(AppendedDelaysTest, CountsOnlyWhatIsStillDelayedAndForgetsTheRest) {
+  AppendedDelays delays(100);
+  EXPECT_EQ(delays.from(), 100u);
+  for (std::uint64_t o = 100; o < 110; ++o)
+    delays.Note(o, o < 105 ? 1'000 : 2'000);  // 100-104 due at 1 s, 105-109 at 2 s
+  EXPECT_EQ(delays.CountDelayed(100, 110, 500), 10u);
+  EXPECT_EQ(delays.CountDelayed(103, 108, 500), 5u) << "only [begin, end)";
+  EXPECT_EQ(delays.FirstNotDelayed(100, 120, 500, 100), 110u);
+  EXPECT_EQ(delays.FirstNotDelayed(100, 110, 500, 100), std::nullopt) << "all delayed";
+  EXPECT_EQ(delays.FirstNotDelayed(100, 120, 500, 3), std::nullopt) << "the walk is bounded";
+  EXPECT_EQ(delays.FirstNotDelayed(100, 120, 1'000, 100), 100u) << "due at 1 s";
+  EXPECT_EQ(delays.CountDelayed(100, 110, 1'000), 5u);
+  EXPECT_EQ(delays.FirstNotDelayed(100, 120, 500, 100), 100u)
+      << "the records whose time had come were forgotten";
+  EXPECT_EQ(delays.CountDelayed(100, 110, 2'000), 0u);
+}
+
 }  // namespace
 }  // namespace spool::broker
