@@ -128,11 +128,8 @@ Status Broker::Load() {
     auto next_sequence = TopicSequence::Resume(store_, topic->metadata.id, end_offsets);
     if (!next_sequence) return next_sequence.error();
     topic->sequence = std::make_shared<TopicSequence>(topic->metadata.id, *next_sequence);
-    for (auto& log : logs) {
-      topic->partitions.push_back(std::make_shared<PartitionSlot>(
-          boost::asio::make_strand(pool_.get_executor()), std::move(log), topic->receivers,
-          topic->dedup, topic->sequence));
-    }
+    for (auto& log : logs)
+      topic->partitions.push_back(NewSlot(*topic, std::move(log)));
     next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
     loaded.emplace(topic->metadata.config.name, std::move(topic));
   }
@@ -366,6 +363,13 @@ void Broker::CreateOnAdminStrand(TopicConfig config, Callback<TopicInfo> done) {
   done(Describe(**topic));
 }
 
+std::shared_ptr<Broker::PartitionSlot> Broker::NewSlot(const Topic& topic,
+                                                       storage::PartitionLog log) {
+  return std::make_shared<PartitionSlot>(boost::asio::make_strand(pool_.get_executor()),
+                                         std::move(log), topic.receivers, topic.dedup,
+                                         topic.sequence);
+}
+
 Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
                                                         storage::WriteBatch& batch) {
   if (FindTopic(config.name)) return AlreadyExists("topic '" + config.name + "' already exists");
@@ -386,9 +390,7 @@ Result<std::shared_ptr<Broker::Topic>> Broker::NewTopic(TopicConfig config,
   for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return log.error();
-    topic->partitions.push_back(std::make_shared<PartitionSlot>(
-        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers,
-        topic->dedup, topic->sequence));
+    topic->partitions.push_back(NewSlot(*topic, std::move(*log)));
   }
   return topic;
 }
@@ -449,9 +451,7 @@ void Broker::UpdateOnAdminStrand(const std::string& name, const TopicUpdate& upd
   for (auto p = static_cast<std::uint32_t>(topic->partitions.size()); p < config.partitions; ++p) {
     auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
     if (!log) return done(log.error());
-    topic->partitions.push_back(std::make_shared<PartitionSlot>(
-        boost::asio::make_strand(pool_.get_executor()), std::move(*log), topic->receivers,
-        topic->dedup, topic->sequence));
+    topic->partitions.push_back(NewSlot(*topic, std::move(*log)));
   }
   {
     std::unique_lock lock(topics_mu_);
@@ -694,13 +694,11 @@ void Broker::AppendOnStrand(std::shared_ptr<PartitionSlot> slot,
   }
   if (!prepared) return op->Fail(prepared.error());
   std::uint64_t payload_bytes = 0;
-  for (const storage::Record& r : records) {
-    payload_bytes += r.value.size() + (r.key ? r.key->size() : 0);
-  }
   // The records whose delivery is still ahead, for the queues' counts (AppendedDelays).
   std::vector<std::pair<std::uint64_t, std::int64_t>> delays;
   for (std::size_t i = 0; i < records.size(); ++i) {
     const storage::Record& r = records[i];
+    payload_bytes += r.value.size() + (r.key ? r.key->size() : 0);
     if (r.deliver_after_ms && *r.deliver_after_ms > r.append_timestamp_ms) {
       delays.emplace_back(prepared->first_offset + i, *r.deliver_after_ms);
     }

@@ -426,6 +426,9 @@ class Broker {
   // Opens a new topic's partitions and adds its metadata to `batch`; the caller writes the
   // batch, then calls AddTopic.
   Result<std::shared_ptr<Topic>> NewTopic(TopicConfig config, storage::WriteBatch& batch);
+  // A partition of `topic` on its own strand, sharing the topic's wait list, deduplication
+  // table and sequence.
+  std::shared_ptr<PartitionSlot> NewSlot(const Topic& topic, storage::PartitionLog log);
   void AddTopic(std::shared_ptr<Topic> topic);
   std::shared_ptr<const QueueMetadata> FindQueue(const std::string& name) const;
   void CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueResult> done);
