@@ -46,7 +46,8 @@ struct QueueMessageState {
   std::int64_t first_receive_ms = 0;
   std::int64_t last_receive_ms = 0;
   bool acked = false;
-  // Nacked (memory only): waiting out its nack delay, counted as delayed, not in flight.
+  // Nacked (memory only): the receive's lease ended early (a stream's window frees its place),
+  // but the message stays in flight until the nack's delay ends.
   bool released = false;
   // FIFO message group (memory only): known once the record was read after a (re)load.
   std::optional<std::string> group;
@@ -142,8 +143,8 @@ class AppendedDelays {
 
 struct QueueCounts {
   std::uint64_t visible = 0;    // approximate: log messages not yet examined count as visible
-  std::uint64_t in_flight = 0;  // leased
-  std::uint64_t delayed = 0;    // waiting for their delivery time (or a nack's delay)
+  std::uint64_t in_flight = 0;  // leased, or nacked and waiting out the delay
+  std::uint64_t delayed = 0;    // never received, waiting for their delivery time
   // The lowest offset that a receive could return now.
   std::optional<std::uint64_t> oldest_visible;
 };
@@ -181,8 +182,8 @@ class QueuePartition {
   // Ends the lease of `generation` `visible_in_ms` from now (0: receivable at once), at most
   // `max_lease_ms` after that receive. FailedPrecondition if the message is done or was
   // received again; InvalidArgument past the lease limit.
-  // With `release` (a nack) the message leaves the in-flight count and waits out the delay
-  // as delayed.
+  // With `release` (a nack) the lease of `generation` counts as ended (LeaseEnded) while the
+  // message stays in flight until the delay ends.
   Status ChangeVisibility(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms,
                           std::int64_t visible_in_ms, std::int64_t max_lease_ms,
                           storage::WriteBatch& batch, bool release = false);
@@ -243,9 +244,11 @@ class QueuePartition {
               const QueueReceiveOptions& options, QueueReceiveResult& result,
               storage::WriteBatch& batch);
   // A locked dead letter counts as in flight even if it was never received (a redrive's).
+  // A nacked message does too until its delay ends, as in SQS and as after a restart, which
+  // forgets the nack: it holds its state like a lease, and the in-flight limit bounds those.
   Index& IndexOf(const QueueMessageState& state) {
     const bool locked = state.visible_at_ms == kLocked;
-    return !locked && (state.receive_count == 0 || state.released) ? waiting_ : leases_;
+    return !locked && state.receive_count == 0 ? waiting_ : leases_;
   }
   void Unindex(std::uint64_t offset, const QueueMessageState& state);
   void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
@@ -269,8 +272,8 @@ class QueuePartition {
   bool groups_indexed_ = false;
   std::map<std::string, std::set<std::uint64_t>> group_offsets_;
   std::set<std::pair<std::uint64_t, std::string>> group_heads_;
-  Index leases_;   // received at least once, not acknowledged, not nacked; or locked
-  Index waiting_;  // examined and never received (delayed, or not taken yet), or nacked
+  Index leases_;   // received at least once and not acknowledged; or locked
+  Index waiting_;  // examined and never received (delayed, or not taken yet)
 };
 
 }  // namespace spool::broker

@@ -629,7 +629,11 @@ TEST_F(QueuePartitionTest, FifoRedrivesTakeAGroupInOrderButNotOneInFlight) {
       << "group A is in flight; group B moves whole, in order";
 }
 
-TEST_F(QueuePartitionTest, ANackedMessageIsDelayedNotInFlight) {
+// As in SQS, where a visibility change keeps a message in flight: a nack with a delay ends the
+// receive's lease (a stream's window frees its place) but the message stays in flight, held in
+// memory, until the delay ends. So it counts as in flight before and after a restart, and
+// against the in-flight limit: nacking cannot grow the held state past it.
+TEST_F(QueuePartitionTest, ANackedMessageStaysInFlightUntilItsDelayEnds) {
   Send(2);
   auto got = Receive(kT0, 2).messages;
   ASSERT_EQ(got.size(), 2u);
@@ -637,16 +641,42 @@ TEST_F(QueuePartitionTest, ANackedMessageIsDelayedNotInFlight) {
   ASSERT_TRUE(queue_->ChangeVisibility(got[0].offset, got[0].generation, kT0, 5'000, 12 * 3'600'000,
                                        batch, /*release=*/true));
   ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  EXPECT_TRUE(queue_->LeaseEnded(got[0].offset, got[0].generation, kT0))
+      << "a nack ends the receive's lease";
+  EXPECT_FALSE(queue_->LeaseEnded(got[1].offset, got[1].generation, kT0));
   auto counts = queue_->Counts(kT0);
-  EXPECT_EQ(counts.delayed, 1u);
-  EXPECT_EQ(counts.in_flight, 1u);
-  EXPECT_EQ(queue_->InFlight(kT0), 1u) << "a nack frees its in-flight place";
+  EXPECT_EQ(counts.delayed, 0u);
+  EXPECT_EQ(counts.in_flight, 2u);
+  EXPECT_EQ(queue_->InFlight(kT0), 2u);
   EXPECT_TRUE(Receive(kT0 + 4'999, 10).messages.empty());
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 2u) << "a restart counts it the same";
+  EXPECT_EQ(queue_->Counts(kT0).delayed, 0u);
   auto again = Receive(kT0 + 5'000, 10).messages;
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].receive_count, 2u);
-  EXPECT_EQ(queue_->Counts(kT0 + 5'000).in_flight, 2u) << "received again: in flight";
+  EXPECT_EQ(queue_->Counts(kT0 + 5'000).in_flight, 2u);
   EXPECT_EQ(queue_->Counts(kT0 + 5'000).delayed, 0u);
+}
+
+TEST_F(QueuePartitionTest, NackedMessagesCountAgainstTheInFlightLimit) {
+  Send(4);
+  QueueReceiveOptions limit;
+  limit.max_in_flight = 2;
+  auto got = Receive(kT0, 10, limit).messages;
+  ASSERT_EQ(got.size(), 2u);
+  for (const auto& m : got) {
+    storage::WriteBatch batch;
+    ASSERT_TRUE(queue_->ChangeVisibility(m.offset, m.generation, kT0, 60'000, 12 * 3'600'000, batch,
+                                         /*release=*/true));
+    ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  }
+  auto held = Receive(kT0 + 1, 10, limit);
+  EXPECT_TRUE(held.messages.empty()) << "two nacked messages are held: no room for more";
+  EXPECT_TRUE(held.in_flight_limit);
+  EXPECT_EQ(held.next_visible_ms, kT0 + 60'000) << "a long poll wakes when a nack's delay ends";
+  auto later = Receive(kT0 + 60'000, 10, limit).messages;
+  EXPECT_EQ(Values(later), (std::vector<std::string>{"m0", "m1"})) << "redelivered first";
 }
 
 TEST_F(QueuePartitionTest, ExamineFindsDelayedMessagesInAShortTail) {

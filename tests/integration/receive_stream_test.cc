@@ -160,7 +160,8 @@ TEST_F(ReceiveStreamTest, ANackRedeliversOnTheStream) {
             grpc::StatusCode::FAILED_PRECONDITION);
   ASSERT_TRUE(Get(stream->Nack(again[0].receipt_handle(), 600)).ok());
   EXPECT_TRUE(stream->Receive(milliseconds(300))->empty()) << "nacked with a delay";
-  EXPECT_EQ(Stats("work").approximate_delayed(), 1u);
+  EXPECT_EQ(Stats("work").approximate_in_flight(), 1u) << "in flight until the delay ends";
+  EXPECT_EQ(Stats("work").approximate_delayed(), 0u);
 }
 
 TEST_F(ReceiveStreamTest, EachFailedOperationIsReportedWithItsAction) {
