@@ -118,18 +118,25 @@ Status Broker::Load() {
     topic->receivers = std::make_shared<ReceiveWaitList>();
     topic->dedup = std::make_shared<DedupTable>();
     std::vector<storage::PartitionLog> logs;
+    std::vector<storage::PendingDelays> delays;
     std::uint64_t end_offsets = 0;
     for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
       auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
       if (!log) return log.error();
+      auto pending = log->ListPendingDelays(clock_.WallMillis(), AppendedDelays::kMaxNoted);
+      if (!pending) return pending.error();
       end_offsets = std::max(end_offsets, log->end_offset());
       logs.push_back(std::move(*log));
+      delays.push_back(std::move(*pending));
     }
     auto next_sequence = TopicSequence::Resume(store_, topic->metadata.id, end_offsets);
     if (!next_sequence) return next_sequence.error();
     topic->sequence = std::make_shared<TopicSequence>(topic->metadata.id, *next_sequence);
-    for (auto& log : logs)
-      topic->partitions.push_back(NewSlot(*topic, std::move(log)));
+    for (std::size_t p = 0; p < logs.size(); ++p) {
+      topic->partitions.push_back(NewSlot(*topic, std::move(logs[p])));
+      // Delayed messages sent before the restart count as delayed, without a log read.
+      topic->partitions.back()->delays = AppendedDelays(delays[p]);
+    }
     next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
     loaded.emplace(topic->metadata.config.name, std::move(topic));
   }

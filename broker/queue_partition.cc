@@ -620,11 +620,12 @@ QueueCounts QueuePartition::Counts(std::int64_t now_ms) {
       if (it->first == first_free) ++first_free;
     }
   }
-  // Records appended since the partition opened are known delayed or not without reading
-  // them (loaded states lie below AppendedDelays::from(), so nothing counts twice).
+  // Records the delay index covers are known delayed or not without reading them. A record
+  // with a loaded state was received, so its delivery time had come: nothing counts twice
+  // (unless the clock went back).
   if (delays_ && from < end) {
     const std::uint64_t delayed = delays_->CountDelayed(from, end, now_ms);
-    unexamined -= delayed;
+    unexamined -= std::min(delayed, unexamined);
     c.delayed += delayed;
     if (first_free >= delays_->from()) {
       // Past a long run of delayed records the oldest visible one is not looked for.

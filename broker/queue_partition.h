@@ -112,16 +112,20 @@ struct QueueReceiveResult {
   std::optional<Error> error;
 };
 
-// The delivery times of records appended to one partition since it was opened in this process
-// whose delivery was still ahead, so that counts can tell delayed messages from visible ones
-// without reading records no receive has examined. Shared by the partition's queue
-// subscriptions. Strand only.
+// The delivery times of records appended to one partition whose delivery is still ahead, so
+// that counts can tell delayed messages from visible ones without reading records no receive
+// has examined: those the log's delay index listed when the partition was opened, and those
+// appended since. Shared by the partition's queue subscriptions. Strand only.
 class AppendedDelays {
  public:
   static constexpr std::size_t kMaxNoted = 1'000'000;
 
   explicit AppendedDelays(std::uint64_t from) : from_(from) {}
-  // Every record from this offset on was noted: the log end when the partition was opened.
+  // From the log's delay index (storage::PartitionLog::ListPendingDelays, at most kMaxNoted).
+  explicit AppendedDelays(const storage::PendingDelays& pending)
+      : from_(pending.from), delays_(pending.delays.begin(), pending.delays.end()) {}
+  // Every record from this offset on was noted (until kMaxNoted were): where the delay index
+  // starts, or the log end when the partition was opened if it did not cover the log.
   std::uint64_t from() const { return from_; }
   // Past kMaxNoted records still delayed, more are not noted (memory stays bounded) and
   // count as visible until a receive examines them, as before a restart.
@@ -152,8 +156,8 @@ struct QueueCounts {
 class QueuePartition {
  public:
   // Reads the floor and message states of `subscription` on `log`'s partition.
-  // `delays` (optional; it must outlive this) tells which records appended since the partition
-  // opened are delayed, so Counts need not examine them.
+  // `delays` (optional; it must outlive this) tells which records from its from() on are
+  // delayed, so Counts need not examine them.
   static Result<QueuePartition> Load(const storage::Store& store, std::uint32_t subscription,
                                      const storage::PartitionLog& log,
                                      AppendedDelays* delays = nullptr);
@@ -192,9 +196,9 @@ class QueuePartition {
   void AckBelow(std::uint64_t end, storage::WriteBatch& batch);
 
   // Examines the messages no receive has looked at yet that AppendedDelays does not cover
-  // (those appended before the partition opened, after a restart), when there are at most
-  // `max` of them, so that Counts sees which are delayed (it counts those it cannot tell as
-  // visible).
+  // (those below its from(): appended by a spoold without the delay index, or past its
+  // kMaxNoted at a restart), when there are at most `max` of them, so that Counts sees which
+  // are delayed (it counts those it cannot tell as visible).
   Status Examine(std::size_t max);
   // Not const: it lets AppendedDelays forget the records whose delivery time has come.
   QueueCounts Counts(std::int64_t now_ms);

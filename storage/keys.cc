@@ -75,6 +75,19 @@ std::string SequenceKey(std::uint32_t topic) {
   return MetaKey(MetaTag::kSequence, TopicPrefix(topic));
 }
 
+std::string DelayKey(std::uint32_t topic, std::uint32_t partition, std::uint64_t offset) {
+  return MetaKey(MetaTag::kDelay, LogKey(topic, partition, offset));
+}
+
+bool ParseDelayKey(std::string_view key, LogKeyParts* parts) {
+  if (key.empty() || key.front() != static_cast<char>(MetaTag::kDelay)) return false;
+  return ParseLogKey(key.substr(1), parts);
+}
+
+std::string DelayIndexStartKey(std::uint32_t topic, std::uint32_t partition) {
+  return MetaKey(MetaTag::kDelayIndexStart, PartitionPrefix(topic, partition));
+}
+
 std::string GroupMetaKey(std::string_view group) {
   std::string key(1, kGroupMetaTag);
   key.append(group);

@@ -51,10 +51,17 @@ enum class MetaTag : char {
   kQueue = 'Q',        // 'Q' | name                      -> queue metadata (broker)
   kRedriveTask = 'R',  // 'R' | id u64                  -> redrive task (broker)
   kSequence = 'N',     // 'N' | topic u32               -> sequence block end u64 (broker)
+  // The delay index (PartitionLog): a record appended with its delivery time still ahead,
+  // and the offset from which the index holds every such record of the partition.
+  kDelay = 'D',            // 'D' | topic u32 | partition u32 | offset u64 -> deliver-after ms u64
+  kDelayIndexStart = 'd',  // 'd' | topic u32 | partition u32 -> offset u64
 };
 std::string MetaKey(MetaTag tag, std::string_view suffix);
 std::string LogStartKey(std::uint32_t topic, std::uint32_t partition);
 std::string SequenceKey(std::uint32_t topic);
+std::string DelayKey(std::uint32_t topic, std::uint32_t partition, std::uint64_t offset);
+bool ParseDelayKey(std::string_view key, LogKeyParts* parts);
+std::string DelayIndexStartKey(std::uint32_t topic, std::uint32_t partition);
 
 // offsets: consumer groups. Group ids are [A-Za-z0-9._-], so the 0x00 after the id ends it:
 // one group's keys are one contiguous range that no other group's id can enter.

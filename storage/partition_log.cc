@@ -42,6 +42,32 @@ Result<PartitionLog> PartitionLog::Open(const Store& store, std::uint32_t topic,
     }
   }
 
+  auto indexed_from = store.Get(ColumnFamily::kMeta, DelayIndexStartKey(topic, partition));
+  if (!indexed_from) return indexed_from.error();
+  if (*indexed_from) {
+    std::string_view in(**indexed_from);
+    std::uint64_t from = 0;
+    if (!GetFixed64BE(in, &from)) return DataLoss("corrupt delay index start of " + where);
+    log.delays_indexed_from_ = from;
+  }
+  {
+    auto it = store.NewIterator(ColumnFamily::kMeta, DelayKey(topic, partition, 0),
+                                MetaKey(MetaTag::kDelay, PartitionRangeEnd(topic, partition)));
+    it->SeekToFirst();
+    if (it->Valid()) {
+      LogKeyParts first{};
+      if (!ParseDelayKey(it->key(), &first)) return DataLoss("corrupt delay key of " + where);
+      it->SeekToLast();
+      LogKeyParts last{};
+      if (!it->Valid() || !ParseDelayKey(it->key(), &last)) {
+        return DataLoss("corrupt delay key of " + where);
+      }
+      log.lowest_delay_ = first.offset;
+      log.highest_delay_ = last.offset;
+    }
+    if (Status s = it->status(); !s) return s.error();
+  }
+
   // The last index entry at or above the start tells where to begin summing record sizes.
   LogPosition scan_from = log.start_;
   {
@@ -99,8 +125,22 @@ Result<PreparedAppend> PartitionLog::PrepareAppend(std::span<Record> records, st
   PreparedAppend prepared;
   prepared.first_offset = next_.offset;
   last_append_ms_ = std::max(last_append_ms_, now_ms);
+  if (!delays_indexed_from_) {
+    std::string from;
+    PutFixed64BE(from, next_.offset);
+    batch.Put(ColumnFamily::kMeta, DelayIndexStartKey(topic_, partition_), std::move(from));
+    delays_indexed_from_ = next_.offset;
+  }
   for (Record& record : records) {
     record.append_timestamp_ms = last_append_ms_;
+    if (record.deliver_after_ms && *record.deliver_after_ms > last_append_ms_) {
+      std::string deliver_after;
+      PutFixed64BE(deliver_after, static_cast<std::uint64_t>(*record.deliver_after_ms));
+      batch.Put(ColumnFamily::kMeta, DelayKey(topic_, partition_, next_.offset),
+                std::move(deliver_after));
+      if (!lowest_delay_) lowest_delay_ = next_.offset;
+      highest_delay_ = next_.offset;
+    }
     std::string value = EncodeRecord(record);
     if (!has_index_entry_ || next_.position - last_index_position_ >= kIndexIntervalBytes) {
       batch.Put(ColumnFamily::kTimeIndex,
@@ -296,15 +336,53 @@ Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limi
   batch.DeleteRange(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
                     TimeIndexKey(topic_, partition_, static_cast<std::uint64_t>(kept_ts), 0));
   batch.Put(ColumnFamily::kMeta, LogStartKey(topic_, partition_), EncodeLogStart(new_start));
+  // One range deletion per pass that drops delayed records, none while there are none.
+  if (lowest_delay_ && *lowest_delay_ < new_start.offset) {
+    batch.DeleteRange(ColumnFamily::kMeta, DelayKey(topic_, partition_, *lowest_delay_),
+                      DelayKey(topic_, partition_, new_start.offset));
+    if (highest_delay_ >= new_start.offset) {
+      lowest_delay_ = new_start.offset;
+    } else {
+      lowest_delay_.reset();
+    }
+  }
   start_ = new_start;
   return dropped;
+}
+
+Result<PendingDelays> PartitionLog::ListPendingDelays(std::int64_t now_ms, std::size_t max) const {
+  PendingDelays pending;
+  pending.from =
+      delays_indexed_from_ ? std::max(*delays_indexed_from_, start_.offset) : durable_.offset;
+  if (!lowest_delay_) return pending;
+  auto it = store_->NewIterator(ColumnFamily::kMeta, DelayKey(topic_, partition_, start_.offset),
+                                DelayKey(topic_, partition_, durable_.offset));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    LogKeyParts parts{};
+    std::string_view value = it->value();
+    std::uint64_t deliver_after = 0;
+    if (!ParseDelayKey(it->key(), &parts) || !GetFixed64BE(value, &deliver_after)) {
+      return DataLoss("corrupt delay index entry of " + Where(topic_, partition_));
+    }
+    const auto at = static_cast<std::int64_t>(deliver_after);
+    if (at <= now_ms) continue;
+    if (pending.delays.size() == max) {
+      pending.from = durable_.offset;
+      break;
+    }
+    pending.delays.emplace_back(parts.offset, at);
+  }
+  if (Status s = it->status(); !s) return s.error();
+  return pending;
 }
 
 void PartitionLog::DeleteTopicData(std::uint32_t topic, WriteBatch& batch) {
   batch.DeleteRange(ColumnFamily::kLog, TopicPrefix(topic), TopicRangeEnd(topic));
   batch.DeleteRange(ColumnFamily::kTimeIndex, TopicPrefix(topic), TopicRangeEnd(topic));
-  batch.DeleteRange(ColumnFamily::kMeta, MetaKey(MetaTag::kLogStart, TopicPrefix(topic)),
-                    MetaKey(MetaTag::kLogStart, TopicRangeEnd(topic)));
+  for (MetaTag tag : {MetaTag::kLogStart, MetaTag::kDelay, MetaTag::kDelayIndexStart}) {
+    batch.DeleteRange(ColumnFamily::kMeta, MetaKey(tag, TopicPrefix(topic)),
+                      MetaKey(tag, TopicRangeEnd(topic)));
+  }
   batch.Delete(ColumnFamily::kMeta, SequenceKey(topic));
 }
 

@@ -14,6 +14,10 @@
 // - Appends are prepared here (offsets assigned, entries added to a WriteBatch) and become
 //   readable only when MarkDurable() reports that their batch reached the disk, so a reader
 //   can never see a record that a crash could take back.
+// - The delay index in `meta` lists each record appended with its delivery time still ahead,
+//   so that after a restart queues can count delayed messages without reading the log
+//   (PendingDelays). It covers the partition from its first append by a spoold that keeps it
+//   (DelayIndexStartKey); retention drops its entries with their records.
 //
 // Thread-safety: not thread-safe. A PartitionLog is only touched from its owner's strand
 // (see broker::Broker); the Store it uses is thread-safe.
@@ -21,6 +25,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -32,6 +37,14 @@ namespace spool::storage {
 struct StoredRecord {
   std::uint64_t offset = 0;
   Record record;
+};
+
+// What the delay index says about a partition's durable records (PartitionLog::PendingDelays).
+struct PendingDelays {
+  // Every record from this offset to the log end whose delivery time is still ahead is in
+  // `delays`. Below it the index may lack records (appended by a spoold without it).
+  std::uint64_t from = 0;
+  std::vector<std::pair<std::uint64_t, std::int64_t>> delays;  // offset, deliver-after ms
 };
 
 // Where a record starts: its offset and its byte position.
@@ -89,8 +102,12 @@ class PartitionLog {
   Result<std::uint64_t> PrepareRetention(const RetentionLimits& limits, std::int64_t now_ms,
                                          WriteBatch& batch);
 
-  // Adds to `batch` the deletion of every record, index entry and log start of a topic, and
-  // of its sequence number block (SequenceKey).
+  // The durable records whose delivery time is after `now_ms`, in offset order, from the
+  // delay index. Past `max` of them the rest are not listed and `from` is the log end.
+  Result<PendingDelays> ListPendingDelays(std::int64_t now_ms, std::size_t max) const;
+
+  // Adds to `batch` the deletion of every record, index entry and log start of a topic, of
+  // its delay index, and of its sequence number block (SequenceKey).
   static void DeleteTopicData(std::uint32_t topic, WriteBatch& batch);
 
   std::uint32_t topic() const { return topic_; }
@@ -132,6 +149,12 @@ class PartitionLog {
   std::int64_t last_append_ms_ = 0;
   std::uint64_t last_index_position_ = 0;
   bool has_index_entry_ = false;
+  // Where the delay index starts; none until the first append that writes the start.
+  std::optional<std::uint64_t> delays_indexed_from_;
+  // The lowest offset that may have a delay index entry, if any may; retention deletes the
+  // entries below the new start only when there can be some.
+  std::optional<std::uint64_t> lowest_delay_;
+  std::uint64_t highest_delay_ = 0;
   std::optional<Error> failed_;
 };
 

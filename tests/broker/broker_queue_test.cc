@@ -587,6 +587,48 @@ TEST_F(BrokerQueueTest, DelayedMessagesCountAsDelayedWithoutBeingExamined) {
       << "a purge takes delayed messages too";
 }
 
+// More delayed messages than a description examines (10,000) count as delayed after a
+// restart too: the log's delay index lists them, so no record is read.
+TEST_F(BrokerQueueTest, DelayedMessagesStillCountAsDelayedAfterARestart) {
+  ASSERT_TRUE(CreateQueue("later"));
+  ASSERT_TRUE(Send("later", {"now"}, 0));
+  for (int b = 0; b < 12; ++b)
+    ASSERT_TRUE(Send("later", std::vector<std::string>(1'000, "x"), 60'000));
+  ASSERT_TRUE(Send("later", {"sooner"}, 30'000));
+  Close();
+  Open();
+  auto info = Describe("later");
+  ASSERT_TRUE(info) << info.error().ToString();
+  EXPECT_EQ(info->counts.delayed, 12'001u);
+  EXPECT_EQ(info->counts.visible, 1u);
+  auto got = Receive("later", 10);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).message.record.value, "now");
+  ASSERT_TRUE(Delete("later", got->at(0)));
+
+  clock_.Advance(milliseconds(30'000));
+  Close();
+  Open();
+  info = Describe("later");
+  EXPECT_EQ(info->counts.delayed, 12'000u) << "what is due is no longer delayed";
+  EXPECT_EQ(info->counts.visible, 1u);
+  // A receive reads at most 10,000 records: the second one reaches "sooner".
+  got = Receive("later", 10);
+  for (int i = 0; i < 3 && got && got->empty(); ++i)
+    got = Receive("later", 10);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).message.record.value, "sooner");
+  ASSERT_TRUE(Delete("later", got->at(0)));
+
+  clock_.Advance(milliseconds(30'000));
+  info = Describe("later");
+  EXPECT_EQ(info->counts.delayed, 0u);
+  EXPECT_EQ(info->counts.visible, 12'000u);
+  EXPECT_EQ(info->counts.in_flight, 0u);
+}
+
 TEST_F(BrokerQueueTest, SendValidatesAndAppliesDelays) {
   QueueAttributes a;
   a.delivery_delay_ms = 2'000;

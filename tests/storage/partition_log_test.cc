@@ -60,6 +60,41 @@ class PartitionLogTest : public ::testing::Test {
     return dropped ? *dropped : 0;
   }
 
+  // Records of `n` bytes each delivered after `deliver_after_ms`.
+  static std::vector<Record> Delayed(int n, std::int64_t deliver_after_ms) {
+    auto records = MakeRecords(n, 10);
+    for (Record& r : records)
+      r.deliver_after_ms = deliver_after_ms;
+    return records;
+  }
+
+  std::vector<std::pair<std::uint64_t, std::int64_t>> Pending(std::int64_t now_ms,
+                                                              std::size_t max = 100) {
+    auto pending = log_->ListPendingDelays(now_ms, max);
+    EXPECT_TRUE(pending) << pending.error().ToString();
+    return pending ? pending->delays : decltype(pending->delays){};
+  }
+
+  std::uint64_t PendingFrom(std::int64_t now_ms, std::size_t max = 100) {
+    auto pending = log_->ListPendingDelays(now_ms, max);
+    EXPECT_TRUE(pending) << pending.error().ToString();
+    return pending ? pending->from : UINT64_MAX;
+  }
+
+  // Offsets of the stored delay index entries of `topic` (every partition).
+  std::vector<std::uint64_t> StoredDelays(std::uint32_t topic = kTopic) {
+    std::vector<std::uint64_t> out;
+    auto it = store_->NewIterator(ColumnFamily::kMeta, MetaKey(MetaTag::kDelay, TopicPrefix(topic)),
+                                  MetaKey(MetaTag::kDelay, TopicRangeEnd(topic)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      LogKeyParts parts{};
+      EXPECT_TRUE(ParseDelayKey(it->key(), &parts));
+      out.push_back(parts.offset);
+    }
+    EXPECT_TRUE(it->status());
+    return out;
+  }
+
   static constexpr std::uint32_t kTopic = 3;
   static constexpr std::uint32_t kPartition = 1;
   TempDir dir_;
@@ -334,11 +369,68 @@ TEST_F(PartitionLogTest, AFailedWriteStopsFurtherAppends) {
   EXPECT_TRUE(batch.empty());
 }
 
+TEST_F(PartitionLogTest, TheDelayIndexListsRecordsWhoseDeliveryIsAhead) {
+  using Delays = std::vector<std::pair<std::uint64_t, std::int64_t>>;
+  Append(MakeRecords(2, 10), kT0);
+  Append(Delayed(2, kT0 + 1'000), kT0);
+  Append(Delayed(1, kT0), kT0);              // due when appended: not delayed
+  Append(Delayed(1, kT0 + 500), kT0 + 600);  // nor this
+  Append(Delayed(1, kT0 + 2'000), kT0 + 600);
+  const Delays all{{2, kT0 + 1'000}, {3, kT0 + 1'000}, {6, kT0 + 2'000}};
+  EXPECT_EQ(Pending(kT0), all);
+  EXPECT_EQ(PendingFrom(kT0), 0u) << "the index covers the log from its first append";
+  EXPECT_EQ(Pending(kT0 + 1'000), (Delays{{6, kT0 + 2'000}})) << "only what is still ahead";
+  EXPECT_TRUE(Pending(kT0 + 2'000).empty());
+  EXPECT_EQ(Pending(kT0, 2), (Delays{{2, kT0 + 1'000}, {3, kT0 + 1'000}}));
+  EXPECT_EQ(PendingFrom(kT0, 2), 7u) << "cut short: nothing is said below the end";
+  EXPECT_EQ(PendingFrom(kT0, 3), 0u);
+  Reopen();
+  EXPECT_EQ(Pending(kT0), all);
+  EXPECT_EQ(PendingFrom(kT0), 0u);
+}
+
+TEST_F(PartitionLogTest, TheDelayIndexOfALogWrittenWithoutItStartsAtTheNextAppend) {
+  Append(Delayed(3, kT0 + 1'000), kT0);
+  // As a data directory of a spoold from before the delay index.
+  WriteBatch old;
+  old.Delete(ColumnFamily::kMeta, DelayIndexStartKey(kTopic, kPartition));
+  for (std::uint64_t offset = 0; offset < 3; ++offset)
+    old.Delete(ColumnFamily::kMeta, DelayKey(kTopic, kPartition, offset));
+  ASSERT_TRUE(store_->WriteSync(std::move(old)));
+  Reopen();
+  EXPECT_EQ(PendingFrom(kT0), 3u) << "it knows nothing of what is there";
+  EXPECT_TRUE(Pending(kT0).empty());
+  Append(Delayed(1, kT0 + 1'000), kT0);
+  Reopen();
+  EXPECT_EQ(PendingFrom(kT0), 3u);
+  EXPECT_EQ(Pending(kT0), (std::vector<std::pair<std::uint64_t, std::int64_t>>{{3, kT0 + 1'000}}));
+}
+
+TEST_F(PartitionLogTest, RetentionDropsTheDelayIndexWithItsRecords) {
+  Append(Delayed(3, kT0 + 60'000), kT0);
+  Append(MakeRecords(3, 10), kT0);
+  Append(Delayed(2, kT0 + 60'000), kT0);
+  EXPECT_EQ(StoredDelays(), (std::vector<std::uint64_t>{0, 1, 2, 6, 7}));
+  EXPECT_EQ(Retain({.drop_below = 2}, kT0), 2u);
+  EXPECT_EQ(StoredDelays(), (std::vector<std::uint64_t>{2, 6, 7}));
+  EXPECT_EQ(PendingFrom(kT0), 2u);
+  EXPECT_EQ(Pending(kT0).size(), 3u);
+  EXPECT_EQ(Retain({.drop_below = 7}, kT0), 5u);
+  EXPECT_EQ(StoredDelays(), (std::vector<std::uint64_t>{7}));
+  Reopen();
+  EXPECT_EQ(Pending(kT0), (std::vector<std::pair<std::uint64_t, std::int64_t>>{{7, kT0 + 60'000}}));
+  EXPECT_EQ(Retain({.drop_below = 8}, kT0), 1u);
+  EXPECT_TRUE(StoredDelays().empty());
+  Append(Delayed(1, kT0 + 60'000), kT0);
+  EXPECT_EQ(StoredDelays(), (std::vector<std::uint64_t>{8}));
+}
+
 TEST_F(PartitionLogTest, DeleteTopicDataLeavesOtherTopicsAlone) {
   Append(MakeRecords(3, 10), kT0);
   auto other = PartitionLog::Open(*store_, kTopic + 1, 0);
   ASSERT_TRUE(other);
-  auto other_records = MakeRecords(2, 10);
+  auto other_records = Delayed(2, kT0 + 1'000);
+  Append(Delayed(1, kT0 + 1'000), kT0);
   WriteBatch other_batch;
   auto prepared = other->PrepareAppend(other_records, kT0, other_batch);
   ASSERT_TRUE(prepared && store_->WriteSync(std::move(other_batch)));
@@ -350,8 +442,12 @@ TEST_F(PartitionLogTest, DeleteTopicDataLeavesOtherTopicsAlone) {
   auto reopened_other = PartitionLog::Open(*store_, kTopic + 1, 0);
 
   EXPECT_EQ(log_->end_offset(), 0u);
+  EXPECT_TRUE(StoredDelays().empty());
+  EXPECT_FALSE(*store_->Get(ColumnFamily::kMeta, DelayIndexStartKey(kTopic, kPartition)));
   ASSERT_TRUE(reopened_other);
   EXPECT_EQ(reopened_other->end_offset(), 2u);
+  EXPECT_EQ(StoredDelays(kTopic + 1), (std::vector<std::uint64_t>{0, 1}));
+  EXPECT_TRUE(*store_->Get(ColumnFamily::kMeta, DelayIndexStartKey(kTopic + 1, 0)));
 }
 
 }  // namespace
