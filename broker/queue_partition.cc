@@ -638,18 +638,24 @@ QueueCounts QueuePartition::Counts(std::int64_t now_ms) {
   return c;
 }
 
+AppendedDelays::AppendedDelays(const storage::PendingDelays& pending) : from_(pending.from) {
+  for (const auto& [offset, deliver_after_ms] : pending.delays)
+    Note(offset, deliver_after_ms);
+}
+
+void AppendedDelays::Note(std::uint64_t offset, std::int64_t deliver_after_ms) {
+  if (delays_.size() >= kMaxNoted) return;
+  if (delays_.insert({offset, deliver_after_ms}).second) due_.emplace(deliver_after_ms, offset);
+}
+
 std::uint64_t AppendedDelays::CountDelayed(std::uint64_t begin, std::uint64_t end,
                                            std::int64_t now_ms) {
-  std::uint64_t delayed = 0;
-  for (auto it = delays_.lower_bound(begin); it != delays_.end() && it->first < end;) {
-    if (it->second <= now_ms) {
-      it = delays_.erase(it);
-    } else {
-      ++delayed;
-      ++it;
-    }
+  while (!due_.empty() && due_.top().first <= now_ms) {
+    delays_.erase(due_.top().second);
+    due_.pop();
   }
-  return delayed;
+  if (end <= begin) return 0;
+  return delays_.order_of_key(end) - delays_.order_of_key(begin);
 }
 
 std::optional<std::uint64_t> AppendedDelays::FirstNotDelayed(std::uint64_t begin, std::uint64_t end,

@@ -25,13 +25,18 @@
 // reads (which must outlive it).
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
+#include <queue>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <ext/pb_ds/assoc_container.hpp>
+#include <ext/pb_ds/tree_policy.hpp>
 
 #include "common/error.h"
 #include "storage/partition_log.h"
@@ -116,24 +121,23 @@ struct QueueReceiveResult {
 // that counts can tell delayed messages from visible ones without reading records no receive
 // has examined: those the log's delay index listed when the partition was opened, and those
 // appended since. Shared by the partition's queue subscriptions. Strand only.
+// A count costs O(log n) plus the records it forgets, each once: the records are ordered by
+// offset in a tree that knows every subtree's size, and by delivery time in a heap.
 class AppendedDelays {
  public:
   static constexpr std::size_t kMaxNoted = 1'000'000;
 
   explicit AppendedDelays(std::uint64_t from) : from_(from) {}
   // From the log's delay index (storage::PartitionLog::ListPendingDelays, at most kMaxNoted).
-  explicit AppendedDelays(const storage::PendingDelays& pending)
-      : from_(pending.from), delays_(pending.delays.begin(), pending.delays.end()) {}
+  explicit AppendedDelays(const storage::PendingDelays& pending);
   // Every record from this offset on was noted (until kMaxNoted were): where the delay index
   // starts, or the log end when the partition was opened if it did not cover the log.
   std::uint64_t from() const { return from_; }
   // Past kMaxNoted records still delayed, more are not noted (memory stays bounded) and
   // count as visible until a receive examines them, as before a restart.
-  void Note(std::uint64_t offset, std::int64_t deliver_after_ms) {
-    if (delays_.size() < kMaxNoted) delays_.emplace(offset, deliver_after_ms);
-  }
-  // How many records in [begin, end) are delayed at now_ms, walking only those; forgets every
-  // record met whose time has come (it stays visible until examined, for every subscription).
+  void Note(std::uint64_t offset, std::int64_t deliver_after_ms);
+  // How many records in [begin, end) are delayed at now_ms. Forgets every record whose time
+  // has come (it stays visible until examined, for every subscription).
   std::uint64_t CountDelayed(std::uint64_t begin, std::uint64_t end, std::int64_t now_ms);
   // The first offset in [begin, end) that is not delayed at now_ms, looking at most `max`
   // delayed records past `begin`; nullopt if there is none or the walk was cut short.
@@ -142,7 +146,14 @@ class AppendedDelays {
 
  private:
   std::uint64_t from_;
-  std::map<std::uint64_t, std::int64_t> delays_;  // offset -> deliver_after_ms
+  // offset -> deliver_after_ms, with order statistics (how many keys are below a key).
+  __gnu_pbds::tree<std::uint64_t, std::int64_t, std::less<>, __gnu_pbds::rb_tree_tag,
+                   __gnu_pbds::tree_order_statistics_node_update>
+      delays_;
+  // (deliver_after_ms, offset), soonest on top: what to forget next.
+  std::priority_queue<std::pair<std::int64_t, std::uint64_t>,
+                      std::vector<std::pair<std::int64_t, std::uint64_t>>, std::greater<>>
+      due_;
 };
 
 struct QueueCounts {

@@ -5,6 +5,8 @@
 
 #include "broker/queue_partition.h"
 
+#include <map>
+#include <random>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -778,6 +780,42 @@ TEST(AppendedDelaysTest, CountsOnlyWhatIsStillDelayedAndForgetsTheRest) {
   EXPECT_EQ(delays.FirstNotDelayed(100, 120, 500, 100), 100u)
       << "the records whose time had come were forgotten";
   EXPECT_EQ(delays.CountDelayed(100, 110, 2'000), 0u);
+}
+
+// Counts by rank in the offset tree must agree with walking every record, whatever the order
+// in which delivery times come and go.
+TEST(AppendedDelaysTest, CountsAgreeWithAWalkOfEveryRecord) {
+  std::mt19937_64 rng(42);
+  AppendedDelays delays(0);
+  std::map<std::uint64_t, std::int64_t> all;  // every record noted, due or not
+  std::int64_t now = 0;
+  std::uint64_t end = 0;
+  for (int round = 0; round < 2'000; ++round) {
+    const int appended = static_cast<int>(rng() % 20);
+    for (int i = 0; i < appended; ++i, ++end) {
+      if (rng() % 3 == 0) continue;  // not delayed
+      const std::int64_t at = now + 1 + static_cast<std::int64_t>(rng() % 5'000);
+      delays.Note(end, at);
+      all.emplace(end, at);
+    }
+    now += static_cast<std::int64_t>(rng() % 40);
+    const std::uint64_t begin = end == 0 ? 0 : rng() % (end + 1);
+    std::uint64_t expected = 0;
+    for (auto it = all.lower_bound(begin); it != all.end(); ++it)
+      expected += it->second > now ? 1 : 0;
+    ASSERT_EQ(delays.CountDelayed(begin, end, now), expected)
+        << "round " << round << ", [" << begin << ", " << end << ") at " << now;
+    std::optional<std::uint64_t> first;
+    for (std::uint64_t o = begin; o < end; ++o) {
+      auto it = all.find(o);
+      if (it == all.end() || it->second <= now) {
+        first = o;
+        break;
+      }
+    }
+    ASSERT_EQ(delays.FirstNotDelayed(begin, end, now, SIZE_MAX), first) << "round " << round;
+  }
+  EXPECT_GT(end, 10'000u);
 }
 
 }  // namespace
