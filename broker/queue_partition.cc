@@ -86,7 +86,16 @@ void QueuePartition::AddToIndex(std::uint64_t offset, const QueueMessageState& s
 }
 
 void QueuePartition::Unindex(std::uint64_t offset, const QueueMessageState& state) {
-  IndexOf(state).erase({state.visible_at_ms, offset});
+  if (IndexOf(state).erase({state.visible_at_ms, offset}) == 0) receivable_.erase(offset);
+}
+
+void QueuePartition::Settle(std::int64_t now_ms) {
+  for (Index* index : {&leases_, &waiting_}) {
+    while (!index->empty() && index->begin()->first <= now_ms) {
+      receivable_.insert(index->begin()->second);
+      index->erase(index->begin());
+    }
+  }
 }
 
 void QueuePartition::Persist(std::uint64_t offset, const QueueMessageState& state,
@@ -284,14 +293,12 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
     IndexGroups();
     CollectExamined(now_ms, want, end, locked, stopped, out);
   } else {
-    for (const Index* index : {&leases_, &waiting_}) {
-      for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
-        if (it->second < scanned_ && it->second < end) out.push_back({it->second, std::nullopt});
-      }
+    Settle(now_ms);
+    const std::uint64_t below = std::min(scanned_, end);
+    for (auto it = receivable_.begin(); it != receivable_.end() && *it < below && out.size() < want;
+         ++it) {
+      out.push_back({*it, std::nullopt});
     }
-    std::sort(out.begin(), out.end(),
-              [](const Candidate& a, const Candidate& b) { return a.offset < b.offset; });
-    if (out.size() > want) out.resize(want);
   }
   // 2. Messages not examined yet, from the log; a bounded number per receive, so one call
   // cannot hold the strand for a whole backlog of delayed or locked messages. A standard
@@ -302,7 +309,7 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
   // partition that stored that many could never be read again.
   auto fifo_room = [&]() -> std::size_t {
     if (scanned_ < loaded_end_) return kScanChunk;
-    const std::size_t pending = waiting_.size() + leases_.size();
+    const std::size_t pending = waiting_.size() + leases_.size() + receivable_.size();
     return pending >= examined_limit ? 0 : std::min(kScanChunk, examined_limit - pending);
   };
   const std::uint64_t scan_end = std::min(end, log_->end_offset());
@@ -334,13 +341,12 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   QueueReceiveResult result;
   AdvanceFloor(batch);
   // Leases that have not ended are in flight.
-  const auto first_future = leases_.lower_bound({now_ms + 1, 0});
   const std::size_t in_flight = InFlight(now_ms);
   result.in_flight = in_flight;
   if (in_flight >= options.max_in_flight) {
     result.in_flight_limit = true;
-    if (first_future != leases_.end() && first_future->first != kLocked) {
-      result.next_visible_ms = first_future->first;
+    if (!leases_.empty() && leases_.begin()->first != kLocked) {
+      result.next_visible_ms = leases_.begin()->first;
     }
     return result;
   }
@@ -353,7 +359,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   // FIFO: no message of a group is delivered while another of it is in flight.
   std::set<std::string> locked;
   if (options.fifo) {
-    for (auto it = first_future; it != leases_.end(); ++it) {
+    for (auto it = leases_.begin(); it != leases_.end(); ++it) {
       QueueMessageState& s = states_.at(it->second);
       if (Status st = LearnGroup(it->second, s); !st) return st.error();
       if (s.group) locked.insert(*s.group);
@@ -419,7 +425,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   result.in_flight = in_flight + result.messages.size() + result.dead_letters.size();
   result.more_to_scan =
       scan_budget == 0 && scanned_ < std::min(options.end_offset, log_->end_offset());
-  // When does something become receivable?
+  // When does something become receivable? (Taken messages went back into the indexes.)
   for (const Index* index : {&leases_, &waiting_}) {
     auto it = index->lower_bound({now_ms + 1, 0});
     if (it != index->end() && it->first != kLocked &&
@@ -590,25 +596,20 @@ Status QueuePartition::Examine(std::size_t max) {
 }
 
 QueueCounts QueuePartition::Counts(std::int64_t now_ms) {
-  // The index sizes are maintained; only entries that are due now are walked (leases that
-  // ended, and examined messages not taken yet).
+  // The index sizes are the counts: nothing is walked but the states loaded at startup that
+  // no receive has read again, and what became receivable since the last Settle (once).
   QueueCounts c;
   auto consider = [&c](std::uint64_t offset) {
     if (!c.oldest_visible || offset < *c.oldest_visible) c.oldest_visible = offset;
   };
-  std::uint64_t due_leases = 0;
-  std::uint64_t due_waiting = 0;
-  for (auto [index, due] : {std::pair{&leases_, &due_leases}, std::pair{&waiting_, &due_waiting}}) {
-    for (auto it = index->begin(); it != index->end() && it->first <= now_ms; ++it) {
-      ++*due;
-      if (it->second < scanned_) {
-        ++c.visible;
-        consider(it->second);
-      }
-    }
-  }
-  c.in_flight = leases_.size() - due_leases;
-  c.delayed = waiting_.size() - due_waiting;
+  Settle(now_ms);
+  c.in_flight = leases_.size();
+  c.delayed = waiting_.size();
+  // Receivable examined messages; those at or above scanned_ (loaded at startup, not read
+  // again yet) count with the unexamined ones below.
+  if (!receivable_.empty() && *receivable_.begin() < scanned_) consider(*receivable_.begin());
+  c.visible =
+      receivable_.size() - std::distance(receivable_.lower_bound(scanned_), receivable_.end());
   // Not examined yet: visible, except what loaded states say is done or leased.
   const std::uint64_t from = std::max(scanned_, log_->start_offset());
   const std::uint64_t end = log_->end_offset();
@@ -672,11 +673,9 @@ std::optional<std::uint64_t> AppendedDelays::FirstNotDelayed(std::uint64_t begin
   return offset;
 }
 
-std::size_t QueuePartition::InFlight(std::int64_t now_ms) const {
-  std::size_t ended = 0;
-  for (auto it = leases_.begin(); it != leases_.end() && it->first <= now_ms; ++it)
-    ++ended;
-  return leases_.size() - ended;
+std::size_t QueuePartition::InFlight(std::int64_t now_ms) {
+  Settle(now_ms);
+  return leases_.size();
 }
 
 std::optional<QueueMessageState> QueuePartition::State(std::uint64_t offset) const {

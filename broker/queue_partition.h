@@ -213,9 +213,9 @@ class QueuePartition {
   Status Examine(std::size_t max);
   // Not const: it lets AppendedDelays forget the records whose delivery time has come.
   QueueCounts Counts(std::int64_t now_ms);
-  // Leases that have not ended (dead letters waiting to move included); walks only the
-  // leases that ended.
-  std::size_t InFlight(std::int64_t now_ms) const;
+  // Leases that have not ended (dead letters waiting to move included). Not const: the
+  // leases that ended since the last call move to the receivable set (each once).
+  std::size_t InFlight(std::int64_t now_ms);
   std::uint64_t floor() const { return floor_; }
   // The state of a message above the floor that has one (tests, descriptions).
   std::optional<QueueMessageState> State(std::uint64_t offset) const;
@@ -266,6 +266,8 @@ class QueuePartition {
     return !locked && state.receive_count == 0 ? waiting_ : leases_;
   }
   void Unindex(std::uint64_t offset, const QueueMessageState& state);
+  // Moves the entries of leases_ and waiting_ whose time has come to receivable_.
+  void Settle(std::int64_t now_ms);
   void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
   // Moves the floor to at least `at_least`, retention's cut, and over acknowledged messages.
   void AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least = 0);
@@ -287,8 +289,14 @@ class QueuePartition {
   bool groups_indexed_ = false;
   std::map<std::string, std::set<std::uint64_t>> group_offsets_;
   std::set<std::pair<std::uint64_t, std::string>> group_heads_;
+  // Every examined message that is not done is in exactly one of these three. The indexes by
+  // time hold those whose time had not come at the last Settle; receivable_ holds, by offset,
+  // those whose time had, so that a receive takes the oldest without sorting every lease
+  // that ended (all of them, when a consumer fleet stopped), and counts are sizes. (A message
+  // found receivable stays so if the wall clock then steps back.)
   Index leases_;   // received at least once and not acknowledged; or locked
   Index waiting_;  // examined and never received (delayed, or not taken yet)
+  std::set<std::uint64_t> receivable_;
 };
 
 }  // namespace spool::broker

@@ -581,8 +581,8 @@ TEST_F(QueuePartitionTest, CountsFindTheOldestVisibleMessage) {
   EXPECT_EQ(counts.oldest_visible, 1u);
   EXPECT_EQ(counts.visible, 3u);
   EXPECT_EQ(queue_->Counts(kT0 + 30'000).oldest_visible, 0u) << "m0's lease ended";
-  Receive(kT0, 10);
-  EXPECT_FALSE(queue_->Counts(kT0).oldest_visible) << "everything is in flight";
+  EXPECT_EQ(Receive(kT0 + 30'000, 10).messages.size(), 4u);
+  EXPECT_FALSE(queue_->Counts(kT0 + 30'000).oldest_visible) << "everything is in flight";
 }
 
 TEST_F(QueuePartitionTest, ARedriveTakesVisibleMessagesBelowItsEndAsDeadLetters) {
@@ -635,6 +635,38 @@ TEST_F(QueuePartitionTest, FifoRedrivesTakeAGroupInOrderButNotOneInFlight) {
 // receive's lease (a stream's window frees its place) but the message stays in flight, held in
 // memory, until the delay ends. So it counts as in flight before and after a restart, and
 // against the in-flight limit: nacking cannot grow the held state past it.
+// Leases that ended in another order than their offsets are redelivered oldest first, and
+// counted, whether a count or a receive first finds that they ended.
+TEST_F(QueuePartitionTest, EndedLeasesAreRedeliveredOldestFirst) {
+  Send(300);
+  std::vector<ReceivedMessage> got;
+  for (int i = 0; i < 3; ++i) {
+    QueueReceiveOptions o;
+    o.visibility_ms = 3'000 - i * 1'000;  // the newest messages' leases end first
+    for (auto& m : Receive(kT0, 100, o).messages)
+      got.push_back(std::move(m));
+  }
+  ASSERT_EQ(got.size(), 300u);
+  auto counts = queue_->Counts(kT0 + 1'000);
+  EXPECT_EQ(counts.visible, 100u);
+  EXPECT_EQ(counts.in_flight, 200u);
+  EXPECT_EQ(counts.oldest_visible, 200u);
+  EXPECT_EQ(queue_->InFlight(kT0 + 3'000), 0u);
+  auto again = Receive(kT0 + 3'000, 10).messages;
+  ASSERT_EQ(again.size(), 10u);
+  for (std::size_t i = 0; i < again.size(); ++i) {
+    EXPECT_EQ(again[i].offset, i);
+    EXPECT_EQ(again[i].receive_count, 2u);
+  }
+  ASSERT_TRUE(Delete(again[0]));
+  counts = queue_->Counts(kT0 + 3'000);
+  EXPECT_EQ(counts.visible, 290u);
+  EXPECT_EQ(counts.in_flight, 9u);
+  EXPECT_EQ(counts.oldest_visible, 10u);
+  ASSERT_TRUE(ChangeVisibility(again[1], kT0 + 3'000, 0));
+  EXPECT_EQ(Receive(kT0 + 3'000, 1).messages.at(0).offset, 1u) << "released: oldest again";
+}
+
 TEST_F(QueuePartitionTest, ANackedMessageStaysInFlightUntilItsDelayEnds) {
   Send(2);
   auto got = Receive(kT0, 2).messages;
