@@ -123,7 +123,10 @@ Status Broker::Load() {
     for (std::uint32_t p = 0; p < topic->metadata.config.partitions; ++p) {
       auto log = storage::PartitionLog::Open(store_, topic->metadata.id, p);
       if (!log) return log.error();
-      auto pending = log->ListPendingDelays(clock_.WallMillis(), AppendedDelays::kMaxNoted);
+      // A delivery time is at most kMaxDeliveryDelayMs after its append.
+      const std::int64_t now = clock_.WallMillis();
+      auto pending =
+          log->ListPendingDelays(now, now - kMaxDeliveryDelayMs, AppendedDelays::kMaxNoted);
       if (!pending) return pending.error();
       end_offsets = std::max(end_offsets, log->end_offset());
       logs.push_back(std::move(*log));
@@ -135,7 +138,7 @@ Status Broker::Load() {
     for (std::size_t p = 0; p < logs.size(); ++p) {
       topic->partitions.push_back(NewSlot(*topic, std::move(logs[p])));
       // Delayed messages sent before the restart count as delayed, without a log read.
-      topic->partitions.back()->delays = AppendedDelays(delays[p]);
+      topic->partitions.back()->delays.Reset(delays[p]);
     }
     next_topic_id_ = std::max(next_topic_id_, topic->metadata.id + 1);
     loaded.emplace(topic->metadata.config.name, std::move(topic));

@@ -278,9 +278,10 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
     std::int64_t now_ms, bool fifo, std::size_t want, std::uint64_t end, std::size_t examined_limit,
     const std::set<std::string>& locked, std::size_t& scan_budget) {
   std::vector<Candidate> out;
-  // FIFO groups met at a message that is not receivable (delayed, nacked with a delay): none
-  // of their later messages is a candidate. Their earlier ones already chosen still are, so
-  // this is not `locked`, which drops a group's candidates altogether.
+  // FIFO groups met at a message that is not receivable (delayed; one nacked with a delay is
+  // in flight, so its group is `locked`): none of their later messages is a candidate. Their
+  // earlier ones already chosen still are, so this is not `locked`, which drops a group's
+  // candidates altogether.
   std::set<std::string> stopped;
   auto blocked = [&](const QueueMessageState& s) {
     return fifo && s.group && (locked.count(*s.group) > 0 || stopped.count(*s.group) > 0);
@@ -639,7 +640,10 @@ QueueCounts QueuePartition::Counts(std::int64_t now_ms) {
   return c;
 }
 
-AppendedDelays::AppendedDelays(const storage::PendingDelays& pending) : from_(pending.from) {
+void AppendedDelays::Reset(const storage::PendingDelays& pending) {
+  from_ = pending.from;
+  delays_.clear();
+  due_ = {};
   for (const auto& [offset, deliver_after_ms] : pending.delays)
     Note(offset, deliver_after_ms);
 }

@@ -82,8 +82,8 @@ struct QueueReceiveOptions {
   bool fifo = false;
   std::size_t max_in_flight = 120'000;
   // FIFO reads ahead of what it delivers to find other groups' messages, and stops once this
-  // many examined messages that are not done are not in flight either (received and
-  // released, or never received): a deep backlog in a few groups costs bounded memory, and
+  // many examined messages that are not done are not in flight either (received with the
+  // lease over, or never received): a deep backlog in a few groups costs bounded memory, and
   // groups further on wait until the front moves.
   std::size_t max_fifo_examined = 100'000;
   // Only messages below this offset (a redrive covers what was there when it started).
@@ -128,8 +128,9 @@ class AppendedDelays {
   static constexpr std::size_t kMaxNoted = 1'000'000;
 
   explicit AppendedDelays(std::uint64_t from) : from_(from) {}
-  // From the log's delay index (storage::PartitionLog::ListPendingDelays, at most kMaxNoted).
-  explicit AppendedDelays(const storage::PendingDelays& pending);
+  // Starts again from the log's delay index (storage::PartitionLog::ListPendingDelays, at
+  // most kMaxNoted), in place: the tree has no move, only a deep copy.
+  void Reset(const storage::PendingDelays& pending);
   // Every record from this offset on was noted (until kMaxNoted were): where the delay index
   // starts, or the log end when the partition was opened if it did not cover the log.
   std::uint64_t from() const { return from_; }

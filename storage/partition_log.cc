@@ -336,26 +336,42 @@ Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limi
   batch.DeleteRange(ColumnFamily::kTimeIndex, PartitionPrefix(topic_, partition_),
                     TimeIndexKey(topic_, partition_, static_cast<std::uint64_t>(kept_ts), 0));
   batch.Put(ColumnFamily::kMeta, LogStartKey(topic_, partition_), EncodeLogStart(new_start));
-  // One range deletion per pass that drops delayed records, none while there are none.
+  // One range deletion per pass that drops delayed records, none otherwise.
   if (lowest_delay_ && *lowest_delay_ < new_start.offset) {
     batch.DeleteRange(ColumnFamily::kMeta, DelayKey(topic_, partition_, *lowest_delay_),
                       DelayKey(topic_, partition_, new_start.offset));
+    // The next entry kept: one written at or past the new start, or one prepared for a
+    // record that is not durable yet (its batch may not be written).
+    lowest_delay_.reset();
     if (highest_delay_ >= new_start.offset) {
-      lowest_delay_ = new_start.offset;
-    } else {
-      lowest_delay_.reset();
+      auto it =
+          store_->NewIterator(ColumnFamily::kMeta, DelayKey(topic_, partition_, new_start.offset),
+                              MetaKey(MetaTag::kDelay, PartitionRangeEnd(topic_, partition_)));
+      it->SeekToFirst();
+      LogKeyParts next{};
+      if (it->Valid() && ParseDelayKey(it->key(), &next)) lowest_delay_ = next.offset;
+      if (Status s = it->status(); !s) return s.error();
+      if (highest_delay_ >= durable_.offset) {
+        lowest_delay_ = std::min(lowest_delay_.value_or(UINT64_MAX), durable_.offset);
+      }
     }
   }
   start_ = new_start;
   return dropped;
 }
 
-Result<PendingDelays> PartitionLog::ListPendingDelays(std::int64_t now_ms, std::size_t max) const {
+Result<PendingDelays> PartitionLog::ListPendingDelays(std::int64_t now_ms,
+                                                      std::int64_t appended_after_ms,
+                                                      std::size_t max) const {
   PendingDelays pending;
   pending.from =
       delays_indexed_from_ ? std::max(*delays_indexed_from_, start_.offset) : durable_.offset;
   if (!lowest_delay_) return pending;
-  auto it = store_->NewIterator(ColumnFamily::kMeta, DelayKey(topic_, partition_, start_.offset),
+  auto recent = LocateTimestamp(appended_after_ms);
+  if (!recent) return recent.error();
+  const std::uint64_t begin = std::max({recent->offset, start_.offset, *lowest_delay_});
+  if (begin >= durable_.offset) return pending;
+  auto it = store_->NewIterator(ColumnFamily::kMeta, DelayKey(topic_, partition_, begin),
                                 DelayKey(topic_, partition_, durable_.offset));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     LogKeyParts parts{};

@@ -103,8 +103,12 @@ class PartitionLog {
                                          WriteBatch& batch);
 
   // The durable records whose delivery time is after `now_ms`, in offset order, from the
-  // delay index. Past `max` of them the rest are not listed and `from` is the log end.
-  Result<PendingDelays> ListPendingDelays(std::int64_t now_ms, std::size_t max) const;
+  // delay index. Only records appended at or after `appended_after_ms` are looked at (the
+  // caller knows how far ahead a delivery time can be), so a long log of delayed records
+  // long since due costs nothing. Past `max` of them the rest are not listed and `from` is
+  // the log end.
+  Result<PendingDelays> ListPendingDelays(std::int64_t now_ms, std::int64_t appended_after_ms,
+                                          std::size_t max) const;
 
   // Adds to `batch` the deletion of every record, index entry and log start of a topic, of
   // its delay index, and of its sequence number block (SequenceKey).
@@ -151,8 +155,8 @@ class PartitionLog {
   bool has_index_entry_ = false;
   // Where the delay index starts; none until the first append that writes the start.
   std::optional<std::uint64_t> delays_indexed_from_;
-  // The lowest offset that may have a delay index entry, if any may; retention deletes the
-  // entries below the new start only when there can be some.
+  // The lowest offset with a delay index entry, written or prepared, if there is one;
+  // retention deletes the entries below the new start only when there are some.
   std::optional<std::uint64_t> lowest_delay_;
   std::uint64_t highest_delay_ = 0;
   std::optional<Error> failed_;

@@ -69,14 +69,15 @@ class PartitionLogTest : public ::testing::Test {
   }
 
   std::vector<std::pair<std::uint64_t, std::int64_t>> Pending(std::int64_t now_ms,
-                                                              std::size_t max = 100) {
-    auto pending = log_->ListPendingDelays(now_ms, max);
+                                                              std::size_t max = 100,
+                                                              std::int64_t appended_after_ms = 0) {
+    auto pending = log_->ListPendingDelays(now_ms, appended_after_ms, max);
     EXPECT_TRUE(pending) << pending.error().ToString();
     return pending ? pending->delays : decltype(pending->delays){};
   }
 
   std::uint64_t PendingFrom(std::int64_t now_ms, std::size_t max = 100) {
-    auto pending = log_->ListPendingDelays(now_ms, max);
+    auto pending = log_->ListPendingDelays(now_ms, 0, max);
     EXPECT_TRUE(pending) << pending.error().ToString();
     return pending ? pending->from : UINT64_MAX;
   }
@@ -387,6 +388,31 @@ TEST_F(PartitionLogTest, TheDelayIndexListsRecordsWhoseDeliveryIsAhead) {
   Reopen();
   EXPECT_EQ(Pending(kT0), all);
   EXPECT_EQ(PendingFrom(kT0), 0u);
+}
+
+TEST_F(PartitionLogTest, TheDelayIndexIsReadOnlyFromRecentAppends) {
+  Append(Delayed(2, kT0 + 60'000), kT0);
+  Append(Delayed(2, kT0 + 60'000), kT0 + 1'000);
+  EXPECT_EQ(Pending(kT0, 100, kT0 + 1'000), (std::vector<std::pair<std::uint64_t, std::int64_t>>{
+                                                {2, kT0 + 60'000}, {3, kT0 + 60'000}}))
+      << "records appended before kT0 + 1 s are not looked at";
+  EXPECT_EQ(Pending(kT0, 100, kT0 + 2'000).size(), 0u);
+  EXPECT_EQ(Pending(kT0, 100, kT0).size(), 4u);
+}
+
+TEST_F(PartitionLogTest, RetentionKeepsTheDelayEntryOfARecordNotYetDurable) {
+  Append(Delayed(2, kT0 + 60'000), kT0);
+  auto records = Delayed(1, kT0 + 60'000);
+  WriteBatch pending;
+  auto prepared = log_->PrepareAppend(records, kT0, pending);
+  ASSERT_TRUE(prepared);
+  EXPECT_EQ(Retain({.drop_below = 1000}, kT0), 2u) << "only the durable records";
+  EXPECT_EQ(StoredDelays(), std::vector<std::uint64_t>{});
+  ASSERT_TRUE(store_->WriteSync(std::move(pending)));
+  log_->MarkDurable(*prepared);
+  EXPECT_EQ(StoredDelays(), (std::vector<std::uint64_t>{2}));
+  EXPECT_EQ(Retain({.drop_below = 1000}, kT0), 1u);
+  EXPECT_TRUE(StoredDelays().empty()) << "the entry written after the last pass went with it";
 }
 
 TEST_F(PartitionLogTest, TheDelayIndexOfALogWrittenWithoutItStartsAtTheNextAppend) {
