@@ -1,6 +1,7 @@
 // The in-memory cost of one queue subscription's state on one partition (broker::QueuePartition):
 // how fast receives and deletes go when many leases have ended at once, as after a consumer
-// fleet stopped, against messages never received.
+// fleet stopped, against messages never received; and the memory a delayed message costs once
+// a receive has read past it.
 //
 // The records are appended and made durable once, before timing; the timed receives and
 // deletes build their WriteBatches but do not write them, so the figures are the strand's
@@ -8,9 +9,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -34,7 +37,7 @@ constexpr std::size_t kReceiveBatch = 10;  // the SQS API's largest receive
 // A fresh store with one partition holding `n` records of 256 bytes, and the queue state.
 class Fixture {
  public:
-  explicit Fixture(std::int64_t n) {
+  explicit Fixture(std::int64_t n, std::optional<std::int64_t> deliver_after_ms = {}) {
     std::error_code ec;
     dir_ = std::filesystem::temp_directory_path(ec) /
            ("spool-queue-bench-" + std::to_string(::getpid()) + "-" + std::to_string(n));
@@ -48,8 +51,10 @@ class Fixture {
     for (std::int64_t sent = 0; sent < n;) {
       std::vector<storage::Record> records(
           static_cast<std::size_t>(std::min<std::int64_t>(1000, n - sent)));
-      for (auto& r : records)
+      for (auto& r : records) {
         r.value.assign(256, 'x');
+        r.deliver_after_ms = deliver_after_ms;
+      }
       storage::WriteBatch batch;
       auto prepared = log_->PrepareAppend(records, kT0, batch);
       if (!prepared || !store_->WriteSync(std::move(batch))) std::abort();
@@ -80,6 +85,8 @@ class Fixture {
     if (!got) std::abort();
     return std::move(got->messages);
   }
+
+  broker::QueuePartition& queue() { return *queue_; }
 
   void Delete(const broker::ReceivedMessage& m) {
     storage::WriteBatch batch;
@@ -123,6 +130,50 @@ void Drain(benchmark::State& state, bool leases_ended) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
+// Resident memory of this process, in bytes.
+std::int64_t ResidentBytes() {
+  long pages = 0;
+  long resident = 0;
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+  std::fclose(f);
+  return static_cast<std::int64_t>(resident) * ::sysconf(_SC_PAGESIZE);
+}
+
+// N messages delayed by 15 minutes; receives of 10 read past all of them (10,000 records a
+// call) and find none receivable. `bytes_per_message` is the growth of resident memory over
+// the number of messages: the state each examined message keeps until it is delivered, and
+// RocksDB's block cache (64 MiB) filling as the log is read.
+void BM_ExamineDelayed(benchmark::State& state) {
+  const std::int64_t n = state.range(0);
+  double per_message = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto fixture = std::make_unique<Fixture>(n, kT0 + 900'000);
+    const std::int64_t before = ResidentBytes();
+    state.ResumeTiming();
+    std::int64_t calls = 0;
+    while (calls++ < n) {
+      broker::QueueReceiveOptions o;
+      o.max_messages = kReceiveBatch;
+      storage::WriteBatch batch;
+      auto got = fixture->queue().Receive(kT0, o, batch);
+      if (!got || !got->messages.empty()) state.SkipWithError("a delayed message was received");
+      if (!got || !got->more_to_scan) break;
+    }
+    state.PauseTiming();
+    per_message = static_cast<double>(ResidentBytes() - before) / static_cast<double>(n);
+    if (fixture->queue().Counts(kT0).delayed != static_cast<std::uint64_t>(n)) {
+      state.SkipWithError("not every message counts as delayed");
+    }
+    fixture.reset();
+    state.ResumeTiming();
+  }
+  state.counters["bytes_per_message"] = per_message;
+  state.SetItemsProcessed(state.iterations() * n);
+}
+
 void BM_DrainFresh(benchmark::State& state) {
   Drain(state, false);
 }
@@ -131,6 +182,7 @@ void BM_DrainEndedLeases(benchmark::State& state) {
 }
 
 BENCHMARK(BM_DrainFresh)->Arg(10'000)->Arg(100'000)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ExamineDelayed)->Arg(1'000'000)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DrainEndedLeases)
     ->Arg(10'000)
     ->Arg(100'000)
