@@ -330,10 +330,13 @@ TopicInfo Broker::Describe(const Topic& topic) const {
                                slot.fetched_records.value(), slot.fetched_bytes.value()});
   }
   std::shared_lock lock(topics_mu_);
-  for (const auto& [name, queue] : queues_) {  // sorted by name
-    if (queue->topic != topic.metadata.config.name) continue;
-    info.queues.push_back(name);
-    if (queue->owns_topic) info.owner_queue = name;
+  // By the topic's own index: a metrics scrape describes every topic.
+  if (auto names = queues_by_topic_.find(topic.metadata.config.name);
+      names != queues_by_topic_.end()) {
+    for (const std::string& name : names->second) {  // sorted by name
+      info.queues.push_back(name);
+      if (queues_.at(name)->owns_topic) info.owner_queue = name;
+    }
   }
   return info;
 }
@@ -504,6 +507,7 @@ void Broker::DeleteOnAdminStrand(const std::string& name, bool force, StatusCall
     topics_.erase(name);
     for (const auto& q : readers)
       queues_.erase(q->name);
+    queues_by_topic_.erase(name);
   }
   topic->receivers->Wake();  // receives parked on its queues answer NotFound now
   // The name is free (and durable) as soon as this batch lands; the topic's data goes with it,

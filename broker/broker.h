@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -508,6 +509,8 @@ class Broker {
   std::map<std::string, std::shared_ptr<const Topic>> topics_;          // guarded by topics_mu_
   std::uint32_t next_topic_id_ = 1;                                     // admin strand only
   std::map<std::string, std::shared_ptr<const QueueMetadata>> queues_;  // guarded by topics_mu_
+  // The names in queues_ by the topic each reads.
+  std::map<std::string, std::set<std::string>> queues_by_topic_;  // guarded by topics_mu_
   // This run's number << 32 (see QueueReceiveOptions::generation_floor); set by Load().
   std::uint64_t generation_floor_ = 0;
   // Activity counters by subscription, created on first use.

@@ -117,6 +117,9 @@ Status Broker::LoadQueues() {
   Log().info("loaded {} queues", loaded.size());
   std::unique_lock lock(topics_mu_);
   queues_ = std::move(loaded);
+  queues_by_topic_.clear();
+  for (const auto& [name, queue] : queues_)
+    queues_by_topic_[queue->topic].insert(name);
   return Ok();
 }
 
@@ -200,6 +203,7 @@ void Broker::CreateQueueOnAdminStrand(QueueMetadata queue, Callback<CreateQueueR
   {
     std::unique_lock lock(topics_mu_);
     queues_[queue.name] = std::make_shared<const QueueMetadata>(queue);
+    queues_by_topic_[queue.topic].insert(queue.name);
   }
   Log().info("created queue '{}' (subscription {}) on topic '{}'", queue.name, queue.subscription,
              queue.topic);
@@ -423,6 +427,10 @@ void Broker::DeleteQueueOnAdminStrand(const std::string& name, StatusCallback do
   {
     std::unique_lock lock(topics_mu_);
     queues_.erase(name);
+    if (auto on_topic = queues_by_topic_.find(queue->topic); on_topic != queues_by_topic_.end()) {
+      on_topic->second.erase(name);
+      if (on_topic->second.empty()) queues_by_topic_.erase(on_topic);
+    }
   }
   storage::WriteBatch batch;
   batch.Delete(ColumnFamily::kMeta, MetaKey(MetaTag::kQueue, name));

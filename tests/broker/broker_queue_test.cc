@@ -757,6 +757,39 @@ TEST_F(BrokerQueueTest, WhatEveryQueueOfAnOwnedTopicAcknowledgedIsTrimmed) {
   EXPECT_EQ(broker_->DescribeTopic("events")->partitions.at(0).start_offset, 0u);
 }
 
+TEST_F(BrokerQueueTest, ATopicListsTheQueuesThatReadIt) {
+  auto queues_of = [&](const std::string& topic) {
+    auto info = broker_->DescribeTopic(topic);
+    EXPECT_TRUE(info) << topic;
+    return info ? std::pair{info->queues, info->owner_queue}
+                : std::pair{std::vector<std::string>{}, std::string()};
+  };
+  using Listed = std::pair<std::vector<std::string>, std::string>;
+  ASSERT_TRUE(CreateQueue("jobs"));
+  ASSERT_TRUE(CreateQueue("b-audit", {}, "jobs"));
+  ASSERT_TRUE(CreateQueue("a-audit", {}, "jobs"));
+  ASSERT_TRUE(CreateQueue("other"));
+  EXPECT_EQ(queues_of("jobs"), (Listed{{"a-audit", "b-audit", "jobs"}, "jobs"}));
+  EXPECT_EQ(queues_of("other"), (Listed{{"other"}, "other"}));
+  StatusWaiter deleted;
+  broker_->DeleteQueue("b-audit", deleted.Callback());
+  ASSERT_TRUE(deleted.Get());
+  EXPECT_EQ(queues_of("jobs"), (Listed{{"a-audit", "jobs"}, "jobs"}));
+  Close();
+  Open();
+  EXPECT_EQ(queues_of("jobs"), (Listed{{"a-audit", "jobs"}, "jobs"})) << "after a restart";
+  StatusWaiter forced;
+  broker_->DeleteTopic("jobs", true, forced.Callback());
+  ASSERT_TRUE(forced.Get());
+  TopicConfig again;
+  again.name = "jobs";
+  Waiter<TopicInfo> created;
+  broker_->CreateTopic(again, created.Callback());
+  ASSERT_TRUE(created.Get());
+  EXPECT_EQ(queues_of("jobs"), Listed{}) << "the deleted topic's queues came back";
+  EXPECT_EQ(queues_of("other"), (Listed{{"other"}, "other"}));
+}
+
 TEST_F(BrokerQueueTest, FifoGroupsStayInOrder) {
   QueueAttributes fifo;
   fifo.fifo = true;
