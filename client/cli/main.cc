@@ -1066,20 +1066,27 @@ std::vector<std::string> HandlesOrThrow(const std::vector<std::string>& given) {
   return handles;
 }
 
-// What every batch-capable server accepts: SQS's limit, far below the native API's.
+// What every server accepts (SQS's limit); used when the server does not say its own.
 constexpr std::size_t kCliBatch = 10;
 
-// Runs `call` (a batch call of the QueueClient) on the handles kCliBatch at a time and returns
+// The most receipt handles one batch call may carry: the server's queue_max_batch.
+std::size_t ServerBatch(const spool::Client& client) {
+  auto info = spool::Admin(client).GetBrokerInfo();
+  if (!info.ok() || info->max_queue_batch() == 0) return kCliBatch;
+  return info->max_queue_batch();
+}
+
+// Runs `call` (a batch call of the QueueClient) on the handles `batch` at a time and returns
 // each handle's outcome: its entry's error, or the whole call's.
 std::vector<grpc::Status> InBatches(
-    const std::vector<std::string>& handles,
+    const std::vector<std::string>& handles, std::size_t batch,
     const std::function<spool::CallResult<std::vector<spool::v1::BatchEntryResult>>(
         const std::vector<std::string>&)>& call) {
   std::vector<grpc::Status> outcomes;
-  for (std::size_t from = 0; from < handles.size(); from += kCliBatch) {
+  for (std::size_t from = 0; from < handles.size(); from += batch) {
     const std::vector<std::string> chunk(
         handles.begin() + static_cast<std::ptrdiff_t>(from),
-        handles.begin() + static_cast<std::ptrdiff_t>(std::min(handles.size(), from + kCliBatch)));
+        handles.begin() + static_cast<std::ptrdiff_t>(std::min(handles.size(), from + batch)));
     auto results = call(chunk);
     for (std::size_t i = 0; i < chunk.size(); ++i) {
       if (!results.ok()) {
@@ -1123,7 +1130,8 @@ int ReportHandles(const Global& global, const std::string& queue, const std::str
 
 int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
   const std::vector<std::string> handles = HandlesOrThrow(args.handles);
-  spool::QueueClient queues(Connect(global));
+  const spool::Client client = Connect(global);
+  spool::QueueClient queues(client);
   if (handles.size() == 1 && args.handles.front() != "-") {
     grpc::Status status = queues.DeleteMessage(args.name, handles.front());
     if (!status.ok()) return Fail(status, "cannot delete the message from " + args.name);
@@ -1134,7 +1142,8 @@ int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
     }
     return kExitOk;
   }
-  const auto outcomes = InBatches(handles, [&](const std::vector<std::string>& chunk) {
+  const std::size_t batch = handles.size() > kCliBatch ? ServerBatch(client) : kCliBatch;
+  const auto outcomes = InBatches(handles, batch, [&](const std::vector<std::string>& chunk) {
     return queues.DeleteMessageBatch(args.name, chunk);
   });
   return ReportHandles(global, args.name, "deleted", handles, outcomes);
@@ -1143,9 +1152,11 @@ int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
 int QueueChangeVisibility(const Global& global, const QueueArgs& args) {
   const std::uint32_t seconds = SecondsOrThrow("seconds", args.seconds);
   const std::vector<std::string> handles = HandlesOrThrow({args.handle});
-  spool::QueueClient queues(Connect(global));
+  const spool::Client client = Connect(global);
+  spool::QueueClient queues(client);
   if (args.handle == "-") {
-    const auto outcomes = InBatches(handles, [&](const std::vector<std::string>& chunk) {
+    const std::size_t batch = handles.size() > kCliBatch ? ServerBatch(client) : kCliBatch;
+    const auto outcomes = InBatches(handles, batch, [&](const std::vector<std::string>& chunk) {
       std::vector<spool::VisibilityChange> changes;
       for (const std::string& handle : chunk)
         changes.push_back({handle, seconds});

@@ -2,6 +2,7 @@
 // queue administration, send and receive in tables and JSON, and the exit codes (0 ok, 1
 // server-side error, 2 usage error).
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -14,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/testing/http_get.h"
 #include "tests/testing/spoold_process.h"
 #include "tests/testing/temp_dir.h"
 
@@ -526,6 +528,37 @@ TEST_F(CliTest, QueueHandlesInBatchesNacksAndRedriveAllowPolicies) {
   EXPECT_THAT(rest.out, HasSubstr("deleted 2 of 2 message(s) in work"));
   EXPECT_THAT(Run({"queue", "describe", "work"}).out,
               HasSubstr("0 visible, 0 in flight, 0 delayed"));
+
+  // Many handles go in batches of the server's size (queue_max_batch, 1,000 by default), not
+  // SQS's 10, each still with its own result.
+  std::vector<std::string> bodies25;
+  for (int i = 0; i < 25; ++i)
+    bodies25.push_back("m" + std::to_string(i));
+  std::vector<std::string> send25 = {"queue", "send", "work"};
+  send25.insert(send25.end(), bodies25.begin(), bodies25.end());
+  ASSERT_EQ(Run(send25).exit_code, 0);
+  std::string many;
+  for (int round = 0; round < 10 && std::count(many.begin(), many.end(), '\n') < 25; ++round) {
+    CliResult got25 = Run({"--json", "queue", "receive", "work", "--max", "10", "--wait", "1"});
+    ASSERT_EQ(got25.exit_code, 0) << got25.err;
+    for (const auto& m : Json::parse(got25.out))
+      many += m["receipt_handle"].get<std::string>() + "\n";
+  }
+  ASSERT_EQ(std::count(many.begin(), many.end(), '\n'), 25) << many;
+  auto batch_calls = [&] {
+    const std::string body =
+        testing::BodyOf(testing::HttpRequest(daemon_.http_address(), "GET", "/metrics"));
+    const std::string key =
+        "spool_grpc_request_duration_seconds_count{method=\"DeleteMessageBatch\"} ";
+    const auto at = body.find(key);
+    return at == std::string::npos ? 0 : std::stoi(body.substr(at + key.size()));
+  };
+  const int calls_before = batch_calls();
+  CliResult deleted25 = Run({"queue", "delete-message", "work", "-"}, many + "zz\n");
+  EXPECT_EQ(deleted25.exit_code, 1) << "one handle was garbage";
+  EXPECT_THAT(deleted25.out, HasSubstr("deleted 25 of 26 message(s) in work"));
+  EXPECT_THAT(deleted25.err, HasSubstr("message 26 of 26 in work: INVALID_ARGUMENT"));
+  EXPECT_EQ(batch_calls() - calls_before, 1) << "26 handles took more than one call";
 
   // Which queues may use a dead-letter queue.
   ASSERT_EQ(Run({"queue", "create", "dlq", "--redrive-allow", "none"}).exit_code, 0);

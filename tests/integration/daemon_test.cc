@@ -26,12 +26,15 @@
 #include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
 #include "spool/v1/queue.grpc.pb.h"
+#include "tests/testing/http_get.h"
 #include "tests/testing/spoold_process.h"
 #include "tests/testing/temp_dir.h"
 
 namespace spool {
 namespace {
 
+using testing::BodyOf;
+using testing::HttpRequest;
 using testing::SpooldProcess;
 using testing::TempDir;
 
@@ -274,37 +277,6 @@ TEST_F(DaemonTest, RoundTripAcrossPartitionsKeepsKeyOrder) {
     ASSERT_FALSE(one.records().empty());
     EXPECT_EQ(one.records(0).value(), "v" + std::to_string(i)) << "result " << i;
   }
-}
-
-// One HTTP/1.1 request over a fresh loopback connection; returns the whole response.
-std::string HttpRequest(const std::string& address, const std::string& method,
-                        const std::string& path) {
-  const auto colon = address.rfind(':');
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return {};
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request =
-        method + " " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buf[65536];
-      for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;)
-        response.append(buf, n);
-    }
-  }
-  close(fd);
-  return response;
-}
-
-std::string BodyOf(const std::string& response) {
-  const auto at = response.find("\r\n\r\n");
-  return at == std::string::npos ? std::string() : response.substr(at + 4);
 }
 
 TEST_F(DaemonTest, HttpServesHealthReadinessAndValidPrometheusMetrics) {
