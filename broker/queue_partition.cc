@@ -72,8 +72,12 @@ Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::ui
     if (offset < q.floor_) continue;  // a floor move's range deletion not yet compacted
     auto state = DecodeQueueMessageState(it->value());
     if (!state) return state.error();
-    q.states_[offset] = *state;
-    if (!state->acked) q.AddToIndex(offset, *state);
+    if (state->acked) {
+      q.AddAcked(offset);
+    } else {
+      q.states_[offset] = *state;
+      q.AddToIndex(offset, *state);
+    }
     q.loaded_end_ = offset + 1;
   }
   if (Status s = it->status(); !s) return s.error();
@@ -87,6 +91,41 @@ void QueuePartition::AddToIndex(std::uint64_t offset, const QueueMessageState& s
 
 void QueuePartition::Unindex(std::uint64_t offset, const QueueMessageState& state) {
   if (IndexOf(state).erase({state.visible_at_ms, offset}) == 0) receivable_.erase(offset);
+}
+
+bool QueuePartition::IsAcked(std::uint64_t offset) const {
+  auto it = acked_.upper_bound(offset);
+  return it != acked_.begin() && std::prev(it)->second > offset;
+}
+
+std::map<std::uint64_t, std::uint64_t>::const_iterator QueuePartition::AckedRangeAtOrAfter(
+    std::uint64_t offset) const {
+  auto it = acked_.upper_bound(offset);
+  if (it != acked_.begin() && std::prev(it)->second > offset) return std::prev(it);
+  return it;
+}
+
+void QueuePartition::AddAcked(std::uint64_t offset) {
+  auto next = acked_.upper_bound(offset);
+  if (next != acked_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->second > offset) return;  // already in it
+    if (prev->second == offset) {
+      prev->second = offset + 1;
+      if (next != acked_.end() && next->first == offset + 1) {
+        prev->second = next->second;
+        acked_.erase(next);
+      }
+      return;
+    }
+  }
+  if (next != acked_.end() && next->first == offset + 1) {
+    const std::uint64_t end = next->second;
+    acked_.erase(next);
+    acked_.emplace(offset, end);
+    return;
+  }
+  acked_.emplace(offset, offset + 1);
 }
 
 void QueuePartition::Settle(std::int64_t now_ms) {
@@ -111,6 +150,8 @@ Result<std::vector<storage::StoredRecord>> QueuePartition::Scan(std::size_t max)
   auto records = log_->Read(scanned_, max, kScanBytes);
   if (!records) return records.error();
   for (const auto& r : *records) {
+    scanned_ = r.offset + 1;
+    if (IsAcked(r.offset)) continue;  // deleted out of order before a restart
     auto [it, fresh] = states_.try_emplace(r.offset);
     QueueMessageState& state = it->second;
     state.group = r.record.message_group_id;
@@ -119,8 +160,7 @@ Result<std::vector<storage::StoredRecord>> QueuePartition::Scan(std::size_t max)
       state.visible_at_ms = r.record.deliver_after_ms.value_or(0);
       AddToIndex(r.offset, state);
     }
-    if (groups_indexed_ && !state.acked) AddToGroup(r.offset, state);
-    scanned_ = r.offset + 1;
+    if (groups_indexed_) AddToGroup(r.offset, state);
   }
   return records;
 }
@@ -174,7 +214,7 @@ void QueuePartition::IndexGroups() {
   groups_indexed_ = true;
   for (const auto& [offset, s] : states_) {
     if (offset >= scanned_) break;
-    if (!s.acked) AddToGroup(offset, s);
+    AddToGroup(offset, s);
   }
 }
 
@@ -201,7 +241,7 @@ void QueuePartition::CollectExamined(std::int64_t now_ms, std::size_t want, std:
     std::set<std::uint64_t>& offsets = group_offsets_.at(group);
     for (auto it = offsets.begin(); it != offsets.end() && *it < end && out.size() < want;) {
       auto state = states_.find(*it);
-      if (state == states_.end() || state->second.acked) {
+      if (state == states_.end()) {  // done
         it = offsets.erase(it);
         continue;
       }
@@ -322,8 +362,9 @@ Result<std::vector<QueuePartition::Candidate>> QueuePartition::Collect(
     if (records->empty()) break;
     scan_budget -= std::min(scan_budget, records->size());
     for (auto& r : *records) {
+      if (IsAcked(r.offset)) continue;
       const QueueMessageState& s = states_.at(r.offset);
-      if (s.acked || blocked(s)) continue;
+      if (blocked(s)) continue;
       if (s.visible_at_ms > now_ms) {
         stop_group(s);  // nothing of the group after it, in order
         continue;
@@ -439,9 +480,8 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
 
 Status QueuePartition::Delete(std::uint64_t offset, std::uint64_t generation,
                               storage::WriteBatch& batch) {
-  if (offset < floor_ || offset < log_->start_offset()) return Ok();
+  if (offset < floor_ || offset < log_->start_offset() || IsAcked(offset)) return Ok();
   auto it = states_.find(offset);
-  if (it != states_.end() && it->second.acked) return Ok();
   if (it == states_.end() || it->second.generation == 0) {
     return FailedPrecondition("message " + std::to_string(offset) + " has not been received");
   }
@@ -451,18 +491,24 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint64_t generation,
                               " was received again since this receipt handle was issued");
   }
   Unindex(offset, state);
-  state.acked = true;
+  QueueMessageState done = std::move(state);
+  done.acked = true;
+  states_.erase(it);
+  AddAcked(offset);
   AdvanceFloor(batch);
   // Usually the floor has just passed it (deleting its stored state); only a message
-  // deleted out of order keeps a state, now marked acknowledged.
-  if (offset >= floor_) Persist(offset, states_.at(offset), batch);
+  // deleted out of order keeps a stored state, now marked acknowledged, and in memory a
+  // place in an acknowledged range.
+  if (offset >= floor_) {
+    Persist(offset, done, batch);
+  }
   return Ok();
 }
 
 bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint64_t generation,
                                 std::int64_t now_ms) const {
   auto it = states_.find(offset);
-  if (it == states_.end() || it->second.acked || it->second.generation != generation) return false;
+  if (it == states_.end() || it->second.generation != generation) return false;
   return it->second.visible_at_ms != kLocked &&
          (it->second.released || it->second.visible_at_ms <= now_ms);
 }
@@ -470,7 +516,7 @@ bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint64_t generation,
 Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint64_t generation,
                                                storage::WriteBatch& batch) const {
   auto it = states_.find(offset);
-  if (it == states_.end() || it->second.acked || it->second.visible_at_ms != kLocked ||
+  if (it == states_.end() || it->second.visible_at_ms != kLocked ||
       it->second.generation != generation) {
     return FailedPrecondition("message " + std::to_string(offset) +
                               " is not a dead letter waiting to be moved");
@@ -486,7 +532,7 @@ Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint64
 Status QueuePartition::UnlockDeadLetter(std::uint64_t offset, std::uint64_t generation,
                                         std::int64_t now_ms) {
   auto it = states_.find(offset);
-  if (it == states_.end() || it->second.acked || it->second.visible_at_ms != kLocked ||
+  if (it == states_.end() || it->second.visible_at_ms != kLocked ||
       it->second.generation != generation) {
     return FailedPrecondition("message " + std::to_string(offset) +
                               " is not a dead letter waiting to be moved");
@@ -504,8 +550,7 @@ Status QueuePartition::ChangeVisibility(std::uint64_t offset, std::uint64_t gene
                                         bool release) {
   if (visible_in_ms < 0) return InvalidArgument("the visibility timeout must not be negative");
   auto it = states_.find(offset);
-  if (offset < floor_ || offset < log_->start_offset() ||
-      (it != states_.end() && it->second.acked)) {
+  if (offset < floor_ || offset < log_->start_offset() || IsAcked(offset)) {
     return FailedPrecondition("message " + std::to_string(offset) + " was deleted");
   }
   // No state above the floor: never received (or past the log's end), as Delete says.
@@ -548,20 +593,33 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
   const std::uint32_t partition = log_->partition();
   std::vector<std::uint64_t> stored;
   bool range = false;
-  auto it = states_.begin();
+  auto note_stored = [&](std::uint64_t offset) {
+    if (range) return;
+    stored.push_back(offset);
+    range = stored.size() > kMaxPointDeletes;
+  };
   // Below `to` everything is done (purged, or dropped by retention); from `to` on, a run of
-  // acknowledged messages.
-  while (it != states_.end() && (it->first < to || (it->first == to && it->second.acked))) {
-    if (it->first == to) ++to;
-    const QueueMessageState& s = it->second;
-    if (!s.acked) Unindex(it->first, s);
-    // Only a received or acknowledged message has a stored state (Persist,
-    // PrepareDeadLetterDelete).
-    if (!range && (s.acked || s.receive_count > 0)) {
-      stored.push_back(it->first);
-      range = stored.size() > kMaxPointDeletes;
+  // acknowledged messages carries it further.
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (auto it = states_.begin(); it != states_.end() && it->first < to;) {
+      Unindex(it->first, it->second);
+      // Only a received message has a stored state (Persist), besides acknowledged ones.
+      if (it->second.receive_count > 0) note_stored(it->first);
+      it = states_.erase(it);
     }
-    it = states_.erase(it);
+    // Every acknowledged offset above the floor has a stored state (Delete's Persist, or the
+    // dead-letter move's PrepareDeadLetterDelete).
+    while (!acked_.empty() && acked_.begin()->first <= to) {
+      const auto [begin, end] = *acked_.begin();
+      for (std::uint64_t offset = begin; offset < end && !range; ++offset)
+        note_stored(offset);
+      acked_.erase(acked_.begin());
+      if (end > to) {
+        to = end;
+        moved = true;
+      }
+    }
   }
   if (to == floor_) return;
   std::string value;
@@ -615,11 +673,22 @@ QueueCounts QueuePartition::Counts(std::int64_t now_ms) {
   const std::uint64_t from = std::max(scanned_, log_->start_offset());
   const std::uint64_t end = log_->end_offset();
   std::uint64_t unexamined = end > from ? end - from : 0;
-  std::uint64_t first_free = from;  // the first unexamined offset without a blocking state
   for (auto it = states_.lower_bound(from); it != states_.end() && it->first < end; ++it) {
-    if (it->second.acked || it->second.visible_at_ms > now_ms) {
-      --unexamined;
-      if (it->first == first_free) ++first_free;
+    if (it->second.visible_at_ms > now_ms) --unexamined;
+  }
+  for (auto it = AckedRangeAtOrAfter(from); it != acked_.end() && it->first < end; ++it) {
+    unexamined -= std::min(it->second, end) - std::max(it->first, from);
+  }
+  // The first unexamined offset that is neither leased nor acknowledged.
+  std::uint64_t first_free = from;
+  while (first_free < end) {
+    if (auto s = states_.find(first_free); s != states_.end() && s->second.visible_at_ms > now_ms) {
+      ++first_free;
+    } else if (auto r = AckedRangeAtOrAfter(first_free);
+               r != acked_.end() && r->first <= first_free) {
+      first_free = r->second;
+    } else {
+      break;
     }
   }
   // Records the delay index covers are known delayed or not without reading them. A record
@@ -683,6 +752,11 @@ std::size_t QueuePartition::InFlight(std::int64_t now_ms) {
 }
 
 std::optional<QueueMessageState> QueuePartition::State(std::uint64_t offset) const {
+  if (offset >= floor_ && IsAcked(offset)) {
+    QueueMessageState acked;
+    acked.acked = true;
+    return acked;
+  }
   auto it = states_.find(offset);
   if (it == states_.end()) return std::nullopt;
   return it->second;

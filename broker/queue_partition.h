@@ -50,6 +50,8 @@ struct QueueMessageState {
   std::int64_t visible_at_ms = 0;   // lease end, release time or delivery time
   std::int64_t first_receive_ms = 0;
   std::int64_t last_receive_ms = 0;
+  // Only in the stored form: in memory a deleted message has no state, and one deleted out of
+  // order (above the floor) is in an acknowledged range.
   bool acked = false;
   // Nacked (memory only): the receive's lease ended early (a stream's window frees its place),
   // but the message stays in flight until the nack's delay ends.
@@ -218,8 +220,11 @@ class QueuePartition {
   // leases that ended since the last call move to the receivable set (each once).
   std::size_t InFlight(std::int64_t now_ms);
   std::uint64_t floor() const { return floor_; }
-  // The state of a message above the floor that has one (tests, descriptions).
+  // The state of a message above the floor that has one (tests, descriptions); of one
+  // deleted out of order, only `acked`.
   std::optional<QueueMessageState> State(std::uint64_t offset) const;
+  // Message states and acknowledged ranges held in memory (tests, capacity checks).
+  std::size_t HeldInMemory() const { return states_.size() + acked_.size(); }
 
  private:
   QueuePartition(std::uint32_t subscription, const storage::PartitionLog& log,
@@ -267,6 +272,11 @@ class QueuePartition {
     return !locked && state.receive_count == 0 ? waiting_ : leases_;
   }
   void Unindex(std::uint64_t offset, const QueueMessageState& state);
+  bool IsAcked(std::uint64_t offset) const;
+  // The acknowledged range holding `offset`, else the first one after it.
+  std::map<std::uint64_t, std::uint64_t>::const_iterator AckedRangeAtOrAfter(
+      std::uint64_t offset) const;
+  void AddAcked(std::uint64_t offset);
   // Moves the entries of leases_ and waiting_ whose time has come to receivable_.
   void Settle(std::int64_t now_ms);
   void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
@@ -282,7 +292,12 @@ class QueuePartition {
   // are those loaded at startup, whose records have not been examined again yet.
   std::uint64_t scanned_ = 0;
   std::uint64_t loaded_end_ = 0;  // past the last state loaded at startup
+  // Messages above the floor that are not done (those at or above scanned_ only if loaded).
   std::map<std::uint64_t, QueueMessageState> states_;
+  // Messages above the floor deleted out of order, as ranges [first, second): a message held
+  // in flight (or delayed) at the floor keeps every later deleted one above it, and a range
+  // per run of them is what that costs, not a state each.
+  std::map<std::uint64_t, std::uint64_t> acked_;
   // FIFO only, built by the first FIFO receive: the examined offsets below scanned_ of each
   // group (messages without a group under ""), in order, and the groups ordered by their
   // first such offset. A receive walks groups, not messages, so a deep backlog in a locked

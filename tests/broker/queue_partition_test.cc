@@ -667,6 +667,44 @@ TEST_F(QueuePartitionTest, EndedLeasesAreRedeliveredOldestFirst) {
   EXPECT_EQ(Receive(kT0 + 3'000, 1).messages.at(0).offset, 1u) << "released: oldest again";
 }
 
+// A message held in flight at the floor keeps every later deleted one above it until it is
+// deleted too; in memory that costs an acknowledged range per run of them, not a state each.
+TEST_F(QueuePartitionTest, DeletesBehindAHeldMessageCostARangeNotAStateEach) {
+  Send(1'001);
+  auto held = Receive(kT0, 1).messages;
+  ASSERT_EQ(held.size(), 1u);
+  for (int round = 0; round < 10; ++round) {
+    auto got = Receive(kT0, 100).messages;
+    ASSERT_EQ(got.size(), 100u);
+    // Out of order within each batch, too.
+    for (std::size_t i = 0; i < got.size(); i += 2)
+      ASSERT_TRUE(Delete(got[i]));
+    for (std::size_t i = 1; i < got.size(); i += 2)
+      ASSERT_TRUE(Delete(got[i]));
+  }
+  EXPECT_EQ(queue_->floor(), 0u) << "the held message keeps the floor";
+  EXPECT_LE(queue_->HeldInMemory(), 2u) << "the held state and one range";
+  EXPECT_TRUE(queue_->State(500)->acked);
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 1u);
+  EXPECT_EQ(queue_->Counts(kT0).visible, 0u);
+  EXPECT_TRUE(Delete(500, 12345)) << "deleting again is fine, whatever the receipt";
+  storage::WriteBatch batch;
+  EXPECT_EQ(queue_->ChangeVisibility(500, 1, kT0, 0, 12 * 3'600'000, batch).error().message,
+            "message 500 was deleted");
+
+  // After a restart the stored acknowledgements come back as one range too, and are skipped.
+  Reload();
+  EXPECT_LE(queue_->HeldInMemory(), 2u);
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 1u);
+  EXPECT_EQ(queue_->Counts(kT0).visible, 0u);
+  EXPECT_TRUE(Receive(kT0, 10).messages.empty()) << "a deleted message came back";
+  EXPECT_EQ(StoredStates().size(), 1'001u);
+  ASSERT_TRUE(Delete(held[0]));
+  EXPECT_EQ(queue_->floor(), 1'001u) << "the floor passes the whole run at once";
+  EXPECT_TRUE(StoredStates().empty());
+  EXPECT_EQ(queue_->HeldInMemory(), 0u);
+}
+
 TEST_F(QueuePartitionTest, ANackedMessageStaysInFlightUntilItsDelayEnds) {
   Send(2);
   auto got = Receive(kT0, 2).messages;
