@@ -1088,6 +1088,12 @@ std::vector<grpc::Status> InBatches(
         handles.begin() + static_cast<std::ptrdiff_t>(from),
         handles.begin() + static_cast<std::ptrdiff_t>(std::min(handles.size(), from + batch)));
     auto results = call(chunk);
+    if (results.ok() && results->size() != chunk.size()) {
+      results.status =
+          grpc::Status(grpc::StatusCode::INTERNAL,
+                       "the server answered " + std::to_string(results->size()) + " results for " +
+                           std::to_string(chunk.size()) + " receipt handles");
+    }
     for (std::size_t i = 0; i < chunk.size(); ++i) {
       if (!results.ok()) {
         outcomes.push_back(results.status);

@@ -26,7 +26,7 @@
 #include "spool/v1/groups.grpc.pb.h"
 #include "spool/v1/publish.grpc.pb.h"
 #include "spool/v1/queue.grpc.pb.h"
-#include "tests/testing/http_get.h"
+#include "tests/testing/http_request.h"
 #include "tests/testing/spoold_process.h"
 #include "tests/testing/temp_dir.h"
 
