@@ -69,7 +69,12 @@ Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::ui
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::uint64_t offset = 0;
     if (!storage::ParseQueueMessageKey(it->key(), &offset)) return DataLoss("queue state key");
-    if (offset < q.floor_) continue;  // a floor move's range deletion not yet compacted
+    // Left behind (a dead-letter move's write landing after a purge passed the message):
+    // the next floor move deletes it.
+    if (offset < q.floor_) {
+      q.stale_below_floor_ = true;
+      continue;
+    }
     auto state = DecodeQueueMessageState(it->value());
     if (!state) return state.error();
     if (state->acked) {
@@ -626,6 +631,12 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
   PutFixed64BE(value, to);
   batch.Put(storage::ColumnFamily::kQueueState, storage::QueueFloorKey(subscription_, partition),
             std::move(value));
+  if (stale_below_floor_) {
+    batch.DeleteRange(storage::ColumnFamily::kQueueState,
+                      storage::QueueMessageKey(subscription_, partition, 0),
+                      storage::QueueMessageKey(subscription_, partition, floor_));
+    stale_below_floor_ = false;
+  }
   if (range) {
     batch.DeleteRange(storage::ColumnFamily::kQueueState,
                       storage::QueueMessageKey(subscription_, partition, floor_),

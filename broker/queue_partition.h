@@ -292,6 +292,8 @@ class QueuePartition {
   // are those loaded at startup, whose records have not been examined again yet.
   std::uint64_t scanned_ = 0;
   std::uint64_t loaded_end_ = 0;  // past the last state loaded at startup
+  // Load met stored states below the floor; the next floor move deletes them.
+  bool stale_below_floor_ = false;
   // Messages above the floor that are not done (those at or above scanned_ only if loaded).
   std::map<std::uint64_t, QueueMessageState> states_;
   // Messages above the floor deleted out of order, as ranges [first, second): a message held

@@ -522,6 +522,34 @@ TEST_F(QueuePartitionTest, AMessagePastItsMaxReceiveCountIsHandedOverAsADeadLett
   EXPECT_EQ(queue_->floor(), 1u);
 }
 
+// A purge that passes a dead letter while its move is being written: the move's write (with
+// the acknowledged state) lands after the purge's, below the floor, where no floor move
+// deletes anything. The next floor move after a restart removes what was left there.
+TEST_F(QueuePartitionTest, AStateLeftBelowTheFloorIsRemovedAfterARestart) {
+  Send(3);
+  QueueReceiveOptions o;
+  o.max_receive_count = 0;
+  o.max_dead_letters = 1;
+  auto got = Receive(kT0, 1, o);
+  ASSERT_EQ(got.dead_letters.size(), 1u);
+  const ReceivedMessage& dead = got.dead_letters[0];
+  storage::WriteBatch move;
+  ASSERT_TRUE(queue_->PrepareDeadLetterDelete(dead.offset, dead.generation, move));
+  storage::WriteBatch purge;
+  queue_->AckBelow(2, purge);
+  ASSERT_TRUE(store_->WriteSync(std::move(purge)));
+  ASSERT_TRUE(store_->WriteSync(std::move(move)));
+  ASSERT_TRUE(Delete(dead)) << "done already";
+  EXPECT_EQ(StoredStates(), std::vector<std::uint64_t>{0}) << "the move's state, below the floor";
+  Reload();
+  EXPECT_EQ(queue_->floor(), 2u);
+  auto last = Receive(kT0, 1).messages;
+  ASSERT_EQ(Values(last), std::vector<std::string>{"m2"});
+  ASSERT_TRUE(Delete(last[0]));
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_TRUE(StoredStates().empty());
+}
+
 TEST_F(QueuePartitionTest, AZeroVisibilityReceiveTakesEachMessageOnceAroundADeadLetter) {
   // The dead letter sends the receive round again to fill its answer; with a zero
   // visibility timeout, what the first round took is receivable in the second.
