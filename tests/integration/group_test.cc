@@ -244,7 +244,10 @@ TEST_F(GroupTest, MembersJoinLeaveAndDieWhileRecordsFlowAndEveryRecordIsConsumed
     std::size_t member;
   };
   std::map<std::uint32_t, std::vector<Span>> spans;  // ownership intervals per partition
-  std::map<std::pair<std::uint32_t, std::uint64_t>, std::vector<std::size_t>> readers;
+  // Who read each record, and when (the members' logs are read one after another, so the
+  // readers are put in time order below).
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::vector<std::pair<long long, std::size_t>>>
+      readers;
   std::map<std::pair<std::size_t, std::uint32_t>, std::uint64_t> last_commit;
   for (std::size_t m = 0; m < members.size(); ++m) {
     std::map<std::uint32_t, long long> open;
@@ -273,7 +276,7 @@ TEST_F(GroupTest, MembersJoinLeaveAndDieWhileRecordsFlowAndEveryRecordIsConsumed
                 << "member " << m << " went back in partition " << e.partition;
           }
           next_offset[e.partition] = e.offset + 1;
-          readers[{e.partition, e.offset}].push_back(m);
+          readers[{e.partition, e.offset}].push_back({e.ns, m});
           break;
         }
         case 'C':
@@ -305,7 +308,8 @@ TEST_F(GroupTest, MembersJoinLeaveAndDieWhileRecordsFlowAndEveryRecordIsConsumed
                                  << " never consumed";
     if (it->second.size() == 1) continue;
     ++duplicates;
-    const std::size_t first = it->second.front();
+    std::sort(it->second.begin(), it->second.end());
+    const std::size_t first = it->second.front().second;
     EXPECT_TRUE(members[first]->killed())
         << "record " << key.first << "/" << key.second << " read twice, first by member " << first
         << " which did not die";
