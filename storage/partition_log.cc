@@ -22,6 +22,11 @@ std::string EncodeIndexValue(std::uint64_t position) {
   return value;
 }
 
+// Past the last delay index key of a partition.
+std::string DelayRangeEnd(std::uint32_t topic, std::uint32_t partition) {
+  return MetaKey(MetaTag::kDelay, PartitionRangeEnd(topic, partition));
+}
+
 std::string Where(std::uint32_t topic, std::uint32_t partition) {
   return "topic id " + std::to_string(topic) + " partition " + std::to_string(partition);
 }
@@ -52,7 +57,7 @@ Result<PartitionLog> PartitionLog::Open(const Store& store, std::uint32_t topic,
   }
   {
     auto it = store.NewIterator(ColumnFamily::kMeta, DelayKey(topic, partition, 0),
-                                MetaKey(MetaTag::kDelay, PartitionRangeEnd(topic, partition)));
+                                DelayRangeEnd(topic, partition));
     it->SeekToFirst();
     if (it->Valid()) {
       LogKeyParts first{};
@@ -346,7 +351,7 @@ Result<std::uint64_t> PartitionLog::PrepareRetention(const RetentionLimits& limi
     if (highest_delay_ >= new_start.offset) {
       auto it =
           store_->NewIterator(ColumnFamily::kMeta, DelayKey(topic_, partition_, new_start.offset),
-                              MetaKey(MetaTag::kDelay, PartitionRangeEnd(topic_, partition_)));
+                              DelayRangeEnd(topic_, partition_));
       it->SeekToFirst();
       LogKeyParts next{};
       if (it->Valid() && ParseDelayKey(it->key(), &next)) lowest_delay_ = next.offset;
