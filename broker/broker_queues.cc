@@ -1044,12 +1044,22 @@ void Broker::DeleteMessages(const std::string& queue, std::vector<QueueReceipt> 
         queue, partition,
         [this, all, indexes, results](QueuePartition& state, storage::WriteBatch& batch) {
           const std::int64_t now = clock_.WallMillis();
+          // Expiry first (deleting one message ends no other's lease), then one DeleteMany,
+          // which stores what it acknowledges out of order as runs, not a state each.
+          std::vector<QueuePartition::Deletion> deletions;
+          std::vector<std::size_t> deleted;
           for (std::size_t i : indexes) {
             const QueueReceipt& r = (*all)[i];
-            (*results)[i] = r.expires_with_lease && state.LeaseEnded(r.offset, r.generation, now)
-                                ? Status(ExpiredReceipt(r))
-                                : state.Delete(r.offset, r.generation, batch);
+            if (r.expires_with_lease && state.LeaseEnded(r.offset, r.generation, now)) {
+              (*results)[i] = ExpiredReceipt(r);
+            } else {
+              deletions.push_back({r.offset, r.generation});
+              deleted.push_back(i);
+            }
           }
+          std::vector<Status> statuses = state.DeleteMany(deletions, batch);
+          for (std::size_t k = 0; k < deleted.size(); ++k)
+            (*results)[deleted[k]] = std::move(statuses[k]);
           return Ok();
         },
         [results, indexes, gather, counters](Status written) {

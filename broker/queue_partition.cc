@@ -66,8 +66,19 @@ Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::ui
   auto it = store.NewIterator(storage::ColumnFamily::kQueueState,
                               storage::QueueMessageKey(subscription, partition, 0),
                               storage::QueuePartitionEnd(subscription, partition));
+  // Lease runs are applied last: a message's own state and an acknowledgement (its own or an
+  // acknowledged run's) are newer than the run that leased it first.
+  std::vector<std::pair<std::uint64_t, std::string>> lease_runs;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::uint64_t offset = 0;
+    if (storage::ParseQueueLeaseRunKey(it->key(), &offset)) {
+      lease_runs.emplace_back(offset, std::string(it->value()));
+      continue;
+    }
+    if (storage::ParseQueueAckedRunKey(it->key(), &offset)) {
+      if (Status s = q.LoadAckedRun(offset, it->value()); !s) return s.error();
+      continue;
+    }
     if (!storage::ParseQueueMessageKey(it->key(), &offset)) return DataLoss("queue state key");
     // Left behind (a dead-letter move's write landing after a purge passed the message):
     // the next floor move deletes it.
@@ -80,14 +91,67 @@ Result<QueuePartition> QueuePartition::Load(const storage::Store& store, std::ui
     if (state->acked) {
       q.AddAcked(offset);
     } else {
+      state->own_key = true;
       q.states_[offset] = *state;
       q.AddToIndex(offset, *state);
     }
-    q.loaded_end_ = offset + 1;
+    q.loaded_end_ = std::max(q.loaded_end_, offset + 1);
   }
   if (Status s = it->status(); !s) return s.error();
+  for (const auto& [first, value] : lease_runs) {
+    if (Status s = q.LoadLeaseRun(first, value); !s) return s.error();
+  }
   q.scanned_ = q.floor_;
   return q;
+}
+
+namespace {
+
+// A run holds received messages, so it ends within the log (which bounds a load's loop).
+bool GetRunLength(std::string_view& value, std::uint64_t first, std::uint64_t log_end,
+                  std::uint64_t* length) {
+  return GetVarint64(value, length) && *length > 0 && *length <= log_end &&
+         first <= log_end - *length;
+}
+
+}  // namespace
+
+Status QueuePartition::LoadAckedRun(std::uint64_t first, std::string_view value) {
+  std::uint64_t length = 0;
+  if (!GetRunLength(value, first, log_->end_offset(), &length) || !value.empty()) {
+    return DataLoss("queue acknowledged run " + std::to_string(first) + ": corrupt");
+  }
+  const std::uint64_t end = first + length;
+  // Kept even when the floor has passed it: the next floor move deletes it.
+  acked_runs_[first] = end;
+  for (std::uint64_t offset = std::max(first, floor_); offset < end; ++offset)
+    AddAcked(offset);
+  if (end > floor_) loaded_end_ = std::max(loaded_end_, end);
+  return Ok();
+}
+
+Status QueuePartition::LoadLeaseRun(std::uint64_t first, std::string_view value) {
+  std::uint64_t length = 0;
+  if (!GetRunLength(value, first, log_->end_offset(), &length)) {
+    return DataLoss("queue lease run " + std::to_string(first) + ": corrupt");
+  }
+  auto state = DecodeQueueMessageState(value);
+  if (!state) return state.error();
+  if (state->acked) return DataLoss("queue lease run " + std::to_string(first) + ": acknowledged");
+  const std::uint64_t end = first + length;
+  LeaseRun& run = lease_runs_[first];
+  run = {end, 0};
+  state->in_run = true;
+  for (std::uint64_t offset = std::max(first, floor_); offset < end; ++offset) {
+    if (states_.count(offset) > 0 || IsAcked(offset)) continue;  // changed since
+    states_[offset] = *state;
+    AddToIndex(offset, *state);
+    ++run.live;
+  }
+  // A run left with no message (a crash between the last change and the run's deletion, or
+  // the floor past it) stays until the floor passes its end.
+  loaded_end_ = std::max(loaded_end_, end);
+  return Ok();
 }
 
 void QueuePartition::AddToIndex(std::uint64_t offset, const QueueMessageState& state) {
@@ -142,11 +206,63 @@ void QueuePartition::Settle(std::int64_t now_ms) {
   }
 }
 
-void QueuePartition::Persist(std::uint64_t offset, const QueueMessageState& state,
+void QueuePartition::Persist(std::uint64_t offset, QueueMessageState& state,
                              storage::WriteBatch& batch) {
+  LeaveRun(offset, state, batch);
+  state.own_key = true;
   batch.Put(storage::ColumnFamily::kQueueState,
             storage::QueueMessageKey(subscription_, log_->partition(), offset),
             EncodeQueueMessageState(state));
+}
+
+void QueuePartition::LeaveRun(std::uint64_t offset, QueueMessageState& state,
+                              storage::WriteBatch& batch) {
+  if (!state.in_run) return;
+  state.in_run = false;
+  auto run = lease_runs_.upper_bound(offset);
+  if (run == lease_runs_.begin()) return;
+  --run;
+  if (run->second.end <= offset || run->second.live == 0) return;
+  if (--run->second.live == 0) {
+    batch.Delete(storage::ColumnFamily::kQueueState,
+                 storage::QueueLeaseRunKey(subscription_, log_->partition(), run->first));
+    lease_runs_.erase(run);
+  }
+}
+
+void QueuePartition::PersistFirstReceipts(storage::WriteBatch& batch) {
+  if (first_receipts_.empty()) return;
+  // FIFO takes group by group, not in offset order.
+  std::sort(first_receipts_.begin(), first_receipts_.end());
+  auto same = [](const QueueMessageState& a, const QueueMessageState& b) {
+    return a.receive_count == b.receive_count && a.generation == b.generation &&
+           a.visible_at_ms == b.visible_at_ms && a.first_receive_ms == b.first_receive_ms &&
+           a.last_receive_ms == b.last_receive_ms;
+  };
+  for (std::size_t i = 0; i < first_receipts_.size();) {
+    const std::uint64_t first = first_receipts_[i];
+    QueueMessageState& state = states_.at(first);
+    std::size_t j = i + 1;
+    while (j < first_receipts_.size() && first_receipts_[j] == first + (j - i) &&
+           same(states_.at(first_receipts_[j]), state)) {
+      ++j;
+    }
+    if (j - i == 1) {
+      Persist(first, state, batch);
+    } else {
+      std::string value;
+      PutVarint64(value, j - i);
+      value += EncodeQueueMessageState(state);
+      batch.Put(storage::ColumnFamily::kQueueState,
+                storage::QueueLeaseRunKey(subscription_, log_->partition(), first),
+                std::move(value));
+      lease_runs_[first] = {first + (j - i), j - i};
+      for (std::size_t k = i; k < j; ++k)
+        states_.at(first_receipts_[k]).in_run = true;
+    }
+    i = j;
+  }
+  first_receipts_.clear();
 }
 
 Result<std::vector<storage::StoredRecord>> QueuePartition::Scan(std::size_t max) {
@@ -198,13 +314,20 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
     result.dead_letters.push_back(std::move(m));
     return Ok();
   }
-  if (state.receive_count == 0) state.first_receive_ms = now_ms;
+  const bool first_receipt = state.receive_count == 0;
+  if (first_receipt) state.first_receive_ms = now_ms;
   ++state.receive_count;
   state.generation = std::max(state.generation + 1, options.generation_floor);
   state.last_receive_ms = now_ms;
   state.visible_at_ms = now_ms + options.visibility_ms;
   AddToIndex(offset, state);
-  Persist(offset, state, batch);
+  // A message received for the first time has no stored state to override, so it can share a
+  // lease run with the others this receive takes (one key instead of one each).
+  if (first_receipt && !state.own_key) {
+    first_receipts_.push_back(offset);
+  } else {
+    Persist(offset, state, batch);
+  }
   m.record = std::move(*record);
   m.receive_count = state.receive_count;
   m.generation = state.generation;
@@ -461,6 +584,7 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
     // Another round only if dead letters used up candidates meant to fill the answer.
     if (result.dead_letters.size() == dead_before) break;
   }
+  PersistFirstReceipts(batch);
   if (failed) {
     // What was taken stays taken (it is in `batch`); the caller gets it with the error.
     if (result.messages.empty() && result.dead_letters.empty()) return *failed;
@@ -496,18 +620,66 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint64_t generation,
                               " was received again since this receipt handle was issued");
   }
   Unindex(offset, state);
+  LeaveRun(offset, state, batch);
   QueueMessageState done = std::move(state);
   done.acked = true;
   states_.erase(it);
-  AddAcked(offset);
-  AdvanceFloor(batch);
+  if (offset == floor_ && !done.own_key) {
+    // Passed at once, with nothing stored of its own to delete (its lease was in a run).
+    AdvanceFloor(batch, offset + 1);
+  } else {
+    AddAcked(offset);
+    AdvanceFloor(batch);
+  }
   // Usually the floor has just passed it (deleting its stored state); only a message
   // deleted out of order keeps a stored state, now marked acknowledged, and in memory a
   // place in an acknowledged range.
   if (offset >= floor_) {
-    Persist(offset, done, batch);
+    if (deferring_acks_) {
+      pending_acks_.emplace_back(offset, std::move(done));
+    } else {
+      Persist(offset, done, batch);
+    }
   }
   return Ok();
+}
+
+std::vector<Status> QueuePartition::DeleteMany(const std::vector<Deletion>& deletions,
+                                               storage::WriteBatch& batch) {
+  std::vector<Status> results;
+  results.reserve(deletions.size());
+  deferring_acks_ = true;
+  for (const Deletion& d : deletions)
+    results.push_back(Delete(d.offset, d.generation, batch));
+  deferring_acks_ = false;
+  PersistAcks(batch);
+  return results;
+}
+
+void QueuePartition::PersistAcks(storage::WriteBatch& batch) {
+  // A later deletion of the same call may have moved the floor past some: nothing to store.
+  std::erase_if(pending_acks_, [&](const auto& p) { return p.first < floor_; });
+  std::sort(pending_acks_.begin(), pending_acks_.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (std::size_t i = 0; i < pending_acks_.size();) {
+    const std::uint64_t first = pending_acks_[i].first;
+    std::size_t j = i + 1;
+    while (j < pending_acks_.size() && pending_acks_[j].first == first + (j - i))
+      ++j;
+    if (j - i > 1 && acked_runs_.size() < kMaxAckedRuns) {
+      std::string value;
+      PutVarint64(value, j - i);
+      batch.Put(storage::ColumnFamily::kQueueState,
+                storage::QueueAckedRunKey(subscription_, log_->partition(), first),
+                std::move(value));
+      acked_runs_.emplace(first, first + (j - i));
+    } else {
+      for (std::size_t k = i; k < j; ++k)
+        Persist(pending_acks_[k].first, pending_acks_[k].second, batch);
+    }
+    i = j;
+  }
+  pending_acks_.clear();
 }
 
 bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint64_t generation,
@@ -609,16 +781,26 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
     moved = false;
     for (auto it = states_.begin(); it != states_.end() && it->first < to;) {
       Unindex(it->first, it->second);
-      // Only a received message has a stored state (Persist), besides acknowledged ones.
-      if (it->second.receive_count > 0) note_stored(it->first);
+      // Only a message with a state of its own (Persist) has a key to delete, besides
+      // acknowledged ones; a lease run's goes with the last message that was left to it.
+      if (it->second.own_key) note_stored(it->first);
+      LeaveRun(it->first, it->second, batch);
       it = states_.erase(it);
     }
     // Every acknowledged offset above the floor has a stored state (Delete's Persist, or the
-    // dead-letter move's PrepareDeadLetterDelete).
+    // dead-letter move's PrepareDeadLetterDelete), or is in an acknowledged run (below).
     while (!acked_.empty() && acked_.begin()->first <= to) {
       const auto [begin, end] = *acked_.begin();
-      for (std::uint64_t offset = begin; offset < end && !range; ++offset)
+      auto run = acked_runs_.upper_bound(begin);
+      if (run != acked_runs_.begin() && std::prev(run)->second > begin) --run;
+      for (std::uint64_t offset = begin; offset < end && !range; ++offset) {
+        if (run != acked_runs_.end() && run->first <= offset) {
+          offset = run->second - 1;
+          ++run;
+          continue;
+        }
         note_stored(offset);
+      }
       acked_.erase(acked_.begin());
       if (end > to) {
         to = end;
@@ -627,6 +809,18 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
     }
   }
   if (to == floor_) return;
+  // Acknowledged runs the floor passed, and lease runs the load found with no message left.
+  // Runs of a kind are disjoint, so ordered by first they are ordered by end too.
+  while (!acked_runs_.empty() && acked_runs_.begin()->second <= to) {
+    batch.Delete(storage::ColumnFamily::kQueueState,
+                 storage::QueueAckedRunKey(subscription_, partition, acked_runs_.begin()->first));
+    acked_runs_.erase(acked_runs_.begin());
+  }
+  while (!lease_runs_.empty() && lease_runs_.begin()->second.end <= to) {
+    batch.Delete(storage::ColumnFamily::kQueueState,
+                 storage::QueueLeaseRunKey(subscription_, partition, lease_runs_.begin()->first));
+    lease_runs_.erase(lease_runs_.begin());
+  }
   std::string value;
   PutFixed64BE(value, to);
   batch.Put(storage::ColumnFamily::kQueueState, storage::QueueFloorKey(subscription_, partition),

@@ -56,6 +56,10 @@ struct QueueMessageState {
   // Nacked (memory only): the receive's lease ended early (a stream's window frees its place),
   // but the message stays in flight until the nack's delay ends.
   bool released = false;
+  // Memory only: the message has a stored state of its own, or its state is that of a lease
+  // run (the messages one receive took for the first time), or neither (never received).
+  bool own_key = false;
+  bool in_run = false;
   // FIFO message group (memory only): known once the record was read after a (re)load.
   std::optional<std::string> group;
   bool group_known = false;
@@ -185,6 +189,15 @@ class QueuePartition {
   // Acknowledges a message. OK if it is done already (deleted, purged, dropped by retention).
   // FailedPrecondition if it was received again since `generation`.
   Status Delete(std::uint64_t offset, std::uint64_t generation, storage::WriteBatch& batch);
+  // Deletes several messages, a status each, as Delete would one by one; but the messages it
+  // acknowledges out of order are stored as acknowledged runs (a key per stretch of
+  // consecutive offsets) instead of a state each.
+  struct Deletion {
+    std::uint64_t offset;
+    std::uint64_t generation;
+  };
+  std::vector<Status> DeleteMany(const std::vector<Deletion>& deletions,
+                                 storage::WriteBatch& batch);
   // Whether the lease of receive `generation` is over with the message not received again
   // and not deleted (it is receivable or waiting out a nack's delay).
   bool LeaseEnded(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms) const;
@@ -223,8 +236,10 @@ class QueuePartition {
   // The state of a message above the floor that has one (tests, descriptions); of one
   // deleted out of order, only `acked`.
   std::optional<QueueMessageState> State(std::uint64_t offset) const;
-  // Message states and acknowledged ranges held in memory (tests, capacity checks).
-  std::size_t HeldInMemory() const { return states_.size() + acked_.size(); }
+  // Message states, acknowledged ranges and runs held in memory (tests, capacity checks).
+  std::size_t HeldInMemory() const {
+    return states_.size() + acked_.size() + lease_runs_.size() + acked_runs_.size();
+  }
 
  private:
   QueuePartition(std::uint32_t subscription, const storage::PartitionLog& log,
@@ -280,9 +295,20 @@ class QueuePartition {
   // Moves the entries of leases_ and waiting_ whose time has come to receivable_.
   void Settle(std::int64_t now_ms);
   void AddToIndex(std::uint64_t offset, const QueueMessageState& state);
+  // Load: the messages of a stored lease run that have no state of their own.
+  Status LoadLeaseRun(std::uint64_t first, std::string_view value);
+  // Load: a stored acknowledged run.
+  Status LoadAckedRun(std::uint64_t first, std::string_view value);
+  // Stores what DeleteMany acknowledged out of order (pending_acks_).
+  void PersistAcks(storage::WriteBatch& batch);
   // Moves the floor to at least `at_least`, retention's cut, and over acknowledged messages.
   void AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least = 0);
-  void Persist(std::uint64_t offset, const QueueMessageState& state, storage::WriteBatch& batch);
+  void Persist(std::uint64_t offset, QueueMessageState& state, storage::WriteBatch& batch);
+  // The message's state is no longer its lease run's (if it was).
+  void LeaveRun(std::uint64_t offset, QueueMessageState& state, storage::WriteBatch& batch);
+  // Stores the states of the messages this receive took for the first time: a lease run per
+  // stretch of consecutive offsets with the same state, instead of a state each.
+  void PersistFirstReceipts(storage::WriteBatch& batch);
 
   std::uint32_t subscription_;
   const storage::PartitionLog* log_;
@@ -300,6 +326,24 @@ class QueuePartition {
   // in flight (or delayed) at the floor keeps every later deleted one above it, and a range
   // per run of them is what that costs, not a state each.
   std::map<std::uint64_t, std::uint64_t> acked_;
+  // Stored lease runs by first offset. A later change of one of a run's messages is stored as
+  // that message's own state, which wins over the run; once none of its messages is left to
+  // it (changed, deleted, or below the floor), the run's key is deleted.
+  struct LeaseRun {
+    std::uint64_t end;
+    std::uint64_t live;  // messages whose state is the run's
+  };
+  std::map<std::uint64_t, LeaseRun> lease_runs_;
+  // Messages the receive in progress took for the first time (PersistFirstReceipts).
+  std::vector<std::uint64_t> first_receipts_;
+  // Stored acknowledged runs [first, second), each inside an acknowledged range; deleted when
+  // the floor passes them. At most kMaxAckedRuns (then DeleteMany stores a state each), so a
+  // message held at the floor cannot make them take memory without bound.
+  static constexpr std::size_t kMaxAckedRuns = 10'000;
+  std::map<std::uint64_t, std::uint64_t> acked_runs_;
+  // While DeleteMany runs: messages it acknowledged out of order, with their states.
+  bool deferring_acks_ = false;
+  std::vector<std::pair<std::uint64_t, QueueMessageState>> pending_acks_;
   // FIFO only, built by the first FIFO receive: the examined offsets below scanned_ of each
   // group (messages without a group under ""), in order, and the groups ordered by their
   // first such offset. A receive walks groups, not messages, so a deep backlog in a locked

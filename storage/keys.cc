@@ -125,18 +125,49 @@ std::string QueueFloorKey(std::uint32_t subscription, std::uint32_t partition) {
   return key;
 }
 
-std::string QueueMessageKey(std::uint32_t subscription, std::uint32_t partition,
-                            std::uint64_t offset) {
+namespace {
+
+std::string QueueOffsetKey(std::uint32_t subscription, std::uint32_t partition, char tag,
+                           std::uint64_t offset) {
   std::string key = PartitionPrefix(subscription, partition);
-  key.push_back('\x01');
+  key.push_back(tag);
   PutFixed64BE(key, offset);
   return key;
 }
 
-bool ParseQueueMessageKey(std::string_view key, std::uint64_t* offset) {
-  if (key.size() != 17 || key[8] != '\x01') return false;
+bool ParseQueueOffsetKey(std::string_view key, char tag, std::uint64_t* offset) {
+  if (key.size() != 17 || key[8] != tag) return false;
   key.remove_prefix(9);
   return GetFixed64BE(key, offset);
+}
+
+}  // namespace
+
+std::string QueueMessageKey(std::uint32_t subscription, std::uint32_t partition,
+                            std::uint64_t offset) {
+  return QueueOffsetKey(subscription, partition, '\x01', offset);
+}
+
+bool ParseQueueMessageKey(std::string_view key, std::uint64_t* offset) {
+  return ParseQueueOffsetKey(key, '\x01', offset);
+}
+
+std::string QueueLeaseRunKey(std::uint32_t subscription, std::uint32_t partition,
+                             std::uint64_t first) {
+  return QueueOffsetKey(subscription, partition, '\x02', first);
+}
+
+bool ParseQueueLeaseRunKey(std::string_view key, std::uint64_t* first) {
+  return ParseQueueOffsetKey(key, '\x02', first);
+}
+
+std::string QueueAckedRunKey(std::uint32_t subscription, std::uint32_t partition,
+                             std::uint64_t first) {
+  return QueueOffsetKey(subscription, partition, '\x03', first);
+}
+
+bool ParseQueueAckedRunKey(std::string_view key, std::uint64_t* first) {
+  return ParseQueueOffsetKey(key, '\x03', first);
 }
 
 std::string QueuePartitionBegin(std::uint32_t subscription, std::uint32_t partition) {

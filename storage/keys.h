@@ -83,11 +83,21 @@ std::string DedupKey(std::uint32_t topic, std::string_view id);
 // queue_state: one queue subscription's progress on one partition.
 //   subscription u32 | partition u32 | 0x00                -> ack floor u64 (all below: done)
 //   subscription u32 | partition u32 | 0x01 | offset u64   -> that message's state
+//   subscription u32 | partition u32 | 0x02 | first u64    -> a lease run: messages
+//       [first, first + n) first received by one receive, sharing one state (n, state)
+//   subscription u32 | partition u32 | 0x03 | first u64    -> an acknowledged run: messages
+//       [first, first + n) deleted out of order by one delete call (n)
 // [QueuePartitionBegin(s, p), QueuePartitionEnd(s, p)) holds exactly one partition's keys.
 std::string QueueFloorKey(std::uint32_t subscription, std::uint32_t partition);
 std::string QueueMessageKey(std::uint32_t subscription, std::uint32_t partition,
                             std::uint64_t offset);
 bool ParseQueueMessageKey(std::string_view key, std::uint64_t* offset);
+std::string QueueLeaseRunKey(std::uint32_t subscription, std::uint32_t partition,
+                             std::uint64_t first);
+bool ParseQueueLeaseRunKey(std::string_view key, std::uint64_t* first);
+std::string QueueAckedRunKey(std::uint32_t subscription, std::uint32_t partition,
+                             std::uint64_t first);
+bool ParseQueueAckedRunKey(std::string_view key, std::uint64_t* first);
 std::string QueuePartitionBegin(std::uint32_t subscription, std::uint32_t partition);
 std::string QueuePartitionEnd(std::uint32_t subscription, std::uint32_t partition);
 

@@ -5,12 +5,14 @@
 
 #include "broker/queue_partition.h"
 
+#include <algorithm>
 #include <map>
 #include <random>
 #include <set>
 
 #include <gtest/gtest.h>
 
+#include "common/coding.h"
 #include "storage/keys.h"
 #include "tests/testing/temp_dir.h"
 
@@ -92,16 +94,40 @@ class QueuePartitionTest : public ::testing::Test {
     return s;
   }
 
-  // Offsets with a stored message state.
-  std::vector<std::uint64_t> StoredStates() const {
+  std::vector<Status> DeleteMany(const std::vector<ReceivedMessage>& messages) {
+    std::vector<QueuePartition::Deletion> deletions;
+    for (const auto& m : messages)
+      deletions.push_back({m.offset, m.generation});
+    storage::WriteBatch batch;
+    auto statuses = queue_->DeleteMany(deletions, batch);
+    if (!batch.empty()) {
+      EXPECT_TRUE(store_->WriteSync(std::move(batch)));
+    }
+    return statuses;
+  }
+
+  enum class Kind { kState, kLeaseRun, kAckedRun };
+  // Offsets with a stored message state of their own.
+  std::vector<std::uint64_t> StoredStates() const { return StoredKeys(Kind::kState); }
+  // First offsets of the stored lease runs, and of the acknowledged runs.
+  std::vector<std::uint64_t> StoredRuns() const { return StoredKeys(Kind::kLeaseRun); }
+  std::vector<std::uint64_t> StoredAckedRuns() const { return StoredKeys(Kind::kAckedRun); }
+  std::vector<std::uint64_t> StoredKeys(Kind kind) const {
     std::vector<std::uint64_t> out;
     auto it = store_->NewIterator(storage::ColumnFamily::kQueueState,
                                   storage::QueueMessageKey(kSubscription, 0, 0),
                                   storage::QueuePartitionEnd(kSubscription, 0));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::uint64_t offset = 0;
-      EXPECT_TRUE(storage::ParseQueueMessageKey(it->key(), &offset));
-      out.push_back(offset);
+      Kind found = Kind::kState;
+      if (storage::ParseQueueLeaseRunKey(it->key(), &offset)) {
+        found = Kind::kLeaseRun;
+      } else if (storage::ParseQueueAckedRunKey(it->key(), &offset)) {
+        found = Kind::kAckedRun;
+      } else {
+        EXPECT_TRUE(storage::ParseQueueMessageKey(it->key(), &offset));
+      }
+      if (found == kind) out.push_back(offset);
     }
     EXPECT_TRUE(it->status());
     return out;
@@ -178,9 +204,14 @@ TEST_F(QueuePartitionTest, OutOfOrderDeletesHoldTheFloorUntilTheGapCloses) {
 // would make every flush and compaction of queue_state re-fragment thousands of them.
 TEST_F(QueuePartitionTest, FloorMovesDeleteStatesByKeyNotByRange) {
   Send(4);
-  auto got = Receive(kT0, 4).messages;
-  ASSERT_EQ(got.size(), 4u);
+  std::vector<ReceivedMessage> got;  // one at a time: a state each, not a lease run
+  for (int i = 0; i < 4; ++i) {
+    auto one = Receive(kT0, 1).messages;
+    ASSERT_EQ(one.size(), 1u);
+    got.push_back(std::move(one[0]));
+  }
   EXPECT_EQ(StoredStates(), (std::vector<std::uint64_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(StoredRuns().empty());
 
   storage::WriteBatch out_of_order;  // holds the floor: the state stays, marked acknowledged
   ASSERT_TRUE(queue_->Delete(got[2].offset, got[2].generation, out_of_order));
@@ -210,6 +241,215 @@ TEST_F(QueuePartitionTest, FloorMovesDeleteStatesByKeyNotByRange) {
   EXPECT_EQ(again[0].receive_count, 2u);
 }
 
+// A receive stores the messages it takes for the first time as one lease run (one key, not
+// one each); a restart gives them their leases back from it.
+TEST_F(QueuePartitionTest, TheMessagesOneReceiveTakesFirstShareOneStoredLeaseRun) {
+  Send(10);
+  auto got = Receive(kT0, 10).messages;
+  ASSERT_EQ(got.size(), 10u);
+  EXPECT_TRUE(StoredStates().empty());
+  EXPECT_EQ(StoredRuns(), std::vector<std::uint64_t>{0});
+
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 10u);
+  EXPECT_TRUE(Receive(kT0 + 29'999, 10).messages.empty()) << "leased until kT0 + 30 s";
+  ASSERT_TRUE(Delete(got[4])) << "a receipt from before the restart";
+  EXPECT_EQ(StoredStates(), std::vector<std::uint64_t>{4}) << "acknowledged out of order";
+  auto again = Receive(kT0 + 30'000, 10).messages;
+  ASSERT_EQ(again.size(), 9u);
+  for (const auto& m : again) {
+    EXPECT_NE(m.offset, 4u);
+    EXPECT_EQ(m.receive_count, 2u) << m.offset;
+    EXPECT_EQ(m.first_receive_ms, kT0) << m.offset;
+  }
+  EXPECT_TRUE(StoredRuns().empty()) << "every message of the run has a state of its own now";
+  for (const auto& m : again)
+    ASSERT_TRUE(Delete(m));
+  EXPECT_EQ(queue_->floor(), 10u);
+  EXPECT_TRUE(StoredStates().empty());
+}
+
+// Deleting a lease run's messages in order writes the floor only, and the run's deletion with
+// the last one: no state is written or deleted per message.
+TEST_F(QueuePartitionTest, InOrderDeletesOfALeaseRunWriteTheFloorAndFinallyTheRunsDeletion) {
+  Send(3);
+  auto got = Receive(kT0, 3).messages;
+  ASSERT_EQ(got.size(), 3u);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    storage::WriteBatch batch;
+    ASSERT_TRUE(queue_->Delete(got[i].offset, got[i].generation, batch));
+    EXPECT_EQ(batch.size(), i + 1 < got.size() ? 1u : 2u) << i;
+    ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  }
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_TRUE(StoredRuns().empty());
+  EXPECT_TRUE(StoredStates().empty());
+  EXPECT_EQ(queue_->HeldInMemory(), 0u);
+}
+
+// A change of one message of a lease run (visibility, delete, another receive) is stored as
+// its own state, which wins over the run's after a restart.
+TEST_F(QueuePartitionTest, AChangeToAMessageOfALeaseRunWinsOverTheRunAfterARestart) {
+  Send(5);
+  auto got = Receive(kT0, 5).messages;
+  ASSERT_EQ(got.size(), 5u);
+  ASSERT_TRUE(ChangeVisibility(got[1], kT0, 0));
+  ASSERT_TRUE(Delete(got[3]));
+  EXPECT_EQ(StoredRuns(), std::vector<std::uint64_t>{0});
+  EXPECT_EQ(StoredStates(), (std::vector<std::uint64_t>{1, 3}));
+
+  Reload();
+  auto counts = queue_->Counts(kT0);
+  EXPECT_EQ(counts.in_flight, 3u) << "0, 2 and 4, from the run";
+  EXPECT_EQ(counts.visible, 1u) << "1, released";
+  auto released = Receive(kT0 + 1, 10).messages;
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(released[0].offset, 1u);
+  EXPECT_EQ(released[0].receive_count, 2u);
+  std::set<std::uint64_t> ended;
+  for (const auto& m : Receive(kT0 + 30'000, 10).messages)
+    ended.insert(m.offset);
+  EXPECT_EQ(ended, (std::set<std::uint64_t>{0, 2, 4})) << "3 was deleted, 1 is leased again";
+  EXPECT_TRUE(StoredRuns().empty());
+}
+
+// The floor can stop inside a lease run; a restart then loads only the run's messages above
+// it, and the run goes once the floor has passed them too.
+TEST_F(QueuePartitionTest, ALeaseRunTheFloorStopsInsideLoadsOnlyItsMessagesAboveTheFloor) {
+  Send(4);
+  auto got = Receive(kT0, 4).messages;
+  ASSERT_EQ(got.size(), 4u);
+  ASSERT_TRUE(Delete(got[0]));
+  ASSERT_TRUE(Delete(got[1]));
+  EXPECT_EQ(queue_->floor(), 2u);
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 2u);
+  ASSERT_TRUE(Delete(got[2]));
+  ASSERT_TRUE(Delete(got[3]));
+  EXPECT_EQ(queue_->floor(), 4u);
+  EXPECT_TRUE(StoredRuns().empty());
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0 + 60'000).in_flight + queue_->Counts(kT0 + 60'000).visible, 0u);
+}
+
+// One delete call stores the messages it acknowledges out of order as one acknowledged run;
+// a restart skips them, and the floor takes the run with it when it passes.
+TEST_F(QueuePartitionTest, ADeleteCallStoresWhatItAcknowledgesOutOfOrderAsOneRun) {
+  Send(6);
+  auto held = Receive(kT0, 2).messages;  // 0 and 1 keep the floor
+  auto got = Receive(kT0, 4).messages;   // 2 to 5
+  ASSERT_EQ(held.size(), 2u);
+  ASSERT_EQ(got.size(), 4u);
+  std::reverse(got.begin(), got.end());  // any order within the call
+  for (const Status& s : DeleteMany(got))
+    EXPECT_TRUE(s);
+  EXPECT_EQ(queue_->floor(), 0u);
+  EXPECT_EQ(StoredAckedRuns(), std::vector<std::uint64_t>{2});
+  EXPECT_EQ(StoredRuns(), std::vector<std::uint64_t>{0}) << "2-5's lease run went";
+  EXPECT_TRUE(StoredStates().empty());
+
+  Reload();
+  auto counts = queue_->Counts(kT0 + 30'000);
+  EXPECT_EQ(counts.visible, 2u);
+  EXPECT_EQ(counts.in_flight, 0u);
+  auto again = Receive(kT0 + 30'000, 10).messages;
+  ASSERT_EQ(again.size(), 2u) << "a deleted message came back";
+  EXPECT_EQ(again[0].offset, 0u);
+  EXPECT_EQ(again[1].offset, 1u);
+  EXPECT_TRUE(Delete(got[0].offset, 999)) << "deleted already, whatever the receipt";
+  for (const Status& s : DeleteMany(again))
+    EXPECT_TRUE(s);
+  EXPECT_EQ(queue_->floor(), 6u);
+  EXPECT_TRUE(StoredAckedRuns().empty());
+  EXPECT_TRUE(StoredRuns().empty());
+  EXPECT_TRUE(StoredStates().empty());
+  EXPECT_EQ(queue_->HeldInMemory(), 0u);
+}
+
+// Within one call, a message deleted out of order that a later deletion of the call passes
+// with the floor stores nothing; a stale receipt fails alone.
+TEST_F(QueuePartitionTest, DeleteManyStoresNothingForWhatTheFloorPassedInTheSameCall) {
+  Send(4);
+  auto got = Receive(kT0, 4).messages;
+  ASSERT_EQ(got.size(), 4u);
+  ReceivedMessage stale = got[3];
+  stale.generation += 100;
+  auto statuses = DeleteMany({got[2], got[1], stale, got[0]});
+  ASSERT_EQ(statuses.size(), 4u);
+  EXPECT_TRUE(statuses[0]);
+  EXPECT_TRUE(statuses[1]);
+  EXPECT_EQ(statuses[2].error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(statuses[3]);
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_TRUE(StoredAckedRuns().empty());
+  EXPECT_TRUE(StoredStates().empty());
+  EXPECT_EQ(StoredRuns(), std::vector<std::uint64_t>{0}) << "3 is still leased by the run";
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 1u);
+}
+
+// Behind a message held at the floor, acknowledged runs stop at a bound and deletions are
+// stored a state each past it: memory does not grow with every delete call.
+TEST_F(QueuePartitionTest, AcknowledgedRunsBehindAHeldMessageAreBounded) {
+  constexpr std::size_t kCalls = 10'050;
+  Send(1 + 2 * kCalls);
+  ASSERT_EQ(Receive(kT0, 1).messages.size(), 1u);
+  QueueReceiveOptions options;
+  options.max_messages = 2;
+  options.max_in_flight = 3 * kCalls;
+  storage::WriteBatch batch;  // a write per thousand calls, not two fsyncs per call
+  for (std::size_t call = 0; call < kCalls; ++call) {
+    auto pair = queue_->Receive(kT0, options, batch);
+    ASSERT_TRUE(pair);
+    ASSERT_EQ(pair->messages.size(), 2u);
+    std::vector<QueuePartition::Deletion> deletions;
+    for (const auto& m : pair->messages)
+      deletions.push_back({m.offset, m.generation});
+    for (const Status& s : queue_->DeleteMany(deletions, batch))
+      ASSERT_TRUE(s);
+    if (call % 1000 == 999 || call + 1 == kCalls) {
+      ASSERT_TRUE(store_->WriteSync(std::exchange(batch, storage::WriteBatch())));
+    }
+  }
+  EXPECT_EQ(queue_->floor(), 0u);
+  EXPECT_LE(queue_->HeldInMemory(), 10'000u + 2u) << "the held message, one range, the runs";
+  EXPECT_EQ(StoredAckedRuns().size(), 10'000u);
+  EXPECT_EQ(StoredStates().size(), 1 + 2 * (kCalls - 10'000)) << "the held one's, the rest";
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0 + 30'000).visible, 1u) << "only the held message";
+}
+
+// A stored run that claims messages past the log's end is corrupt, and loading it says so
+// instead of creating states for them.
+TEST_F(QueuePartitionTest, ARunPastTheLogEndIsDataLoss) {
+  Send(2);
+  storage::WriteBatch batch;
+  QueueMessageState state;
+  state.receive_count = 1;
+  state.generation = 1;
+  state.visible_at_ms = kT0;
+  std::string value;
+  PutVarint64(value, 3);  // messages 0, 1 and 2; the log ends at 2
+  value += EncodeQueueMessageState(state);
+  batch.Put(storage::ColumnFamily::kQueueState, storage::QueueLeaseRunKey(kSubscription, 0, 0),
+            value);
+  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  auto q = QueuePartition::Load(*store_, kSubscription, *log_);
+  ASSERT_FALSE(q);
+  EXPECT_EQ(q.error().code, ErrorCode::kDataLoss);
+
+  storage::WriteBatch acked;  // the same for an acknowledged run
+  acked.Delete(storage::ColumnFamily::kQueueState, storage::QueueLeaseRunKey(kSubscription, 0, 0));
+  std::string length;
+  PutVarint64(length, 3);
+  acked.Put(storage::ColumnFamily::kQueueState, storage::QueueAckedRunKey(kSubscription, 0, 0),
+            length);
+  ASSERT_TRUE(store_->WriteSync(std::move(acked)));
+  q = QueuePartition::Load(*store_, kSubscription, *log_);
+  ASSERT_FALSE(q);
+  EXPECT_EQ(q.error().code, ErrorCode::kDataLoss);
+}
+
 // Past a few hundred stored states (a purge of many leased messages) one range deletion
 // replaces the point deletions.
 TEST_F(QueuePartitionTest, AFloorMoveOverManyStatesDeletesThemAsARange) {
@@ -217,6 +457,10 @@ TEST_F(QueuePartitionTest, AFloorMoveOverManyStatesDeletesThemAsARange) {
   QueueReceiveOptions options;
   options.max_in_flight = 1000;
   ASSERT_EQ(Receive(kT0, 600, options).messages.size(), 600u);
+  // Received again, each has a state of its own (the first receive's lease run is gone).
+  ASSERT_EQ(Receive(kT0 + 30'000, 600, options).messages.size(), 600u);
+  EXPECT_EQ(StoredStates().size(), 600u);
+  EXPECT_TRUE(StoredRuns().empty());
   storage::WriteBatch purge;
   queue_->AckBelow(log_->end_offset(), purge);
   EXPECT_EQ(purge.RangeDeletions(), 1u);

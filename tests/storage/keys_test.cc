@@ -112,5 +112,24 @@ TEST(KeysTest, QueueStateKeysKeepOnePartitionTogetherWithItsFloorFirst) {
   EXPECT_FALSE(ParseQueueMessageKey(m9.substr(0, 16), &offset));
 }
 
+TEST(KeysTest, RunKeysFollowEveryMessageKeyOfTheirPartition) {
+  const std::string run0 = QueueLeaseRunKey(3, 1, 0);
+  const std::string run9 = QueueLeaseRunKey(3, 1, 9);
+  // A range deletion over message keys never takes a run with it.
+  EXPECT_LT(QueueMessageKey(3, 1, UINT64_MAX), run0);
+  EXPECT_LT(run0, run9);
+  EXPECT_LT(QueueLeaseRunKey(3, 1, UINT64_MAX), QueueAckedRunKey(3, 1, 0));
+  EXPECT_LT(QueueAckedRunKey(3, 1, UINT64_MAX), QueuePartitionEnd(3, 1));
+  std::uint64_t first = 0;
+  ASSERT_TRUE(ParseQueueLeaseRunKey(run9, &first));
+  EXPECT_EQ(first, 9u);
+  EXPECT_FALSE(ParseQueueLeaseRunKey(QueueMessageKey(3, 1, 9), &first));
+  EXPECT_FALSE(ParseQueueMessageKey(run9, &first));
+  EXPECT_FALSE(ParseQueueLeaseRunKey(run9.substr(0, 16), &first));
+  ASSERT_TRUE(ParseQueueAckedRunKey(QueueAckedRunKey(3, 1, 7), &first));
+  EXPECT_EQ(first, 7u);
+  EXPECT_FALSE(ParseQueueAckedRunKey(run9, &first));
+}
+
 }  // namespace
 }  // namespace spool::storage
