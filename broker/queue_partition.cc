@@ -123,9 +123,18 @@ Status QueuePartition::LoadAckedRun(std::uint64_t first, std::string_view value)
   }
   const std::uint64_t end = first + length;
   // Kept even when the floor has passed it: the next floor move deletes it.
-  acked_runs_[first] = end;
-  for (std::uint64_t offset = std::max(first, floor_); offset < end; ++offset)
+  AckedRun& run = acked_runs_[first];
+  run = {end, false};
+  for (std::uint64_t offset = std::max(first, floor_); offset < end; ++offset) {
+    // An acknowledgement is final, so it wins over a state of the message's own (which
+    // DeleteMany never leaves beside a run; its key goes when the floor passes).
+    if (auto it = states_.find(offset); it != states_.end()) {
+      Unindex(offset, it->second);
+      states_.erase(it);
+      run.own_keys = true;
+    }
     AddAcked(offset);
+  }
   if (end > floor_) loaded_end_ = std::max(loaded_end_, end);
   return Ok();
 }
@@ -649,9 +658,11 @@ std::vector<Status> QueuePartition::DeleteMany(const std::vector<Deletion>& dele
   std::vector<Status> results;
   results.reserve(deletions.size());
   deferring_acks_ = true;
+  floor_moved_ = false;
   for (const Deletion& d : deletions)
     results.push_back(Delete(d.offset, d.generation, batch));
   deferring_acks_ = false;
+  if (floor_moved_) PutFloor(batch);  // once, not once per message deleted in order
   PersistAcks(batch);
   return results;
 }
@@ -663,16 +674,21 @@ void QueuePartition::PersistAcks(storage::WriteBatch& batch) {
             [](const auto& a, const auto& b) { return a.first < b.first; });
   for (std::size_t i = 0; i < pending_acks_.size();) {
     const std::uint64_t first = pending_acks_[i].first;
+    // A message with a stored state of its own is acknowledged in it: a run beside it would
+    // leave that state unacknowledged, and the floor would not delete it.
+    auto in_run = [&](std::size_t k) { return !pending_acks_[k].second.own_key; };
     std::size_t j = i + 1;
-    while (j < pending_acks_.size() && pending_acks_[j].first == first + (j - i))
+    while (j < pending_acks_.size() && pending_acks_[j].first == first + (j - i) && in_run(i) &&
+           in_run(j)) {
       ++j;
+    }
     if (j - i > 1 && acked_runs_.size() < kMaxAckedRuns) {
       std::string value;
       PutVarint64(value, j - i);
       batch.Put(storage::ColumnFamily::kQueueState,
                 storage::QueueAckedRunKey(subscription_, log_->partition(), first),
                 std::move(value));
-      acked_runs_.emplace(first, first + (j - i));
+      acked_runs_[first] = {first + (j - i), false};
     } else {
       for (std::size_t k = i; k < j; ++k)
         Persist(pending_acks_[k].first, pending_acks_[k].second, batch);
@@ -691,7 +707,7 @@ bool QueuePartition::LeaseEnded(std::uint64_t offset, std::uint64_t generation,
 }
 
 Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint64_t generation,
-                                               storage::WriteBatch& batch) const {
+                                               storage::WriteBatch& batch) {
   auto it = states_.find(offset);
   if (it == states_.end() || it->second.visible_at_ms != kLocked ||
       it->second.generation != generation) {
@@ -703,6 +719,8 @@ Status QueuePartition::PrepareDeadLetterDelete(std::uint64_t offset, std::uint64
   batch.Put(storage::ColumnFamily::kQueueState,
             storage::QueueMessageKey(subscription_, log_->partition(), offset),
             EncodeQueueMessageState(done));
+  // If the move is not written after all, the floor deletes a key that is not there.
+  it->second.own_key = true;
   return Ok();
 }
 
@@ -792,13 +810,14 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
     while (!acked_.empty() && acked_.begin()->first <= to) {
       const auto [begin, end] = *acked_.begin();
       auto run = acked_runs_.upper_bound(begin);
-      if (run != acked_runs_.begin() && std::prev(run)->second > begin) --run;
+      if (run != acked_runs_.begin() && std::prev(run)->second.end > begin) --run;
       for (std::uint64_t offset = begin; offset < end && !range; ++offset) {
-        if (run != acked_runs_.end() && run->first <= offset) {
-          offset = run->second - 1;
+        if (run != acked_runs_.end() && run->first <= offset && !run->second.own_keys) {
+          offset = run->second.end - 1;
           ++run;
           continue;
         }
+        if (run != acked_runs_.end() && run->second.end <= offset + 1) ++run;
         note_stored(offset);
       }
       acked_.erase(acked_.begin());
@@ -811,7 +830,7 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
   if (to == floor_) return;
   // Acknowledged runs the floor passed, and lease runs the load found with no message left.
   // Runs of a kind are disjoint, so ordered by first they are ordered by end too.
-  while (!acked_runs_.empty() && acked_runs_.begin()->second <= to) {
+  while (!acked_runs_.empty() && acked_runs_.begin()->second.end <= to) {
     batch.Delete(storage::ColumnFamily::kQueueState,
                  storage::QueueAckedRunKey(subscription_, partition, acked_runs_.begin()->first));
     acked_runs_.erase(acked_runs_.begin());
@@ -821,10 +840,6 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
                  storage::QueueLeaseRunKey(subscription_, partition, lease_runs_.begin()->first));
     lease_runs_.erase(lease_runs_.begin());
   }
-  std::string value;
-  PutFixed64BE(value, to);
-  batch.Put(storage::ColumnFamily::kQueueState, storage::QueueFloorKey(subscription_, partition),
-            std::move(value));
   if (stale_below_floor_) {
     batch.DeleteRange(storage::ColumnFamily::kQueueState,
                       storage::QueueMessageKey(subscription_, partition, 0),
@@ -843,6 +858,18 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
   }
   floor_ = to;
   scanned_ = std::max(scanned_, floor_);
+  if (deferring_acks_) {
+    floor_moved_ = true;
+  } else {
+    PutFloor(batch);
+  }
+}
+
+void QueuePartition::PutFloor(storage::WriteBatch& batch) {
+  std::string value;
+  PutFixed64BE(value, floor_);
+  batch.Put(storage::ColumnFamily::kQueueState,
+            storage::QueueFloorKey(subscription_, log_->partition()), std::move(value));
 }
 
 Status QueuePartition::Examine(std::size_t max) {

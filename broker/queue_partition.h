@@ -203,10 +203,11 @@ class QueuePartition {
   bool LeaseEnded(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms) const;
   // For moving a dead letter: adds to `batch` the stored form of the message as deleted,
   // without changing this state (the move's write carries it with the dead-letter append;
-  // Delete applies it here once that write is durable). FailedPrecondition unless the
-  // message is a dead letter locked with `generation`.
+  // Delete applies it here once that write is durable), except that the message now counts
+  // as having a stored state of its own, for the floor to delete. FailedPrecondition unless
+  // the message is a dead letter locked with `generation`.
   Status PrepareDeadLetterDelete(std::uint64_t offset, std::uint64_t generation,
-                                 storage::WriteBatch& batch) const;
+                                 storage::WriteBatch& batch);
   // Gives a dead letter that could not be moved back: receivable at once. FailedPrecondition
   // unless it is locked with `generation`.
   Status UnlockDeadLetter(std::uint64_t offset, std::uint64_t generation, std::int64_t now_ms);
@@ -303,6 +304,7 @@ class QueuePartition {
   void PersistAcks(storage::WriteBatch& batch);
   // Moves the floor to at least `at_least`, retention's cut, and over acknowledged messages.
   void AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_least = 0);
+  void PutFloor(storage::WriteBatch& batch);
   void Persist(std::uint64_t offset, QueueMessageState& state, storage::WriteBatch& batch);
   // The message's state is no longer its lease run's (if it was).
   void LeaveRun(std::uint64_t offset, QueueMessageState& state, storage::WriteBatch& batch);
@@ -340,9 +342,17 @@ class QueuePartition {
   // the floor passes them. At most kMaxAckedRuns (then DeleteMany stores a state each), so a
   // message held at the floor cannot make them take memory without bound.
   static constexpr std::size_t kMaxAckedRuns = 10'000;
-  std::map<std::uint64_t, std::uint64_t> acked_runs_;
+  struct AckedRun {
+    std::uint64_t end;
+    // Found at a load over messages that also had states of their own (never written so):
+    // the floor deletes those too.
+    bool own_keys = false;
+  };
+  std::map<std::uint64_t, AckedRun> acked_runs_;
   // While DeleteMany runs: messages it acknowledged out of order, with their states.
   bool deferring_acks_ = false;
+  // While DeleteMany runs: the floor moved, and is stored once at its end.
+  bool floor_moved_ = false;
   std::vector<std::pair<std::uint64_t, QueueMessageState>> pending_acks_;
   // FIFO only, built by the first FIFO receive: the examined offsets below scanned_ of each
   // group (messages without a group under ""), in order, and the groups ordered by their

@@ -998,6 +998,45 @@ TEST_F(BrokerQueueTest, AReceiptOfAReceiveACrashForgotStaysStale) {
   EXPECT_EQ(Describe("forget")->counts.in_flight, 0u);
 }
 
+// The same for leases stored as one run (one receive took both for the first time): the crash
+// took the run, so both are receivable at once, uncounted, and their receipts are stale.
+TEST_F(BrokerQueueTest, ReceiptsOfALeaseRunACrashForgotStayStale) {
+  Close();
+  defer_receive_fsync_ = true;
+  Open();
+  ASSERT_TRUE(CreateQueue("forget-run"));
+  ASSERT_TRUE(Send("forget-run", {"a", "b"}));
+  auto got = Receive("forget-run", 2);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 2u);
+  const QueueMessage first = got->at(0);
+  const std::uint32_t subscription = Describe("forget-run")->metadata.subscription;
+  Close();
+  {
+    auto store = storage::Store::Open(dir_.path(), {});
+    ASSERT_TRUE(store) << store.error().ToString();
+    storage::WriteBatch lose;
+    lose.Delete(storage::ColumnFamily::kQueueState,
+                storage::QueueLeaseRunKey(subscription, first.partition, first.message.offset));
+    ASSERT_TRUE((*store)->WriteSync(std::move(lose)));
+  }
+  Open();
+  auto again = Receive("forget-run", 10);
+  ASSERT_TRUE(again);
+  ASSERT_EQ(again->size(), 2u) << "both are receivable at once";
+  for (const QueueMessage& m : *again) {
+    EXPECT_EQ(m.message.receive_count, 1u) << "the forgotten receive is not counted";
+  }
+  for (const QueueMessage& old : *got) {
+    Status stale = Delete("forget-run", old);
+    ASSERT_FALSE(stale) << "a forgotten receive's receipt deleted the redelivered message";
+    EXPECT_EQ(stale.error().code, ErrorCode::kFailedPrecondition);
+  }
+  for (const QueueMessage& m : *again)
+    EXPECT_TRUE(Delete("forget-run", m));
+  EXPECT_EQ(Describe("forget-run")->counts.in_flight, 0u);
+}
+
 // The limit counts the message (body, headers), not the record's framing: a message of
 // exactly the limit is accepted, one byte more is not, and Spool's own headers do not count.
 TEST_F(BrokerQueueTest, TheSizeLimitCountsTheMessageNotItsFraming) {

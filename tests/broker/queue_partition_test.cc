@@ -366,6 +366,47 @@ TEST_F(QueuePartitionTest, ADeleteCallStoresWhatItAcknowledgesOutOfOrderAsOneRun
   EXPECT_EQ(queue_->HeldInMemory(), 0u);
 }
 
+// Messages with stored states of their own (received one at a time, or again) are
+// acknowledged in those states, not in a run beside them, which would leave them stored as
+// leased: a restart would deliver them again.
+TEST_F(QueuePartitionTest, DeleteManyAcknowledgesMessagesWithTheirOwnStatesInThem) {
+  Send(3);
+  std::vector<ReceivedMessage> got;
+  for (int i = 0; i < 3; ++i) {
+    auto one = Receive(kT0, 1).messages;
+    ASSERT_EQ(one.size(), 1u);
+    got.push_back(std::move(one[0]));
+  }
+  for (const Status& s : DeleteMany({got[1], got[2]}))
+    EXPECT_TRUE(s);
+  EXPECT_TRUE(StoredAckedRuns().empty());
+  EXPECT_EQ(StoredStates(), (std::vector<std::uint64_t>{0, 1, 2}));
+  Reload();
+  EXPECT_EQ(Values(Receive(kT0 + 30'000, 10).messages), std::vector<std::string>{"m0"})
+      << "a deleted message came back";
+  ASSERT_TRUE(Delete(0, Receive(kT0 + 60'000, 1).messages.at(0).generation));
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_TRUE(StoredStates().empty());
+}
+
+// A batch delete of messages in order stores the floor once, not once per message.
+TEST_F(QueuePartitionTest, DeleteManyInOrderStoresTheFloorOnce) {
+  Send(5);
+  auto got = Receive(kT0, 5).messages;
+  ASSERT_EQ(got.size(), 5u);
+  std::vector<QueuePartition::Deletion> deletions;
+  for (const auto& m : got)
+    deletions.push_back({m.offset, m.generation});
+  storage::WriteBatch batch;
+  for (const Status& s : queue_->DeleteMany(deletions, batch))
+    EXPECT_TRUE(s);
+  EXPECT_EQ(batch.size(), 2u) << "the floor and the lease run's deletion";
+  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  Reload();
+  EXPECT_EQ(queue_->floor(), 5u);
+  EXPECT_TRUE(StoredRuns().empty());
+}
+
 // Within one call, a message deleted out of order that a later deletion of the call passes
 // with the floor stores nothing; a stale receipt fails alone.
 TEST_F(QueuePartitionTest, DeleteManyStoresNothingForWhatTheFloorPassedInTheSameCall) {
@@ -420,20 +461,26 @@ TEST_F(QueuePartitionTest, AcknowledgedRunsBehindAHeldMessageAreBounded) {
 }
 
 // A stored run that claims messages past the log's end is corrupt, and loading it says so
-// instead of creating states for them.
+// instead of creating states for them; one that ends at the log's end is fine.
 TEST_F(QueuePartitionTest, ARunPastTheLogEndIsDataLoss) {
   Send(2);
-  storage::WriteBatch batch;
   QueueMessageState state;
   state.receive_count = 1;
   state.generation = 1;
-  state.visible_at_ms = kT0;
-  std::string value;
-  PutVarint64(value, 3);  // messages 0, 1 and 2; the log ends at 2
-  value += EncodeQueueMessageState(state);
-  batch.Put(storage::ColumnFamily::kQueueState, storage::QueueLeaseRunKey(kSubscription, 0, 0),
-            value);
-  ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  state.visible_at_ms = kT0 + 1;
+  auto put_run = [&](std::uint64_t length) {
+    std::string value;
+    PutVarint64(value, length);
+    value += EncodeQueueMessageState(state);
+    storage::WriteBatch batch;
+    batch.Put(storage::ColumnFamily::kQueueState, storage::QueueLeaseRunKey(kSubscription, 0, 0),
+              value);
+    ASSERT_TRUE(store_->WriteSync(std::move(batch)));
+  };
+  put_run(2);  // messages 0 and 1: the whole log
+  Reload();
+  EXPECT_EQ(queue_->Counts(kT0).in_flight, 2u);
+  put_run(3);  // messages 0, 1 and 2; the log ends at 2
   auto q = QueuePartition::Load(*store_, kSubscription, *log_);
   ASSERT_FALSE(q);
   EXPECT_EQ(q.error().code, ErrorCode::kDataLoss);
@@ -764,6 +811,38 @@ TEST_F(QueuePartitionTest, AMessagePastItsMaxReceiveCountIsHandedOverAsADeadLett
   EXPECT_TRUE(Receive(now + 60'000, 10, o).dead_letters.empty());
   ASSERT_TRUE(Delete(third.dead_letters[0]));
   EXPECT_EQ(queue_->floor(), 1u);
+}
+
+// A dead letter moved at the floor leaves no stored state, also when it was never received
+// (a redrive's) or its lease was in a run: the move stores it as acknowledged, and the floor
+// deletes that.
+TEST_F(QueuePartitionTest, ADeadLetterMovedAtTheFloorLeavesNoStoredState) {
+  Send(2);
+  ASSERT_EQ(Receive(kT0, 2).messages.size(), 2u);  // 0 and 1 leased in one run
+  QueueReceiveOptions o;
+  o.max_receive_count = 1;
+  o.max_in_flight = 10;
+  auto got = Receive(kT0 + 30'000, 2, o);  // past their count: dead letters
+  ASSERT_EQ(got.dead_letters.size(), 2u);
+  EXPECT_TRUE(got.messages.empty());
+  Send(1);
+  QueueReceiveOptions redrive;
+  redrive.max_receive_count = 0;
+  redrive.redrive = true;
+  redrive.max_in_flight = 10;
+  auto never = Receive(kT0 + 30'000, 10, redrive);  // 2, never received
+  ASSERT_EQ(never.dead_letters.size(), 1u);
+  std::vector<ReceivedMessage> dead = got.dead_letters;
+  dead.push_back(never.dead_letters[0]);
+  for (const auto& d : dead) {
+    storage::WriteBatch move;
+    ASSERT_TRUE(queue_->PrepareDeadLetterDelete(d.offset, d.generation, move));
+    ASSERT_TRUE(store_->WriteSync(std::move(move)));
+    ASSERT_TRUE(Delete(d));
+  }
+  EXPECT_EQ(queue_->floor(), 3u);
+  EXPECT_TRUE(StoredStates().empty());
+  EXPECT_TRUE(StoredRuns().empty());
 }
 
 // A purge that passes a dead letter while its move is being written: the move's write (with
