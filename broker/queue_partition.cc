@@ -242,32 +242,32 @@ void QueuePartition::LeaveRun(std::uint64_t offset, QueueMessageState& state,
 void QueuePartition::PersistFirstReceipts(storage::WriteBatch& batch) {
   if (first_receipts_.empty()) return;
   // FIFO takes group by group, not in offset order.
-  std::sort(first_receipts_.begin(), first_receipts_.end());
+  std::sort(first_receipts_.begin(), first_receipts_.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
   auto same = [](const QueueMessageState& a, const QueueMessageState& b) {
     return a.receive_count == b.receive_count && a.generation == b.generation &&
            a.visible_at_ms == b.visible_at_ms && a.first_receive_ms == b.first_receive_ms &&
            a.last_receive_ms == b.last_receive_ms;
   };
   for (std::size_t i = 0; i < first_receipts_.size();) {
-    const std::uint64_t first = first_receipts_[i];
-    QueueMessageState& state = states_.at(first);
+    const auto [first, state] = first_receipts_[i];
     std::size_t j = i + 1;
-    while (j < first_receipts_.size() && first_receipts_[j] == first + (j - i) &&
-           same(states_.at(first_receipts_[j]), state)) {
+    while (j < first_receipts_.size() && first_receipts_[j].first == first + (j - i) &&
+           same(*first_receipts_[j].second, *state)) {
       ++j;
     }
     if (j - i == 1) {
-      Persist(first, state, batch);
+      Persist(first, *state, batch);
     } else {
       std::string value;
       PutVarint64(value, j - i);
-      value += EncodeQueueMessageState(state);
+      value += EncodeQueueMessageState(*state);
       batch.Put(storage::ColumnFamily::kQueueState,
                 storage::QueueLeaseRunKey(subscription_, log_->partition(), first),
                 std::move(value));
       lease_runs_[first] = {first + (j - i), j - i};
       for (std::size_t k = i; k < j; ++k)
-        states_.at(first_receipts_[k]).in_run = true;
+        first_receipts_[k].second->in_run = true;
     }
     i = j;
   }
@@ -333,7 +333,7 @@ Status QueuePartition::Take(std::uint64_t offset, std::optional<storage::Record>
   // A message received for the first time has no stored state to override, so it can share a
   // lease run with the others this receive takes (one key instead of one each).
   if (first_receipt && !state.own_key) {
-    first_receipts_.push_back(offset);
+    first_receipts_.emplace_back(offset, &state);
   } else {
     Persist(offset, state, batch);
   }

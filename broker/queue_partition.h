@@ -336,9 +336,10 @@ class QueuePartition {
     std::uint64_t live;  // messages whose state is the run's
   };
   std::map<std::uint64_t, LeaseRun> lease_runs_;
-  // Messages the receive in progress took for the first time (PersistFirstReceipts).
-  std::vector<std::uint64_t> first_receipts_;
-  // Stored acknowledged runs [first, second), each inside an acknowledged range; deleted when
+  // Messages the receive in progress took for the first time (PersistFirstReceipts), with
+  // their states (nothing leaves states_ during a receive, so the pointers hold).
+  std::vector<std::pair<std::uint64_t, QueueMessageState*>> first_receipts_;
+  // Stored acknowledged runs [first, end), each inside an acknowledged range; deleted when
   // the floor passes them. At most kMaxAckedRuns (then DeleteMany stores a state each), so a
   // message held at the floor cannot make them take memory without bound.
   static constexpr std::size_t kMaxAckedRuns = 10'000;
