@@ -1069,8 +1069,10 @@ std::vector<std::string> HandlesOrThrow(const std::vector<std::string>& given) {
 // What every server accepts (SQS's limit); used when the server does not say its own.
 constexpr std::size_t kCliBatch = 10;
 
-// The most receipt handles one batch call may carry: the server's queue_max_batch.
-std::size_t ServerBatch(const spool::Client& client) {
+// The most receipt handles one batch call may carry: the server's queue_max_batch, asked
+// only when `handles` do not fit in kCliBatch.
+std::size_t BatchFor(const spool::Client& client, std::size_t handles) {
+  if (handles <= kCliBatch) return kCliBatch;
   auto info = spool::Admin(client).GetBrokerInfo();
   if (!info.ok() || info->max_queue_batch() == 0) return kCliBatch;
   return info->max_queue_batch();
@@ -1148,7 +1150,7 @@ int QueueDeleteMessage(const Global& global, const QueueArgs& args) {
     }
     return kExitOk;
   }
-  const std::size_t batch = handles.size() > kCliBatch ? ServerBatch(client) : kCliBatch;
+  const std::size_t batch = BatchFor(client, handles.size());
   const auto outcomes = InBatches(handles, batch, [&](const std::vector<std::string>& chunk) {
     return queues.DeleteMessageBatch(args.name, chunk);
   });
@@ -1161,7 +1163,7 @@ int QueueChangeVisibility(const Global& global, const QueueArgs& args) {
   const spool::Client client = Connect(global);
   spool::QueueClient queues(client);
   if (args.handle == "-") {
-    const std::size_t batch = handles.size() > kCliBatch ? ServerBatch(client) : kCliBatch;
+    const std::size_t batch = BatchFor(client, handles.size());
     const auto outcomes = InBatches(handles, batch, [&](const std::vector<std::string>& chunk) {
       std::vector<spool::VisibilityChange> changes;
       for (const std::string& handle : chunk)
