@@ -1,6 +1,7 @@
 #include "broker/queue_partition.h"
 
 #include <algorithm>
+#include <memory>
 
 #include "common/coding.h"
 #include "storage/keys.h"
@@ -163,6 +164,34 @@ Status QueuePartition::LoadLeaseRun(std::uint64_t first, std::string_view value)
   return Ok();
 }
 
+QueuePartition& QueuePartition::operator=(QueuePartition&& other) noexcept {
+  if (this != &other) {
+    std::destroy_at(this);
+    std::construct_at(this, std::move(other));
+  }
+  return *this;
+}
+
+void* QueuePartition::Memory::do_allocate(std::size_t bytes, std::size_t align) {
+  void* p = std::pmr::new_delete_resource()->allocate(bytes, align);
+  held += bytes;
+  return p;
+}
+
+void QueuePartition::Memory::do_deallocate(void* p, std::size_t bytes, std::size_t align) {
+  std::pmr::new_delete_resource()->deallocate(p, bytes, align);
+  held -= bytes;
+}
+
+void QueuePartition::ReleaseIdleMemory() {
+  if (memory_->held <= kKeepPoolBytes || !states_.empty() || !acked_.empty() ||
+      !lease_runs_.empty() || !acked_runs_.empty() || !leases_.empty() || !waiting_.empty() ||
+      !receivable_.empty()) {
+    return;
+  }
+  memory_->pool.release();
+}
+
 void QueuePartition::AddToIndex(std::uint64_t offset, const QueueMessageState& state) {
   IndexOf(state).insert({state.visible_at_ms, offset});
 }
@@ -176,7 +205,7 @@ bool QueuePartition::IsAcked(std::uint64_t offset) const {
   return it != acked_.begin() && std::prev(it)->second > offset;
 }
 
-std::map<std::uint64_t, std::uint64_t>::const_iterator QueuePartition::AckedRangeAtOrAfter(
+QueuePartition::AckedRanges::const_iterator QueuePartition::AckedRangeAtOrAfter(
     std::uint64_t offset) const {
   auto it = acked_.upper_bound(offset);
   if (it != acked_.begin() && std::prev(it)->second > offset) return std::prev(it);
@@ -548,7 +577,9 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
   std::size_t scan_budget = kMaxScanPerReceive;
   std::optional<Error> failed;
   // A later round would meet a message taken with a zero visibility timeout as receivable.
-  std::set<std::uint64_t> taken;
+  // Sorted at the start of each round; a round's own candidates are distinct, so only the
+  // offsets of earlier rounds need a search (a set would cost an allocation per message).
+  std::vector<std::uint64_t> taken;
   while (result.messages.size() < room && result.dead_letters.size() < dead_room && !failed) {
     const std::size_t need = room - result.messages.size();
     // FIFO looks further ahead, to fill the answer from one group before taking the next.
@@ -575,11 +606,14 @@ Result<QueueReceiveResult> QueuePartition::Receive(std::int64_t now_ms,
                        });
     }
     const std::size_t dead_before = result.dead_letters.size();
+    std::sort(taken.begin(), taken.end());
+    const auto earlier_end = taken.end() - taken.begin();
     for (auto& c : *candidates) {
       if (result.messages.size() >= room || result.dead_letters.size() >= dead_room) break;
       const QueueMessageState& s = states_.at(c.offset);
       if (options.fifo && s.group && locked.count(*s.group)) continue;  // behind a dead letter
-      if (!taken.insert(c.offset).second) continue;
+      if (std::binary_search(taken.begin(), taken.begin() + earlier_end, c.offset)) continue;
+      taken.push_back(c.offset);
       const std::size_t dead = result.dead_letters.size();
       if (Status st = Take(c.offset, std::move(c.record), now_ms, options, result, batch); !st) {
         failed = st.error();
@@ -863,6 +897,7 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
   } else {
     PutFloor(batch);
   }
+  ReleaseIdleMemory();
 }
 
 void QueuePartition::PutFloor(storage::WriteBatch& batch) {

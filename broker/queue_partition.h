@@ -28,6 +28,8 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
+#include <memory_resource>
 #include <optional>
 #include <queue>
 #include <set>
@@ -179,6 +181,9 @@ class QueuePartition {
   static Result<QueuePartition> Load(const storage::Store& store, std::uint32_t subscription,
                                      const storage::PartitionLog& log,
                                      AppendedDelays* delays = nullptr);
+  QueuePartition(QueuePartition&&) = default;
+  // Not member by member: the old containers' nodes must go back to the old pool first.
+  QueuePartition& operator=(QueuePartition&& other) noexcept;
 
   // Leases receivable messages, oldest first (FIFO: a group at a time, never one while
   // another message of its group is in flight). The caller bounds options.visibility_ms
@@ -241,13 +246,16 @@ class QueuePartition {
   std::size_t HeldInMemory() const {
     return states_.size() + acked_.size() + lease_runs_.size() + acked_runs_.size();
   }
+  // Bytes the containers' pool holds from the heap (tests).
+  std::size_t PooledBytes() const { return memory_->held; }
 
  private:
   QueuePartition(std::uint32_t subscription, const storage::PartitionLog& log,
                  AppendedDelays* delays)
       : subscription_(subscription), log_(&log), delays_(delays) {}
 
-  using Index = std::set<std::pair<std::int64_t, std::uint64_t>>;  // (visible_at_ms, offset)
+  using Index = std::pmr::set<std::pair<std::int64_t, std::uint64_t>>;  // (visible_at_ms, offset)
+  using AckedRanges = std::pmr::map<std::uint64_t, std::uint64_t>;
   // visible_at_ms of a dead letter locked (in memory only) until it is moved.
   static constexpr std::int64_t kLocked = std::numeric_limits<std::int64_t>::max();
 
@@ -290,8 +298,7 @@ class QueuePartition {
   void Unindex(std::uint64_t offset, const QueueMessageState& state);
   bool IsAcked(std::uint64_t offset) const;
   // The acknowledged range holding `offset`, else the first one after it.
-  std::map<std::uint64_t, std::uint64_t>::const_iterator AckedRangeAtOrAfter(
-      std::uint64_t offset) const;
+  AckedRanges::const_iterator AckedRangeAtOrAfter(std::uint64_t offset) const;
   void AddAcked(std::uint64_t offset);
   // Moves the entries of leases_ and waiting_ whose time has come to receivable_.
   void Settle(std::int64_t now_ms);
@@ -312,6 +319,27 @@ class QueuePartition {
   // stretch of consecutive offsets with the same state, instead of a state each.
   void PersistFirstReceipts(storage::WriteBatch& batch);
 
+  // The tree nodes of the containers below come from a pool of this partition's own: a
+  // receive and a delete insert and erase several per message, and glibc's malloc, shared
+  // with the gRPC threads, was the largest single cost of the queue cycle. Only the
+  // partition's strand touches it, so the pool takes no lock. On the heap, so that a moved
+  // QueuePartition keeps it; declared before the containers, so that it outlives them.
+  struct Memory : std::pmr::memory_resource {
+    std::size_t held = 0;  // bytes the pool took from the heap
+    std::pmr::unsynchronized_pool_resource pool{this};
+
+    void* do_allocate(std::size_t bytes, std::size_t align) override;
+    void do_deallocate(void* p, std::size_t bytes, std::size_t align) override;
+    bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+      return this == &other;
+    }
+  };
+  std::unique_ptr<Memory> memory_ = std::make_unique<Memory>();
+  // Once every pooled container is empty (the backlog drained) and the pool holds more than
+  // kKeepPoolBytes, gives its memory back, so a past peak does not stay with the process.
+  static constexpr std::size_t kKeepPoolBytes = 1 << 20;
+  void ReleaseIdleMemory();
+
   std::uint32_t subscription_;
   const storage::PartitionLog* log_;
   AppendedDelays* delays_;  // may be null
@@ -323,11 +351,11 @@ class QueuePartition {
   // Load met stored states below the floor; the next floor move deletes them.
   bool stale_below_floor_ = false;
   // Messages above the floor that are not done (those at or above scanned_ only if loaded).
-  std::map<std::uint64_t, QueueMessageState> states_;
+  std::pmr::map<std::uint64_t, QueueMessageState> states_{&memory_->pool};
   // Messages above the floor deleted out of order, as ranges [first, second): a message held
   // in flight (or delayed) at the floor keeps every later deleted one above it, and a range
   // per run of them is what that costs, not a state each.
-  std::map<std::uint64_t, std::uint64_t> acked_;
+  AckedRanges acked_{&memory_->pool};
   // Stored lease runs by first offset. A later change of one of a run's messages is stored as
   // that message's own state, which wins over the run; once none of its messages is left to
   // it (changed, deleted, or below the floor), the run's key is deleted.
@@ -335,7 +363,7 @@ class QueuePartition {
     std::uint64_t end;
     std::uint64_t live;  // messages whose state is the run's
   };
-  std::map<std::uint64_t, LeaseRun> lease_runs_;
+  std::pmr::map<std::uint64_t, LeaseRun> lease_runs_{&memory_->pool};
   // Messages the receive in progress took for the first time (PersistFirstReceipts), with
   // their states (nothing leaves states_ during a receive, so the pointers hold).
   std::vector<std::pair<std::uint64_t, QueueMessageState*>> first_receipts_;
@@ -349,7 +377,7 @@ class QueuePartition {
     // the floor deletes those too.
     bool own_keys = false;
   };
-  std::map<std::uint64_t, AckedRun> acked_runs_;
+  std::pmr::map<std::uint64_t, AckedRun> acked_runs_{&memory_->pool};
   // While DeleteMany runs: messages it acknowledged out of order, with their states.
   bool deferring_acks_ = false;
   // While DeleteMany runs: the floor moved, and is stored once at its end.
@@ -367,9 +395,9 @@ class QueuePartition {
   // those whose time had, so that a receive takes the oldest without sorting every lease
   // that ended (all of them, when a consumer fleet stopped), and counts are sizes. (A message
   // found receivable stays so if the wall clock then steps back.)
-  Index leases_;   // received at least once and not acknowledged; or locked
-  Index waiting_;  // examined and never received (delayed, or not taken yet)
-  std::set<std::uint64_t> receivable_;
+  Index leases_{&memory_->pool};   // received at least once and not acknowledged; or locked
+  Index waiting_{&memory_->pool};  // examined and never received (delayed, or not taken yet)
+  std::pmr::set<std::uint64_t> receivable_{&memory_->pool};
 };
 
 }  // namespace spool::broker

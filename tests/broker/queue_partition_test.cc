@@ -287,6 +287,51 @@ TEST_F(QueuePartitionTest, InOrderDeletesOfALeaseRunWriteTheFloorAndFinallyTheRu
   EXPECT_EQ(queue_->HeldInMemory(), 0u);
 }
 
+// The containers' pool gives its memory back once a large backlog has drained, so the peak
+// does not stay with the process; a small one it keeps for the next messages.
+TEST_F(QueuePartitionTest, ADrainedBacklogGivesItsPooledMemoryBack) {
+  constexpr std::size_t kMessages = 20'000;
+  Send(static_cast<int>(kMessages));
+  QueueReceiveOptions o;
+  o.max_in_flight = 2 * kMessages;
+  std::vector<ReceivedMessage> got;
+  for (int round = 0; round < 100 && got.size() < kMessages; ++round) {
+    for (auto& m : Receive(kT0, kMessages, o).messages)
+      got.push_back(std::move(m));
+  }
+  ASSERT_EQ(got.size(), kMessages);
+  EXPECT_GT(queue_->PooledBytes(), std::size_t{1} << 20) << "a state and a lease each";
+  // The first message last: everything else is deleted out of order above it.
+  std::vector<ReceivedMessage> rest(got.begin() + 1, got.end());
+  for (std::size_t i = 0; i < rest.size(); i += 1'000) {
+    std::vector<ReceivedMessage> chunk(rest.begin() + i,
+                                       rest.begin() + std::min(i + 1'000, rest.size()));
+    for (const Status& s : DeleteMany(chunk))
+      ASSERT_TRUE(s);
+  }
+  EXPECT_GT(queue_->PooledBytes(), 0u) << "the first message is still in flight";
+  ASSERT_TRUE(Delete(got.front()));
+  EXPECT_EQ(queue_->floor(), kMessages);
+  EXPECT_EQ(queue_->HeldInMemory(), 0u);
+  EXPECT_LT(queue_->PooledBytes(), 4'096u) << "the pool's own bookkeeping at most";
+
+  // A few messages later: their nodes stay pooled once they are done.
+  Send(10);
+  auto few = Receive(kT0, 10).messages;
+  ASSERT_EQ(few.size(), 10u);
+  for (const Status& s : DeleteMany(few))
+    ASSERT_TRUE(s);
+  EXPECT_EQ(queue_->HeldInMemory(), 0u);
+  EXPECT_GT(queue_->PooledBytes(), 4'096u);
+
+  // And a reload starts with a pool of its own.
+  Reload();
+  EXPECT_LT(queue_->PooledBytes(), 4'096u);
+  Send(3);
+  EXPECT_EQ(Receive(kT0, 3).messages.size(), 3u);
+  EXPECT_GT(queue_->PooledBytes(), 4'096u);
+}
+
 // A change of one message of a lease run (visibility, delete, another receive) is stored as
 // its own state, which wins over the run's after a restart.
 TEST_F(QueuePartitionTest, AChangeToAMessageOfALeaseRunWinsOverTheRunAfterARestart) {
