@@ -41,6 +41,10 @@ class CountedUnaryReactor final : public grpc::ServerUnaryReactor {
     calls_.Leave();
     delete this;
   }
+  // OnDone above is short and never blocks, so gRPC may run it on the thread that ends the
+  // call instead of waking its executor thread for it: one thread hand-off fewer per call.
+  // (gRPC marks this hook as not API; its own default reactor uses it the same way.)
+  bool InternalInlineable() override { return true; }
 
  private:
   CallCounter& calls_;
