@@ -1,7 +1,9 @@
 #include "broker/queue_partition.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
+#include <type_traits>
 
 #include "common/coding.h"
 #include "storage/keys.h"
@@ -183,13 +185,41 @@ void QueuePartition::Memory::do_deallocate(void* p, std::size_t bytes, std::size
   held -= bytes;
 }
 
+std::size_t QueuePartition::PooledNodeBytes() const {
+  constexpr std::size_t kLinks = 32;  // a red-black tree node's colour and three pointers
+  auto bytes = [](const auto& c) {
+    return c.size() * (sizeof(typename std::remove_reference_t<decltype(c)>::value_type) + kLinks);
+  };
+  return bytes(states_) + bytes(acked_) + bytes(lease_runs_) + bytes(acked_runs_) + bytes(leases_) +
+         bytes(waiting_) + bytes(receivable_);
+}
+
 void QueuePartition::ReleaseIdleMemory() {
-  if (memory_->held <= kKeepPoolBytes || !states_.empty() || !acked_.empty() ||
-      !lease_runs_.empty() || !acked_runs_.empty() || !leases_.empty() || !waiting_.empty() ||
-      !receivable_.empty()) {
+  if (memory_->held <= kKeepPoolBytes) return;
+  const std::size_t used = PooledNodeBytes();
+  if (used == 0) {
+    memory_->pool.release();
     return;
   }
-  memory_->pool.release();
+  if (memory_->held / 4 < used) return;
+  auto fresh = std::make_unique<Memory>();
+  // Each container is rebuilt in place with the fresh pool (its allocator cannot change by
+  // assignment); the old nodes go back to the old pool, which is freed last.
+  auto move_to_fresh = [&fresh](auto& container) {
+    using Container = std::remove_reference_t<decltype(container)>;
+    Container moved(std::make_move_iterator(container.begin()),
+                    std::make_move_iterator(container.end()), &fresh->pool);
+    std::destroy_at(&container);
+    std::construct_at(&container, std::move(moved));
+  };
+  move_to_fresh(states_);
+  move_to_fresh(acked_);
+  move_to_fresh(lease_runs_);
+  move_to_fresh(acked_runs_);
+  move_to_fresh(leases_);
+  move_to_fresh(waiting_);
+  move_to_fresh(receivable_);
+  memory_ = std::move(fresh);
 }
 
 void QueuePartition::AddToIndex(std::uint64_t offset, const QueueMessageState& state) {
@@ -684,6 +714,9 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint64_t generation,
       Persist(offset, done, batch);
     }
   }
+  // Also when the floor did not move: a message held there must not keep the memory of
+  // everything deleted above it.
+  ReleaseIdleMemory();
   return Ok();
 }
 

@@ -335,10 +335,16 @@ class QueuePartition {
     }
   };
   std::unique_ptr<Memory> memory_ = std::make_unique<Memory>();
-  // Once every pooled container is empty (the backlog drained) and the pool holds more than
-  // kKeepPoolBytes, gives its memory back, so a past peak does not stay with the process.
+  // A pool never hands its blocks back while anything is allocated from it, so when it holds
+  // more than kKeepPoolBytes and over four times what the containers use (a backlog or a
+  // burst of leases went), the containers move to a fresh pool and the old one is freed;
+  // when they are all empty it just lets go. A past peak does not stay with the partition,
+  // and the copying is paid once per fourfold shrink. Callers hold no iterator or pointer
+  // into the containers across a call.
   static constexpr std::size_t kKeepPoolBytes = 1 << 20;
   void ReleaseIdleMemory();
+  // Bytes the pooled containers' nodes take (an estimate: value and tree links).
+  std::size_t PooledNodeBytes() const;
 
   std::uint32_t subscription_;
   const storage::PartitionLog* log_;

@@ -287,31 +287,55 @@ TEST_F(QueuePartitionTest, InOrderDeletesOfALeaseRunWriteTheFloorAndFinallyTheRu
   EXPECT_EQ(queue_->HeldInMemory(), 0u);
 }
 
-// The containers' pool gives its memory back once a large backlog has drained, so the peak
-// does not stay with the process; a small one it keeps for the next messages.
+// The containers' pool gives its memory back once a large backlog has drained, also while a
+// message held at the floor keeps the partition from being empty; a small pool it keeps for
+// the next messages.
 TEST_F(QueuePartitionTest, ADrainedBacklogGivesItsPooledMemoryBack) {
-  constexpr std::size_t kMessages = 20'000;
-  Send(static_cast<int>(kMessages));
+  constexpr std::size_t kMessages = 50'000;
+  constexpr std::size_t kHeld = 100;
   QueueReceiveOptions o;
   o.max_in_flight = 2 * kMessages;
-  std::vector<ReceivedMessage> got;
-  for (int round = 0; round < 100 && got.size() < kMessages; ++round) {
-    for (auto& m : Receive(kT0, kMessages, o).messages)
-      got.push_back(std::move(m));
-  }
+  auto receive_all = [&] {
+    std::vector<ReceivedMessage> got;
+    for (int round = 0; round < 200 && got.size() < kMessages; ++round) {
+      for (auto& m : Receive(kT0, kMessages, o).messages)
+        got.push_back(std::move(m));
+    }
+    return got;
+  };
+  Send(static_cast<int>(kMessages));
+  std::vector<ReceivedMessage> got = receive_all();
   ASSERT_EQ(got.size(), kMessages);
-  EXPECT_GT(queue_->PooledBytes(), std::size_t{1} << 20) << "a state and a lease each";
-  // The first message last: everything else is deleted out of order above it.
-  std::vector<ReceivedMessage> rest(got.begin() + 1, got.end());
+  const std::size_t peak = queue_->PooledBytes();
+  EXPECT_GT(peak, std::size_t{4} << 20) << "a state and a lease each";
+  const auto held_state = queue_->State(got[kHeld / 2].offset);
+  ASSERT_TRUE(held_state);
+
+  // The first kHeld stay in flight at the floor; everything above them is deleted.
+  std::vector<ReceivedMessage> rest(got.begin() + kHeld, got.end());
   for (std::size_t i = 0; i < rest.size(); i += 1'000) {
     std::vector<ReceivedMessage> chunk(rest.begin() + i,
                                        rest.begin() + std::min(i + 1'000, rest.size()));
     for (const Status& s : DeleteMany(chunk))
       ASSERT_TRUE(s);
   }
-  EXPECT_GT(queue_->PooledBytes(), 0u) << "the first message is still in flight";
-  ASSERT_TRUE(Delete(got.front()));
+  EXPECT_EQ(queue_->floor(), 0u);
+  EXPECT_LT(queue_->PooledBytes(), peak / 4) << "moved to a pool the size of what is left";
+  EXPECT_EQ(queue_->State(got[kHeld / 2].offset), held_state) << "states survive the move";
+  std::vector<ReceivedMessage> held(got.begin(), got.begin() + kHeld);
+  for (const Status& s : DeleteMany(held))
+    ASSERT_TRUE(s) << "every held message kept its lease";
   EXPECT_EQ(queue_->floor(), kMessages);
+  EXPECT_EQ(queue_->HeldInMemory(), 0u);
+  EXPECT_LE(queue_->PooledBytes(), std::size_t{1} << 20);
+
+  // A purge of a whole backlog in flight empties the pool at once.
+  Send(static_cast<int>(kMessages));
+  ASSERT_EQ(receive_all().size(), kMessages);
+  EXPECT_GT(queue_->PooledBytes(), std::size_t{4} << 20);
+  storage::WriteBatch purge;
+  queue_->AckBelow(2 * kMessages, purge);
+  ASSERT_TRUE(store_->WriteSync(std::move(purge)));
   EXPECT_EQ(queue_->HeldInMemory(), 0u);
   EXPECT_LT(queue_->PooledBytes(), 4'096u) << "the pool's own bookkeeping at most";
 
