@@ -714,9 +714,6 @@ Status QueuePartition::Delete(std::uint64_t offset, std::uint64_t generation,
       Persist(offset, done, batch);
     }
   }
-  // Also when the floor did not move: a message held there must not keep the memory of
-  // everything deleted above it.
-  ReleaseIdleMemory();
   return Ok();
 }
 
@@ -894,7 +891,12 @@ void QueuePartition::AdvanceFloor(storage::WriteBatch& batch, std::uint64_t at_l
       }
     }
   }
-  if (to == floor_) return;
+  if (to == floor_) {
+    // Also when the floor stays: a message held there must not keep the memory of everything
+    // deleted above it.
+    ReleaseIdleMemory();
+    return;
+  }
   // Acknowledged runs the floor passed, and lease runs the load found with no message left.
   // Runs of a kind are disjoint, so ordered by first they are ordered by end too.
   while (!acked_runs_.empty() && acked_runs_.begin()->second.end <= to) {
